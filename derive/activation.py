@@ -1,0 +1,396 @@
+"""Activations: registered names or typed expressions, and what the theory needs of them.
+
+``activation("relu")``, ``activation("alpha_relu:1.5")``, ``activation("tanh(2*x) + 0.1")``
+and ``activation("tanh", gamma=2, beta=0.1)`` (meaning ``phi(gamma x + beta)``, the paper's
+way of tuning linearity, Fig. 4) all return an :class:`Activation`: an exact SymPy
+expression ``phi(x)`` with the properties the numerics depend on:
+
+* positive homogeneity and its degree (closed forms through dual kernels);
+* kinks: real points where ``phi`` or ``phi'`` is not smooth (quadratures split there);
+* whether ``phi'`` carries a Dirac mass (then ``E[phi'(z)^2]`` is infinite);
+* growth: the theory needs finite Gaussian moments of ``phi^2`` and ``phi'^2``.
+
+What the theory cannot handle is refused with :class:`ActivationError` (one line).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable
+
+import mpmath
+import sympy as sp
+
+from .homogeneous import Homogeneous
+from .parse import ParseError, parse_expression
+from .symbols import x
+
+
+class ActivationError(ValueError):
+    """An activation bnmft refuses, with a one-line reason."""
+
+
+#: Real window searched for kinks: beyond |z| = 64 the sphere marginal is below 1e-800
+#: for every batch size (and outside the support for B <= 4097).
+KINK_WINDOW = 64
+
+_SELU_SCALE = sp.Rational("1.0507009873554804934193349852946")
+_SELU_ALPHA = sp.Rational("1.6732632423543772848170429916717")
+
+
+def _elu(alpha=sp.Integer(1)):
+    return sp.Piecewise((x, x > 0), (alpha * (sp.exp(x) - 1), True))
+
+
+@dataclass(frozen=True)
+class _Entry:
+    build: Callable[..., sp.Expr]
+    params: tuple[tuple[str, sp.Expr | None], ...] = ()
+    about: str = ""
+
+
+REGISTRY: dict[str, _Entry] = {
+    "relu": _Entry(lambda: sp.Max(x, 0), about="max(x, 0)"),
+    "leaky_relu": _Entry(
+        lambda slope: sp.Max(x, 0) + slope * sp.Min(x, 0),
+        (("slope", sp.Rational(1, 100)),),
+        "x for x > 0, slope*x otherwise",
+    ),
+    "alpha_relu": _Entry(
+        lambda alpha: sp.Piecewise((x**alpha, x > 0), (0, True)),
+        (("alpha", None),),
+        "max(x, 0)^alpha",
+    ),
+    "linear": _Entry(lambda: x, about="x"),
+    "abs": _Entry(lambda: sp.Abs(x), about="|x|"),
+    "step": _Entry(lambda: sp.Heaviside(x), about="1 for x > 0, 0 otherwise"),
+    "tanh": _Entry(lambda: sp.tanh(x)),
+    "erf": _Entry(lambda: sp.erf(x)),
+    "sigmoid": _Entry(lambda: 1 / (1 + sp.exp(-x))),
+    "sin": _Entry(lambda: sp.sin(x)),
+    "gelu": _Entry(lambda: x * (1 + sp.erf(x / sp.sqrt(2))) / 2, about="x Phi(x)"),
+    "swish": _Entry(lambda: x / (1 + sp.exp(-x)), about="x sigmoid(x)"),
+    "silu": _Entry(lambda: x / (1 + sp.exp(-x)), about="x sigmoid(x)"),
+    "softplus": _Entry(lambda: sp.log(1 + sp.exp(x)), about="log(1 + e^x)"),
+    "elu": _Entry(_elu, (("alpha", sp.Integer(1)),), "x for x > 0, alpha (e^x - 1) otherwise"),
+    "selu": _Entry(lambda: _SELU_SCALE * _elu(_SELU_ALPHA), about="scaled elu"),
+}
+
+
+def _as_function(entry: _Entry):
+    """A registered activation used inside an expression: ``relu(2*x + 1)``."""
+
+    def call(arg, *params):
+        if len(params) > len(entry.params):
+            raise ValueError("too many parameters")
+        values = list(params) + [d for _, d in entry.params[len(params):]]
+        if any(v is None for v in values):
+            raise ValueError("missing parameter " + ", ".join(n for n, _ in entry.params))
+        return entry.build(*values).subs(x, arg)
+
+    return call
+
+
+_REGISTRY_FUNCTIONS = {name: _as_function(entry) for name, entry in REGISTRY.items()}
+
+
+def _parse_number(text: str) -> sp.Expr:
+    try:
+        value = parse_expression(text)
+    except ParseError as err:
+        raise ActivationError(f"bad parameter '{text}': {err}") from None
+    if value.free_symbols or not value.is_real:
+        raise ActivationError(f"parameter '{text}' is not a real number")
+    return value
+
+
+def _registered(name: str, param_text: str | None) -> sp.Expr:
+    entry = REGISTRY[name]
+    values = {pname: default for pname, default in entry.params}
+    if param_text:
+        if not entry.params:
+            raise ActivationError(f"'{name}' takes no parameters")
+        for k, item in enumerate(param_text.split(",")):
+            key, sep, val = item.partition("=")
+            if not sep:
+                if k >= len(entry.params):
+                    raise ActivationError(f"too many parameters for '{name}'")
+                key, val = entry.params[k][0], item
+            key = key.strip()
+            if key not in values:
+                raise ActivationError(f"'{name}' has no parameter '{key}'")
+            values[key] = _parse_number(val.strip())
+    missing = [k for k, v in values.items() if v is None]
+    if missing:
+        raise ActivationError(f"'{name}' needs {missing[0]}, e.g. {name}:{missing[0]}=1.5")
+    return entry.build(*values.values()), values
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An activation ``phi(x)`` (exact SymPy expression) and its analysed properties."""
+
+    name: str
+    expr: sp.Expr
+    params: tuple[tuple[str, sp.Expr], ...] = ()
+    kinks: tuple[sp.Expr, ...] = ()
+    homogeneous: Homogeneous | None = None
+    derivative: sp.Expr = field(default=sp.Integer(0))
+    derivative_has_delta: bool = False
+    singular: bool = False
+
+    @property
+    def key(self) -> str:
+        """Canonical identity of the function (independent of how it was typed)."""
+        return sp.srepr(self.expr)
+
+    @property
+    def kink_floats(self) -> tuple[float, ...]:
+        return tuple(float(k) for k in self.kinks)
+
+    @cached_property
+    def numpy(self) -> Callable:
+        """Vectorised float64 ``phi``."""
+        return _lambdify_numpy(self.expr)
+
+    @cached_property
+    def numpy_derivative(self) -> Callable:
+        return _lambdify_numpy(self.derivative)
+
+    @cached_property
+    def mpmath(self) -> Callable:
+        """``phi`` at mpmath precision (exact constants)."""
+        return sp.lambdify(x, self.expr, "mpmath")
+
+    @cached_property
+    def mpmath_derivative(self) -> Callable:
+        return sp.lambdify(x, self.derivative, "mpmath")
+
+    def latex(self) -> str:
+        return sp.latex(self.expr)
+
+
+def _lambdify_numpy(expr: sp.Expr) -> Callable:
+    import numpy as np
+
+    fn = sp.lambdify(x, expr, modules=["scipy", "numpy"])
+    if expr.free_symbols:
+        return fn
+    value = float(expr)
+    return lambda z: np.full(np.shape(z), value)
+
+
+# -- properties ------------------------------------------------------------------------
+
+
+def _zeros(expr: sp.Expr) -> list[sp.Expr]:
+    """Real zeros of ``expr`` in the kink window (interval ends for flat zero sets)."""
+    window = sp.Interval(-KINK_WINDOW, KINK_WINDOW)
+    if not expr.has(x):
+        return []
+    try:
+        sol = sp.solveset(expr, x, window)
+    except (NotImplementedError, ValueError, TypeError):
+        sol = None
+    points: list[sp.Expr] = []
+    parts = sol.args if isinstance(sol, sp.Union) else (sol,)
+    for part in parts:
+        if isinstance(part, sp.FiniteSet):
+            points.extend(part)
+        elif isinstance(part, sp.Interval):
+            points.extend(p for p in (part.start, part.end) if abs(p) < KINK_WINDOW)
+        elif part is sp.S.EmptySet:
+            continue
+        else:
+            raise ActivationError(f"cannot locate where {expr} vanishes (needed to split integrals)")
+    return points
+
+
+def _kink_candidates(expr: sp.Expr) -> list[sp.Expr]:
+    found: list[sp.Expr] = []
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, (sp.Max, sp.Min)):
+            args = node.args
+            for i in range(len(args)):
+                for j in range(i + 1, len(args)):
+                    found.extend(_zeros(args[i] - args[j]))
+        elif isinstance(node, (sp.Abs, sp.sign, sp.Heaviside, sp.DiracDelta)):
+            found.extend(_zeros(node.args[0]))
+        elif isinstance(node, sp.Piecewise):
+            for _, cond in node.args:
+                for rel in sp.preorder_traversal(cond):
+                    if isinstance(rel, sp.Rel):
+                        found.extend(_zeros(rel.lhs - rel.rhs))
+        elif isinstance(node, sp.Pow) and not node.exp.is_integer:
+            found.extend(_zeros(node.base))
+    return found
+
+
+def _kinks(expr: sp.Expr) -> tuple[sp.Expr, ...]:
+    points = {sp.nsimplify(p) for p in _kink_candidates(expr)}
+    for p in points:
+        if not p.is_real:
+            raise ActivationError(f"kink at non-real point {p}")
+    return tuple(sorted(points, key=lambda p: float(p)))
+
+
+def _homogeneity(expr: sp.Expr) -> Homogeneous | None:
+    """``(alpha, A, C)`` if ``phi(t z) = t^alpha phi(z)`` for all ``t > 0``, else None."""
+    p = sp.Symbol("p", positive=True)
+    sides = []
+    for sign in (1, -1):
+        side = sp.simplify(sp.piecewise_fold(expr.subs(x, sign * p)))
+        if side.has(sp.Piecewise, sp.Max, sp.Min, sp.Heaviside, sp.sign, sp.Abs):
+            side = sp.simplify(side.rewrite(sp.Piecewise))
+        if side.has(sp.Piecewise):
+            return None
+        sides.append(side)
+    alpha = None
+    coeffs = []
+    for side in sides:
+        if side == 0:
+            coeffs.append(sp.Integer(0))
+            continue
+        deg = sp.simplify(p * sp.diff(side, p) / side)
+        if deg.has(p) or not deg.is_real:
+            return None
+        if alpha is not None and sp.simplify(deg - alpha) != 0:
+            return None
+        alpha = deg
+        coeffs.append(sp.simplify(side / p**deg))
+    if alpha is None or alpha < 0:
+        return None
+    if any(cf.has(p) for cf in coeffs):
+        return None
+    return Homogeneous(sp.nsimplify(alpha), coeffs[0], coeffs[1])
+
+
+def _derivative(expr: sp.Expr, kinks) -> tuple[sp.Expr, bool]:
+    """``phi'`` with Dirac masses of zero weight dropped; flag whether a mass remains."""
+    d = sp.diff(expr, x)
+    if not d.has(sp.DiracDelta):
+        return d, False
+    keep, has_delta = [], False
+    for term in sp.Add.make_args(sp.expand(d)):
+        deltas = [a for a in term.atoms(sp.DiracDelta)]
+        if not deltas:
+            keep.append(term)
+            continue
+        weight_zero = True
+        for dd in deltas:
+            for root in _zeros(dd.args[0]):
+                rest = term.subs(dd, 1)
+                if sp.simplify(sp.limit(rest, x, root)) != 0:
+                    weight_zero = False
+        if weight_zero:
+            continue
+        has_delta = True
+        keep.append(term)
+    smooth = sp.Add(*(t for t in keep if not t.has(sp.DiracDelta)))
+    return smooth, has_delta
+
+
+def _check_real_finite(expr: sp.Expr, kinks) -> None:
+    fn = sp.lambdify(x, expr, "mpmath")
+    probes = [sp.Rational(k, 4) for k in range(-4 * KINK_WINDOW, 4 * KINK_WINDOW + 1, 3)]
+    probes += [k + d for k in kinks for d in (sp.Rational(-1, 1000), 0, sp.Rational(1, 1000))]
+    with mpmath.workdps(30):
+        for t in probes:
+            try:
+                val = fn(mpmath.mpf(t.p) / t.q if t.is_Rational else mpmath.mpf(sp.N(t, 40)))
+            except (ZeroDivisionError, ValueError, OverflowError):
+                raise ActivationError(f"phi is undefined at x = {t}") from None
+            if isinstance(val, mpmath.mpc) and val.imag != 0:
+                raise ActivationError(f"phi is not real at x = {t}")
+            if not mpmath.isfinite(val):
+                raise ActivationError(f"phi is not finite at x = {t}")
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.Pow) and node.exp.is_negative:
+            if _zeros(node.base):
+                raise ActivationError(f"phi has a pole where {node.base} = 0")
+        if isinstance(node, sp.log) and _zeros(node.args[0]):
+            raise ActivationError(f"phi has a log singularity where {node.args[0]} = 0")
+
+
+def _check_growth(expr: sp.Expr, what: str) -> None:
+    """Refuse ``log|phi(x)| / x^2 >= 1/4`` at large ``|x|``: then ``E[phi(g)^2] = oo``."""
+    fn = sp.lambdify(x, expr, "mpmath")
+    with mpmath.workdps(30):
+        for t in (mpmath.mpf(10) ** 3, -(mpmath.mpf(10) ** 3)):
+            val = abs(fn(t))
+            if val == 0:
+                continue
+            if mpmath.log(val) / t**2 >= 0.2:
+                raise ActivationError(
+                    f"{what} grows like exp(c x^2): its Gaussian moments are infinite"
+                )
+
+
+def analyse(name: str, expr: sp.Expr, params=()) -> Activation:
+    """Validate ``phi`` and compute the properties of :class:`Activation`."""
+    expr = sp.sympify(expr)
+    extra = expr.free_symbols - {x}
+    if extra:
+        raise ActivationError(
+            "unknown symbol(s) " + ", ".join(sorted(map(str, extra))) + " (the variable is x)"
+        )
+    if not expr.has(x):
+        raise ActivationError("phi is constant: batchnorm output would carry no signal")
+    if expr.has(sp.I) or expr.has(sp.zoo, sp.nan, sp.oo):
+        raise ActivationError("phi must be real and finite")
+    kinks = _kinks(expr)
+    _check_real_finite(expr, kinks)
+    _check_growth(expr, "phi")
+    derivative, has_delta = _derivative(expr, kinks)
+    if not has_delta and sp.simplify(derivative) == 0:
+        raise ActivationError("phi is constant: batchnorm output would carry no signal")
+    if not has_delta:
+        _check_growth(derivative, "phi'")
+    singular = any(
+        isinstance(n, sp.Pow) and not n.exp.is_integer and n.base.has(x)
+        for n in sp.preorder_traversal(derivative)
+    )
+    return Activation(
+        name=name,
+        expr=expr,
+        params=tuple(params),
+        kinks=kinks,
+        homogeneous=_homogeneity(expr),
+        derivative=derivative,
+        derivative_has_delta=has_delta,
+        singular=singular,
+    )
+
+
+def activation(spec: str, gamma=None, beta=None) -> Activation:
+    """Parse an activation spec: a registered name (``"relu"``, ``"leaky_relu:0.2"``,
+    ``"alpha_relu:alpha=1.5"``) or an expression in ``x`` (``"tanh(2*x) + 0.1"``).
+
+    ``gamma``/``beta`` (numbers or strings) make it ``phi(gamma x + beta)``.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ActivationError("empty activation")
+    spec = spec.strip()
+    head, _, param_text = spec.partition(":")
+    params: dict = {}
+    if head in REGISTRY:
+        expr, params = _registered(head, param_text or None)
+        name = spec
+    else:
+        if param_text and ":" in spec and head.isidentifier():
+            raise ActivationError(f"unknown activation '{head}'")
+        try:
+            expr = parse_expression(spec, _REGISTRY_FUNCTIONS)
+        except ParseError as err:
+            raise ActivationError(str(err)) from None
+        name = spec
+    if gamma is not None or beta is not None:
+        g = _parse_number(str(gamma)) if gamma is not None else sp.Integer(1)
+        b = _parse_number(str(beta)) if beta is not None else sp.Integer(0)
+        if g == 0:
+            raise ActivationError("gamma = 0 makes phi constant")
+        expr = expr.subs(x, g * x + b)
+        name = f"{name} (gamma={g}, beta={b})"
+        params = {**params, "gamma": g, "beta": b}
+    return analyse(name, expr, tuple(params.items()))

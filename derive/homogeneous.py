@@ -1,0 +1,92 @@
+"""Closed-form sphere moments for positive-homogeneous activations.
+
+A positive-homogeneous ``phi`` of degree ``alpha`` is ``A z^alpha`` for ``z > 0`` and
+``C (-z)^alpha`` for ``z < 0`` (relu: ``A=1, C=0``; linear: ``C=-1``; abs: ``C=1``; leaky
+relu with slope ``a``: ``C=-a``; step: ``alpha=0``).
+
+Decoupling (the Laplace method of paper Thm 2 at the BSB1 point): for ``g ~ N(0, G)``,
+``g = r u`` with ``r^2 ~ chi^2_{B-1}`` independent of ``u``. A function ``F`` of degree ``d``
+then has ``E_gauss[F(g)] = E[(r^2/B)^{d/2}] E_sphere[F(sqrt(B) u)]``, so every sphere moment
+is a Gaussian moment divided by a chi moment. The Gaussian side is a half moment (one
+coordinate) or an orthant moment (two coordinates, correlation ``-1/(B-1)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from .gaussian import chi_square_moment, half_moment, orthant_moment
+from .moments import Point, SphereMoment
+from .symbols import B, RHO, c
+
+
+@dataclass(frozen=True)
+class Homogeneous:
+    """``phi(z) = A z^alpha (z > 0),  C (-z)^alpha (z < 0)``."""
+
+    alpha: sp.Expr
+    A: sp.Expr
+    C: sp.Expr
+
+    def point_power(self, pt: Point) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
+        """``z^m phi^p phi'^q`` as ``(d, P, N)``: ``P |z|^d`` for ``z > 0``, ``N |z|^d`` for ``z < 0``."""
+        a, A, C = self.alpha, self.A, self.C
+        if pt.q and a == 0:
+            raise DivergentMoment("phi' of a step activation is a Dirac delta")
+        d = pt.m + pt.p * a + pt.q * (a - 1)
+        P = A**pt.p * (a * A) ** pt.q
+        N = (-1) ** pt.m * C**pt.p * (-a * C) ** pt.q
+        return sp.nsimplify(d), sp.expand(P), sp.expand(N)
+
+
+class DivergentMoment(ArithmeticError):
+    """A sphere moment whose integral diverges (e.g. ``E[phi'(z)^2]`` for ``alpha <= 1/2``)."""
+
+
+def _decoupling(d) -> sp.Expr:
+    """``E[(r^2/B)^{d/2}]`` for ``r^2 ~ chi^2_{B-1}``."""
+    return sp.expand_func(chi_square_moment(B - 1, d / 2) / B ** (d / 2))
+
+
+def _integer_or_none(d):
+    d = sp.nsimplify(d)
+    return int(d) if d.is_integer else None
+
+
+def _orthant(a, b, corr) -> sp.Expr:
+    ia, ib = _integer_or_none(a), _integer_or_none(b)
+    if ia is None or ib is None:
+        from .gaussian import orthant_moment_hyper
+
+        return orthant_moment_hyper(a, b, corr)
+    return orthant_moment(ia, ib).subs(c, corr)
+
+
+def sphere_moment(mo: SphereMoment, hom: Homogeneous, corr=RHO) -> sp.Expr:
+    """Closed form of a sphere moment of a homogeneous activation, as a function of ``B``.
+
+    ``corr`` is the correlation of two coordinates of ``g ~ N(0, G)``, ``-1/(B-1)``; pass
+    the symbol ``c`` to keep it symbolic (for presentation in terms of dual kernels).
+    """
+    sig2 = (B - 1) / B  # variance of one coordinate of g ~ N(0, G)
+    if mo.arity == 1:
+        d, P, N = hom.point_power(mo.points[0])
+        if P == 0 and N == 0:
+            return sp.Integer(0)
+        if not (d > -1):
+            raise DivergentMoment(f"{mo.name} diverges (|z|^{d} near 0)")
+        gauss = (P + N) * sig2 ** (d / 2) * half_moment(d)
+        return gauss / _decoupling(d)
+    (d1, P1, N1), (d2, P2, N2) = (hom.point_power(p) for p in mo.points)
+    if (P1 == 0 and N1 == 0) or (P2 == 0 and N2 == 0):
+        return sp.Integer(0)
+    if not (d1 > -1 and d2 > -1):
+        raise DivergentMoment(f"{mo.name} diverges")
+    total = sp.Integer(0)
+    for s1, c1 in ((1, P1), (-1, N1)):
+        for s2, c2 in ((1, P2), (-1, N2)):
+            if c1 != 0 and c2 != 0:
+                total += c1 * c2 * _orthant(d1, d2, s1 * s2 * corr)
+    return total * sig2 ** ((d1 + d2) / 2) / _decoupling(d1 + d2)
