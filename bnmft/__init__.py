@@ -1,0 +1,15 @@
+"""bnmft: a symbolic-numeric derivation engine for the mean-field theory of batch norm.
+
+Public API (stable):
+
+* :func:`activation` -- parse an activation (registered name or expression in ``x``);
+* :func:`derive` -- moment forms and closed forms of every BSB1 quantity;
+* :func:`analyze` -- numbers for given batch sizes, to a requested number of digits.
+"""
+
+__version__ = "0.1.0"
+
+from bnmft.derive.activation import Activation, ActivationError, activation  # noqa: E402
+from bnmft.derive.derivation import derive  # noqa: E402
+
+__all__ = ["Activation", "ActivationError", "activation", "derive", "__version__"]
