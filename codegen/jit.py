@@ -1,0 +1,268 @@
+"""Compile generated C on demand into a cache, load it with cffi; import generated numpy code.
+
+Cache layout (root: ``$BNMFT_CACHE_DIR``, else ``$XDG_CACHE_HOME/bnmft``, else
+``~/.cache/bnmft``)::
+
+    c/<module>-<key>.so      the library, moved into place with os.replace (never partial)
+    c/<module>-<key>.json    manifest: key, compiler, flags, sha256 of the .so bytes
+    c/<module>-<key>.lock    fcntl.flock lock: one process builds a given key at a time
+    py/<module>-<hash>.py    generated numpy modules, imported by path
+
+``key`` is the sha256 of the exact sources, the compiler command and its version line, and
+the flags, so a library built from other sources or with other flags is never picked up. A
+library is loaded only if its manifest exists (written after the library) and records the
+sha256 of the library's current bytes; otherwise (crash between the two writes, a truncated or
+overwritten file) it is rebuilt. Temporary files and build directories have their own names
+and are never loaded. Files are replaced, never rewritten in place, so a process that has a
+library mapped is not disturbed by a rebuild (rewriting a mapped file in place can SIGBUS).
+POSIX only (``fcntl``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CodegenError
+from .files import atomic_write_bytes, atomic_write_text
+from .prepare import check_identifier
+
+#: Flags of every build: the documented command plus nothing that changes IEEE semantics
+#: (no -ffast-math: it would break inf results and the 1e-13 accuracy).
+CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-shared", "-fPIC")
+LDLIBS = ("-lm",)
+_COMPILE_TIMEOUT_S = 300
+_PROTOTYPE = re.compile(
+    r"^void ([A-Za-z_][A-Za-z0-9_]*)\(size_t n, const double \*B, double \*out\);$", re.M
+)
+
+
+def cache_dir() -> Path:
+    """Root of the cache: ``$BNMFT_CACHE_DIR``, ``$XDG_CACHE_HOME/bnmft`` or ``~/.cache/bnmft``."""
+    explicit = os.environ.get("BNMFT_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "bnmft"
+
+
+def find_compiler() -> list[str]:
+    """The C compiler command: ``$CC`` (may include arguments), else cc, gcc or clang."""
+    env = os.environ.get("CC")
+    if env:
+        cmd = shlex.split(env)
+        if cmd and shutil.which(cmd[0]):
+            return [shutil.which(cmd[0]), *cmd[1:]]
+        raise CodegenError(f"C compiler CC={env!r} not found")
+    for name in ("cc", "gcc", "clang"):
+        path = shutil.which(name)
+        if path:
+            return [path]
+    raise CodegenError("no C compiler found (install cc/gcc/clang or set CC)")
+
+
+@functools.cache
+def _compiler_version(cmd: tuple[str, ...]) -> str:
+    """First line of ``cc --version`` (part of the cache key: a new compiler rebuilds)."""
+    try:
+        res = subprocess.run(
+            [*cmd, "--version"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except OSError as err:
+        raise CodegenError(f"cannot run C compiler {cmd[0]}: {err}") from None
+    lines = (res.stdout or res.stderr).splitlines()
+    return lines[0].strip() if lines else "unknown"
+
+
+def _c_files(sources: Mapping[str, str], module: str | None) -> tuple[str, str, str]:
+    if module is None:
+        stems = sorted(name[:-2] for name in sources if name.endswith(".c"))
+        if len(stems) != 1:
+            raise CodegenError("give module=: sources hold no or several .c files")
+        module = stems[0]
+    check_identifier(module, "module name")
+    try:
+        return module, sources[f"{module}.c"], sources[f"{module}.h"]
+    except KeyError as err:
+        raise CodegenError(f"sources lack {err.args[0]}") from None
+
+
+def _key(module: str, c_text: str, h_text: str, compiler: list[str]) -> str:
+    h = hashlib.sha256()
+    for part in (module, c_text, h_text, "\0".join(compiler), _compiler_version(tuple(compiler))):
+        h.update(part.encode("utf-8"))
+        h.update(b"\0\0")
+    h.update("\0".join(CFLAGS + LDLIBS).encode())
+    return h.hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _is_valid(lib: Path, manifest: Path, key: str) -> bool:
+    """True if ``lib`` is the complete library for ``key`` (manifest present and matching)."""
+    try:
+        meta = json.loads(manifest.read_text("utf-8"))
+        return meta.get("key") == key and meta.get("so_sha256") == _sha256_file(lib)
+    except (OSError, ValueError):
+        return False
+
+
+def _compile(compiler: list[str], module: str, files: dict[str, str], build: Path) -> Path:
+    """Compile ``files`` in ``build`` into ``lib<module>.so``; one-line CodegenError on failure."""
+    for name, text in files.items():
+        (build / name).write_text(text, encoding="utf-8")
+    target = build / f"lib{module}.so"
+    cmd = [*compiler, *CFLAGS, f"{module}.c", "-o", target.name, *LDLIBS]
+    try:
+        res = subprocess.run(
+            cmd, cwd=build, capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise CodegenError(f"C compiler failed to run for {module}: {err}") from None
+    if res.returncode != 0 or not target.exists():
+        lines = res.stderr.splitlines()
+        first = next((ln for ln in lines if "error" in ln), lines[0] if lines else "")
+        raise CodegenError(f"C compilation of {module} failed ({res.returncode}): {first.strip()}")
+    return target
+
+
+def build_c(sources: Mapping[str, str], module: str | None = None) -> Path:
+    """Return the path of the compiled library for these sources, building it if needed."""
+    module, c_text, h_text = _c_files(sources, module)
+    compiler = find_compiler()
+    key = _key(module, c_text, h_text, compiler)
+    folder = cache_dir() / "c"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{module}-{key[:32]}"
+    lib, manifest = folder / f"{stem}.so", folder / f"{stem}.json"
+    if _is_valid(lib, manifest, key):
+        return lib
+    with open(folder / f"{stem}.lock", "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+        if _is_valid(lib, manifest, key):  # built by another process while we waited
+            return lib
+        build = Path(tempfile.mkdtemp(prefix=".build-", dir=folder))
+        try:
+            files = {f"{module}.c": c_text, f"{module}.h": h_text}
+            built = _compile(compiler, module, files, build)
+            digest = _sha256_file(built)
+            os.replace(built, lib)
+            meta = {
+                "key": key,
+                "module": module,
+                "compiler": compiler,
+                "compiler_version": _compiler_version(tuple(compiler)),
+                "flags": list(CFLAGS + LDLIBS),
+                "so_sha256": digest,
+            }
+            atomic_write_text(manifest, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
+    return lib
+
+
+class CModule:
+    """A loaded generated C library: one attribute per quantity, ``f(B) -> ndarray``, plus
+    ``module``, ``path`` and ``names`` (quantities cannot take those names)."""
+
+    RESERVED = frozenset({"module", "path", "names"})
+
+    def __init__(self, module: str, path: Path, functions: dict[str, Callable]) -> None:
+        self.module = module
+        self.path = path
+        self.names = tuple(functions)
+        for name, fn in functions.items():
+            setattr(self, name, fn)
+
+    def __repr__(self) -> str:
+        return f"<CModule {self.module} from {self.path} ({', '.join(self.names)})>"
+
+
+def _wrap(ffi, lib, symbol: str, name: str) -> Callable:
+    kernel = getattr(lib, symbol)
+
+    def call(B) -> np.ndarray:
+        arr = np.asarray(B, dtype=np.float64)
+        if not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr).reshape(arr.shape)  # keeps 0-d shapes
+        out = np.empty(arr.shape, dtype=np.float64)
+        if arr.size:
+            kernel(arr.size, ffi.from_buffer("double[]", arr), ffi.from_buffer("double[]", out))
+        return out
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"{name}(B): elementwise C kernel {symbol}; returns float64 of B's shape."
+    call._lib = lib  # keep the library loaded as long as a callable exists
+    return call
+
+
+def load_c(sources: Mapping[str, str], module: str | None = None) -> CModule:
+    """Compile (or reuse from the cache) and load generated C ``sources``; return a
+    :class:`CModule` whose attributes are the quantities as numpy-in/numpy-out callables."""
+    import cffi
+
+    module, _, h_text = _c_files(sources, module)
+    path = build_c(sources, module)
+    symbols = _PROTOTYPE.findall(h_text)
+    prefix = f"{module}_"
+    if not symbols or any(not s.startswith(prefix) for s in symbols):
+        raise CodegenError(f"{module}.h has no bnmft kernel prototypes")
+    ffi = cffi.FFI()
+    ffi.cdef("\n".join(f"void {s}(size_t n, const double *B, double *out);" for s in symbols))
+    try:
+        lib = ffi.dlopen(str(path))
+    except OSError as err:
+        raise CodegenError(f"cannot load {path}: {err}") from None
+    functions = {s[len(prefix):]: _wrap(ffi, lib, s, s[len(prefix):]) for s in symbols}
+    clash = sorted(CModule.RESERVED & set(functions))
+    if clash:
+        raise CodegenError(f"quantity name {clash[0]!r} clashes with a CModule attribute")
+    return CModule(module, path, functions)
+
+
+def load_numpy(sources: Mapping[str, str] | str, module: str | None = None):
+    """Import a generated numpy module from its text (written to the cache, imported by path).
+
+    ``sources`` is the dict from :func:`~bnmft.codegen.generate` (or the module text itself).
+    The text must carry the bnmft generated-file header: only generated code is imported.
+    """
+    if isinstance(sources, str):
+        text = sources
+        module = check_identifier(module or "generated", "module name")
+    else:
+        if module is None:
+            stems = sorted(n[:-3] for n in sources if n.endswith(".py"))
+            if len(stems) != 1:
+                raise CodegenError("give module=: sources hold no or several .py files")
+            module = stems[0]
+        check_identifier(module, "module name")
+        try:
+            text = sources[f"{module}.py"]
+        except KeyError:
+            raise CodegenError(f"sources lack {module}.py") from None
+    if not text.startswith("# Generated by bnmft "):
+        raise CodegenError(f"{module}.py does not look like a bnmft-generated module")
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    path = cache_dir() / "py" / f"{module}-{digest[:32]}.py"
+    if not path.exists() or _sha256_file(path) != digest:
+        atomic_write_bytes(path, text.encode("utf-8"))
+    name = f"bnmft_generated_{module}_{digest[:16]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
