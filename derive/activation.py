@@ -139,6 +139,9 @@ class Activation:
     derivative: sp.Expr = field(default=sp.Integer(0))
     derivative_has_delta: bool = False
     singular: bool = False
+    #: Substitution power that makes the integrand analytic at a kink: ``|z - k|^(r/q)``
+    #: becomes analytic under ``z - k = s^q``; None when an exponent is irrational.
+    kink_power: int | None = 1
 
     @property
     def key(self) -> str:
@@ -174,11 +177,18 @@ class Activation:
 def _lambdify_numpy(expr: sp.Expr) -> Callable:
     import numpy as np
 
+    if not expr.free_symbols:
+        value = float(expr)
+        return lambda z: np.full(np.shape(z), value)
     fn = sp.lambdify(x, expr, modules=["scipy", "numpy"])
-    if expr.free_symbols:
-        return fn
-    value = float(expr)
-    return lambda z: np.full(np.shape(z), value)
+
+    def vectorised(z):
+        # numpy.select evaluates every branch of a Piecewise everywhere (e.g. x**1.5 at
+        # x < 0); the discarded branches may warn, the selected values are unaffected.
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            return fn(z)
+
+    return vectorised
 
 
 # -- properties ------------------------------------------------------------------------
@@ -347,10 +357,19 @@ def analyse(name: str, expr: sp.Expr, params=()) -> Activation:
         raise ActivationError("phi is constant: batchnorm output would carry no signal")
     if not has_delta:
         _check_growth(derivative, "phi'")
-    singular = any(
-        isinstance(n, sp.Pow) and not n.exp.is_integer and n.base.has(x)
-        for n in sp.preorder_traversal(derivative)
-    )
+    exponents = [
+        n.exp
+        for e in (expr, derivative)
+        for n in sp.preorder_traversal(e)
+        if isinstance(n, sp.Pow) and not n.exp.is_integer and n.base.has(x)
+    ]
+    singular = bool(exponents)
+    kink_power: int | None = 1
+    for e in exponents:
+        if not e.is_Rational:
+            kink_power = None
+            break
+        kink_power = int(sp.ilcm(kink_power, e.q))
     return Activation(
         name=name,
         expr=expr,
@@ -360,6 +379,7 @@ def analyse(name: str, expr: sp.Expr, params=()) -> Activation:
         derivative=derivative,
         derivative_has_delta=has_delta,
         singular=singular,
+        kink_power=kink_power,
     )
 
 

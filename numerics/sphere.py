@@ -1,0 +1,387 @@
+"""Sphere moments by quadrature in hyperspherical angles (paper Thm 4 form).
+
+At the BSB1 point ``z = sqrt(B) u`` with ``u`` uniform on the unit sphere of the zero-sum
+hyperplane. Two coordinates are parametrised by independent angles (THEORY.md, Thm 4,
+with ``theta = pi/2 + delta`` so that large-``B`` arithmetic keeps its digits):
+
+    z1 = sqrt(B-1) sin d1,
+    z2 = sqrt(B-1) (rho sin d1 + sqrt(1-rho^2) cos d1 sin d2),      rho = -1/(B-1),
+
+with weights ``cos^{B-3} d1`` and ``cos^{B-4} d2`` on ``[-pi/2, pi/2]``. Moments are ratios
+of integrals with the same rule (self-normalising: no Gamma functions, no overflow at any
+``B``). For large ``B`` the weights are truncated where they fall below the target accuracy
+(``cos^n d <= 10^-P``), which keeps the number of nodes independent of ``B``.
+
+Kinks of ``phi`` (``z = k``) are quadrature breakpoints: ``d1 = asin(k/sqrt(B-1))`` for the
+outer angle, and for the inner angle the point where ``z2 = k`` at the current ``d1``. Where
+that inner kink enters the disk (``sin(d1 +- psi) = k/sqrt(B-1)``, ``cos psi = rho``) the
+inner integral is not smooth in ``d1``, so those points are outer breakpoints too.
+
+Two implementations share the geometry: :func:`moments_mp` (mpmath, adaptive degree, error
+estimate from two degrees) and :func:`moments_float` (numpy float64, fixed nodes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+import mpmath
+import numpy as np
+
+from sympy import ilcm as sp_lcm
+
+from bnmft.derive.activation import Activation
+
+from .rules import rule_float, rule_mp
+
+
+class QuadratureError(ArithmeticError):
+    """A quadrature did not reach the requested accuracy."""
+
+
+# -- geometry (mpmath numbers; a handful per batch size) ------------------------------
+
+
+def truncation_angle(power, digits) -> mpmath.mpf:
+    """Smallest ``d`` with ``cos(d)^power <= 10^-digits`` (``pi/2`` if none is needed)."""
+    if power <= 0:
+        return mpmath.pi / 2
+    # cos d = exp(-digits ln10 / power)
+    t = -digits * mpmath.log(10) / power
+    if t < -50:
+        return mpmath.pi / 2
+    cosd = mpmath.exp(t)
+    return mpmath.acos(cosd)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Constants of the two-angle parametrisation for one batch size."""
+
+    B: int
+    root: mpmath.mpf  # sqrt(B-1)
+    rho: mpmath.mpf  # -1/(B-1)
+    sigma: mpmath.mpf  # sqrt(1 - rho^2) = sqrt(B(B-2))/(B-1)
+    psi: mpmath.mpf  # acos(rho)
+    window1: mpmath.mpf
+    window2: mpmath.mpf
+    #: Largest B whose tangency singularities (d1 - d_t)^{(B-3)/2} need breakpoints: above it
+    #: they are smooth enough for Gauss-Legendre at the requested digits.
+    tangency_limit: int = 0
+
+    @classmethod
+    def make(cls, B: int, digits) -> Geometry:
+        Bm = mpmath.mpf(B)
+        rho = -1 / (Bm - 1)
+        sigma = mpmath.sqrt(Bm * (Bm - 2)) / (Bm - 1)
+        return cls(
+            B=B,
+            root=mpmath.sqrt(Bm - 1),
+            rho=rho,
+            sigma=sigma,
+            psi=mpmath.acos(rho),
+            window1=truncation_angle(Bm - 3, digits),
+            window2=truncation_angle(Bm - 4, digits),
+            tangency_limit=int(3 + digits),
+        )
+
+    def outer_pieces(self, kinks, kink_power: int = 1) -> list[tuple]:
+        """Pieces ``(a, b, p_a, p_b)`` of the outer angle ``d1`` in ``[-W1, W1]``.
+
+        Breakpoints are the kinks ``asin(k/sqrt(B-1))`` and the points where the inner kink
+        (``z2 = k``) leaves the inner window ``|d2| <= W2``:
+        ``rho sin d1 +- sigma sin(W2) cos d1 = k/sqrt(B-1)``. There the inner integral
+        behaves like a power of ``sqrt(d1 - d_t)`` (at ``W2 = pi/2``, where the kink line is
+        tangent to the disk) or of ``(d1 - d_t)``; those ends get substitution power 2 (see
+        :func:`_pieces`), kinks get ``kink_power`` (power singularities of ``phi``).
+        """
+        W1 = self.window1
+        pts = {-W1: 1, W1: 1}
+        s2 = self.sigma * mpmath.sin(self.window2)
+        radius = mpmath.sqrt(self.rho**2 + s2**2)
+        for k in kinks:
+            kappa = mpmath.mpf(k) / self.root
+            if abs(kappa) < 1:
+                a = mpmath.asin(kappa)
+                pts[a] = int(sp_lcm(pts.get(a, 1), kink_power))
+            if abs(kappa) < radius and self.B <= self.tangency_limit:
+                # rho sin d + s2 cos d = R sin(d + psi'),  rho sin d - s2 cos d = R sin(d - psi')
+                psi = mpmath.atan2(s2, self.rho)
+                base = mpmath.asin(kappa / radius)
+                for root in (base, mpmath.pi - base):
+                    for cand in (root - psi, root + psi):
+                        for shift in (-2 * mpmath.pi, 0, 2 * mpmath.pi):
+                            t = cand + shift
+                            if -W1 < t < W1:
+                                pts[t] = int(sp_lcm(pts.get(t, 1), 2 * kink_power))
+        keys = sorted(pts)
+        return [(a, b, pts[a], pts[b]) for a, b in zip(keys[:-1], keys[1:]) if b > a]
+
+    def inner_pieces(self, kinks, sin1, cos1, kink_power: int = 1) -> list[tuple]:
+        """Pieces ``(a, b, p_a, p_b)`` of the inner angle at one outer node."""
+        W2 = self.window2
+        pts = [(-W2, 1), (W2, 1)]
+        if cos1 != 0:
+            sW2 = mpmath.sin(W2)
+            for k in kinks:
+                s = (mpmath.mpf(k) / self.root - self.rho * sin1) / (self.sigma * cos1)
+                if -sW2 < s < sW2:
+                    pts.append((mpmath.asin(s), kink_power))
+        pts.sort()
+        return [(a, b, pa, pb) for (a, pa), (b, pb) in zip(pts[:-1], pts[1:]) if b > a]
+
+
+# -- integrands -----------------------------------------------------------------------
+
+
+def _point_value(pt, z, f, df):
+    val = 1
+    if pt.m:
+        val = val * z**pt.m
+    if pt.p:
+        val = val * f**pt.p
+    if pt.q:
+        val = val * df**pt.q
+    return val
+
+
+# -- mpmath route ------------------------------------------------------------------------
+
+
+def _pieces(pieces, rule):
+    """Nodes and weights of ``rule`` (on [0, 1]) mapped onto each piece ``(a, b, p_a, p_b)``.
+
+    An end with power ``p > 1`` gets the substitution ``d = a + (b-a) s^p``, under which
+    ``(d - a)^{r/p}`` times an analytic function becomes analytic in ``s`` (so Gauss-Legendre
+    converges geometrically again); a piece with two such ends is halved first. Nodes near
+    an end are measured from that end.
+    """
+    for a, b, pa, pb in pieces:
+        if pa > 1 and pb > 1:
+            m = (a + b) / 2
+            yield from _pieces([(a, m, pa, 1), (m, b, 1, pb)], rule)
+            continue
+        span = b - a
+        for u, v, w in rule:
+            if pa > 1:
+                yield a + span * u**pa, pa * span * u ** (pa - 1) * w
+            elif pb > 1:
+                yield b - span * v**pb, pb * span * v ** (pb - 1) * w
+            else:
+                yield (a + span * u if u < 0.5 else b - span * v), span * w
+
+
+def _rule_kind(act: Activation) -> tuple[str, int]:
+    """Gauss-Legendre with power substitutions, or tanh-sinh for irrational exponents."""
+    if act.kink_power is None:
+        return "ts", 1
+    return "gl", act.kink_power
+
+
+def _cos_weight(power: int, cosd):
+    # integer power of cos d: exact-rounded binary powering (guard digits absorb the
+    # relative error growth ~ power * eps of cos d)
+    return cosd**power if power else mpmath.mpf(1)
+
+
+def _mp_pass(act: Activation, moments, geo: Geometry, level: int, prec: int):
+    phi, dphi = act.mpmath, act.mpmath_derivative
+    kinks = [mpmath.mpf(k.p) / k.q if k.is_Rational else mpmath.mpf(str(k.evalf(prec // 3)))
+             for k in act.kinks]
+    use_dphi = any(p.q for mo in moments for p in mo.points)
+    two = [mo for mo in moments if mo.arity == 2]
+    kind, power = _rule_kind(act)
+    outer_rule = rule_mp(kind, level, prec)
+    inner_rule = rule_mp(kind, level, prec)
+    B = geo.B
+    sums = {mo: mpmath.mpf(0) for mo in moments}
+    norm1 = mpmath.mpf(0)
+    norm2 = mpmath.mpf(0)  # inner normalisation, accumulated with the outer weight
+    for d1, w1 in _pieces(geo.outer_pieces(kinks, power), outer_rule):
+        s1, c1 = mpmath.sin(d1), mpmath.cos(d1)
+        wt1 = w1 * _cos_weight(B - 3, c1)
+        z1 = geo.root * s1
+        f1 = phi(z1)
+        g1 = dphi(z1) if use_dphi else 0
+        norm1 += wt1
+        for mo in moments:
+            if mo.arity == 1:
+                sums[mo] += wt1 * _point_value(mo.points[0], z1, f1, g1)
+        if not two:
+            continue
+        inner = [mpmath.mpf(0)] * len(two)
+        inner_norm = mpmath.mpf(0)
+        for d2, w2 in _pieces(geo.inner_pieces(kinks, s1, c1, power), inner_rule):
+            wt2 = w2 * _cos_weight(B - 4, mpmath.cos(d2))
+            z2 = geo.root * (geo.rho * s1 + geo.sigma * c1 * mpmath.sin(d2))
+            f2 = phi(z2)
+            g2 = dphi(z2) if use_dphi else 0
+            inner_norm += wt2
+            for i, mo in enumerate(two):
+                inner[i] += wt2 * _point_value(mo.points[1], z2, f2, g2)
+        norm2 += wt1 * inner_norm
+        for i, mo in enumerate(two):
+            sums[mo] += wt1 * _point_value(mo.points[0], z1, f1, g1) * inner[i]
+    return {mo: sums[mo] / (norm1 if mo.arity == 1 else norm2) for mo in moments}
+
+
+def _extrapolated_error(history, value):
+    """Relative error of the last of a geometrically converging sequence of integrals.
+
+    As in mpmath's ``QuadratureRule.estimate_error``: with ``D1 = log|I_k - I_{k-1}|`` and
+    ``D2 = log|I_k - I_{k-2}|`` (relative), the error of ``I_k`` is about ``10^(D1^2/D2)``,
+    since doubling the nodes of a Gauss rule roughly squares its error.
+    """
+    scale = max(abs(value), mpmath.mpf(10) ** (-mpmath.mp.dps))
+    e1 = abs(history[-1] - history[-2]) / scale
+    e2 = abs(history[-1] - history[-3]) / scale
+    if e1 == 0:
+        return mpmath.mpf(0)
+    if e2 == 0 or e1 >= 1 or e2 >= 1:
+        return max(e1, e2)
+    d1, d2 = mpmath.log10(e1), mpmath.log10(e2)
+    return mpmath.mpf(10) ** (d1 * d1 / d2) if d1 < d2 else e1
+
+
+def moments_mp(act: Activation, moments, B: int, dps: int, max_level: int = 7):
+    """Sphere moments at ``mpmath`` precision ``dps`` with an error estimate.
+
+    Gauss-Legendre per smooth piece, with power substitutions at singular ends (see
+    :func:`_pieces`); the level (nodes doubling) is raised until the extrapolated error of
+    every moment is below ``10^-dps``. Returns ``{moment: (value, abs_error_estimate)}``;
+    raises :class:`QuadratureError` if that is not reached by ``max_level``.
+    """
+    moments = list(moments)
+    with mpmath.workdps(dps + 15):
+        geo = Geometry.make(B, dps + 10)
+        prec = mpmath.mp.prec
+        tol = mpmath.mpf(10) ** (-dps - 1)
+        history: dict = {mo: [] for mo in moments}
+        for level in range(2, max_level + 1):
+            cur = _mp_pass(act, moments, geo, level, prec)
+            for mo in moments:
+                history[mo].append(cur[mo])
+            if level < 4:
+                continue
+            errs = {mo: _extrapolated_error(history[mo], cur[mo]) for mo in moments}
+            if all(e <= tol for e in errs.values()):
+                # plus the weight truncation: the dropped tails are below 10^-(dps+10)
+                trunc = mpmath.mpf(10) ** (-dps - 10)
+                return {mo: (+cur[mo], errs[mo] * abs(cur[mo]) + trunc) for mo in moments}
+    raise QuadratureError(f"sphere quadrature at B={B} did not reach {dps} digits")
+
+
+# -- float64 route -------------------------------------------------------------------------
+
+
+def _cos_power(power, d):
+    if power == 0:
+        return np.ones_like(d)
+    s = np.sin(d / 2)
+    return np.exp(power * np.log1p(-2 * s * s))
+
+
+def _map_rule(a, b, rule):
+    """Map a [0, 1] rule onto intervals [a, b] (arrays broadcast); nodes measured from the near end."""
+    u, v, w = rule
+    span = b - a
+    nodes = np.where(u < 0.5, a + span * u, b - span * v)
+    return nodes, span * w
+
+
+def _piece_nodes(pieces, rule):
+    """Float version of :func:`_pieces`: all nodes and weights as two arrays."""
+    u, v, w = rule
+    nodes, weights = [], []
+    for a, b, pa, pb in pieces:
+        a, b = float(a), float(b)
+        if pa > 1 and pb > 1:
+            m = (a + b) / 2
+            sub = _piece_nodes([(a, m, pa, 1), (m, b, 1, pb)], rule)
+            nodes.append(sub[0])
+            weights.append(sub[1])
+            continue
+        span = b - a
+        if pa > 1:
+            nodes.append(a + span * u**pa)
+            weights.append(pa * span * u ** (pa - 1) * w)
+        elif pb > 1:
+            nodes.append(b - span * v**pb)
+            weights.append(pb * span * v ** (pb - 1) * w)
+        else:
+            nodes.append(np.where(u < 0.5, a + span * u, b - span * v))
+            weights.append(span * w)
+    return np.concatenate(nodes), np.concatenate(weights)
+
+
+def _inner_nodes(brk: np.ndarray, rule, power: int, W2: float):
+    """Inner nodes per outer node; ends strictly inside the window are kinks (power ``power``).
+
+    With ``power > 1`` each piece is halved and each half mapped with ``s^power`` from its
+    kink end, as :func:`_pieces` does.
+    """
+    u, v, w = rule
+    a, b = brk[:, :-1, None], brk[:, 1:, None]
+    if power == 1:
+        return _map_rule(a, b, rule)
+    m = (a + b) / 2
+    left_kink = np.abs(a) < W2
+    right_kink = np.abs(b) < W2
+    span_l, span_r = m - a, b - m
+    # left half [a, m]: substitution from a if a is a kink
+    dl = np.where(left_kink, a + span_l * u**power, np.where(u < 0.5, a + span_l * u, m - span_l * v))
+    wl = np.where(left_kink, power * span_l * u ** (power - 1) * w, span_l * w)
+    dr = np.where(right_kink, b - span_r * v**power, np.where(u < 0.5, m + span_r * u, b - span_r * v))
+    wr = np.where(right_kink, power * span_r * v ** (power - 1) * w, span_r * w)
+    return np.concatenate([dl, dr], axis=-1), np.concatenate([wl, wr], axis=-1)
+
+
+def moments_float(act: Activation, moments, B: int, level: int = 4) -> dict:
+    """Sphere moments in float64, vectorised over the nodes of one batch size.
+
+    ``level`` sets the rule size (:mod:`.rules`); about 1e-15 relative for ``phi`` analytic
+    between kinks at the default. The caller estimates the error with a second level.
+    """
+    moments = list(moments)
+    geo = Geometry.make(B, 20)
+    kinks = [mpmath.mpf(float(k)) for k in act.kinks]
+    two = [mo for mo in moments if mo.arity == 2]
+    kind, power = _rule_kind(act)
+    rule = rule_float(kind, level)
+    d1, w1 = _piece_nodes(geo.outer_pieces(kinks, power), rule)
+    root, rho, sigma = float(geo.root), float(geo.rho), float(geo.sigma)
+    s1, c1 = np.sin(d1), np.cos(d1)
+    wt1 = w1 * _cos_power(B - 3, d1)
+    z1 = root * s1
+    phi, dphi = act.numpy, act.numpy_derivative
+    use_dphi = any(p.q for mo in moments for p in mo.points)
+    f1 = phi(z1)
+    g1 = dphi(z1) if use_dphi else None
+    out = {}
+    for mo in moments:
+        if mo.arity == 1:
+            out[mo] = float(np.dot(wt1, _point_value(mo.points[0], z1, f1, g1)) / wt1.sum())
+    if not two:
+        return out
+    # inner nodes: one row per outer node, pieces padded to a fixed count
+    W2 = float(geo.window2)
+    sW2 = math.sin(W2)
+    rows = [np.full_like(d1, -W2)]
+    for k in act.kink_floats:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = (k / root - rho * s1) / (sigma * c1)
+        s = np.where(np.isfinite(s), np.clip(s, -sW2, sW2), -sW2)
+        rows.append(np.arcsin(s))
+    rows.append(np.full_like(d1, W2))
+    brk = np.sort(np.stack(rows, axis=1), axis=1)  # (n1, npieces+1)
+    d2, w2 = _inner_nodes(brk, rule, power, W2)
+    w2 = w2 * _cos_power(B - 4, d2)
+    z2 = root * (rho * s1[:, None, None] + sigma * c1[:, None, None] * np.sin(d2))
+    f2 = phi(z2)
+    g2 = dphi(z2) if use_dphi else None
+    norm2 = np.dot(wt1, w2.sum(axis=(1, 2)))
+    for mo in two:
+        left = _point_value(mo.points[0], z1, f1, g1)
+        right = (w2 * _point_value(mo.points[1], z2, f2, g2)).sum(axis=(1, 2))
+        out[mo] = float(np.dot(wt1 * left, right) / norm2)
+    return out
