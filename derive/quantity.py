@@ -66,6 +66,13 @@ class DerivedQuantity:
     def is_finite(self) -> bool:
         return self.expr.is_finite is not False
 
+    def limit(self) -> sp.Expr:
+        """``lim_{B -> oo}`` of the closed form, by SymPy (cached)."""
+        if "_limit" not in self.__dict__:
+            value = sp.limit(self.expr, B, sp.oo)
+            object.__setattr__(self, "_limit", sp.simplify(value))
+        return self.__dict__["_limit"]
+
 
 @dataclass
 class Derivation:

@@ -1,0 +1,5 @@
+import sys
+
+from bnmft.cli import main
+
+sys.exit(main())

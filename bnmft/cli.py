@@ -1,0 +1,507 @@
+"""Command line: ``bnmft analyze | derive | codegen | verify | report | gegenbauer``.
+
+Bad input (batch size below 4, unknown or unsupported activation, digits out of range,
+unwritable output) is one line on stderr and exit status 2. A number that does not reach
+the requested digits is not printed: the line says what fell short (exit status 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_NUMERICAL = 1
+
+
+class InputError(Exception):
+    """Bad input: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse would print the usage too)
+        raise InputError(message)
+
+
+# -- argument helpers ----------------------------------------------------------------------
+
+
+def _batch_sizes(text: str) -> list:
+    """``32``, ``8,16,32``, ``8:4096:4`` (inclusive range), ``inf``, ``1e6``."""
+    out: list = []
+    for item in text.split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        if item in ("inf", "oo", "infinity"):
+            out.append(math.inf)
+            continue
+        if ":" in item:
+            parts = item.split(":")
+            if len(parts) not in (2, 3):
+                raise InputError(f"bad batch-size range '{item}' (use start:stop[:step])")
+            start, stop = _one_size(parts[0]), _one_size(parts[1])
+            step = _one_size(parts[2]) if len(parts) == 3 else 1
+            if step < 1 or stop < start:
+                raise InputError(f"bad batch-size range '{item}'")
+            out.extend(range(start, stop + 1, step))
+            continue
+        out.append(_one_size(item))
+    if not out:
+        raise InputError("no batch size given")
+    for b in out:
+        if b != math.inf and b < 4:
+            raise InputError(f"batch size must be >= 4 (got {b}); B < 4 is degenerate")
+    return out
+
+
+def _one_size(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"bad batch size '{text}'") from None
+    if not math.isfinite(value) or value != int(value):
+        raise InputError(f"batch size must be an integer (got '{text}')")
+    return int(value)
+
+
+def _digits(value: str) -> int:
+    from bnmft.numerics.precision import MAX_DIGITS
+
+    try:
+        d = int(value)
+    except ValueError:
+        raise InputError(f"--digits must be an integer (got '{value}')") from None
+    if not 1 <= d <= MAX_DIGITS:
+        raise InputError(f"--digits must be between 1 and {MAX_DIGITS} (got {d})")
+    return d
+
+
+def _activation(args):
+    from bnmft.derive.activation import ActivationError, activation
+
+    try:
+        return activation(args.activation, gamma=args.gamma, beta=args.beta)
+    except ActivationError as err:
+        raise InputError(str(err)) from None
+
+
+def _bs_label(b) -> object:
+    return "inf" if b == math.inf else int(b)
+
+
+def _warn(message: str) -> None:
+    print(f"bnmft: warning: {message}", file=sys.stderr)
+
+
+# -- analyze -----------------------------------------------------------------------------------
+
+_JSON_ORDER = (
+    "q_star",
+    "c_star",
+    "lambda_G",
+    "lambda_L",
+    "lambda_M",
+    "bsb1_stable",
+    "gradient_rate",
+    "depth_scale",
+    "max_trainable_depth",
+)
+
+
+def _analysis_json(an, digits: int) -> dict:
+    from bnmft.numerics.precision import decimal_string
+
+    row: dict = {"activation": an.activation.name, "batch_size": _bs_label(an.batch_size)}
+    for key in _JSON_ORDER:
+        if key == "bsb1_stable":
+            row[key] = an.bsb1_stable
+            continue
+        num = an.numbers[key]
+        ok = num.value is not None and num.digits >= digits
+        row[key] = decimal_string(num.value, digits) if ok else None
+    return row
+
+
+def _report_shortfalls(results, digits: int) -> int:
+    status = 0
+    for an in results:
+        for line in an.shortfalls(digits):
+            print(f"bnmft: not converged at B={_bs_label(an.batch_size)}: {line}", file=sys.stderr)
+            status = EXIT_NUMERICAL
+        if an.bsb1_stable is False:
+            _warn(f"BSB1 fixed point is not attracting at B={_bs_label(an.batch_size)} "
+                  f"({an.stability_note}); quantities are reported at the BSB1 point")
+        elif an.bsb1_stable is None and an.stability_note:
+            _warn(f"bsb1_stable undetermined at B={_bs_label(an.batch_size)}: {an.stability_note}")
+    return status
+
+
+def cmd_analyze(args) -> int:
+    from bnmft.numerics.evaluate import analyze
+    from bnmft.numerics.precision import decimal_string
+
+    act = _activation(args)
+    sizes = _batch_sizes(args.batch_size)
+    results = analyze(act, sizes, args.digits)
+    status = _report_shortfalls(results, args.digits)
+    if args.json:
+        rows = [_analysis_json(an, args.digits) for an in results]
+        print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
+        return status
+    for an in results:
+        print(f"activation {act.name}, B = {_bs_label(an.batch_size)}")
+        for key in _JSON_ORDER:
+            if key == "bsb1_stable":
+                print(f"  {key:22s} {an.bsb1_stable}")
+                continue
+            num = an.numbers[key]
+            ok = num.value is not None and num.digits >= args.digits
+            text = decimal_string(num.value, args.digits) if ok else "(not converged)"
+            print(f"  {key:22s} {text:>{args.digits + 8}s}   [{num.route}]")
+    return status
+
+
+# -- derive ------------------------------------------------------------------------------------
+
+
+def _derive_json(deriv) -> dict:
+    import sympy as sp
+
+    from bnmft.derive.bsb1 import QUANTITIES
+    from bnmft.derive.moments import moments_in
+
+    out = {}
+    for name in QUANTITIES:
+        q = deriv.closed.get(name)
+        if q is not None:
+            out[name] = {
+                "sympy": q.sympy_str(),
+                "latex": q.latex(),
+                "compact": None if q.compact is None else str(q.compact),
+                "compact_latex": None if q.compact is None else q.latex(compact=True),
+                "domain": str(q.domain),
+                "provenance": str(q.provenance),
+                "closed_form": True,
+            }
+        else:
+            form = deriv.forms[name]
+            names = {mo.symbol: mo.latex() for mo in moments_in(form)}
+            out[name] = {
+                "sympy": str(form),
+                "latex": sp.latex(form, symbol_names=names),
+                "compact": None,
+                "compact_latex": None,
+                "domain": "B >= 4",
+                "provenance": str(deriv.provenance[name]),
+                "closed_form": False,
+            }
+    return out
+
+
+def _derive_latex(deriv) -> str:
+    import sympy as sp
+
+    from bnmft.derive.bsb1 import QUANTITIES
+    from bnmft.derive.moments import moments_in
+
+    symbols = {
+        "q_star": r"q^*", "c_star": r"c^*", "lambda_G": r"\lambda_G", "lambda_L": r"\lambda_L",
+        "lambda_M": r"\lambda_M", "gradient_rate": r"\lambda_{\max}", "depth_scale": r"\xi",
+        "max_trainable_depth": r"16\,\xi",
+    }
+    lines = [r"\begin{align*}"]
+    for name in QUANTITIES:
+        q = deriv.closed.get(name)
+        if q is not None:
+            body = q.latex(compact=q.compact is not None)
+        else:
+            form = deriv.forms[name]
+            body = sp.latex(form, symbol_names={mo.symbol: mo.latex() for mo in moments_in(form)})
+        lines.append(rf"  {symbols[name]} &= {body} \\")
+    lines.append(r"\end{align*}")
+    if deriv.definitions:
+        defs = ", ".join(
+            rf"{k.replace('J(c)', 'J(c)')} = {sp.latex(v)}" for k, v in deriv.definitions.items()
+        )
+        lines.append(rf"where ${defs}$, valid for $B \geq 4$.")
+    return "\n".join(lines)
+
+
+def cmd_derive(args) -> int:
+    import sympy as sp
+
+    from bnmft.derive.bsb1 import QUANTITIES
+    from bnmft.derive.derivation import derive
+
+    act = _activation(args)
+    deriv = derive(act)
+    if args.json:
+        print(json.dumps(_derive_json(deriv), indent=2))
+        return 0
+    if args.latex:
+        print(_derive_latex(deriv))
+        return 0
+    print(f"activation {act.name}: phi(x) = {act.expr}")
+    if not deriv.closed:
+        print("no closed forms (phi is not positive-homogeneous); quantities as sphere moments:")
+    for name in QUANTITIES:
+        q = deriv.closed.get(name)
+        if q is not None:
+            shown = q.compact if q.compact is not None else q.expr
+            print(f"\n{name} =")
+            print(sp.pretty(shown, use_unicode=False))
+            print(f"  [{q.provenance.theorem}; valid for {q.domain}]")
+        else:
+            print(f"\n{name} = {deriv.forms[name]}")
+    if deriv.definitions:
+        print("\nwhere " + "; ".join(f"{k} = {v}" for k, v in deriv.definitions.items()))
+    if "gradient_rate" in deriv.closed:
+        print(f"\nlimit B -> oo of gradient_rate: {deriv.closed['gradient_rate'].limit()}")
+    return 0
+
+
+# -- codegen -----------------------------------------------------------------------------------
+
+
+def _codegen_files(deriv, langs, out: Path, module: str) -> list[Path]:
+    from bnmft.codegen import CodegenError, generate, write_sources
+
+    if not deriv.closed:
+        raise InputError(
+            f"no closed forms for {deriv.activation.name}: code generation needs a "
+            "positive-homogeneous activation"
+        )
+    paths: list[Path] = []
+    try:
+        for lang in langs:
+            paths += write_sources(generate(deriv, lang=lang, module=module), out)
+    except CodegenError as err:
+        raise InputError(str(err)) from None
+    except OSError as err:
+        raise InputError(f"cannot write to {out}: {err.strerror}") from None
+    return paths
+
+
+def cmd_codegen(args) -> int:
+    from bnmft.derive.derivation import derive
+
+    act = _activation(args)
+    paths = _codegen_files(derive(act), [args.lang], Path(args.out), args.module)
+    for p in paths:
+        print(p)
+    return 0
+
+
+# -- verify ------------------------------------------------------------------------------------
+
+
+def _verify_table(checks, digits: int) -> list[str]:
+    from bnmft.numerics.precision import decimal_string
+
+    width = min(digits, 20) + 8
+    lines = [
+        f"{'quantity':20s} {'B':>8s}  {'value':>{width}s}  {'reference':>{width}s}  "
+        f"{'agree':>6s} {'need':>5s}  route"
+    ]
+    for ch in checks:
+        shown = min(digits, 20)
+        val = decimal_string(ch.value, shown) if ch.value is not None else "-"
+        ref = decimal_string(ch.reference, shown) if ch.reference is not None else "-"
+        agree = "same" if ch.digits == math.inf else f"{ch.digits:.1f}"
+        mark = "" if ch.ok else "  FAIL" + (f" ({ch.note})" if ch.note else "")
+        lines.append(
+            f"{ch.quantity:20s} {ch.batch_size:>8d}  {val:>{width}s}  {ref:>{width}s}  "
+            f"{agree:>6s} {ch.required:>5.0f}  {ch.route}{mark}"
+        )
+    return lines
+
+
+def cmd_verify(args) -> int:
+    from bnmft.numerics.verify import DEFAULT_BATCH_SIZES, verify
+
+    act = _activation(args)
+    sizes = _batch_sizes(args.batch_size) if args.batch_size else list(DEFAULT_BATCH_SIZES)
+    if math.inf in sizes:
+        raise InputError("verify needs finite batch sizes")
+    checks = verify(act, sizes, args.digits)
+    for line in _verify_table(checks, args.digits):
+        print(line)
+    failed = [c for c in checks if not c.ok]
+    refs = {c.reference_route for c in checks}
+    print(f"\n{len(checks) - len(failed)} of {len(checks)} checks agree to the required digits "
+          f"(references: {'; '.join(sorted(refs))})")
+    if failed:
+        print(f"bnmft: verification failed for {len(failed)} checks", file=sys.stderr)
+        return EXIT_NUMERICAL
+    return 0
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def cmd_report(args) -> int:
+    import sympy as sp
+
+    from bnmft.codegen.files import atomic_write_text
+    from bnmft.derive.derivation import derive
+    from bnmft.numerics.evaluate import analyze
+    from bnmft.numerics.precision import decimal_string
+    from bnmft.numerics.verify import verify
+
+    act = _activation(args)
+    sizes = _batch_sizes(args.batch_size)
+    deriv = derive(act)
+    out = Path(args.out) if args.out else Path("bnmft-output") / _slug(act.name)
+    text: list[str] = []
+    say = text.append
+    say(f"# bnmft report: {act.name}")
+    say("")
+    say(f"phi(x) = {act.expr}")
+    hom = act.homogeneous
+    props = []
+    if hom is not None:
+        props.append(f"positive-homogeneous of degree {hom.alpha}")
+    props.append("kinks at " + ", ".join(map(str, act.kinks)) if act.kinks else "smooth")
+    say("properties: " + "; ".join(props))
+    say("")
+    say("## Closed forms" if deriv.closed else "## Definitions (no closed form; sphere moments)")
+    for name, q in deriv.closed.items():
+        shown = q.compact if q.compact is not None else q.expr
+        say(f"\n{name} =\n{sp.pretty(shown, use_unicode=False)}")
+        say(f"  ({q.provenance.theorem}; valid for {q.domain})")
+    if not deriv.closed:
+        for name, form in deriv.forms.items():
+            say(f"\n{name} = {form}")
+    if deriv.definitions:
+        say("\nwhere " + "; ".join(f"{k} = {v}" for k, v in deriv.definitions.items()))
+    if "gradient_rate" in deriv.closed:
+        say(f"\nB -> oo: gradient_rate -> {deriv.closed['gradient_rate'].limit()}")
+    say("")
+    say(f"## Numbers ({args.digits} significant digits)")
+    results = analyze(act, sizes, args.digits, deriv=deriv)
+    status = _report_shortfalls(results, args.digits)
+    for an in results:
+        say(f"\nB = {_bs_label(an.batch_size)}")
+        for key in _JSON_ORDER:
+            if key == "bsb1_stable":
+                say(f"  {key:22s} {an.bsb1_stable}")
+                continue
+            num = an.numbers[key]
+            ok = num.value is not None and num.digits >= args.digits
+            shown = decimal_string(num.value, args.digits) if ok else "(not converged)"
+            say(f"  {key:22s} {shown}   [{num.route}]")
+    say("")
+    say("## Verification (independent references, mpmath)")
+    finite = [b for b in sizes if b != math.inf]
+    checks = verify(act, finite, args.verify_digits) if finite else []
+    by_route: dict = {}
+    for ch in checks:
+        by_route.setdefault(ch.route, []).append(ch)
+    for route, chs in by_route.items():
+        worst = min(c.digits for c in chs)
+        ok = all(c.ok for c in chs)
+        say(f"  {route}: {len(chs)} checks, worst agreement "
+            f"{'all digits' if worst == math.inf else f'{worst:.1f} digits'}"
+            f"{'' if ok else '  FAIL'}")
+    if checks and not all(c.ok for c in checks):
+        status = EXIT_NUMERICAL
+    say("")
+    say("## Files")
+    files: list[Path] = []
+    if deriv.closed:
+        module = _slug(act.name).replace("-", "_")
+        files += _codegen_files(deriv, ["numpy", "c"], out, module)
+    try:
+        files.append(atomic_write_text(out / "formulas.tex", _derive_latex(deriv) + "\n"))
+        report_path = out / "report.md"
+        body = "\n".join(text) + "\n"
+        listing = "".join(f"  {p}\n" for p in [*files, report_path])
+        atomic_write_text(report_path, body + listing)
+    except OSError as err:
+        raise InputError(f"cannot write to {out}: {err.strerror}") from None
+    print("\n".join(text))
+    print(listing, end="")
+    return status
+
+
+def _slug(name: str) -> str:
+    keep = [ch if ch.isalnum() else "_" for ch in name]
+    slug = "".join(keep).strip("_")
+    while "__" in slug:
+        slug = slug.replace("__", "_")
+    if not slug or slug[0].isdigit():
+        slug = "act_" + slug
+    return slug[:48]
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bnmft import __version__
+
+    p = _Parser(prog="bnmft", description="Mean-field theory of batch-normalized networks.")
+    p.add_argument("--version", action="version", version=f"bnmft {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def common(sp_, batch_required=False, digits=16):
+        sp_.add_argument("activation", help="registered name (relu, tanh, alpha_relu:1.5, ...) "
+                                            "or an expression in x, e.g. 'tanh(2*x) + 0.1'")
+        sp_.add_argument("--gamma", default=None, help="use phi(gamma*x + beta)")
+        sp_.add_argument("--beta", default=None, help="use phi(gamma*x + beta)")
+        if batch_required is not None:
+            sp_.add_argument("--batch-size", required=batch_required,
+                             help="B, comma list, start:stop[:step] range, or inf")
+        if digits:
+            sp_.add_argument("--digits", type=_digits, default=digits,
+                             help=f"significant digits (default {digits})")
+
+    a = sub.add_parser("analyze", help="numbers for every BSB1 quantity")
+    common(a, batch_required=True)
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_analyze)
+
+    d = sub.add_parser("derive", help="closed forms (or moment definitions)")
+    common(d, batch_required=None, digits=0)
+    g = d.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true")
+    g.add_argument("--latex", action="store_true")
+    d.set_defaults(func=cmd_derive)
+
+    c = sub.add_parser("codegen", help="generate a numpy module or C kernels")
+    common(c, batch_required=None, digits=0)
+    c.add_argument("--lang", choices=["numpy", "c"], required=True)
+    c.add_argument("--out", required=True)
+    c.add_argument("--module", required=True)
+    c.set_defaults(func=cmd_codegen)
+
+    v = sub.add_parser("verify", help="compare every route with independent references")
+    common(v, batch_required=False, digits=30)
+    v.set_defaults(func=cmd_verify)
+
+    r = sub.add_parser("report", help="closed forms, numbers, verification, generated files")
+    common(r, batch_required=True)
+    r.add_argument("--verify-digits", type=_digits, default=20)
+    r.add_argument("--out", default=None, help="output folder (default bnmft-output/<activation>)")
+    r.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except InputError as err:
+        print(f"bnmft: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("bnmft: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Two routes for every number: compare derived values with independent references.
+
+For activations with closed forms each quantity is evaluated three ways -- SymPy
+``evalf`` of the derived expression, the generated numpy module, the generated and
+compiled C module -- and compared with the mpmath hyperspherical-quadrature reference
+(paper Thm 4 form for the fixed point, the backward-map moment form for the gradient
+rate, the sphere-moment Rayleigh quotients for the forward spectrum). For small ``B`` the
+forward eigenvalues are also compared with the brute-force Jacobian of the Laplace-method
+map. Activations without closed forms compare their fast routes (float64) and the
+Gegenbauer route (mpmath, smooth ``phi``) with the same reference.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import mpmath
+import numpy as np
+import sympy as sp
+
+from bnmft.derive.activation import Activation
+from bnmft.derive.bsb1 import QUANTITIES
+from bnmft.derive.derivation import derive
+from bnmft.derive.symbols import B as B_SYM
+
+from . import evaluate
+from .precision import FLOAT_DIGITS, agreeing_digits
+
+#: Batch sizes checked when none are given.
+DEFAULT_BATCH_SIZES = (4, 6, 8, 32, 1000, 10**6)
+#: Largest batch size for the brute-force Jacobian (its cost grows like B^6).
+BRUTE_FORCE_MAX_B = 8
+BRUTE_FORCE_DIGITS = 10
+
+
+@dataclass
+class Check:
+    """One comparison: ``value`` from ``route`` against ``reference``."""
+
+    quantity: str
+    batch_size: int
+    route: str
+    value: object
+    reference: object
+    reference_route: str
+    reference_digits: float
+    required: float
+    note: str = ""
+
+    @property
+    def digits(self) -> float:
+        if self.value is None or self.reference is None:
+            return 0.0
+        return agreeing_digits(self.value, self.reference)
+
+    @property
+    def ok(self) -> bool:
+        return self.value is not None and self.digits >= self.required
+
+
+def _references(act: Activation, deriv, Bv: int, digits: int) -> dict:
+    """Reference numbers from the mpmath sphere quadrature (never from a closed form)."""
+    key = evaluate._register(deriv)
+    moments = list(deriv.moments)
+    with mpmath.workdps(digits + 10):
+        vals, errs, route = evaluate._mp_moments(act, moments, Bv, digits + 2)
+        fns = evaluate._form_functions(key, "mpmath")
+        nums = evaluate._numbers_from_moments(fns, mpmath.mpf(Bv), moments, vals, errs, route, True)
+    special = evaluate._gradient_special(act)
+    if special:
+        nums.update(special)
+    return nums
+
+
+def _generated_modules(deriv):
+    from bnmft.codegen import CodegenError, generate, load_c, load_numpy
+
+    out = {}
+    try:
+        np_src = generate(deriv, lang="numpy", module="bnmft_verify")
+        out["generated numpy module"] = load_numpy(np_src, "bnmft_verify")
+    except CodegenError as err:
+        out["generated numpy module"] = err
+    try:
+        c_src = generate(deriv, lang="c", module="bnmft_verify")
+        out["generated C module"] = load_c(c_src, "bnmft_verify")
+    except CodegenError as err:
+        out["generated C module"] = err
+    return out
+
+
+def verify(act: Activation, batch_sizes=DEFAULT_BATCH_SIZES, digits: int = 30) -> list[Check]:
+    """All checks for ``act`` at ``batch_sizes`` (finite), to ``digits`` where mpmath is used."""
+    with mpmath.workdps(digits + 15):  # every mpf made below keeps the digits it is given
+        return _verify(act, batch_sizes, digits)
+
+
+def _verify(act: Activation, batch_sizes, digits: int) -> list[Check]:
+    deriv = derive(act)
+    checks: list[Check] = []
+    modules = _generated_modules(deriv) if deriv.closed else {}
+    for Bv in batch_sizes:
+        refs = _references(act, deriv, Bv, digits)
+
+        def add(name, route, value, required, note=""):
+            ref = refs[name]
+            checks.append(Check(name, Bv, route, value, ref.value, ref.route, ref.digits,
+                                required, note))
+
+        if deriv.closed:
+            for name, q in deriv.closed.items():
+                value = sp.N(q.expr.subs(B_SYM, Bv), digits + 10)
+                add(name, "SymPy evalf of the closed form", mpmath.mpf(value) if value.is_finite
+                    else mpmath.inf, digits)
+                for route, mod in modules.items():
+                    if isinstance(mod, Exception):
+                        add(name, route, None, FLOAT_DIGITS, note=str(mod))
+                        continue
+                    out = float(np.asarray(getattr(mod, name)(np.array([float(Bv)])))[0])
+                    add(name, route, mpmath.mpf(out) if math.isfinite(out) else mpmath.inf,
+                        min(digits, FLOAT_DIGITS))
+        else:
+            fast = evaluate.analyze(act, [Bv], min(digits, FLOAT_DIGITS), deriv=deriv)[0]
+            for name in QUANTITIES:
+                num = fast.numbers[name]
+                add(name, "fast route: " + num.route, num.value, min(digits, FLOAT_DIGITS))
+            checks.extend(_gegenbauer_checks(act, deriv, Bv, digits, refs))
+        if act.homogeneous is not None and act.homogeneous.alpha > 0 and Bv <= BRUTE_FORCE_MAX_B:
+            from .bruteforce import forward_spectrum
+
+            spaces = {sp_.space: sp_ for sp_ in forward_spectrum(act, Bv)}
+            for name, space in (("lambda_L", "L"), ("lambda_M", "M")):
+                add(name, "brute-force Jacobian of the Laplace map", mpmath.mpf(spaces[space].eigenvalue),
+                    min(digits, BRUTE_FORCE_DIGITS))
+    return checks
+
+
+def _gegenbauer_checks(act, deriv, Bv, digits, refs) -> list[Check]:
+    """The Gegenbauer (Funk-Hecke, paper Thm 9) route at mpmath precision, smooth phi only."""
+    if act.kinks or act.singular:
+        return []
+    from . import gegenbauer
+
+    if not hasattr(gegenbauer, "moments_gegenbauer_mp"):
+        return []
+    moments = list(deriv.moments)
+    key = evaluate._register(deriv)
+    out = []
+    with mpmath.workdps(digits + 10):
+        vals, errs = gegenbauer.moments_gegenbauer_mp(act, moments, Bv, digits + 2)
+        nums = evaluate._numbers_from_moments(
+            evaluate._form_functions(key, "mpmath"), mpmath.mpf(Bv), moments, vals, errs,
+            "Gegenbauer/Funk-Hecke (mpmath)", True,
+        )
+        for name in QUANTITIES:
+            ref = refs[name]
+            out.append(Check(name, Bv, nums[name].route, nums[name].value, ref.value, ref.route,
+                             ref.digits, digits))
+        if hasattr(gegenbauer, "gradient_rate_thm9_mp"):
+            rate, _err = gegenbauer.gradient_rate_thm9_mp(act, Bv, digits + 2)
+            ref = refs["gradient_rate"]
+            out.append(Check("gradient_rate", Bv, "Gegenbauer sum, paper Thm 9 (mpmath)", rate,
+                             ref.value, ref.route, ref.digits, digits))
+    return out
