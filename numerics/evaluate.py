@@ -185,10 +185,8 @@ def _float_moments(act: Activation, moments, Bs: list[int]):
                            "Gegenbauer/Funk-Hecke (float64)")
             return out
     for Bv in Bs:
-        lo = sphere.moments_float(act, moments, Bv, level=4)
-        hi = sphere.moments_float(act, moments, Bv, level=5)
-        err = {mo: abs(hi[mo] - lo[mo]) + 4e-16 * abs(hi[mo]) for mo in moments}
-        out[Bv] = (hi, err, "sphere quadrature (float64)")
+        vals, errs = sphere.moments_float_estimated(act, moments, Bv)
+        out[Bv] = (vals, errs, "sphere quadrature (float64)")
     return out
 
 

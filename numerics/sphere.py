@@ -385,3 +385,21 @@ def moments_float(act: Activation, moments, B: int, level: int = 4) -> dict:
         right = (w2 * _point_value(mo.points[1], z2, f2, g2)).sum(axis=(1, 2))
         out[mo] = float(np.dot(wt1 * left, right) / norm2)
     return out
+
+
+def moments_float_estimated(act: Activation, moments, B: int, rtol: float = 1e-14,
+                            max_level: int = 7) -> tuple[dict, dict]:
+    """:func:`moments_float` with the level raised until two levels agree to ``rtol``.
+
+    Returns ``(values, abs_errors)``; the error of the finer level is bounded by the
+    difference of the last two (plus rounding), as convergence is geometric.
+    """
+    moments = list(moments)
+    prev = moments_float(act, moments, B, level=3)
+    for level in range(4, max_level + 1):
+        cur = moments_float(act, moments, B, level=level)
+        errs = {mo: abs(cur[mo] - prev[mo]) + 4e-16 * abs(cur[mo]) for mo in moments}
+        if all(errs[mo] <= rtol * max(abs(cur[mo]), 1e-300) for mo in moments):
+            return cur, errs
+        prev = cur
+    return cur, errs

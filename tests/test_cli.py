@@ -1,0 +1,139 @@
+"""The command-line contract: JSON keys, digits, exit codes, one-line errors, files."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bnmft.cli import main
+
+KEYS = [
+    "activation", "batch_size", "q_star", "c_star", "lambda_G", "lambda_L", "lambda_M",
+    "bsb1_stable", "gradient_rate", "depth_scale", "max_trainable_depth",
+]
+
+
+def run(capsys, *argv):
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def significant_digits(text: str) -> int:
+    mantissa = text.split("e")[0].lstrip("-").replace(".", "").lstrip("0")
+    return len(mantissa)
+
+
+def test_analyze_json_single(capsys):
+    status, out, err = run(capsys, "analyze", "relu", "--batch-size", "32", "--json")
+    assert status == 0 and err == ""
+    row = json.loads(out)
+    assert list(row) == KEYS
+    assert row["batch_size"] == 32 and row["bsb1_stable"] is True
+    assert float(row["gradient_rate"]) == pytest.approx(1.52195283055188, rel=1e-14)
+    for key in KEYS[2:]:
+        if key not in ("bsb1_stable", "lambda_G"):
+            assert significant_digits(row[key]) >= 16, key
+
+
+def test_analyze_json_list_and_digits(capsys):
+    status, out, _ = run(capsys, "analyze", "relu", "--batch-size", "6,8", "--digits", "30",
+                         "--json")
+    rows = json.loads(out)
+    assert status == 0 and [r["batch_size"] for r in rows] == [6, 8]
+    assert rows[0]["lambda_M"].startswith("0.48191971416593004651")
+    assert rows[1]["gradient_rate"].startswith("1.7881899766587481")
+    assert significant_digits(rows[1]["gradient_rate"]) >= 30
+
+
+def test_analyze_linear_and_infinity(capsys):
+    status, out, _ = run(capsys, "analyze", "linear", "--batch-size", "8,inf", "--json")
+    rows = json.loads(out)
+    assert rows[0]["gradient_rate"].startswith("1.200000000000000")  # (B-2)/(B-3)
+    assert rows[1]["batch_size"] == "inf" and rows[1]["depth_scale"] == "inf"
+
+
+def test_non_attracting_bsb1_warns_on_one_line(capsys):
+    status, out, err = run(capsys, "analyze", "alpha_relu:2", "--batch-size", "1000", "--json")
+    assert status == 0
+    assert json.loads(out)["bsb1_stable"] is False
+    assert len(err.strip().splitlines()) == 1 and "not attracting" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["analyze", "relu", "--batch-size", "3"],
+        ["analyze", "relu", "--batch-size", "abc"],
+        ["analyze", "relu", "--batch-size", "8.5"],
+        ["analyze", "nonsense_activation", "--batch-size", "8"],
+        ["analyze", "tanh(", "--batch-size", "8"],
+        ["analyze", "exp(x**2)", "--batch-size", "8"],
+        ["analyze", "5", "--batch-size", "8"],
+        ["analyze", "relu", "--batch-size", "8", "--digits", "0"],
+        ["analyze", "relu", "--batch-size", "8", "--digits", "1000"],
+        ["analyze", "relu"],
+        ["frobnicate"],
+        ["codegen", "tanh", "--lang", "numpy", "--out", "x", "--module", "m"],
+        ["codegen", "relu", "--lang", "numpy", "--out", "x", "--module", "not-valid"],
+        ["verify", "relu", "--batch-size", "2"],
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, argv):
+    status, out, err = run(capsys, *argv)
+    assert status == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("bnmft: error:")
+
+
+def test_derive_json_and_latex(capsys):
+    status, out, _ = run(capsys, "derive", "relu", "--json")
+    data = json.loads(out)
+    assert status == 0 and set(data) == set(KEYS[2:]) - {"bsb1_stable"}
+    assert data["lambda_M"]["compact"] == "B*Jp/((1 - J)*(B + 1))"
+    assert "acos" in data["c_star"]["sympy"] and "B" in data["c_star"]["sympy"]
+    assert data["gradient_rate"]["latex"]
+    status, out, _ = run(capsys, "derive", "relu", "--latex")
+    assert out.startswith(r"\begin{align*}") and r"\lambda_M" in out
+
+
+def test_derive_without_closed_form(capsys):
+    status, out, _ = run(capsys, "derive", "tanh", "--json")
+    data = json.loads(out)
+    assert data["q_star"]["closed_form"] is False and "E[phi(z1)^2]" in data["q_star"]["sympy"]
+
+
+def test_codegen_numpy_and_c(tmp_path, capsys):
+    status, out, _ = run(capsys, "codegen", "relu", "--lang", "numpy", "--out", str(tmp_path),
+                         "--module", "relu_bn")
+    assert status == 0
+    spec = importlib.util.spec_from_file_location("relu_bn", tmp_path / "relu_bn.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.gradient_rate([8.0])[0] == pytest.approx(1.78818997665874, rel=1e-13)
+    status, out, _ = run(capsys, "codegen", "relu", "--lang", "c", "--out", str(tmp_path),
+                         "--module", "relu_bn")
+    assert status == 0 and (tmp_path / "relu_bn.c").exists() and (tmp_path / "relu_bn.h").exists()
+
+
+def test_verify_relu_30_digits(capsys):
+    status, out, err = run(capsys, "verify", "relu", "--digits", "30")
+    assert status == 0, err
+    assert "FAIL" not in out
+    assert "generated C module" in out and "brute-force Jacobian" in out
+
+
+def test_report_writes_files(tmp_path, capsys):
+    status, out, _ = run(capsys, "report", "relu", "--batch-size", "32", "--out", str(tmp_path),
+                         "--verify-digits", "16")
+    assert status == 0
+    for name in ("relu.py", "relu.c", "relu.h", "formulas.tex", "report.md"):
+        assert (tmp_path / name).exists(), name
+    assert "## Verification" in out and "1.521952830551879" in out
+
+
+def test_console_script_runs():
+    proc = subprocess.run([sys.executable, "-m", "bnmft", "analyze", "relu", "--batch-size", "3"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1

@@ -1,0 +1,87 @@
+"""Numbers: requested digits honoured, routes agree, B = inf, Monte Carlo as a loose check."""
+
+import math
+
+import mpmath
+import pytest
+from scipy import integrate, stats
+
+from bnmft.derive.activation import activation
+from bnmft.numerics import sphere
+from bnmft.numerics.evaluate import analyze
+from bnmft.numerics.montecarlo import monte_carlo
+from bnmft.numerics.precision import agreeing_digits, decimal_string
+from bnmft.derive.derivation import derive
+
+
+def test_relu_numbers_at_requested_digits():
+    (an,) = analyze(activation("relu"), [32], 30)
+    rate = an.numbers["gradient_rate"]
+    assert rate.route == "closed form" and rate.digits >= 30
+    assert decimal_string(rate.value, 15) == "1.52195283055188"
+    assert an.bsb1_stable is True
+
+
+def test_float_and_mpmath_routes_agree_for_a_kinked_activation():
+    act = activation("Max(x + 1, 0)")
+    (fast,) = analyze(act, [12], 12)
+    (slow,) = analyze(act, [12], 25)
+    for name, num in fast.numbers.items():
+        assert num.digits >= 12, name
+        assert slow.numbers[name].digits >= 25, name
+        assert agreeing_digits(num.value, slow.numbers[name].value) >= 12, name
+
+
+def test_sphere_quadrature_float_matches_mpmath_for_smooth_phi():
+    act = activation("tanh(2*x) + 0.1")
+    mos = list(derive(act).moments)
+    for B in (5, 9, 200):
+        lo, _ = sphere.moments_float_estimated(act, mos, B)
+        hi = sphere.moments_mp(act, mos, B, 16)
+        for mo in mos:
+            assert agreeing_digits(lo[mo], hi[mo][0]) >= 12, (B, mo.name)
+
+
+def test_batch_size_infinity_smooth_phi_against_gaussian_formulas():
+    act = activation("tanh")
+    (an,) = analyze(act, [math.inf], 12)
+    pdf = stats.norm.pdf
+    e = lambda f: integrate.quad(lambda g: f(g) * pdf(g), -40, 40, epsabs=1e-14, limit=200)[0]
+    q = e(lambda g: math.tanh(g) ** 2)
+    dphi2 = e(lambda g: (1 - math.tanh(g) ** 2) ** 2)
+    mean = e(math.tanh)
+    assert abs(float(an.numbers["q_star"].value) - q) < 1e-11
+    assert abs(float(an.numbers["gradient_rate"].value) - dphi2 / (q - mean**2)) < 1e-10
+
+
+def test_relu_limit_is_exact():
+    (an,) = analyze(activation("relu"), [math.inf], 25)
+    with mpmath.workdps(30):
+        assert agreeing_digits(an.numbers["gradient_rate"].value, mpmath.pi / (mpmath.pi - 1)) >= 25
+    # lambda_L -> 1 exactly: the BSB1 point becomes marginal, reported as undetermined
+    assert an.bsb1_stable is None
+
+
+def test_non_attracting_bsb1_is_reported_not_refused():
+    (an,) = analyze(activation("alpha_relu:2"), [1000], 16)
+    assert an.bsb1_stable is False
+    assert mpmath.mpf(an.numbers["lambda_L"].value) > 1
+
+
+def test_digits_shortfall_is_reported():
+    (an,) = analyze(activation("tanh"), [8], 12)
+    assert an.shortfalls(12) == []
+    assert an.shortfalls(40)  # nobody claimed 40 digits
+
+
+@pytest.mark.parametrize("spec,B", [("relu", 6), ("tanh", 8), ("gelu", 40)])
+def test_monte_carlo_agrees_within_error_bars(spec, B):
+    act = activation(spec)
+    mc = monte_carlo(act, B, samples=100_000, blocks=20, seed=1)
+    (an,) = analyze(act, [B], 10)
+    for name, est in mc.items():
+        exact = float(an.numbers[name].value)
+        if est.stderr == 0:
+            assert est.mean == pytest.approx(exact, abs=1e-12), name
+            continue
+        assert abs(est.mean - exact) < 5 * est.stderr, name
