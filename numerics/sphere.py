@@ -28,11 +28,13 @@ from dataclasses import dataclass
 import mpmath
 import numpy as np
 
+from sympy import N as sp_N
 from sympy import ilcm as sp_lcm
 
 from bnmft.derive.activation import Activation
 
-from .rules import rule_float, rule_mp
+from . import arbmath
+from .rules import gl_count, rule_float, rule_mp
 
 
 class QuadratureError(ArithmeticError):
@@ -178,51 +180,62 @@ def _rule_kind(act: Activation) -> tuple[str, int]:
     return "gl", act.kink_power
 
 
-def _cos_weight(power: int, cosd):
-    # integer power of cos d: exact-rounded binary powering (guard digits absorb the
-    # relative error growth ~ power * eps of cos d)
-    return cosd**power if power else mpmath.mpf(1)
+def _rule_arb(kind: str, level: int, bits: int) -> tuple:
+    if kind == "gl":
+        return arbmath.gauss_legendre(gl_count(level), bits)
+    return tuple(tuple(arbmath.from_mpf(t) for t in node) for node in rule_mp(kind, level, bits))
+
+
+def _arb_pieces(pieces):
+    return [(arbmath.from_mpf(a), arbmath.from_mpf(b), pa, pb) for a, b, pa, pb in pieces]
 
 
 def _mp_pass(act: Activation, moments, geo: Geometry, level: int, prec: int):
-    phi, dphi = act.mpmath, act.mpmath_derivative
-    kinks = [mpmath.mpf(k.p) / k.q if k.is_Rational else mpmath.mpf(str(k.evalf(prec // 3)))
-             for k in act.kinks]
-    use_dphi = any(p.q for mo in moments for p in mo.points)
-    two = [mo for mo in moments if mo.arity == 2]
-    kind, power = _rule_kind(act)
-    outer_rule = rule_mp(kind, level, prec)
-    inner_rule = rule_mp(kind, level, prec)
-    B = geo.B
-    sums = {mo: mpmath.mpf(0) for mo in moments}
-    norm1 = mpmath.mpf(0)
-    norm2 = mpmath.mpf(0)  # inner normalisation, accumulated with the outer weight
-    for d1, w1 in _pieces(geo.outer_pieces(kinks, power), outer_rule):
-        s1, c1 = mpmath.sin(d1), mpmath.cos(d1)
-        wt1 = w1 * _cos_weight(B - 3, c1)
-        z1 = geo.root * s1
-        f1 = phi(z1)
-        g1 = dphi(z1) if use_dphi else 0
-        norm1 += wt1
-        for mo in moments:
-            if mo.arity == 1:
-                sums[mo] += wt1 * _point_value(mo.points[0], z1, f1, g1)
-        if not two:
-            continue
-        inner = [mpmath.mpf(0)] * len(two)
-        inner_norm = mpmath.mpf(0)
-        for d2, w2 in _pieces(geo.inner_pieces(kinks, s1, c1, power), inner_rule):
-            wt2 = w2 * _cos_weight(B - 4, mpmath.cos(d2))
-            z2 = geo.root * (geo.rho * s1 + geo.sigma * c1 * mpmath.sin(d2))
-            f2 = phi(z2)
-            g2 = dphi(z2) if use_dphi else 0
-            inner_norm += wt2
+    """One quadrature level at ``prec`` bits; integrand points in arb ball arithmetic."""
+    with arbmath.precision(prec):
+        phi = arbmath.arb_function(act.expr, prec)
+        dphi = arbmath.arb_function(act.derivative, prec)
+        kinks = [mpmath.mpf(sp_N(k, prec)) for k in act.kinks]
+        use_dphi = any(p.q for mo in moments for p in mo.points)
+        two = [mo for mo in moments if mo.arity == 2]
+        kind, power = _rule_kind(act)
+        rule = _rule_arb(kind, level, prec)
+        B = geo.B
+        root, rho, sigma = (arbmath.from_mpf(v) for v in (geo.root, geo.rho, geo.sigma))
+        zero = arbmath.arb(0)
+        sums = {mo: zero for mo in moments}
+        norm1 = norm2 = zero  # norm2: inner normalisation, accumulated with the outer weight
+        for d1, w1 in _pieces(_arb_pieces(geo.outer_pieces(kinks, power)), rule):
+            s1, c1 = d1.sin_cos()
+            wt1 = w1 * c1 ** (B - 3)
+            z1 = root * s1
+            f1 = phi(z1)
+            g1 = dphi(z1) if use_dphi else 0
+            norm1 += wt1
+            for mo in moments:
+                if mo.arity == 1:
+                    sums[mo] += wt1 * _point_value(mo.points[0], z1, f1, g1)
+            if not two:
+                continue
+            inner = [zero] * len(two)
+            inner_norm = zero
+            ipieces = geo.inner_pieces(kinks, arbmath.to_mpf(s1), arbmath.to_mpf(c1), power)
+            shift, scale = root * rho * s1, root * sigma * c1
+            for d2, w2 in _pieces(_arb_pieces(ipieces), rule):
+                sn2, cs2 = d2.sin_cos()
+                wt2 = w2 * cs2 ** (B - 4)
+                z2 = shift + scale * sn2
+                f2 = phi(z2)
+                g2 = dphi(z2) if use_dphi else 0
+                inner_norm += wt2
+                for i, mo in enumerate(two):
+                    inner[i] += wt2 * _point_value(mo.points[1], z2, f2, g2)
+            norm2 += wt1 * inner_norm
             for i, mo in enumerate(two):
-                inner[i] += wt2 * _point_value(mo.points[1], z2, f2, g2)
-        norm2 += wt1 * inner_norm
-        for i, mo in enumerate(two):
-            sums[mo] += wt1 * _point_value(mo.points[0], z1, f1, g1) * inner[i]
-    return {mo: sums[mo] / (norm1 if mo.arity == 1 else norm2) for mo in moments}
+                sums[mo] += wt1 * _point_value(mo.points[0], z1, f1, g1) * inner[i]
+        return {
+            mo: arbmath.to_mpf(sums[mo] / (norm1 if mo.arity == 1 else norm2)) for mo in moments
+        }
 
 
 def _extrapolated_error(history, value):
