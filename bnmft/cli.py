@@ -498,6 +498,9 @@ def main(argv=None) -> int:
     except InputError as err:
         print(f"bnmft: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ArithmeticError as err:  # a route that did not converge: say which, print no number
+        print(f"bnmft: numerical failure: {err}", file=sys.stderr)
+        return EXIT_NUMERICAL
     except KeyboardInterrupt:
         print("bnmft: interrupted", file=sys.stderr)
         return 130

@@ -349,10 +349,15 @@ def analyze(act: Activation, batch_sizes, digits: int = 16, deriv: Derivation | 
                 if fl and all(fl[n].value is not None and fl[n].digits >= digits for n in missing):
                     nums.update({n: fl[n] for n in missing})
                 else:
-                    with mpmath.workdps(digits + 10):
-                        vals, errs, route = _mp_moments(act, moments, Bv, digits)
-                        mpn = _numbers_from_moments(_form_functions(key, "mpmath"), mpmath.mpf(Bv),
-                                                    moments, vals, errs, route, mp=True)
+                    try:
+                        with mpmath.workdps(digits + 10):
+                            vals, errs, route = _mp_moments(act, moments, Bv, digits)
+                            mpn = _numbers_from_moments(_form_functions(key, "mpmath"),
+                                                        mpmath.mpf(Bv), moments, vals, errs, route,
+                                                        mp=True)
+                    except sphere.QuadratureError as err:
+                        mpn = {n: Number(None, 0.0, "sphere quadrature (mpmath)", str(err))
+                               for n in QUANTITIES}
                     nums.update({n: mpn[n] for n in missing})
             an.numbers = {n: nums[n] for n in QUANTITIES}
         if special and Bv == INF:

@@ -116,8 +116,7 @@ class Geometry:
                             t = cand + shift
                             if -W1 < t < W1:
                                 pts[t] = int(sp_lcm(pts.get(t, 1), 2 * kink_power))
-        keys = sorted(pts)
-        return [(a, b, pts[a], pts[b]) for a, b in zip(keys[:-1], keys[1:]) if b > a]
+        return merged_pieces(pts)
 
     def inner_pieces(self, kinks, sin1, cos1, kink_power: int = 1) -> list[tuple]:
         """Pieces ``(a, b, p_a, p_b)`` of the inner angle at one outer node."""
@@ -133,17 +132,46 @@ class Geometry:
         return [(a, b, pa, pb) for (a, pa), (b, pb) in zip(pts[:-1], pts[1:]) if b > a]
 
 
+def merged_pieces(points: dict) -> list[tuple]:
+    """Pieces between sorted breakpoints ``{point: power}``.
+
+    Breakpoints that coincide up to rounding (a kink sitting exactly where another kink line
+    meets the boundary, e.g. ``B = 4, k = -1``) are merged, keeping the larger power: a
+    sliver piece between two copies of one point would hide the singularity's true type.
+    """
+    eps = mpmath.mpf(10) ** (-(mpmath.mp.dps // 2))
+    keys = sorted(points)
+    merged: list = []
+    for k in keys:
+        if merged and abs(k - merged[-1][0]) <= eps * max(1, abs(k)):
+            merged[-1][1] = max(merged[-1][1], points[k])
+        else:
+            merged.append([k, points[k]])
+    if len(merged) > 1:  # keep the window ends exact
+        merged[0][0], merged[-1][0] = keys[0], keys[-1]
+    return [(a, b, pa, pb) for (a, pa), (b, pb) in zip(merged[:-1], merged[1:]) if b > a]
+
+
 # -- integrands -----------------------------------------------------------------------
 
 
+def _ipow(x, n: int):
+    """``x**n`` by multiplication: also for arb balls containing 0 (arb's pow gives NaN)."""
+    out = x
+    for _ in range(n - 1):
+        out = out * x
+    return out
+
+
 def _point_value(pt, z, f, df):
+    """``z^m phi^p phi'^q`` at one coordinate (numpy arrays, mpmath or arb numbers)."""
     val = 1
     if pt.m:
-        val = val * z**pt.m
+        val = val * _ipow(z, pt.m)
     if pt.p:
-        val = val * f**pt.p
+        val = val * _ipow(f, pt.p)
     if pt.q:
-        val = val * df**pt.q
+        val = val * _ipow(df, pt.q)
     return val
 
 
@@ -241,9 +269,10 @@ def _mp_pass(act: Activation, moments, geo: Geometry, level: int, prec: int):
 def _extrapolated_error(history, value):
     """Relative error of the last of a geometrically converging sequence of integrals.
 
-    As in mpmath's ``QuadratureRule.estimate_error``: with ``D1 = log|I_k - I_{k-1}|`` and
-    ``D2 = log|I_k - I_{k-2}|`` (relative), the error of ``I_k`` is about ``10^(D1^2/D2)``,
-    since doubling the nodes of a Gauss rule roughly squares its error.
+    Doubling the nodes of a Gauss rule roughly squares its error once in the asymptotic
+    regime, so with ``D1 = log|I_k - I_{k-1}|`` and ``D2 = log|I_k - I_{k-2}|`` (relative)
+    the error of ``I_k`` is about ``10^(D1^2/D2)`` (mpmath's ``estimate_error``). Before that
+    regime the squaring is incomplete, so the estimate is never taken below ``10^(1.5 D1)``.
     """
     scale = max(abs(value), mpmath.mpf(10) ** (-mpmath.mp.dps))
     e1 = abs(history[-1] - history[-2]) / scale
@@ -253,10 +282,12 @@ def _extrapolated_error(history, value):
     if e2 == 0 or e1 >= 1 or e2 >= 1:
         return max(e1, e2)
     d1, d2 = mpmath.log10(e1), mpmath.log10(e2)
-    return mpmath.mpf(10) ** (d1 * d1 / d2) if d1 < d2 else e1
+    if d1 >= d2:
+        return e1
+    return max(mpmath.mpf(10) ** (d1 * d1 / d2), mpmath.mpf(10) ** (mpmath.mpf(3) / 2 * d1))
 
 
-def moments_mp(act: Activation, moments, B: int, dps: int, max_level: int = 7):
+def moments_mp(act: Activation, moments, B: int, dps: int, max_level: int = 8):
     """Sphere moments at ``mpmath`` precision ``dps`` with an error estimate.
 
     Gauss-Legendre per smooth piece, with power substitutions at singular ends (see

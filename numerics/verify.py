@@ -25,6 +25,7 @@ from bnmft.derive.derivation import derive
 from bnmft.derive.symbols import B as B_SYM
 
 from . import evaluate
+from .sphere import QuadratureError
 from .precision import FLOAT_DIGITS, agreeing_digits
 
 #: Batch sizes checked when none are given.
@@ -101,7 +102,10 @@ def _verify(act: Activation, batch_sizes, digits: int) -> list[Check]:
     checks: list[Check] = []
     modules = _generated_modules(deriv) if deriv.closed else {}
     for Bv in batch_sizes:
-        refs = _references(act, deriv, Bv, digits)
+        try:
+            refs = _references(act, deriv, Bv, digits)
+        except QuadratureError as err:
+            raise evaluate.NumericalFailure(f"reference at B={Bv}: {err}") from None
 
         def add(name, route, value, required, note=""):
             ref = refs[name]
@@ -126,6 +130,7 @@ def _verify(act: Activation, batch_sizes, digits: int) -> list[Check]:
                 num = fast.numbers[name]
                 add(name, "fast route: " + num.route, num.value, min(digits, FLOAT_DIGITS))
             checks.extend(_gegenbauer_checks(act, deriv, Bv, digits, refs))
+        checks.extend(_cartesian_checks(act, deriv, Bv, digits, refs))
         if act.homogeneous is not None and act.homogeneous.alpha > 0 and Bv <= BRUTE_FORCE_MAX_B:
             from .bruteforce import forward_spectrum
 
@@ -134,6 +139,37 @@ def _verify(act: Activation, batch_sizes, digits: int) -> list[Check]:
                 add(name, "brute-force Jacobian of the Laplace map", mpmath.mpf(spaces[space].eigenvalue),
                     min(digits, BRUTE_FORCE_DIGITS))
     return checks
+
+
+def _cartesian_checks(act, deriv, Bv, digits, refs) -> list[Check]:
+    """The Cartesian (paper Thm 7 form) quadrature: a second high-precision route."""
+    from .cartesian import moments_cartesian
+
+    if Bv < 5:
+        return []
+    moments = list(deriv.moments)
+    key = evaluate._register(deriv)
+    try:
+        res = moments_cartesian(act, moments, Bv, digits + 2)
+    except QuadratureError as err:
+        return [Check(name, Bv, "Cartesian quadrature, Thm 7 form (mpmath)", None, refs[name].value,
+                      refs[name].route, refs[name].digits, digits, note=str(err))
+                for name in QUANTITIES]
+    vals = {mo: v for mo, (v, e) in res.items()}
+    errs = {mo: e for mo, (v, e) in res.items()}
+    nums = evaluate._numbers_from_moments(
+        evaluate._form_functions(key, "mpmath"), mpmath.mpf(Bv), moments, vals, errs,
+        "Cartesian quadrature, Thm 7 form (mpmath)", True,
+    )
+    special = evaluate._gradient_special(act)
+    out = []
+    for name in QUANTITIES:
+        if special and name in special:
+            continue
+        ref = refs[name]
+        out.append(Check(name, Bv, nums[name].route, nums[name].value, ref.value, ref.route,
+                         ref.digits, digits))
+    return out
 
 
 def _gegenbauer_checks(act, deriv, Bv, digits, refs) -> list[Check]:

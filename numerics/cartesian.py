@@ -1,0 +1,188 @@
+"""Sphere moments in Cartesian coordinates ``(z1, z2)``: the paper's Thm 7 form.
+
+An independent second high-precision route (different coordinates, normalisation and
+breakpoints from :mod:`.sphere`). Two sphere coordinates have the density
+
+    p(z1, z2) = (B-3) / (2 pi sqrt(B(B-2))) * (1 - |w|^2)^((B-5)/2),
+    |w|^2 = (z1^2 + z2^2 + (z1 + z2)^2/(B-2)) / B,
+
+on the ellipse ``|w| < 1`` (the paper writes ``(B(B-2))^(2-B/2) Z^((B-5)/2)`` with
+``Z = B(B-2)(1 - |w|^2)``, which overflows beyond B ~ 156; this form does not). One
+coordinate has density ``Gamma((B-1)/2) / (Gamma((B-2)/2) sqrt(pi (B-1))) (1 - z^2/(B-1))^((B-4)/2)``.
+
+For fixed ``z1`` the ``z2``-chord of the ellipse is an interval whose ends carry the
+algebraic factor ``(B-5)/2``; kinks of ``phi`` at ``z = k`` split both integrals, and the
+values of ``z1`` where the line ``z2 = k`` meets the ellipse (where an inner kink leaves
+the chord) split the outer one. Singular ends get the power substitutions of
+:func:`.sphere._pieces`; nothing is truncated except where the weight is below ``10^-P``.
+"""
+
+from __future__ import annotations
+
+import mpmath
+
+from bnmft.derive.activation import Activation
+
+from . import arbmath
+from .sphere import (
+    QuadratureError,
+    _extrapolated_error,
+    _pieces,
+    _point_value,
+    _rule_arb,
+    _rule_kind,
+    merged_pieces,
+)
+
+
+def _chord(B, z1):
+    """Ends of the ``z2`` interval with ``|w| <= 1`` at ``z1`` (mpmath), or None."""
+    # B(1-|w|^2)(B-2) = B(B-2) - (B-1)(z1^2+z2^2) - 2 z1 z2 >= 0 ; quadratic in z2
+    a = B - 1
+    b = 2 * z1
+    c = (B - 1) * z1**2 - B * (B - 2)
+    disc = b * b - 4 * a * c
+    if disc <= 0:
+        return None
+    r = mpmath.sqrt(disc)
+    return (-b - r) / (2 * a), (-b + r) / (2 * a)
+
+
+def _window(B, digits) -> mpmath.mpf:
+    """``|z|`` beyond which the one-point density is below ``10^-digits`` of its peak."""
+    n = mpmath.mpf(B - 4) / 2
+    if n <= 0:
+        return mpmath.sqrt(B - 1)
+    # (1 - t^2/(B-1))^n = 10^-digits
+    R = mpmath.sqrt(B - 1)
+    Z = R * mpmath.sqrt(1 - mpmath.exp(-digits * mpmath.log(10) / n))
+    # a cut just inside the end would leave its (R - z)^((B-4)/2) singularity next to the
+    # last node: integrate up to the end instead
+    return R if Z > R * mpmath.mpf("0.99") else Z
+
+
+def _outer_pieces(B, kinks, power, Z):
+    """``z1`` pieces on ``[-Z, Z]``: kinks, and where ``z2 = k`` is tangent to/meets the chord."""
+    # the marginal (1 - z^2/(B-1))^((B-4)/2) is singular at the true ends for odd B (and the
+    # chord length sqrt(R^2 - z^2) enters the two-point integral): substitution there only
+    edge = 2 if Z >= mpmath.sqrt(B - 1) else 1
+    pts = {-Z: edge, Z: edge}
+    for k in kinks:
+        if -Z < k < Z:
+            pts[k] = max(pts.get(k, 1), power)
+        # (z1, k) on the ellipse: (B-1) z1^2 + 2 k z1 + (B-1) k^2 - B(B-2) = 0
+        a, b, c = B - 1, 2 * k, (B - 1) * k * k - B * (B - 2)
+        disc = b * b - 4 * a * c
+        if disc > 0:
+            for t in ((-b - mpmath.sqrt(disc)) / (2 * a), (-b + mpmath.sqrt(disc)) / (2 * a)):
+                if -Z < t < Z:
+                    pts[t] = max(pts.get(t, 1), 2 * power)
+    return merged_pieces(pts)
+
+
+def _inner_pieces(B, kinks, power, z1, Z):
+    """Pieces of the inner angle ``t`` with ``z2 = c + h sin t`` on the chord at ``z1``.
+
+    ``c``, ``h``: centre and half-length of the chord. The density factor
+    ``(1 - |w|^2)^((B-5)/2)`` times ``dz2 = h cos t dt`` is ``cos^{B-4} t`` up to a constant:
+    analytic, so only kinks (``sin t = (k - c)/h``) and the window split the angle. A kink
+    close to a chord end would otherwise leave a square-root singularity just outside a
+    piece and stall Gauss-Legendre.
+    """
+    ends = _chord(B, z1)
+    if ends is None:
+        return None
+    c, h = (ends[0] + ends[1]) / 2, (ends[1] - ends[0]) / 2
+    half = mpmath.pi / 2
+    lo = mpmath.asin((-Z - c) / h) if -Z > ends[0] else -half
+    hi = mpmath.asin((Z - c) / h) if Z < ends[1] else half
+    if hi <= lo:
+        return None
+    pts = [(lo, 1), (hi, 1)]
+    for k in kinks:
+        t = (k - c) / h
+        if -1 < t < 1 and lo < mpmath.asin(t) < hi:
+            pts.append((mpmath.asin(t), power))
+    pts.sort()
+    return c, h, [(a, b, pa, pb) for (a, pa), (b, pb) in zip(pts[:-1], pts[1:]) if b > a]
+
+
+def _pass(act: Activation, moments, B: int, level: int, prec: int, Z):
+    two = [mo for mo in moments if mo.arity == 2]
+    one = [mo for mo in moments if mo.arity == 1]
+    use_dphi = any(p.q for mo in moments for p in mo.points)
+    kind, power = _rule_kind(act)
+    with arbmath.precision(prec):
+        phi = arbmath.arb_function(act.expr, prec)
+        dphi = arbmath.arb_function(act.derivative, prec)
+        kinks = [mpmath.mpf(k.evalf(prec // 3 + 5)) for k in act.kinks]
+        rule = _rule_arb(kind, level, prec)
+        Bm = arbmath.arb(B)
+        zero = arbmath.arb(0)
+        # normalising constants from log-Gamma at working precision (no overflow at any B)
+        c1 = mpmath.exp(mpmath.loggamma(mpmath.mpf(B - 1) / 2) - mpmath.loggamma(mpmath.mpf(B - 2) / 2)
+                        ) / mpmath.sqrt(mpmath.pi * (B - 1))
+        c2 = (B - 3) / (2 * mpmath.pi * mpmath.sqrt(mpmath.mpf(B) * (B - 2)))
+        c1, c2 = arbmath.from_mpf(c1), arbmath.from_mpf(c2)
+        sums = {mo: zero for mo in moments}
+        pieces = [(arbmath.from_mpf(a), arbmath.from_mpf(b), pa, pb)
+                  for a, b, pa, pb in _outer_pieces(B, kinks, power, Z)]
+        for z1, w1 in _pieces(pieces, rule):
+            f1 = phi(z1)
+            g1 = dphi(z1) if use_dphi else 0
+            if one:
+                dens1 = c1 * (1 - z1 * z1 / (Bm - 1)) ** ((B - 4) // 2) * (
+                    (1 - z1 * z1 / (Bm - 1)).sqrt() if B % 2 else 1)
+                for mo in one:
+                    sums[mo] += w1 * dens1 * _point_value(mo.points[0], z1, f1, g1)
+            if not two:
+                continue
+            inner = [zero] * len(two)
+            chord = _inner_pieces(B, kinks, power, arbmath.to_mpf(z1), Z)
+            if chord is None:
+                continue
+            centre, half = arbmath.from_mpf(chord[0]), arbmath.from_mpf(chord[1])
+            ip = [(arbmath.from_mpf(a), arbmath.from_mpf(b), pa, pb) for a, b, pa, pb in chord[2]]
+            for t, wt in _pieces(ip, rule):
+                sin_t, cos_t = t.sin_cos()
+                z2 = centre + half * sin_t
+                zs = z1 + z2
+                # the Thm 7 density, evaluated as written (not through the parametrisation)
+                q = 1 - (z1 * z1 + z2 * z2 + zs * zs / (Bm - 2)) / Bm
+                if not q > 0:  # a ball touching the ellipse edge: zero weight
+                    continue
+                dens2 = q ** ((B - 5) // 2) * (q.sqrt() if (B - 5) % 2 else 1)
+                w2 = wt * half * cos_t
+                f2 = phi(z2)
+                g2 = dphi(z2) if use_dphi else 0
+                for i, mo in enumerate(two):
+                    inner[i] += w2 * dens2 * _point_value(mo.points[1], z2, f2, g2)
+            for i, mo in enumerate(two):
+                sums[mo] += w1 * _point_value(mo.points[0], z1, f1, g1) * inner[i] * c2
+        return {mo: arbmath.to_mpf(sums[mo]) for mo in moments}
+
+
+def moments_cartesian(act: Activation, moments, B: int, dps: int, max_level: int = 7):
+    """Sphere moments from the Cartesian (Thm 7) densities, with an error estimate.
+
+    Same contract as :func:`.sphere.moments_mp`: ``{moment: (value, abs_error)}``.
+    """
+    if B < 5:
+        raise ValueError("the two-point Cartesian density needs B >= 5 (B = 4 is a circle)")
+    moments = list(moments)
+    with mpmath.workdps(dps + 15):
+        prec = mpmath.mp.prec
+        Z = _window(B, dps + 10)
+        tol = mpmath.mpf(10) ** (-dps - 1)
+        history: dict = {mo: [] for mo in moments}
+        for level in range(2, max_level + 1):
+            cur = _pass(act, moments, B, level, prec, Z)
+            for mo in moments:
+                history[mo].append(cur[mo])
+            if level < 4:
+                continue
+            errs = {mo: _extrapolated_error(history[mo], cur[mo]) for mo in moments}
+            if all(e <= tol for e in errs.values()):
+                trunc = mpmath.mpf(10) ** (-dps - 10)
+                return {mo: (+cur[mo], errs[mo] * abs(cur[mo]) + trunc) for mo in moments}
+    raise QuadratureError(f"Cartesian quadrature at B={B} did not reach {dps} digits")
