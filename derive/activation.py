@@ -30,6 +30,10 @@ from .symbols import x
 class ActivationError(ValueError):
     """An activation bnmft refuses, with a one-line reason."""
 
+    def __init__(self, message: str = ""):
+        # messages quote user text (parameters) that may hold line breaks
+        super().__init__(" ".join(str(message).split()))
+
 
 #: Real window searched for kinks: beyond |z| = 64 the sphere marginal is below 1e-800
 #: for every batch size (and outside the support for B <= 4097).
@@ -185,6 +189,8 @@ def _lambdify_numpy(expr: sp.Expr) -> Callable:
     def vectorised(z):
         # numpy.select evaluates every branch of a Piecewise everywhere (e.g. x**1.5 at
         # x < 0); the discarded branches may warn, the selected values are unaffected.
+        # float64 input: a Python float would make x**1.5 complex (and the result with it).
+        z = np.asarray(z, dtype=np.float64)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             return fn(z)
 
@@ -201,7 +207,7 @@ def _zeros(expr: sp.Expr) -> list[sp.Expr]:
         return []
     try:
         sol = sp.solveset(expr, x, window)
-    except (NotImplementedError, ValueError, TypeError):
+    except (NotImplementedError, ValueError, TypeError, ArithmeticError):
         sol = None
     points: list[sp.Expr] = []
     parts = sol.args if isinstance(sol, sp.Union) else (sol,)
@@ -276,29 +282,52 @@ def _homogeneity(expr: sp.Expr) -> Homogeneous | None:
     return Homogeneous(sp.nsimplify(alpha), coeffs[0], coeffs[1])
 
 
+def _jumps(expr: sp.Expr, points) -> bool:
+    """Whether ``phi`` is discontinuous at one of ``points`` (then ``phi'`` has a Dirac mass).
+
+    The mass of ``phi'`` at ``k`` is the jump of ``phi`` there, whatever form the Dirac
+    terms of ``diff`` take (SymPy even drops them for a Piecewise, differentiated branch by
+    branch). Numerically: ``|phi(k + h) - phi(k - h)|`` tends to the jump with ``O(h)``
+    corrections, while for a continuous ``phi`` (even ``|z|^0.01``) it keeps shrinking
+    between ``h = 1e-30`` and ``h = 1e-60``.
+    """
+    if not points:
+        return False
+    fn = sp.lambdify(x, expr, "mpmath")
+    with mpmath.workdps(100):
+        steps = (mpmath.mpf("1e-30"), mpmath.mpf("1e-60"))
+        for k in points:
+            kk = mpmath.mpf(sp.N(k, 110))
+            try:
+                gaps = [abs(fn(kk + h) - fn(kk - h)) for h in steps]
+            except (ArithmeticError, ValueError, TypeError):
+                raise ActivationError(f"phi cannot be evaluated next to x = {k}") from None
+            if gaps[1] > mpmath.mpf("1e-40") and abs(gaps[0] - gaps[1]) <= 1e-6 * gaps[1]:
+                return True
+    return False
+
+
 def _derivative(expr: sp.Expr, kinks) -> tuple[sp.Expr, bool]:
-    """``phi'`` with Dirac masses of zero weight dropped; flag whether a mass remains."""
+    """``phi'`` without its Dirac masses; flag whether a mass of nonzero weight exists."""
     d = sp.diff(expr, x)
+    if any(isinstance(n, sp.Pow) and n.exp.is_number and not n.exp.is_Rational
+           for n in sp.preorder_traversal(d)):
+        # d/dx u^a is printed u^a/u for irrational a: 0/0 where u = 0 (relu^sqrt(2), z < 0)
+        d = sp.powsimp(d, combine="exp")
     if not d.has(sp.DiracDelta):
-        return d, False
-    keep, has_delta = [], False
+        return d, _jumps(expr, kinks)
+    # The weights are decided by the jumps of phi rather than by sp.limit of each Dirac
+    # term's factor: limit can hang (Min(Heaviside(x), x)) and per-term weights can cancel
+    # (Heaviside(2*x) - Heaviside(x) is 0).
+    points = set(kinks)
+    smooth = []
     for term in sp.Add.make_args(sp.expand(d)):
-        deltas = [a for a in term.atoms(sp.DiracDelta)]
-        if not deltas:
-            keep.append(term)
-            continue
-        weight_zero = True
-        for dd in deltas:
-            for root in _zeros(dd.args[0]):
-                rest = term.subs(dd, 1)
-                if sp.simplify(sp.limit(rest, x, root)) != 0:
-                    weight_zero = False
-        if weight_zero:
-            continue
-        has_delta = True
-        keep.append(term)
-    smooth = sp.Add(*(t for t in keep if not t.has(sp.DiracDelta)))
-    return smooth, has_delta
+        if term.has(sp.DiracDelta):
+            for dd in term.atoms(sp.DiracDelta):
+                points.update(_zeros(dd.args[0]))
+        else:
+            smooth.append(term)
+    return sp.Add(*smooth), _jumps(expr, sorted(points, key=float))
 
 
 def _check_real_finite(expr: sp.Expr, kinks) -> None:
@@ -311,6 +340,8 @@ def _check_real_finite(expr: sp.Expr, kinks) -> None:
                 val = fn(mpmath.mpf(t.p) / t.q if t.is_Rational else mpmath.mpf(sp.N(t, 40)))
             except (ZeroDivisionError, ValueError, OverflowError):
                 raise ActivationError(f"phi is undefined at x = {t}") from None
+            except TypeError:  # a complex value compared inside Max, Min or Piecewise
+                raise ActivationError(f"phi is not real at x = {t}") from None
             if isinstance(val, mpmath.mpc) and val.imag != 0:
                 raise ActivationError(f"phi is not real at x = {t}")
             if not mpmath.isfinite(val):
@@ -321,6 +352,20 @@ def _check_real_finite(expr: sp.Expr, kinks) -> None:
                 raise ActivationError(f"phi has a pole where {node.base} = 0")
         if isinstance(node, sp.log) and _zeros(node.args[0]):
             raise ActivationError(f"phi has a log singularity where {node.args[0]} = 0")
+        if isinstance(node, sp.tan) and _zeros(sp.cos(node.args[0])):
+            raise ActivationError(f"phi has a pole where cos({node.args[0]}) = 0")
+    # The float64 callable must agree: mpmath carries complex intermediates through (e.g.
+    # Abs(sqrt(x)) is real in mpmath at x < 0), numpy gives NaN for them.
+    import numpy as np
+
+    values = np.asarray(_lambdify_numpy(expr)(np.array([float(t) for t in probes])))
+    bad = np.flatnonzero(np.isnan(values) | (np.iscomplexobj(values) and values.imag != 0))
+    if bad.size:
+        t = probes[bad[0]]
+        raise ActivationError(
+            f"phi is not real at x = {t} (a sub-expression is complex; restrict its domain"
+            " with Max(x, 0) or Piecewise)"
+        )
 
 
 def _check_growth(expr: sp.Expr, what: str) -> None:
@@ -328,7 +373,11 @@ def _check_growth(expr: sp.Expr, what: str) -> None:
     fn = sp.lambdify(x, expr, "mpmath")
     with mpmath.workdps(30):
         for t in (mpmath.mpf(10) ** 3, -(mpmath.mpf(10) ** 3)):
-            val = abs(fn(t))
+            try:
+                val = abs(fn(t))
+            except (ArithmeticError, ValueError, TypeError):
+                # far outside KINK_WINDOW; e.g. 1/softplus(x) underflows to 1/0 at x = -1000
+                continue
             if val == 0:
                 continue
             if mpmath.log(val) / t**2 >= 0.2:
@@ -353,7 +402,11 @@ def analyse(name: str, expr: sp.Expr, params=()) -> Activation:
     _check_real_finite(expr, kinks)
     _check_growth(expr, "phi")
     derivative, has_delta = _derivative(expr, kinks)
-    if not has_delta and sp.simplify(derivative) == 0:
+    try:
+        flat = sp.simplify(derivative) == 0
+    except (ArithmeticError, ValueError, TypeError, NotImplementedError, RecursionError):
+        flat = derivative == 0  # simplify can fail inside SymPy (e.g. rewriting Min to exp)
+    if not has_delta and flat:
         raise ActivationError("phi is constant: batchnorm output would carry no signal")
     if not has_delta:
         _check_growth(derivative, "phi'")
@@ -370,12 +423,16 @@ def analyse(name: str, expr: sp.Expr, params=()) -> Activation:
             kink_power = None
             break
         kink_power = int(sp.ilcm(kink_power, e.q))
+    try:
+        homogeneous = _homogeneity(expr)
+    except (ArithmeticError, ValueError, TypeError, NotImplementedError, RecursionError):
+        homogeneous = None  # detection is best effort; None means generic numerics
     return Activation(
         name=name,
         expr=expr,
         params=tuple(params),
         kinks=kinks,
-        homogeneous=_homogeneity(expr),
+        homogeneous=homogeneous,
         derivative=derivative,
         derivative_has_delta=has_delta,
         singular=singular,
@@ -413,4 +470,14 @@ def activation(spec: str, gamma=None, beta=None) -> Activation:
         expr = expr.subs(x, g * x + b)
         name = f"{name} (gamma={g}, beta={b})"
         params = {**params, "gamma": g, "beta": b}
-    return analyse(name, expr, tuple(params.items()))
+    try:
+        return analyse(name, expr, tuple(params.items()))
+    except ActivationError:
+        raise
+    except (ArithmeticError, ValueError, TypeError, NotImplementedError, LookupError,
+            RecursionError) as err:
+        # SymPy can fail inside solveset/limit/simplify on unusual expressions: refuse with
+        # one line rather than a traceback (the chained error keeps the details).
+        raise ActivationError(
+            f"cannot analyse phi = {expr} (SymPy failed: {type(err).__name__})"
+        ) from err

@@ -20,6 +20,10 @@ from .symbols import x
 class ParseError(ValueError):
     """The text is not an expression bnmft accepts; the message is one line."""
 
+    def __init__(self, message: str = ""):
+        # messages quote user text and SymPy errors, either of which may hold line breaks
+        super().__init__(" ".join(str(message).split()))
+
 
 #: Functions a user may call, by the names they may type.
 FUNCTIONS: dict[str, Callable[..., sp.Expr]] = {
@@ -35,7 +39,7 @@ FUNCTIONS: dict[str, Callable[..., sp.Expr]] = {
     "arcsinh": sp.asinh,
     "exp": sp.exp,
     "log": sp.log,
-    "sqrt": sp.sqrt,
+    "sqrt": lambda arg: sp.sqrt(arg),  # one argument: sp.sqrt's second one is `evaluate`
     "erf": sp.erf,
     "erfc": sp.erfc,
     "Abs": sp.Abs,
@@ -52,13 +56,27 @@ FUNCTIONS: dict[str, Callable[..., sp.Expr]] = {
 
 CONSTANTS: dict[str, sp.Expr] = {"pi": sp.pi, "E": sp.E}
 
+#: Largest exact number (in bits) a power of numbers may produce: SymPy evaluates
+#: ``9**9**9`` exactly, which would take hours.
+_MAX_POWER_BITS = 100_000
+
+
+def _power(a, b):
+    a, b = sp.sympify(a), sp.sympify(b)
+    if a.is_number and b.is_Rational and a not in (sp.S.Zero, sp.S.One, sp.S.NegativeOne):
+        bits = sum(abs(r.p).bit_length() + r.q.bit_length() for r in a.atoms(sp.Rational))
+        if max(bits, 1) * abs(b) > _MAX_POWER_BITS:
+            raise ParseError("number too large (power of a number with a huge exponent)")
+    return a**b
+
+
 _BINOPS = {
     ast.Add: lambda a, b: a + b,
     ast.Sub: lambda a, b: a - b,
     ast.Mult: lambda a, b: a * b,
     ast.Div: lambda a, b: a / b,
-    ast.Pow: lambda a, b: a**b,
-    ast.BitXor: lambda a, b: a**b,  # '^' as power, as in most papers
+    ast.Pow: _power,
+    ast.BitXor: _power,  # '^' (parse_expression rewrites it to '**' first, for precedence)
 }
 _CMPOPS = {
     ast.Lt: sp.Lt,
@@ -75,6 +93,8 @@ def _number(value) -> sp.Expr:
         raise ParseError(f"unsupported literal {value!r}")
     if isinstance(value, int):
         return sp.Integer(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ParseError(f"number {value!r} is not finite (literal too large?)")
     return sp.Rational(repr(value))
 
 
@@ -84,9 +104,11 @@ class _Builder:
         self.functions = functions
 
     def build(self, node: ast.AST, depth: int = 0, in_piecewise: bool = False):
+        """``in_piecewise``: ``node`` is an argument of Piecewise (a pair) or the condition
+        of a pair, the only places where tuples, comparisons and ``True`` are allowed."""
         if depth > _MAX_DEPTH:
             raise ParseError("expression is nested too deeply")
-        rec = lambda n, pw=in_piecewise: self.build(n, depth + 1, pw)  # noqa: E731
+        rec = lambda n, pw=False: self.build(n, depth + 1, pw)  # noqa: E731
         if isinstance(node, ast.Expression):
             return rec(node.body)
         if isinstance(node, ast.Constant):
@@ -109,10 +131,11 @@ class _Builder:
                 raise ParseError("conditions must be one comparison such as x > 0")
             return _CMPOPS[type(node.ops[0])](rec(node.left), rec(node.comparators[0]))
         if isinstance(node, ast.Tuple) and in_piecewise:
-            return tuple(rec(elt) for elt in node.elts)
+            # (value, condition): only the condition may be a comparison or True
+            return tuple(rec(elt, k == 1) for k, elt in enumerate(node.elts))
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name) or node.func.id not in self.functions:
-                name = getattr(node.func, "id", "?")
+                name = getattr(node.func, "id", None) or self.segment(node.func)
                 raise ParseError(f"unknown function '{name}'")
             if node.keywords:
                 raise ParseError("keyword arguments are not supported")
@@ -125,7 +148,14 @@ class _Builder:
                 return self.functions[name](*args)
             except (TypeError, ValueError) as err:
                 raise ParseError(f"bad arguments to {name}: {err}") from None
-        raise ParseError(f"unsupported syntax: {ast.dump(node)[:40]}")
+        if isinstance(node, ast.Compare):
+            raise ParseError(f"comparison '{self.segment(node)}' outside a Piecewise condition")
+        raise ParseError(f"unsupported syntax ({type(node).__name__}): {self.segment(node)}")
+
+    def segment(self, node: ast.AST) -> str:
+        """The source text of ``node``, shortened, for messages."""
+        text = ast.get_source_segment(self.text, node) or type(node).__name__
+        return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_expression(
@@ -140,14 +170,29 @@ def parse_expression(
         raise ParseError("empty expression")
     if len(text) > _MAX_LENGTH:
         raise ParseError(f"expression longer than {_MAX_LENGTH} characters")
+    typed = text.strip()
+    # '^' is power with the precedence of '**' (x^2 + 1 is x**2 + 1, 2^3^2 is 512), not
+    # Python's bitwise xor, which binds looser than + and *. No string literal survives
+    # the whitelist, so a textual replacement cannot change anything else.
+    text = typed.replace("^", "**")
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        tree = ast.parse(text, mode="eval")
     except SyntaxError as err:
-        raise ParseError(f"cannot parse '{text}': {err.msg}") from None
+        shown = typed if len(typed) <= 60 else typed[:57] + "..."
+        raise ParseError(f"cannot parse '{shown}': {err.msg}") from None
+    except (ValueError, RecursionError, MemoryError) as err:  # null bytes, deep nesting
+        raise ParseError(f"cannot parse the expression: {type(err).__name__}") from None
     table = dict(FUNCTIONS)
     if functions:
         table.update(functions)
-    result = _Builder(text, table).build(tree)
-    if isinstance(result, (tuple, sp.logic.boolalg.Boolean)) or isinstance(result, sp.Rel):
+    try:
+        result = sp.sympify(_Builder(text, table).build(tree))
+    except ParseError:
+        raise
+    except (ArithmeticError, TypeError, ValueError, LookupError, RecursionError) as err:
+        # SymPy refusing an operation, e.g. comparing with a complex number in a condition
+        raise ParseError(f"invalid expression: {type(err).__name__}: {err}") from None
+    # (a Symbol is a sympy Boolean too, so test for Expr rather than for Boolean)
+    if isinstance(result, tuple) or not isinstance(result, sp.Expr):
         raise ParseError("the expression must be a value, not a condition")
-    return sp.sympify(result)
+    return result

@@ -1,0 +1,415 @@
+"""Activations: registry, analysed properties, refusals and numeric callables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import mpmath
+import numpy as np
+import pytest
+import sympy as sp
+
+from bnmft.derive.activation import REGISTRY, Activation, ActivationError, activation, analyse
+from bnmft.derive.homogeneous import Homogeneous
+from bnmft.derive.symbols import x
+
+R = sp.Rational
+
+
+@lru_cache(maxsize=None)
+def act(spec: str) -> Activation:
+    return activation(spec)
+
+
+def _one_line(err: BaseException) -> str:
+    msg = str(err)
+    assert msg, "empty message"
+    assert "\n" not in msg and len(msg.splitlines()) == 1, repr(msg)
+    return msg
+
+
+def _hom(a: Activation):
+    h = a.homogeneous
+    return None if h is None else (h.alpha, h.A, h.C)
+
+
+# -- the registry -------------------------------------------------------------------------
+
+REQUIRED = ["relu", "leaky_relu", "alpha_relu", "linear", "abs", "step", "tanh", "erf",
+            "sigmoid", "sin", "gelu", "swish", "silu", "softplus", "elu", "selu"]
+LOADABLE = [n for n in REGISTRY if n != "alpha_relu"] + ["alpha_relu:1.5"]
+SMOOTH = ["tanh", "erf", "sigmoid", "sin", "gelu", "swish", "silu", "softplus"]
+
+
+def test_required_names_are_registered():
+    assert set(REQUIRED) <= set(REGISTRY)
+
+
+@pytest.mark.parametrize("spec", LOADABLE)
+def test_every_registered_name_loads(spec):
+    a = act(spec)
+    assert isinstance(a, Activation)
+    assert a.expr.free_symbols == {x}
+    assert a.name == spec
+    assert all(k.is_real for k in a.kinks)
+    assert list(a.kinks) == sorted(a.kinks, key=float)
+
+
+def test_alpha_relu_needs_its_degree():
+    with pytest.raises(ActivationError) as info:
+        activation("alpha_relu")
+    assert "alpha" in _one_line(info.value)
+
+
+def test_swish_is_silu():
+    assert act("swish").expr == act("silu").expr
+
+
+def test_key_does_not_depend_on_spelling():
+    assert act("relu").key == act("Max(x, 0)").key == act("max(0, x)").key
+    assert act("leaky_relu:0.2").key == act("leaky_relu:slope=0.2").key
+    assert act("relu").key != act("abs").key
+
+
+# -- homogeneity and kinks ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec, hom, kinks",
+    [
+        ("relu", (1, 1, 0), (0,)),
+        ("leaky_relu", (1, 1, -R(1, 100)), (0,)),
+        ("leaky_relu:0.2", (1, 1, -R(1, 5)), (0,)),
+        ("leaky_relu:slope=0.2", (1, 1, -R(1, 5)), (0,)),
+        ("alpha_relu:1.5", (R(3, 2), 1, 0), (0,)),
+        ("alpha_relu:alpha=1.5", (R(3, 2), 1, 0), (0,)),
+        ("abs", (1, 1, 1), (0,)),
+        ("step", (0, 1, 0), (0,)),
+        ("linear", (1, 1, -1), ()),
+        ("Max(x, x/5)", (1, 1, -R(1, 5)), (0,)),
+        ("Max(x, 0)**1.5", (R(3, 2), 1, 0), (0,)),
+        ("Min(x, 0)", (1, 0, -1), (0,)),
+        ("x**2", (2, 1, 1), ()),
+        ("sign(x)", (0, 1, -1), (0,)),
+        ("Piecewise((x, x > 0), (0, True))", (1, 1, 0), (0,)),
+        ("Max(x + 1, 0)", None, (-1,)),
+        ("relu(2*x + 1)", None, (-R(1, 2),)),
+        ("elu", None, (0,)),
+        ("selu", None, (0,)),
+        ("elu:2", None, (0,)),
+    ],
+)
+def test_homogeneity_and_kinks(spec, hom, kinks):
+    a = act(spec)
+    assert _hom(a) == hom
+    assert a.kinks == tuple(sp.sympify(k) for k in kinks)
+
+
+@pytest.mark.parametrize("spec", SMOOTH)
+def test_smooth_activations(spec):
+    a = act(spec)
+    assert a.kinks == ()
+    assert a.homogeneous is None
+    assert not a.derivative_has_delta
+
+
+def test_leaky_relu_default_slope():
+    a = act("leaky_relu")
+    assert a.expr == sp.Max(x, 0) + sp.Min(x, 0) / 100
+    assert dict(a.params)["slope"] == R(1, 100)
+    assert act("leaky_relu:0.2").expr == act("leaky_relu:slope=0.2").expr
+    assert dict(act("leaky_relu:0.2").params)["slope"] == R(1, 5)
+
+
+def test_homogeneous_is_the_closed_form_type():
+    assert isinstance(act("relu").homogeneous, Homogeneous)
+
+
+def test_registered_names_inside_expressions():
+    assert act("relu(2*x + 1)").expr == sp.Max(2 * x + 1, 0)
+    assert act("leaky_relu(x, 0.2)").expr == act("leaky_relu:0.2").expr
+    assert act("alpha_relu(x, 1.5)").expr == act("alpha_relu:1.5").expr
+    assert act("tanh(x) + relu(x)").kinks == (0,)
+    for text, needle in [("alpha_relu(x)", "alpha"), ("tanh(x, 2)", "too many")]:
+        with pytest.raises(ActivationError) as info:
+            activation(text)
+        assert needle in _one_line(info.value)
+
+
+# -- gamma and beta -----------------------------------------------------------------------
+
+
+def test_gamma_beta_tanh():
+    a = activation("tanh", gamma=2, beta="0.1")
+    assert a.expr == sp.tanh(2 * x + R(1, 10))
+    assert dict(a.params) == {"gamma": 2, "beta": R(1, 10)}
+    assert a.kinks == () and a.homogeneous is None
+
+
+def test_beta_moves_the_kink():
+    a = activation("relu", beta=1)
+    assert a.kinks == (-1,)
+    assert a.homogeneous is None
+
+
+def test_gamma_scales_a_homogeneous_activation():
+    a = activation("relu", gamma=2)
+    assert _hom(a) == (1, 2, 0)
+    assert _hom(activation("relu", gamma=-1)) == (1, 0, 1)
+    assert activation("relu", gamma=0.1).expr == sp.Max(x / 10, 0)  # floats become exact
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"gamma": 0}, "gamma"),
+        ({"gamma": "0.0"}, "gamma"),
+        ({"gamma": "abc"}, "abc"),
+        ({"beta": "x"}, "not a real number"),
+        ({"gamma": "sqrt(-1)"}, "not a real number"),
+        ({"beta": "1/0"}, "not a real number"),
+        ({"gamma": True}, "True"),
+    ],
+)
+def test_bad_gamma_beta(kwargs, needle):
+    with pytest.raises(ActivationError) as info:
+        activation("relu", **kwargs)
+    assert needle in _one_line(info.value)
+
+
+# -- refusals -----------------------------------------------------------------------------
+
+REFUSED = {
+    "constant": ("5", "constant"),
+    "gaussian growth": ("exp(x**2)", "grows"),
+    "gaussian growth, borderline": ("exp(x**2/4)", "grows"),
+    "free symbol": ("y*x", "'y'"),
+    "log of negatives": ("log(x)", "not real"),
+    "pole at 0": ("1/x", "pole"),
+    "pole": ("1/(x-0.3)", "pole"),
+    "negative power": ("x**(-1)", "pole"),
+    "tan poles": ("tan(x)", "pole"),
+    "log singularity": ("log(x**2)", "log"),
+    "sqrt of negatives": ("sqrt(x)", "not real"),
+    "imaginary unit": ("x + I", "'I'"),
+    "complex literal": ("1j*x", "1j"),
+    "complex constant": ("sqrt(-1)*x", "real"),
+    "complex power": ("x**x", "not real"),
+    "complex inside Max": ("Max(2, x**0.5)", "not real"),
+    "complex intermediate": ("Abs(sqrt(x))", "not real"),
+    "constant power": ("Abs(sin(x))**0", "constant"),
+    "constant Heaviside": ("Heaviside(x)-Heaviside(x)", "constant"),
+    "constant a.e.": ("sign(Min(x, 0.5)*Min(0.3, x))", "constant"),
+    "zero": ("x*0", "constant"),
+    "cancelling Dirac terms": ("Heaviside(2*x) - Heaviside(x)", "constant"),
+    "unknown name with parameter": ("foo:1", "foo"),
+    "parameter of a parameterless name": ("tanh:2", "no parameters"),
+    "bad parameter": ("leaky_relu:slope=abc", "abc"),
+    "unknown parameter": ("leaky_relu:foo=1", "foo"),
+    "too many parameters": ("alpha_relu:1,2", "too many"),
+    "empty parameter": ("elu:alpha=", "empty"),
+    "negative degree": ("alpha_relu:alpha=-1", "pole"),
+    "negative degree positional": ("alpha_relu:-0.5", "pole"),
+    "parameter is x": ("alpha_relu:x", "not a real number"),
+    "malformed": ("tanh(x", "cannot parse"),
+    "unknown function": ("foo(x)", "foo"),
+    "attribute": ("x.__class__", "Attribute"),
+    "huge number": ("9**9**9*x", "too large"),
+}
+
+
+@pytest.mark.parametrize("spec, needle", REFUSED.values(), ids=REFUSED.keys())
+def test_refused(spec, needle):
+    with pytest.raises(ActivationError) as info:
+        activation(spec)
+    assert needle.lower() in _one_line(info.value).lower()
+
+
+@pytest.mark.parametrize("spec", ["", "   ", None, 1.0])
+def test_empty(spec):
+    with pytest.raises(ActivationError, match="empty"):
+        activation(spec)
+
+
+def test_messages_are_one_line_with_multiline_input():
+    for spec in ["leaky_relu:0.\n2", "tanh(x\n", "x +\n y", "leaky_relu:slope=\n"]:
+        with pytest.raises(ActivationError) as info:
+            activation(spec)
+        _one_line(info.value)
+    assert str(ActivationError("a\n  b")) == "a b"
+
+
+def test_analyse_refuses_foreign_symbols():
+    y = sp.Symbol("y")
+    with pytest.raises(ActivationError) as info:
+        analyse("t", x * y)
+    assert "y" in _one_line(info.value)
+    with pytest.raises(ActivationError, match="real and finite"):
+        analyse("t", x + sp.I)
+
+
+def test_parse_error_is_activation_error():
+    # the CLI catches ActivationError only
+    with pytest.raises(ActivationError):
+        activation("__import__('os').system('true')")
+
+
+# -- derivative ---------------------------------------------------------------------------
+
+
+def test_relu_derivative_is_step():
+    assert act("relu").derivative == act("step").expr == sp.Heaviside(x)
+    assert not act("relu").derivative_has_delta
+
+
+def test_abs_derivative_is_sign():
+    assert act("abs").derivative == sp.sign(x)
+
+
+def test_step_derivative_is_a_dirac_mass():
+    a = act("step")
+    assert a.derivative_has_delta
+    assert a.homogeneous.alpha == 0
+
+
+def _one_sided(fn, k, h=mpmath.mpf("1e-25")):
+    with mpmath.workdps(40):
+        return fn(k - h), fn(k + h)
+
+
+def test_elu_derivative_is_continuous_for_alpha_one():
+    left, right = _one_sided(act("elu").mpmath_derivative, 0)
+    assert abs(left - right) < 1e-20
+    assert not act("elu").derivative_has_delta
+
+
+def test_selu_derivative_jumps():
+    left, right = _one_sided(act("selu").mpmath_derivative, 0)
+    with mpmath.workdps(40):
+        lam = mpmath.mpf("1.0507009873554804934193349852946")
+        alpha = mpmath.mpf("1.6732632423543772848170429916717")
+        assert abs(right - lam) < 1e-20
+        assert abs(left - lam * alpha) < 1e-20
+    assert not act("selu").derivative_has_delta  # selu itself is continuous
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["Piecewise((1, x > 0), (0, True))", "Piecewise((x + 1, x > 0), (x, True))",
+     "Piecewise((x, x > 0), (x - 1, x > -1), (x, True))", "x + Heaviside(x)", "alpha_relu:0"],
+)
+def test_jumps_give_a_dirac_mass(spec):
+    """phi' of a discontinuous phi carries a Dirac mass, also when phi is a Piecewise
+    (SymPy differentiates a Piecewise branch by branch and drops the jump)."""
+    assert act(spec).derivative_has_delta
+
+
+@pytest.mark.parametrize("spec", ["relu", "abs", "elu", "x**2*sign(x)", "Abs(x)**0.01",
+                                  "x*Heaviside(x)", "Min(Heaviside(x), x)"])
+def test_continuous_kinks_give_no_dirac_mass(spec):
+    assert not act(spec).derivative_has_delta
+
+
+def test_dirac_mass_of_a_composite_heaviside():
+    # SymPy's limit of Heaviside(x - Heaviside(x)) at 0 used to hang here
+    a = act("Min(Heaviside(x), x)")  # = min(x, 1) except at 0
+    assert a.kinks == (0, 1)
+    assert act("Max(x, Heaviside(x))").derivative_has_delta  # jumps from 0 to 1 at 0
+
+
+def test_alpha_relu_zero_is_a_step():
+    a = act("alpha_relu:0")
+    assert _hom(a) == (0, 1, 0)
+    assert a.derivative_has_delta
+
+
+@pytest.mark.parametrize(
+    "spec, power, singular",
+    [("alpha_relu:1.5", 2, True), ("Max(x, 0)**1.3", 10, True), ("relu", 1, False),
+     ("tanh", 1, False), ("Abs(x)**0.5", 2, True), ("Max(x, 0)**sqrt(2)", None, True),
+     ("alpha_relu:pi", None, True)],
+)
+def test_kink_power(spec, power, singular):
+    assert act(spec).kink_power == power
+    assert act(spec).singular is singular
+
+
+def test_irrational_power_derivative_is_finite_below_the_kink():
+    a = act("Max(x, 0)**sqrt(2)")
+    assert _hom(a) == (sp.sqrt(2), 1, 0)
+    z = np.array([-3.0, -1e-3, 1e-3, 2.0])
+    d = a.numpy_derivative(z)
+    assert np.all(np.isfinite(d))
+    assert d[0] == d[1] == 0
+    assert np.allclose(d[2:], np.sqrt(2) * z[2:] ** (np.sqrt(2) - 1))
+    with mpmath.workdps(30):
+        assert a.mpmath_derivative(mpmath.mpf(-1)) == 0
+
+
+def test_growth_probe_underflow_is_not_a_crash():
+    # 1/softplus(x) ~ e^{-x} at -oo: finite Gaussian moments; softplus underflows at -1000
+    a = act("1/log(1 + exp(x))")
+    assert a.kinks == ()
+
+
+# -- numeric callables --------------------------------------------------------------------
+
+NUMERIC = LOADABLE + ["atan(x) + asinh(x) + cos(x) + erfc(x)", "cosh(x) - sinh(x)",
+                      "alpha_relu:0.5", "alpha_relu:0", "Max(x, x/5)", "relu(2*x + 1)",
+                      "sign(x)", "Piecewise((1, x > 0), (0, True))", "leaky_relu:0.2",
+                      "elu:2", "Abs(x)**0.5", "Max(x, 0)**sqrt(2)", "tanh(2*x) + 0.1",
+                      "x*(1 + erf(x/sqrt(2)))/2"]
+
+
+def _points(a: Activation) -> np.ndarray:
+    rng = np.random.default_rng(20240611)
+    kinks = np.array(a.kink_floats, dtype=float)
+    return np.concatenate([
+        rng.uniform(-6, 6, 40),
+        -rng.exponential(3, 10),
+        [-30.0, -1.0, 0.0, 1.0, 30.0],
+        kinks, kinks - 1e-9, kinks + 1e-9,
+    ])
+
+
+def _mp(fn, zs):
+    with mpmath.workdps(30):
+        return np.array([float(mpmath.re(fn(mpmath.mpf(float(z))))) for z in zs])
+
+
+@pytest.mark.parametrize("spec", NUMERIC)
+def test_numpy_agrees_with_mpmath(spec):
+    a = act(spec)
+    z = _points(a)
+    np.testing.assert_allclose(a.numpy(z), _mp(a.mpmath, z), rtol=1e-10, atol=1e-12)
+    # phi' is evaluated off the kinks: it may be infinite there (|x|^0.5)
+    off = z[np.all(np.abs(z[:, None] - np.array(a.kink_floats + (1e9,))) > 1e-12, axis=1)]
+    np.testing.assert_allclose(a.numpy_derivative(off), _mp(a.mpmath_derivative, off),
+                               rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("spec", ["relu", "linear", "step", "alpha_relu:1.5", "tanh", "elu"])
+def test_numpy_is_vectorised(spec):
+    a = act(spec)
+    z = np.linspace(-3, 3, 12).reshape(3, 4)
+    assert a.numpy(z).shape == (3, 4)
+    assert a.numpy_derivative(z).shape == (3, 4)
+    np.testing.assert_array_equal(a.numpy(z).ravel(), [a.numpy(float(t)) for t in z.ravel()])
+    assert np.shape(a.numpy(0.5)) == ()
+
+
+def test_no_numpy_warnings_for_fractional_powers_of_negatives():
+    # pytest turns warnings into errors; numpy.select evaluates x**1.5 at x < 0 too
+    a = act("alpha_relu:1.5")
+    z = np.linspace(-5, 5, 101)
+    with np.errstate(all="raise"):
+        phi, dphi = a.numpy(z), a.numpy_derivative(z)
+    assert np.all(np.isfinite(phi)) and np.all(np.isfinite(dphi))
+    assert np.all(phi[z <= 0] == 0) and np.all(dphi[z <= 0] == 0)
+    np.testing.assert_allclose(phi[z > 0], z[z > 0] ** 1.5)
+
+
+def test_step_value_at_the_kink_is_the_same_in_both_backends():
+    a = act("step")
+    with mpmath.workdps(30):
+        assert float(a.mpmath(mpmath.mpf(0))) == float(a.numpy(0.0)) == 0.5
