@@ -222,12 +222,14 @@ def _derive_latex(deriv) -> str:
             form = deriv.forms[name]
             body = sp.latex(form, symbol_names={mo.symbol: mo.latex() for mo in moments_in(form)})
         lines.append(rf"  {symbols[name]} &= {body} \\")
+    lines[-1] = lines[-1].removesuffix(r" \\")
     lines.append(r"\end{align*}")
     if deriv.definitions:
-        defs = ", ".join(
-            rf"{k.replace('J(c)', 'J(c)')} = {sp.latex(v)}" for k, v in deriv.definitions.items()
-        )
+        defs = ", ".join(rf"{k} = {sp.latex(v)}" for k, v in deriv.definitions.items())
         lines.append(rf"where ${defs}$, valid for $B \geq 4$.")
+    if deriv.dual_kernel is not None:
+        lines.append(r"Dual kernel: $\mathbb{E}[\phi(u)\phi(v)] = "
+                     + sp.latex(deriv.dual_kernel) + r"$ for unit Gaussians of correlation $c$.")
     return "\n".join(lines)
 
 
@@ -259,6 +261,8 @@ def cmd_derive(args) -> int:
             print(f"\n{name} = {deriv.forms[name]}")
     if deriv.definitions:
         print("\nwhere " + "; ".join(f"{k} = {v}" for k, v in deriv.definitions.items()))
+    if deriv.dual_kernel is not None:
+        print(f"\ndual kernel E[phi(u) phi(v)] (unit Gaussians, correlation c) = {deriv.dual_kernel}")
     if "gradient_rate" in deriv.closed:
         print(f"\nlimit B -> oo of gradient_rate: {deriv.closed['gradient_rate'].limit()}")
     return 0
@@ -321,7 +325,7 @@ def _verify_table(checks, digits: int) -> list[str]:
 
 
 def cmd_verify(args) -> int:
-    from bnmft.numerics.verify import DEFAULT_BATCH_SIZES, verify
+    from bnmft.numerics.verify import DEFAULT_BATCH_SIZES, unavailable_routes, verify
 
     act = _activation(args)
     sizes = _batch_sizes(args.batch_size) if args.batch_size else list(DEFAULT_BATCH_SIZES)
@@ -332,6 +336,8 @@ def cmd_verify(args) -> int:
         print(line)
     failed = [c for c in checks if not c.ok]
     refs = {c.reference_route for c in checks}
+    for route, why in unavailable_routes(act).items():
+        print(f"not run: {route}: {why}")
     print(f"\n{len(checks) - len(failed)} of {len(checks)} checks agree to the required digits "
           f"(references: {'; '.join(sorted(refs))})")
     if failed:

@@ -17,10 +17,10 @@ import sympy as sp
 from .activation import Activation
 from .bsb1 import QUANTITIES, moment_forms
 from .gaussian import arccos_kernel
-from .homogeneous import DivergentMoment, sphere_moment
+from .homogeneous import DivergentMoment, convergence_condition, dual_kernel, sphere_moment
 from .moments import SphereMoment, moments_in
 from .quantity import Derivation, DerivedQuantity, J, Jp, Provenance
-from .symbols import B, RHO, c
+from .symbols import B, BSB1_DOMAIN, RHO, c
 
 _ROUTE_CLOSED = (
     "sphere moments -> decoupling z = sqrt(B) g/|g| (Laplace method, paper Thm 2) -> "
@@ -131,14 +131,17 @@ def _closed_forms(act: Activation, forms: dict[str, sp.Expr], moments) -> dict:
             if rate is not None:
                 k = sp.Integer(16) if name == "max_trainable_depth" else sp.Integer(1)
                 compact = None if rate.compact is None else k / sp.log(rate.compact)
-                closed[name] = DerivedQuantity(name, k / sp.log(rate.expr), form, prov, compact=compact)
+                closed[name] = DerivedQuantity(name, k / sp.log(rate.expr), form, prov,
+                                               domain=rate.domain, compact=compact)
             continue
         if any(mo in divergent for mo in moments_in(form)):
             continue
         expr_c = form.subs(subs)
         compact = _compact(expr_c)
         expr = _explicit(compact, expr_c)
-        closed[name] = DerivedQuantity(name, expr, form, prov, compact=compact)
+        domain = sp.And(BSB1_DOMAIN, *(convergence_condition(mo, act.homogeneous)
+                                       for mo in moments_in(form)))
+        closed[name] = DerivedQuantity(name, expr, form, prov, domain=domain, compact=compact)
     return closed
 
 
@@ -155,6 +158,7 @@ def _derive_cached(act: Activation) -> Derivation:
     deriv = Derivation(activation=act, forms=forms, moments=moments, provenance=provenance)
     if act.homogeneous is not None:
         deriv.closed = _closed_forms(act, forms, moments)
+        deriv.dual_kernel = dual_kernel(act.homogeneous)
         if any(q.compact is not None and q.compact.has(J, Jp) for q in deriv.closed.values()):
             deriv.definitions = {
                 "c": RHO,

@@ -33,7 +33,7 @@ class Homogeneous:
     def point_power(self, pt: Point) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
         """``z^m phi^p phi'^q`` as ``(d, P, N)``: ``P |z|^d`` for ``z > 0``, ``N |z|^d`` for ``z < 0``."""
         a, A, C = self.alpha, self.A, self.C
-        if pt.q and a == 0:
+        if pt.q and a.is_zero:
             raise DivergentMoment("phi' of a step activation is a Dirac delta")
         d = pt.m + pt.p * a + pt.q * (a - 1)
         P = A**pt.p * (a * A) ** pt.q
@@ -64,6 +64,34 @@ def _orthant(a, b, corr) -> sp.Expr:
     return orthant_moment(ia, ib).subs(c, corr)
 
 
+def dual_kernel(hom: Homogeneous, corr=c) -> sp.Expr:
+    """``E[phi(u) phi(v)]`` for unit Gaussians with correlation ``corr`` (the vanilla dual kernel).
+
+    Quadrants: ``A^2 M(a,a;c) + C^2 M(a,a;c) + 2 A C M(a,a;-c)`` with the orthant moment ``M``
+    (the mixed quadrants see the correlation of ``u`` and ``-v``). For relu this is
+    ``J(c)/2``; in general ``V_phi(S)_ij = (S_ii S_jj)^{alpha/2} K(S_ij / sqrt(S_ii S_jj))``.
+    """
+    a, A, C = hom.alpha, hom.A, hom.C
+    same = (A**2 + C**2) * _orthant(a, a, corr) if (A**2 + C**2) != 0 else 0
+    mixed = 2 * A * C * _orthant(a, a, -corr) if A * C != 0 else 0
+    return sp.expand(same + mixed)
+
+
+def convergence_condition(mo: SphereMoment, hom: Homogeneous) -> sp.Basic:
+    """Where the moment's integral converges: ``d > -1`` for each coordinate's ``|z|^d``.
+
+    ``True`` or ``False`` for numeric degrees; a relation such as ``alpha > 1/2`` for a
+    symbolic degree (it becomes part of the quantity's validity domain).
+    """
+    conds = []
+    for pt in mo.points:
+        d, P, N = hom.point_power(pt)
+        if P == 0 and N == 0:
+            return sp.true
+        conds.append(sp.Gt(d, -1))
+    return sp.And(*conds)
+
+
 def sphere_moment(mo: SphereMoment, hom: Homogeneous, corr=RHO) -> sp.Expr:
     """Closed form of a sphere moment of a homogeneous activation, as a function of ``B``.
 
@@ -75,14 +103,14 @@ def sphere_moment(mo: SphereMoment, hom: Homogeneous, corr=RHO) -> sp.Expr:
         d, P, N = hom.point_power(mo.points[0])
         if P == 0 and N == 0:
             return sp.Integer(0)
-        if not (d > -1):
+        if convergence_condition(mo, hom) is sp.false:
             raise DivergentMoment(f"{mo.name} diverges (|z|^{d} near 0)")
         gauss = (P + N) * sig2 ** (d / 2) * half_moment(d)
         return gauss / _decoupling(d)
     (d1, P1, N1), (d2, P2, N2) = (hom.point_power(p) for p in mo.points)
     if (P1 == 0 and N1 == 0) or (P2 == 0 and N2 == 0):
         return sp.Integer(0)
-    if not (d1 > -1 and d2 > -1):
+    if convergence_condition(mo, hom) is sp.false:
         raise DivergentMoment(f"{mo.name} diverges")
     total = sp.Integer(0)
     for s1, c1 in ((1, P1), (-1, N1)):

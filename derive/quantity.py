@@ -90,6 +90,8 @@ class Derivation:
     moments: tuple[SphereMoment, ...] = ()
     definitions: dict[str, sp.Expr] = field(default_factory=dict)
     provenance: dict[str, Provenance] = field(default_factory=dict)
+    #: ``E[phi(u) phi(v)]`` for unit Gaussians with correlation ``c`` (homogeneous phi only).
+    dual_kernel: sp.Expr | None = None
 
     @property
     def has_closed_forms(self) -> bool:

@@ -31,6 +31,7 @@ from .sphere import (
     _point_value,
     _rule_arb,
     _rule_kind,
+    effective_digits,
     merged_pieces,
 )
 
@@ -172,7 +173,7 @@ def moments_cartesian(act: Activation, moments, B: int, dps: int, max_level: int
     moments = list(moments)
     with mpmath.workdps(dps + 15):
         prec = mpmath.mp.prec
-        Z = _window(B, dps + 10)
+        Z = _window(B, effective_digits(act, B, dps + 10))
         tol = mpmath.mpf(10) ** (-dps - 1)
         history: dict = {mo: [] for mo in moments}
         for level in range(2, max_level + 1):

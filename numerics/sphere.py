@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 import mpmath
 import numpy as np
 
@@ -54,6 +55,51 @@ def truncation_angle(power, digits) -> mpmath.mpf:
         return mpmath.pi / 2
     cosd = mpmath.exp(t)
     return mpmath.acos(cosd)
+
+
+def effective_digits(act: Activation, B: int, digits) -> mpmath.mpf:
+    """Digits at which to truncate the sphere weight so that weight x integrand is negligible.
+
+    The weight ``(1 - z^2/(B-1))^((B-3)/2)`` is cut where it drops below ``10^-d``; the
+    integrands carry ``phi^2``, ``phi'^2`` and ``z^4``, which may grow (``e^{a z}``,
+    ``e^{b z^2}`` with ``b < 1/4``). ``d`` is raised by the envelope's size at the cut until
+    the product is below ``10^-digits`` (a few fixed-point steps).
+    """
+    return _effective_digits(act.expr, act.derivative, int(B), int(digits))
+
+
+@lru_cache(maxsize=4096)
+def _effective_digits(expr, derivative, B: int, digits: int) -> mpmath.mpf:
+    if B <= 4:
+        return mpmath.mpf(digits)
+    phi = arbmath_free_mpmath(expr)
+    dphi = arbmath_free_mpmath(derivative)
+    n = mpmath.mpf(B - 3) / 2
+    d = mpmath.mpf(digits)
+    with mpmath.workdps(30):
+        for _ in range(6):
+            frac = 1 - mpmath.exp(-d * mpmath.log(10) / n)
+            z = mpmath.sqrt((B - 1) * frac)
+            env = mpmath.mpf(1)
+            for t in (z, -z):
+                try:
+                    env = max(env, (1 + abs(phi(t)) ** 2 + abs(dphi(t)) ** 2) * (1 + t * t) ** 2)
+                except (ArithmeticError, ValueError, TypeError):
+                    continue
+            new = digits + mpmath.log10(env)
+            if abs(new - d) < 0.5:
+                return new
+            d = new
+    return d
+
+
+@lru_cache(maxsize=256)
+def arbmath_free_mpmath(expr):
+    import sympy
+
+    from bnmft.derive.symbols import x
+
+    return sympy.lambdify(x, expr, "mpmath")
 
 
 @dataclass(frozen=True)
@@ -297,7 +343,7 @@ def moments_mp(act: Activation, moments, B: int, dps: int, max_level: int = 8):
     """
     moments = list(moments)
     with mpmath.workdps(dps + 15):
-        geo = Geometry.make(B, dps + 10)
+        geo = Geometry.make(B, effective_digits(act, B, dps + 10))
         prec = mpmath.mp.prec
         tol = mpmath.mpf(10) ** (-dps - 1)
         history: dict = {mo: [] for mo in moments}
@@ -387,7 +433,7 @@ def moments_float(act: Activation, moments, B: int, level: int = 4) -> dict:
     between kinks at the default. The caller estimates the error with a second level.
     """
     moments = list(moments)
-    geo = Geometry.make(B, 20)
+    geo = Geometry.make(B, effective_digits(act, B, 20))
     kinks = [mpmath.mpf(float(k)) for k in act.kinks]
     two = [mo for mo in moments if mo.arity == 2]
     kind, power = _rule_kind(act)
