@@ -233,13 +233,30 @@ def _derive_latex(deriv) -> str:
     return "\n".join(lines)
 
 
+def _derive_activation(args):
+    """``--symbolic`` (or a family named without its required parameter, ``alpha_relu``)
+    keeps the family's parameters as symbols; otherwise as :func:`_activation`."""
+    from bnmft.derive.activation import REGISTRY, ActivationError, symbolic_activation
+
+    entry = REGISTRY.get(args.activation)
+    needs_value = entry is not None and any(d is None for _, d in entry.params)
+    if args.symbolic or needs_value:
+        if args.gamma is not None or args.beta is not None:
+            raise InputError("--gamma/--beta cannot be combined with symbolic parameters")
+        try:
+            return symbolic_activation(args.activation)
+        except ActivationError as err:
+            raise InputError(str(err)) from None
+    return _activation(args)
+
+
 def cmd_derive(args) -> int:
     import sympy as sp
 
     from bnmft.derive.bsb1 import QUANTITIES
     from bnmft.derive.derivation import derive
 
-    act = _activation(args)
+    act = _derive_activation(args)
     deriv = derive(act)
     if args.json:
         print(json.dumps(_derive_json(deriv), indent=2))
@@ -476,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = d.add_mutually_exclusive_group()
     g.add_argument("--json", action="store_true")
     g.add_argument("--latex", action="store_true")
+    d.add_argument("--symbolic", action="store_true",
+                   help="keep a family's parameters (alpha, slope) as symbols")
     d.set_defaults(func=cmd_derive)
 
     c = sub.add_parser("codegen", help="generate a numpy module or C kernels")

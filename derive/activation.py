@@ -445,6 +445,34 @@ def analyse(name: str, expr: sp.Expr, params=()) -> Activation:
     )
 
 
+def symbolic_activation(name: str) -> Activation:
+    """A registered family with its parameters kept as symbols (``alpha``, ``slope``).
+
+    For closed forms in ``B`` and the parameters (``bnmft derive alpha_relu``); the
+    numeric checks of :func:`analyse` need numbers and are skipped. Only families whose
+    members are positive-homogeneous (alpha_relu, leaky_relu) have such closed forms.
+    """
+    entry = REGISTRY.get(name)
+    if entry is None or not entry.params:
+        raise ActivationError(f"'{name}' is not a registered family with parameters")
+    syms = [sp.Symbol(pname, positive=True) for pname, _ in entry.params]
+    expr = entry.build(*syms)
+    hom = _homogeneity(expr)
+    if hom is None:
+        raise ActivationError(f"'{name}' is not positive-homogeneous: no closed forms in its parameters")
+    return Activation(
+        name=f"{name} (symbolic {', '.join(map(str, syms))})",
+        expr=expr,
+        params=tuple((str(s_), s_) for s_ in syms),
+        kinks=(sp.Integer(0),),
+        homogeneous=hom,
+        derivative=sp.diff(expr, x),
+        derivative_has_delta=False,
+        singular=True,
+        kink_power=None,
+    )
+
+
 def activation(spec: str, gamma=None, beta=None) -> Activation:
     """Parse an activation spec: a registered name (``"relu"``, ``"leaky_relu:0.2"``,
     ``"alpha_relu:alpha=1.5"``) or an expression in ``x`` (``"tanh(2*x) + 0.1"``).

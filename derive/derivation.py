@@ -139,8 +139,8 @@ def _closed_forms(act: Activation, forms: dict[str, sp.Expr], moments) -> dict:
         expr_c = form.subs(subs)
         compact = _compact(expr_c)
         expr = _explicit(compact, expr_c)
-        domain = sp.And(BSB1_DOMAIN, *(convergence_condition(mo, act.homogeneous)
-                                       for mo in moments_in(form)))
+        domain = sp.simplify(sp.And(BSB1_DOMAIN, *(convergence_condition(mo, act.homogeneous)
+                                                   for mo in moments_in(form))))
         closed[name] = DerivedQuantity(name, expr, form, prov, domain=domain, compact=compact)
     return closed
 

@@ -163,3 +163,38 @@ def test_closed_form_invariants(spec, b):
         assert val["gradient_rate"] >= linear * (1 - mpmath.mpf(10) ** -25)
         if spec != "linear":
             assert val["gradient_rate"] > linear
+
+
+# -- symbolic parameters, dual kernels ------------------------------------------------------
+
+
+def test_symbolic_families_specialise_to_numeric_closed_forms():
+    from bnmft.derive.activation import symbolic_activation
+
+    for family, value, spec in (("alpha_relu", sp.Rational(3, 2), "alpha_relu:1.5"),
+                                ("leaky_relu", sp.Rational(1, 5), "leaky_relu:0.2")):
+        sym = derive(symbolic_activation(family)).closed
+        num = derive(activation(spec)).closed
+        param = sp.Symbol("alpha" if family == "alpha_relu" else "slope", positive=True)
+        for name in ("q_star", "c_star", "lambda_M", "gradient_rate"):
+            for b in (5, 12, 300):
+                a = sym[name].expr.evalf(30, subs={B: b, param: value})
+                n = num[name].expr.evalf(30, subs={B: b})
+                assert abs(a - n) < 1e-25 * abs(n), (family, name, b)
+    rate = derive(symbolic_activation("alpha_relu")).closed["gradient_rate"]
+    assert rate.domain == sp.And(sp.Ge(B, 4), sp.Gt(sp.Symbol("alpha", positive=True), sp.Rational(1, 2)))
+
+
+@pytest.mark.parametrize("spec", ["relu", "abs", "leaky_relu:0.2", "alpha_relu:2", "alpha_relu:1.5"])
+def test_dual_kernel_against_polar_quadrature(spec):
+    """E[phi(u) phi(v)] in closed form vs the brute-force module's independent quadrature."""
+    import numpy as np
+
+    from bnmft.numerics.bruteforce import DualKernel
+
+    act = activation(spec)
+    K = derive(act).dual_kernel
+    numeric = DualKernel(act)
+    for cv in (-0.6, 0.05, 0.7):
+        exact = float(K.subs(c, sp.nsimplify(cv)))
+        assert abs(exact - float(numeric(np.array([cv]))[0])) < 1e-11 * max(1, abs(exact))

@@ -85,3 +85,18 @@ def test_monte_carlo_agrees_within_error_bars(spec, B):
             assert est.mean == pytest.approx(exact, abs=1e-12), name
             continue
         assert abs(est.mean - exact) < 5 * est.stderr, name
+
+
+@pytest.mark.parametrize("spec,B", [("Max(x + 1, 0)", 6), ("elu", 8), ("tanh", 7), ("relu", 40),
+                                     ("alpha_relu:1.5", 5), ("exp(0.22*x**2)", 300)])
+def test_cartesian_thm7_route_agrees_with_hyperspherical_route(spec, B):
+    from bnmft.numerics.cartesian import moments_cartesian
+
+    act = activation(spec)
+    mos = list(derive(act).moments)
+    a = sphere.moments_mp(act, mos, B, 20)
+    b = moments_cartesian(act, mos, B, 20)
+    for mo in mos:
+        assert agreeing_digits(b[mo][0], a[mo][0]) >= 20, mo.name
+        # each route's own error estimate covers the other's value
+        assert abs(a[mo][0] - b[mo][0]) <= a[mo][1] + b[mo][1]
