@@ -461,6 +461,28 @@ def _slug(name: str) -> str:
     return slug[:48]
 
 
+# -- gegenbauer ----------------------------------------------------------------------------------
+
+
+def cmd_gegenbauer(args) -> int:
+    from bnmft.numerics.gegenbauer import gegenbauer_table
+
+    act = _activation(args)
+    sizes = _batch_sizes(args.batch_size)
+    if len(sizes) != 1 or sizes[0] == math.inf:
+        raise InputError("gegenbauer needs one finite batch size")
+    if not 1 <= args.terms <= 100_000:
+        raise InputError(f"--terms must be between 1 and 100000 (got {args.terms})")
+    table = gegenbauer_table(act, int(sizes[0]), args.terms, dps=args.digits)
+    if args.json:
+        print(json.dumps(table.to_json(), indent=2))
+    elif args.latex:
+        print(table.to_latex())
+    else:
+        print(table.to_text())
+    return 0
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 
@@ -507,6 +529,14 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="compare every route with independent references")
     common(v, batch_required=False, digits=30)
     v.set_defaults(func=cmd_verify)
+
+    gg = sub.add_parser("gegenbauer", help="Gegenbauer coefficients a_k, c_k and the Thm 9 sums")
+    common(gg, batch_required=True, digits=20)
+    gg.add_argument("--terms", type=int, required=True, help="number of coefficients K")
+    gx = gg.add_mutually_exclusive_group()
+    gx.add_argument("--json", action="store_true")
+    gx.add_argument("--latex", action="store_true")
+    gg.set_defaults(func=cmd_gegenbauer)
 
     r = sub.add_parser("report", help="closed forms, numbers, verification, generated files")
     common(r, batch_required=True)

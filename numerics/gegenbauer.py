@@ -67,7 +67,7 @@ from bnmft.derive.activation import Activation
 from bnmft.derive.moments import Point
 
 from .precision import decimal_string, digits_from_error
-from .rules import gauss_legendre_mp, tanh_sinh_float, tanh_sinh_mp
+from .rules import gauss_legendre_nodes, gauss_legendre_mp, tanh_sinh_float, tanh_sinh_mp
 
 #: The function ``phi`` itself as a point factor.
 PHI = Point(0, 1, 0)
@@ -162,33 +162,9 @@ _GL_PANEL = 64
 
 @lru_cache(maxsize=128)
 def _gl_exact(m: int):
-    """``m``-point Gauss-Legendre ``(nodes, weights, (1 - nodes)/2)`` on ``[-1, 1]``, correctly
-    rounded.
-
-    Newton's method on ``P_m`` at 40 digits (numpy's ``leggauss`` weights carry relative
-    errors ~1e-14 beyond ~60 nodes, which shows directly in 1e-14 quadrature errors).
-    """
-    with mpmath.workdps(40):
-        nodes, weights = [], []
-        for i in range(1, m + 1):
-            x = mpmath.cos(mpmath.pi * (i - mpmath.mpf(1) / 4) / (m + mpmath.mpf(1) / 2))
-            for _ in range(100):
-                p0, p1 = mpmath.mpf(1), x
-                for j in range(2, m + 1):
-                    p0, p1 = p1, ((2 * j - 1) * x * p1 - (j - 1) * p0) / j
-                dp = m * (x * p1 - p0) / (x * x - 1)
-                dx = p1 / dp
-                x -= dx
-                if abs(dx) < mpmath.mpf(10) ** -35:
-                    break
-            nodes.append(x)
-            weights.append(2 / ((1 - x * x) * dp * dp))
-        order = nodes[::-1]  # ascending
-        return (
-            np.array([float(v) for v in order]),
-            np.array([float(v) for v in weights[::-1]]),
-            np.array([float((1 - v) / 2) for v in order]),
-        )
+    """``m``-point Gauss-Legendre ``(nodes, weights, (1 - nodes)/2)`` on ``[-1, 1]``,
+    correctly rounded (see :func:`.rules.gauss_legendre_nodes`)."""
+    return gauss_legendre_nodes(m)
 
 
 @lru_cache(maxsize=64)
