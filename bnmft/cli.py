@@ -142,7 +142,6 @@ def _report_shortfalls(results, digits: int) -> int:
 
 def cmd_analyze(args) -> int:
     from bnmft.numerics.evaluate import analyze
-    from bnmft.numerics.precision import decimal_string
 
     act = _activation(args)
     sizes = _batch_sizes(args.batch_size)
@@ -154,15 +153,24 @@ def cmd_analyze(args) -> int:
         return status
     for an in results:
         print(f"activation {act.name}, B = {_bs_label(an.batch_size)}")
-        for key in _JSON_ORDER:
-            if key == "bsb1_stable":
-                print(f"  {key:22s} {an.bsb1_stable}")
-                continue
-            num = an.numbers[key]
-            ok = num.value is not None and num.digits >= args.digits
-            text = decimal_string(num.value, args.digits) if ok else "(not converged)"
-            print(f"  {key:22s} {text:>{args.digits + 8}s}   [{num.route}]")
+        print("\n".join(_number_lines(an, args.digits)))
     return status
+
+
+def _number_lines(an, digits: int) -> list[str]:
+    """One line per quantity: the value to ``digits`` (if achieved) and its route."""
+    from bnmft.numerics.precision import decimal_string
+
+    lines = []
+    for key in _JSON_ORDER:
+        if key == "bsb1_stable":
+            lines.append(f"  {key:22s} {an.bsb1_stable}")
+            continue
+        num = an.numbers[key]
+        ok = num.value is not None and num.digits >= digits
+        text = decimal_string(num.value, digits) if ok else "(not converged)"
+        lines.append(f"  {key:22s} {text:>{digits + 8}s}   [{num.route}]")
+    return lines
 
 
 # -- derive ------------------------------------------------------------------------------------
@@ -372,7 +380,6 @@ def cmd_report(args) -> int:
     from bnmft.codegen.files import atomic_write_text
     from bnmft.derive.derivation import derive
     from bnmft.numerics.evaluate import analyze
-    from bnmft.numerics.precision import decimal_string
     from bnmft.numerics.verify import verify
 
     act = _activation(args)
@@ -409,14 +416,7 @@ def cmd_report(args) -> int:
     status = _report_shortfalls(results, args.digits)
     for an in results:
         say(f"\nB = {_bs_label(an.batch_size)}")
-        for key in _JSON_ORDER:
-            if key == "bsb1_stable":
-                say(f"  {key:22s} {an.bsb1_stable}")
-                continue
-            num = an.numbers[key]
-            ok = num.value is not None and num.digits >= args.digits
-            shown = decimal_string(num.value, args.digits) if ok else "(not converged)"
-            say(f"  {key:22s} {shown}   [{num.route}]")
+        text.extend(_number_lines(an, args.digits))
     say("")
     say("## Verification (independent references, mpmath)")
     finite = [b for b in sizes if b != math.inf]

@@ -25,12 +25,11 @@ from bnmft.derive.activation import Activation
 
 from . import arbmath
 from .sphere import (
-    QuadratureError,
-    _extrapolated_error,
     _pieces,
     _point_value,
     _rule_arb,
     _rule_kind,
+    adaptive_levels,
     effective_digits,
     merged_pieces,
 )
@@ -174,16 +173,5 @@ def moments_cartesian(act: Activation, moments, B: int, dps: int, max_level: int
     with mpmath.workdps(dps + 15):
         prec = mpmath.mp.prec
         Z = _window(B, effective_digits(act, B, dps + 10))
-        tol = mpmath.mpf(10) ** (-dps - 1)
-        history: dict = {mo: [] for mo in moments}
-        for level in range(2, max_level + 1):
-            cur = _pass(act, moments, B, level, prec, Z)
-            for mo in moments:
-                history[mo].append(cur[mo])
-            if level < 4:
-                continue
-            errs = {mo: _extrapolated_error(history[mo], cur[mo]) for mo in moments}
-            if all(e <= tol for e in errs.values()):
-                trunc = mpmath.mpf(10) ** (-dps - 10)
-                return {mo: (+cur[mo], errs[mo] * abs(cur[mo]) + trunc) for mo in moments}
-    raise QuadratureError(f"Cartesian quadrature at B={B} did not reach {dps} digits")
+        return adaptive_levels(lambda level: _pass(act, moments, B, level, prec, Z), moments,
+                               dps, max_level, f"Cartesian quadrature at B={B}")

@@ -345,20 +345,29 @@ def moments_mp(act: Activation, moments, B: int, dps: int, max_level: int = 8):
     with mpmath.workdps(dps + 15):
         geo = Geometry.make(B, effective_digits(act, B, dps + 10))
         prec = mpmath.mp.prec
-        tol = mpmath.mpf(10) ** (-dps - 1)
-        history: dict = {mo: [] for mo in moments}
-        for level in range(2, max_level + 1):
-            cur = _mp_pass(act, moments, geo, level, prec)
-            for mo in moments:
-                history[mo].append(cur[mo])
-            if level < 4:
-                continue
-            errs = {mo: _extrapolated_error(history[mo], cur[mo]) for mo in moments}
-            if all(e <= tol for e in errs.values()):
-                # plus the weight truncation: the dropped tails are below 10^-(dps+10)
-                trunc = mpmath.mpf(10) ** (-dps - 10)
-                return {mo: (+cur[mo], errs[mo] * abs(cur[mo]) + trunc) for mo in moments}
-    raise QuadratureError(f"sphere quadrature at B={B} did not reach {dps} digits")
+        return adaptive_levels(lambda level: _mp_pass(act, moments, geo, level, prec), moments,
+                               dps, max_level, f"sphere quadrature at B={B}")
+
+
+def adaptive_levels(run_level, moments, dps: int, max_level: int, what: str) -> dict:
+    """Raise the rule level until every moment's extrapolated error is below ``10^-dps``.
+
+    ``run_level(level) -> {moment: value}``. Returns ``{moment: (value, abs_error)}``, the
+    error including the weight truncation (tails dropped below ``10^-(dps+10)``).
+    """
+    tol = mpmath.mpf(10) ** (-dps - 1)
+    history: dict = {mo: [] for mo in moments}
+    for level in range(2, max_level + 1):
+        cur = run_level(level)
+        for mo in moments:
+            history[mo].append(cur[mo])
+        if level < 4:
+            continue
+        errs = {mo: _extrapolated_error(history[mo], cur[mo]) for mo in moments}
+        if all(e <= tol for e in errs.values()):
+            trunc = mpmath.mpf(10) ** (-dps - 10)
+            return {mo: (+cur[mo], errs[mo] * abs(cur[mo]) + trunc) for mo in moments}
+    raise QuadratureError(f"{what} did not reach {dps} digits")
 
 
 # -- float64 route -------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import mpmath
 import numpy as np
-import sympy as sp
 
 from bnmft.derive.activation import Activation
 from bnmft.derive.bsb1 import QUANTITIES
