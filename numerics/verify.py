@@ -192,7 +192,9 @@ def _gegenbauer_checks(act, deriv, Bv, digits, refs) -> list[Check]:
     key = evaluate._register(deriv)
     out = []
     with mpmath.workdps(digits + 10):
-        vals, errs = gegenbauer.moments_gegenbauer_mp(act, moments, Bv, digits + 2)
+        res = gegenbauer.moments_gegenbauer_mp(act, moments, Bv, digits + 2)
+        vals = {mo: v for mo, (v, e) in res.items()}
+        errs = {mo: e for mo, (v, e) in res.items()}
         nums = evaluate._numbers_from_moments(
             evaluate._form_functions(key, "mpmath"), mpmath.mpf(Bv), moments, vals, errs,
             "Gegenbauer/Funk-Hecke (mpmath)", True,
