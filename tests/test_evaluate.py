@@ -100,3 +100,17 @@ def test_cartesian_thm7_route_agrees_with_hyperspherical_route(spec, B):
         assert agreeing_digits(b[mo][0], a[mo][0]) >= 20, mo.name
         # each route's own error estimate covers the other's value
         assert abs(a[mo][0] - b[mo][0]) <= a[mo][1] + b[mo][1]
+
+
+def test_paper_integrals_for_a_python_callable():
+    """numerics.references: Thm 4 and Thm 7 as written, with phi given as a plain function."""
+    from bnmft.numerics.references import fixed_point, gradient_rate
+
+    relu = lambda z: z if z > 0 else mpmath.mpf(0)  # noqa: E731
+    step = lambda z: mpmath.mpf(1) if z > 0 else mpmath.mpf(0)  # noqa: E731
+    q, cs = fixed_point(relu, 6, 16, kinks=[0])
+    (an,) = analyze(activation("relu"), [6], 16)
+    assert q == mpmath.mpf(1) / 2
+    assert agreeing_digits(cs, an.numbers["c_star"].value) >= 15
+    rate = gradient_rate(relu, step, 8, 12, kinks=[0])
+    assert agreeing_digits(rate, mpmath.mpf("1.78818997665874")) >= 12
