@@ -110,7 +110,7 @@ def test_paper_integrals_for_a_python_callable():
     step = lambda z: mpmath.mpf(1) if z > 0 else mpmath.mpf(0)  # noqa: E731
     q, cs = fixed_point(relu, 6, 16, kinks=[0])
     (an,) = analyze(activation("relu"), [6], 16)
-    assert q == mpmath.mpf(1) / 2
+    assert agreeing_digits(q, mpmath.mpf(1) / 2) >= 15
     assert agreeing_digits(cs, an.numbers["c_star"].value) >= 15
     rate = gradient_rate(relu, step, 8, 12, kinks=[0])
     assert agreeing_digits(rate, mpmath.mpf("1.78818997665874")) >= 12
