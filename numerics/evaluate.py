@@ -190,8 +190,9 @@ def _float_moments(act: Activation, moments, Bs: list[int]):
     return out
 
 
-def _mp_moments(act: Activation, moments, Bv: int, digits: int):
-    res = sphere.moments_mp(act, moments, Bv, digits + 5)
+def _mp_moments(act: Activation, moments, Bv: int, dps: int):
+    """Moments to ``dps`` digits by the hyperspherical quadrature (Arb inner loops)."""
+    res = sphere.moments_mp(act, moments, Bv, dps)
     return ({mo: v for mo, (v, e) in res.items()}, {mo: e for mo, (v, e) in res.items()},
             "sphere quadrature (mpmath)")
 
@@ -351,7 +352,7 @@ def analyze(act: Activation, batch_sizes, digits: int = 16, deriv: Derivation | 
                 else:
                     try:
                         with mpmath.workdps(digits + 10):
-                            vals, errs, route = _mp_moments(act, moments, Bv, digits)
+                            vals, errs, route = _mp_moments(act, moments, Bv, digits + 3)
                             mpn = _numbers_from_moments(_form_functions(key, "mpmath"),
                                                         mpmath.mpf(Bv), moments, vals, errs, route,
                                                         mp=True)
