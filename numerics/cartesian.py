@@ -162,7 +162,7 @@ def _pass(act: Activation, moments, B: int, level: int, prec: int, Z):
         return {mo: arbmath.to_mpf(sums[mo]) for mo in moments}
 
 
-def moments_cartesian(act: Activation, moments, B: int, dps: int, max_level: int = 8):
+def moments_cartesian(act: Activation, moments, B: int, dps: int, max_level: int = 9):
     """Sphere moments from the Cartesian (Thm 7) densities, with an error estimate.
 
     Same contract as :func:`.sphere.moments_mp`: ``{moment: (value, abs_error)}``.

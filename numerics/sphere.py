@@ -333,7 +333,7 @@ def _extrapolated_error(history, value):
     return max(mpmath.mpf(10) ** (d1 * d1 / d2), mpmath.mpf(10) ** (mpmath.mpf(3) / 2 * d1))
 
 
-def moments_mp(act: Activation, moments, B: int, dps: int, max_level: int = 8):
+def moments_mp(act: Activation, moments, B: int, dps: int, max_level: int = 9):
     """Sphere moments at ``mpmath`` precision ``dps`` with an error estimate.
 
     Gauss-Legendre per smooth piece, with power substitutions at singular ends (see
