@@ -3,13 +3,17 @@
 Public API (stable):
 
 * :func:`activation` -- parse an activation (registered name or expression in ``x``);
-* :func:`derive` -- moment forms and closed forms of every BSB1 quantity;
+* :func:`derivation` -- moment forms and closed forms of every BSB1 quantity;
 * :func:`analyze` -- numbers for given batch sizes, to a requested number of digits.
+
+The stages are the subpackages ``bnmft.derive``, ``bnmft.numerics`` and ``bnmft.codegen``;
+no public name shadows them.
 """
 
 __version__ = "0.1.0"
 
 from bnmft.derive.activation import Activation, ActivationError, activation  # noqa: E402
-from bnmft.derive.derivation import derive  # noqa: E402
+from bnmft.derive.derivation import derive as derivation  # noqa: E402
+from bnmft.numerics.evaluate import analyze  # noqa: E402
 
-__all__ = ["Activation", "ActivationError", "activation", "derive", "__version__"]
+__all__ = ["Activation", "ActivationError", "activation", "analyze", "derivation", "__version__"]
