@@ -181,19 +181,12 @@ class Activation:
 def _lambdify_numpy(expr: sp.Expr) -> Callable:
     import numpy as np
 
+    from .numpyfn import numpy_function
+
     if not expr.free_symbols:
         value = float(expr)
         return lambda z: np.full(np.shape(z), value)
-    # scipy only for the special functions numpy lacks (importing it, and SymPy's SciPy
-    # printer with its physical constants, costs a third of a second per process)
-    special = {f for f in (sp.erf, sp.erfc, sp.gamma, sp.loggamma) if expr.has(f)}
-    if special:
-        import scipy.special as sc
-
-        table = {"erf": sc.erf, "erfc": sc.erfc, "gamma": sc.gamma, "loggamma": sc.gammaln}
-        fn = sp.lambdify(x, expr, modules=[{f.__name__: table[f.__name__] for f in special}, "numpy"])
-    else:
-        fn = sp.lambdify(x, expr, modules="numpy")
+    fn = numpy_function(x, expr)
 
     def vectorised(z):
         # numpy.select evaluates every branch of a Piecewise everywhere (e.g. x**1.5 at

@@ -21,8 +21,14 @@ _d = sp.Symbol("d", positive=True)
 
 @cache
 def _chi_square_moment_general() -> sp.Expr:
-    unnormalised = sp.integrate(_X ** (_p + _k / 2 - 1) * sp.exp(-_X / 2), (_X, 0, sp.oo), conds="none")
-    return sp.powsimp(unnormalised / (2 ** (_k / 2) * sp.gamma(_k / 2)), force=True, combine="exp")
+    # E[X^p] = int_0^oo X^(s-1) e^(-X/2) dX / (2^(k/2) Gamma(k/2)) with s = k/2 + p; the
+    # substitution X = 2Y gives 2^s times Euler's integral, which SymPy evaluates directly
+    # (the Meijer-G route for the scaled integrand costs ten times more).
+    s = sp.Symbol("s", positive=True)
+    Y = sp.Symbol("Y", positive=True)
+    euler = sp.integrate(Y ** (s - 1) * sp.exp(-Y), (Y, 0, sp.oo), conds="none")
+    moment = (2**s * euler).subs(s, _k / 2 + _p) / (2 ** (_k / 2) * sp.gamma(_k / 2))
+    return sp.powsimp(moment, force=True, combine="exp")
 
 
 def chi_square_moment(k, p) -> sp.Expr:

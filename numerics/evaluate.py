@@ -25,7 +25,8 @@ import sympy as sp
 from bnmft.derive.activation import Activation
 from bnmft.derive.bsb1 import QUANTITIES
 from bnmft.derive.derivation import derive
-from bnmft.derive.moments import SphereMoment
+from bnmft.derive.moments import Point, SphereMoment
+from bnmft.derive.numpyfn import numpy_function
 from bnmft.derive.quantity import Derivation
 from bnmft.derive.symbols import B as B_SYM
 
@@ -33,6 +34,7 @@ from . import sphere
 from .precision import FLOAT_DIGITS, digits_from_error
 
 INF = math.inf
+_DEPTH = ("depth_scale", "max_trainable_depth")
 
 
 class NumericalFailure(ArithmeticError):
@@ -80,9 +82,9 @@ class Analysis:
 def _form_functions(deriv_key: str, module: str):
     deriv = _DERIVATIONS[deriv_key]
     syms = [mo.symbol for mo in deriv.moments]
-    return {
-        name: sp.lambdify([B_SYM, *syms], deriv.forms[name], module) for name in QUANTITIES
-    }
+    if module == "numpy":
+        return {name: numpy_function([B_SYM, *syms], deriv.forms[name]) for name in QUANTITIES}
+    return {name: sp.lambdify([B_SYM, *syms], deriv.forms[name], module) for name in QUANTITIES}
 
 
 @lru_cache(maxsize=64)
@@ -170,23 +172,77 @@ def _smooth(act: Activation) -> bool:
 
 
 def _float_moments(act: Activation, moments, Bs: list[int]):
-    """Float64 moments and absolute error estimates for each batch size."""
-    out = {}
+    """Float64 moments and absolute error estimates, as arrays over ``Bs``, and the route."""
+    Barr = np.asarray(Bs, dtype=float)
     if _smooth(act):
-        try:
-            from . import gegenbauer
-        except ImportError:  # pragma: no cover - the engine ships with the package
-            gegenbauer = None
-        if gegenbauer is not None and hasattr(gegenbauer, "moments_gegenbauer"):
-            values, errors = gegenbauer.moments_gegenbauer(act, moments, np.asarray(Bs, float))
-            for j, Bv in enumerate(Bs):
-                out[Bv] = ({mo: float(values[mo][j]) for mo in moments},
-                           {mo: float(errors[mo][j]) for mo in moments},
-                           "Gegenbauer/Funk-Hecke (float64)")
-            return out
-    for Bv in Bs:
+        from . import gegenbauer
+
+        values, errors = gegenbauer.moments_gegenbauer(act, moments, Barr)
+        return values, errors, "Gegenbauer/Funk-Hecke (float64)"
+    values = {mo: np.empty(len(Bs)) for mo in moments}
+    errors = {mo: np.empty(len(Bs)) for mo in moments}
+    for j, Bv in enumerate(Bs):
         vals, errs = sphere.moments_float_estimated(act, moments, Bv)
-        out[Bv] = (vals, errs, "sphere quadrature (float64)")
+        for mo in moments:
+            values[mo][j], errors[mo][j] = vals[mo], errs[mo]
+    return values, errors, "sphere quadrature (float64)"
+
+
+def _float_numbers(fns: dict, Bs: list[int], moments, values, errors, route: str) -> dict:
+    """``{B: {quantity: Number}}`` from float64 moment arrays, vectorised over ``B``.
+
+    Errors propagate to first order as in :func:`_propagate`: each moment is shifted by
+    ``h = max(err, 1e-8 |value|)`` and the change scaled back by ``err / h``.
+    """
+    Barr = np.asarray(Bs, dtype=float)
+    args = [np.asarray(values[mo], dtype=float) for mo in moments]
+    eargs = [np.asarray(errors[mo], dtype=float) for mo in moments]
+    table: dict = {name: None for name in QUANTITIES}
+    with np.errstate(all="ignore"):
+        for name in QUANTITIES:
+            if name in _DEPTH:
+                continue
+            fn = fns[name]
+            base = np.broadcast_to(np.asarray(fn(Barr, *args), dtype=float), Barr.shape)
+            total = np.zeros_like(Barr)
+            for i, err in enumerate(eargs):
+                if not err.any():
+                    continue
+                h = np.maximum(err, 1e-8 * np.abs(args[i]))
+                shifted = list(args)
+                shifted[i] = args[i] + h
+                change = np.abs(np.asarray(fn(Barr, *shifted), dtype=float) - base)
+                total = total + np.where(h > 0, change * (err / np.where(h > 0, h, 1)), 0.0)
+            scale = np.where(base != 0, np.abs(base), 1.0)
+            digits = np.where(total > 0, np.maximum(0.0, -np.log10(total / scale)), math.inf)
+            table[name] = (base, digits)
+        rate, rdigits = table["gradient_rate"]
+        logr = np.log(rate)
+        xi = np.where(logr == 0, np.inf, 1 / np.where(logr == 0, 1, logr))
+        xi = np.where(np.isinf(rate), 0.0, xi)
+        # relative error of xi = that of the rate / |log rate| (see depth_numbers)
+        xdigits = np.where(np.isinf(rate) | (logr == 0), rdigits,
+                           np.maximum(rdigits + np.log10(np.abs(logr)), 0.0))
+        table["depth_scale"] = (xi, xdigits)
+        table["max_trainable_depth"] = (16 * xi, xdigits)
+    out = {}
+    for j, Bv in enumerate(Bs):
+        nums = {}
+        for name, entry in table.items():
+            if entry is None:
+                continue
+            value, digits = float(entry[0][j]), float(entry[1][j])
+            if not math.isfinite(value) and name in _DEPTH and math.isfinite(table["gradient_rate"][0][j]):
+                nums[name] = Number(value, digits, route)  # xi = oo at rate 1
+            elif not math.isfinite(value):
+                nums[name] = Number(None, 0.0, route, "not finite in float64")
+            elif math.isnan(digits):
+                nums[name] = Number(None, 0.0, route, "error estimate not finite")
+            else:
+                nums[name] = Number(value, digits, route)
+        if nums["gradient_rate"].value is None:
+            nums.update(depth_numbers(nums["gradient_rate"]))
+        out[Bv] = nums
     return out
 
 
@@ -255,29 +311,33 @@ def depth_numbers(rate: Number) -> dict[str, Number]:
     }
 
 
-def _numbers_from_moments(fns: dict, Bv, moments, vals, errs, route: str, mp: bool) -> dict:
+def _numbers_from_moments(fns: dict, Bv, moments, vals, errs, route: str) -> dict:
+    """Quantities from high-precision moments at one batch size (``Bv`` None: the limit forms,
+    which take the moments only). Call inside ``mpmath.workdps``."""
     args = [vals[mo] for mo in moments]
     eargs = [errs[mo] for mo in moments]
+    rel_step = mpmath.mpf(10) ** (-mpmath.mp.dps // 2)
     out = {}
     for name in QUANTITIES:
         if name in ("depth_scale", "max_trainable_depth"):
             continue
         fn = fns[name]
         call = (lambda *a, fn=fn: fn(Bv, *a)) if Bv is not None else fn
-        rel_step = mpmath.mpf(10) ** (-mpmath.mp.dps // 2) if mp else 1e-8
         try:
             value, err = _propagate(call, args, eargs, rel_step)
         except (ZeroDivisionError, ValueError) as exc:
             out[name] = Number(None, 0.0, route, f"evaluation failed: {exc}")
             continue
-        if not mp:
-            value, err = float(value), float(err)
-            if not math.isfinite(value):
-                out[name] = Number(None, 0.0, route, "not finite in float64")
-                continue
         out[name] = Number(value, digits_from_error(value, err), route)
     out.update(depth_numbers(out["gradient_rate"]))
     return out
+
+
+def numbers_at(deriv: Derivation, Bv: int, values: dict, errors: dict, route: str) -> dict:
+    """``{quantity: Number}`` at batch size ``Bv`` from high-precision moments ``{moment:
+    value}`` and their absolute errors (any route); call inside ``mpmath.workdps``."""
+    fns = _form_functions(_register(deriv), "mpmath")
+    return _numbers_from_moments(fns, mpmath.mpf(Bv), list(deriv.moments), values, errors, route)
 
 
 # -- public entry point ----------------------------------------------------------------------
@@ -287,10 +347,15 @@ def _stability(numbers: dict) -> tuple[bool | None, str]:
     lam = [numbers.get(k) for k in ("lambda_L", "lambda_M")]
     if any(n is None or n.value is None for n in lam):
         return None, "forward spectrum not available"
-    top = max(mpmath.mpf(n.value) for n in lam)
     digits = min(n.digits for n in lam)
+    if all(isinstance(n.value, float) for n in lam):
+        top = max(n.value for n in lam)
+        tolerance = abs(top) * 10.0 ** (-digits)
+    else:
+        top = max(mpmath.mpf(n.value) for n in lam)
+        tolerance = abs(top) * mpmath.mpf(10) ** (-digits)
     margin = abs(top - 1)
-    if digits != INF and margin <= abs(top) * mpmath.mpf(10) ** (-digits):
+    if digits != INF and margin <= tolerance:
         return None, "largest forward eigenvalue equals 1 within accuracy (marginal)"
     if top < 1:
         return True, ""
@@ -309,23 +374,65 @@ def _gradient_special(act: Activation) -> dict | None:
     }
 
 
+def _enough(numbers: dict | None, names, digits: int) -> bool:
+    """True if ``numbers`` has every one of ``names`` to at least ``digits`` digits."""
+    return bool(numbers) and all(
+        numbers[n].value is not None and numbers[n].digits >= digits for n in names
+    )
+
+
+def _float_analysis(act: Activation, Bv, numbers: dict, special: dict | None) -> Analysis:
+    an = Analysis(act, Bv)
+    nums = dict(numbers)
+    if special:
+        nums.update(special)
+    an.numbers = {n: nums[n] for n in QUANTITIES}
+    an.bsb1_stable, an.stability_note = _stability(an.numbers)
+    return an
+
+
+def _generated_forms():
+    """Moments and numpy functions of the shipped moment forms (:mod:`._moment_forms`,
+    generated from :func:`bnmft.derive.bsb1.moment_forms`; a golden test keeps them equal)."""
+    from . import _moment_forms as gen
+
+    moments = [SphereMoment(tuple(Point(*pt) for pt in pts)) for pts in gen.MOMENTS]
+    return moments, {name: getattr(gen, name) for name in QUANTITIES}
+
+
 def analyze(act: Activation, batch_sizes, digits: int = 16, deriv: Derivation | None = None):
-    """:class:`Analysis` of ``act`` for each batch size (``math.inf`` allowed)."""
-    deriv = deriv or derive(act)
-    key = _register(deriv)
-    moments: list[SphereMoment] = list(deriv.moments)
+    """:class:`Analysis` of ``act`` for each batch size (``math.inf`` allowed).
+
+    ``deriv`` (optional) is ``derive(act)``; without it the derivation is made only when a
+    route needs it (closed forms, high precision, ``B = inf``): the float64 route evaluates
+    the generated moment forms directly.
+    """
+    if deriv is None and act.homogeneous is not None:
+        deriv = derive(act)  # closed forms
     finite = [int(b) for b in batch_sizes if b != INF]
     results: dict = {}
     special = _gradient_special(act)
-    need_moments = [n for n in QUANTITIES if n not in deriv.closed]
+    closed = deriv.closed if deriv is not None else {}
+    need_moments = [n for n in QUANTITIES if n not in closed]
     if special:
         need_moments = [n for n in need_moments if n not in special]
 
     float_ok: dict = {}
     if need_moments and finite and digits <= FLOAT_DIGITS:
-        fns = _form_functions(key, "numpy")
-        for Bv, (vals, errs, route) in _float_moments(act, moments, finite).items():
-            float_ok[Bv] = _numbers_from_moments(fns, Bv, moments, vals, errs, route, mp=False)
+        if deriv is None:
+            fmoments, fns = _generated_forms()
+        else:
+            fmoments, fns = list(deriv.moments), _form_functions(_register(deriv), "numpy")
+        values, errors, route = _float_moments(act, fmoments, finite)
+        float_ok = _float_numbers(fns, finite, fmoments, values, errors, route)
+    if deriv is None and (INF in batch_sizes or not all(
+        _enough(float_ok.get(b), need_moments, digits) for b in finite
+    )):
+        deriv = derive(act)  # the high-precision and B = inf routes use the derived forms
+    if deriv is None:
+        return [_float_analysis(act, b, float_ok[b], special) for b in batch_sizes]
+    key = _register(deriv)
+    moments: list[SphereMoment] = list(deriv.moments)
 
     for Bv in batch_sizes:
         an = Analysis(act, Bv)
@@ -335,7 +442,7 @@ def analyze(act: Activation, batch_sizes, digits: int = 16, deriv: Derivation | 
             vals, errs = _limit_moments(act, moments, digits)
             with mpmath.workdps(digits + 10):
                 nums = _numbers_from_moments(_limit_functions(key), None, moments, vals, errs,
-                                             "Gaussian limit (mpmath)", mp=True)
+                                             "Gaussian limit (mpmath)")
             an.numbers = nums
         else:
             nums: dict = {}
@@ -346,16 +453,15 @@ def analyze(act: Activation, batch_sizes, digits: int = 16, deriv: Derivation | 
                 nums.update({k: v for k, v in special.items() if k not in nums})
             missing = [n for n in QUANTITIES if n not in nums]
             if missing:
-                fl = float_ok.get(Bv, {})
-                if fl and all(fl[n].value is not None and fl[n].digits >= digits for n in missing):
+                fl = float_ok.get(Bv)
+                if _enough(fl, missing, digits):
                     nums.update({n: fl[n] for n in missing})
                 else:
                     try:
                         with mpmath.workdps(digits + 10):
                             vals, errs, route = _mp_moments(act, moments, Bv, digits + 3)
                             mpn = _numbers_from_moments(_form_functions(key, "mpmath"),
-                                                        mpmath.mpf(Bv), moments, vals, errs, route,
-                                                        mp=True)
+                                                        mpmath.mpf(Bv), moments, vals, errs, route)
                     except sphere.QuadratureError as err:
                         mpn = {n: Number(None, 0.0, "sphere quadrature (mpmath)", str(err))
                                for n in QUANTITIES}

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import sympy as sp
 
 from bnmft.derive.activation import Activation
 from bnmft.derive.bsb1 import QUANTITIES
 from bnmft.derive.derivation import derive
+from bnmft.derive.numpyfn import numpy_function
 from bnmft.derive.symbols import B as B_SYM
 
 
@@ -67,7 +67,7 @@ def monte_carlo(act: Activation, B: int, samples: int = 200_000, blocks: int = 2
     deriv = derive(act)
     moments = list(deriv.moments)
     fns = {
-        n: sp.lambdify([B_SYM, *[mo.symbol for mo in moments]], deriv.forms[n], "numpy")
+        n: numpy_function([B_SYM, *[mo.symbol for mo in moments]], deriv.forms[n])
         for n in QUANTITIES
     }
     rng = np.random.default_rng(seed)

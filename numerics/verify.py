@@ -70,12 +70,10 @@ class Check:
 
 def _references(act: Activation, deriv, Bv: int, digits: int) -> dict:
     """Reference numbers from the mpmath sphere quadrature (never from a closed form)."""
-    key = evaluate._register(deriv)
     moments = list(deriv.moments)
     with mpmath.workdps(digits + 10):
         vals, errs, route = evaluate._mp_moments(act, moments, Bv, digits + 2)
-        fns = evaluate._form_functions(key, "mpmath")
-        nums = evaluate._numbers_from_moments(fns, mpmath.mpf(Bv), moments, vals, errs, route, True)
+        nums = evaluate.numbers_at(deriv, Bv, vals, errs, route)
     special = evaluate._gradient_special(act)
     if special:
         nums.update(special)
@@ -156,7 +154,6 @@ def _cartesian_checks(act, deriv, Bv, digits, refs) -> list[Check]:
     if Bv < 5:
         return []
     moments = list(deriv.moments)
-    key = evaluate._register(deriv)
     try:
         res = moments_cartesian(act, moments, Bv, digits + 2)
     except QuadratureError as err:
@@ -165,10 +162,7 @@ def _cartesian_checks(act, deriv, Bv, digits, refs) -> list[Check]:
                 for name in QUANTITIES]
     vals = {mo: v for mo, (v, e) in res.items()}
     errs = {mo: e for mo, (v, e) in res.items()}
-    nums = evaluate._numbers_from_moments(
-        evaluate._form_functions(key, "mpmath"), mpmath.mpf(Bv), moments, vals, errs,
-        "Cartesian quadrature, Thm 7 form (mpmath)", True,
-    )
+    nums = evaluate.numbers_at(deriv, Bv, vals, errs, "Cartesian quadrature, Thm 7 form (mpmath)")
     special = evaluate._gradient_special(act)
     out = []
     for name in QUANTITIES:
@@ -189,16 +183,12 @@ def _gegenbauer_checks(act, deriv, Bv, digits, refs) -> list[Check]:
     if not hasattr(gegenbauer, "moments_gegenbauer_mp"):
         return []
     moments = list(deriv.moments)
-    key = evaluate._register(deriv)
     out = []
     with mpmath.workdps(digits + 10):
         res = gegenbauer.moments_gegenbauer_mp(act, moments, Bv, digits + 2)
         vals = {mo: v for mo, (v, e) in res.items()}
         errs = {mo: e for mo, (v, e) in res.items()}
-        nums = evaluate._numbers_from_moments(
-            evaluate._form_functions(key, "mpmath"), mpmath.mpf(Bv), moments, vals, errs,
-            "Gegenbauer/Funk-Hecke (mpmath)", True,
-        )
+        nums = evaluate.numbers_at(deriv, Bv, vals, errs, "Gegenbauer/Funk-Hecke (mpmath)")
         for name in QUANTITIES:
             ref = refs[name]
             out.append(Check(name, Bv, nums[name].route, nums[name].value, ref.value, ref.route,
