@@ -25,7 +25,7 @@ from bnmft.derive.symbols import B as B_SYM
 
 from . import evaluate
 from .sphere import QuadratureError
-from .precision import FLOAT_DIGITS, agreeing_digits
+from .precision import FLOAT_DIGITS, agreeing_digits, digits_from_error
 
 #: Batch sizes checked when none are given.
 DEFAULT_BATCH_SIZES = (4, 6, 8, 32, 1000, 10**6)
@@ -136,6 +136,7 @@ def _verify(act: Activation, batch_sizes, digits: int) -> list[Check]:
                 num = fast.numbers[name]
                 add(name, "fast route: " + num.route, num.value, min(digits, FLOAT_DIGITS))
             checks.extend(_gegenbauer_checks(act, deriv, Bv, digits, refs))
+            checks.extend(_kinked_thm9_checks(act, Bv, digits, refs))
         checks.extend(_cartesian_checks(act, deriv, Bv, digits, refs))
         if act.homogeneous is not None and act.homogeneous.alpha > 0 and Bv <= BRUTE_FORCE_MAX_B:
             from .bruteforce import forward_spectrum
@@ -172,6 +173,24 @@ def _cartesian_checks(act, deriv, Bv, digits, refs) -> list[Check]:
         out.append(Check(name, Bv, nums[name].route, nums[name].value, ref.value, ref.route,
                          ref.digits, digits))
     return out
+
+
+def _kinked_thm9_checks(act, Bv, digits, refs) -> list[Check]:
+    """Kinked phi: the Thm 9 series in its split form (the ``c_k = 1`` part resummed exactly,
+    the rest summed with a tail estimate), float64. Its series converges like ``1/K``, so the
+    check asks for the digits the route claims from its own error estimate (at most ``D``)."""
+    if not act.kinks or act.singular or act.derivative_has_delta:
+        return []
+    from . import gegenbauer
+
+    values, errors = gegenbauer.gradient_rate_thm9(act, [float(Bv)])
+    value, err = float(values[0]), float(errors[0])
+    claimed = digits_from_error(value, err) if math.isfinite(value) else 0.0
+    ref = refs["gradient_rate"]
+    required = max(1, min(digits, FLOAT_DIGITS, math.floor(claimed)))
+    return [Check("gradient_rate", Bv, "Gegenbauer sum, paper Thm 9, split form (float64)",
+                  mpmath.mpf(value) if math.isfinite(value) else None, ref.value, ref.route,
+                  ref.digits, required, note=f"route claims {claimed:.1f} digits")]
 
 
 def _gegenbauer_checks(act, deriv, Bv, digits, refs) -> list[Check]:
