@@ -81,3 +81,115 @@ def monte_carlo(act: Activation, B: int, samples: int = 200_000, blocks: int = 2
     mean = data.mean(axis=0)
     err = data.std(axis=0, ddof=1) / np.sqrt(blocks)
     return {n: Estimate(float(mean[i]), float(err[i])) for i, n in enumerate(QUANTITIES)}
+
+
+# -- the forward map of the network itself ---------------------------------------------------
+
+
+def _bn_phi(act: Activation, h: np.ndarray) -> np.ndarray:
+    """``phi(BN(h))`` row by row: ``BN(h) = sqrt(B) G h / |G h|`` (no epsilon)."""
+    B = h.shape[1]
+    c = h - h.mean(axis=1, keepdims=True)
+    return act.numpy(np.sqrt(B) * c / np.linalg.norm(c, axis=1, keepdims=True))
+
+
+def _root(sigma: np.ndarray, q: float) -> np.ndarray:
+    """A square root of ``sigma`` as far as batchnorm sees it: ``BN`` depends on ``Sigma``
+    only through ``G Sigma G``, so ``q 1 1^T / B`` is added first (this keeps the Cholesky
+    factor defined where ``Sigma*`` itself is singular, e.g. ``c* = -1/(B-1)`` for linear phi)."""
+    B = sigma.shape[0]
+    return np.linalg.cholesky(sigma + q * np.ones((B, B)) / B)
+
+
+def eigen_directions(B: int) -> dict[str, np.ndarray]:
+    """One eigenvector of each forward eigenspace (THEORY.md, forward linearisation):
+    ``G`` itself; ``G diag(e_1 - 1/B) G`` in L; ``(e1-e2)(e3-e4)^T + sym`` in M."""
+    G = np.eye(B) - 1.0 / B
+    v = np.full(B, -1.0 / B)
+    v[0] += 1.0
+    a = np.zeros(B)
+    a[:2] = (1.0, -1.0)
+    b = np.zeros(B)
+    b[2:4] = (1.0, -1.0)
+    return {"lambda_G": G, "lambda_L": G @ np.diag(v) @ G, "lambda_M": np.outer(a, b) + np.outer(b, a)}
+
+
+def network_forward_eigenvalues(act: Activation, B: int, samples: int = 200_000,
+                                blocks: int = 20, seed: int = 0,
+                                rel_step: float = 1e-2) -> dict[str, Estimate]:
+    """``lambda_G``, ``lambda_L``, ``lambda_M`` of the batchnorm network's covariance map
+    ``F(Sigma) = E_{h ~ N(0, Sigma)}[phi(BN h) phi(BN h)^T]`` at its BSB1 fixed point, by Monte
+    Carlo: no moment form and no derived formula is used.
+
+    ``Sigma* = q* ((1 - c*) I + c* 1 1^T)`` with ``q*``, ``c*`` sampled from ``F(I)`` (the BSB1
+    law); for an eigenvector ``D`` of the Jacobian, ``lambda = <D, F(Sigma* + tD) -
+    F(Sigma* - tD)> / (2 t <D, D>)`` (``<D, J{D}> = lambda <D, D>`` because the rest of
+    ``J{D}`` lies in the kernel ``{v 1^T + 1 v^T}``, orthogonal to ``D``). Both sides use the
+    same normal samples (common random numbers, Cholesky square roots), so the difference
+    quotient carries sampling noise of order ``1/sqrt(samples)``, not ``1/t``.
+    """
+    rng = np.random.default_rng(seed)
+    per_block = max(samples // blocks, 2)
+    dirs = eigen_directions(B)
+    rows = []
+    for _ in range(blocks):
+        g = rng.standard_normal((per_block, B))
+        f = _bn_phi(act, g)  # Sigma = I: BN(h) has the BSB1 law
+        q = float(np.mean(f * f))
+        qc = float((np.sum(f.sum(axis=1) ** 2) - np.sum(f * f)) / (per_block * B * (B - 1)))
+        c = qc / q
+        sigma = q * ((1.0 - c) * np.eye(B) + c * np.ones((B, B)))
+        t = rel_step * q * (1.0 - c)
+        row = []
+        for name in QUANTITIES[2:5]:
+            D = dirs[name]
+            side = []
+            for sign in (1.0, -1.0):
+                L = _root(sigma + sign * t * D, q)
+                y = _bn_phi(act, g @ L.T)
+                side.append(np.einsum("ni,ij,nj->", y, D, y) / per_block)
+            row.append((side[0] - side[1]) / (2.0 * t * float(np.sum(D * D))))
+        rows.append(row)
+    data = np.array(rows)
+    mean = data.mean(axis=0)
+    err = data.std(axis=0, ddof=1) / np.sqrt(blocks)
+    return {n: Estimate(float(mean[i]), float(err[i])) for i, n in enumerate(QUANTITIES[2:5])}
+
+
+def network_gradient_rate(act: Activation, B: int, samples: int = 200_000, blocks: int = 20,
+                          seed: int = 0) -> Estimate:
+    """Gradient explosion rate of the batchnorm network by Monte Carlo of its backward map.
+
+    ``delta^l = J^T W^T delta^{l+1}`` with ``J = d phi(BN h)/dh = diag(phi'(z)) sqrt(B)/|G h|
+    (I - u u^T) G`` (``z = BN h``, ``u = G h/|G h|``). Averaging over weights (variance
+    ``sigma_w^2 / N``, which cancels against the scale of ``h``), the gradient covariance
+    evolves by ``Pi -> E_h[J^T Pi J]``, ``h ~ N(0, Sigma*)``; its top eigenvector is ``G``, so
+    the rate is ``E||G J G||_F^2 / (B - 1)``. ``Sigma*`` is sampled as in
+    :func:`network_forward_eigenvalues`. No moment form and no derived formula is used.
+    """
+    rng = np.random.default_rng(seed)
+    per_block = max(samples // blocks, 2)
+    G = np.eye(B) - 1.0 / B
+    rows = []
+    for _ in range(blocks):
+        g = rng.standard_normal((per_block, B))
+        f = _bn_phi(act, g)
+        q = float(np.mean(f * f))
+        qc = float((np.sum(f.sum(axis=1) ** 2) - np.sum(f * f)) / (per_block * B * (B - 1)))
+        c = qc / q
+        L = _root(q * ((1.0 - c) * np.eye(B) + c * np.ones((B, B))), q)
+        h = g @ L.T
+        ch = h - h.mean(axis=1, keepdims=True)
+        r = np.linalg.norm(ch, axis=1)
+        u = ch / r[:, None]
+        d = act.numpy_derivative(np.sqrt(B) * u)
+        # G diag(d) (I - u u^T) G = G diag(d) G - (G (d*u)) u^T   (u = G u)
+        Gd = G[None] * d[:, None, :]  # G diag(d)
+        Gd = Gd @ G
+        du = d * u
+        Gdu = du - du.mean(axis=1, keepdims=True)
+        M = Gd - Gdu[:, :, None] * u[:, None, :]
+        frob = np.einsum("nij,nij->n", M, M) * B / r**2
+        rows.append(float(frob.mean()) / (B - 1))
+    data = np.array(rows)
+    return Estimate(float(data.mean()), float(data.std(ddof=1) / np.sqrt(blocks)))
