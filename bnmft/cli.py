@@ -287,7 +287,9 @@ def cmd_derive(args) -> int:
     if deriv.definitions:
         print("\nwhere " + "; ".join(f"{k} = {v}" for k, v in deriv.definitions.items()))
     if deriv.dual_kernel is not None:
-        print(f"\ndual kernel E[phi(u) phi(v)] (unit Gaussians, correlation c) = {deriv.dual_kernel}")
+        print(
+            f"\ndual kernel E[phi(u) phi(v)] (unit Gaussians, correlation c) = {deriv.dual_kernel}"
+        )
     if "gradient_rate" in deriv.closed:
         print(f"\nlimit B -> oo of gradient_rate: {deriv.closed['gradient_rate'].limit()}")
     return 0

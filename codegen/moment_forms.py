@@ -57,7 +57,10 @@ def render_moment_forms() -> str:
             temps, (result,) = sp.cse([expr], symbols=sp.numbered_symbols("x"), order="canonical")
             result_text = f"numpy.asarray({printer.doprint(result)}, dtype=numpy.float64)"
         else:
-            temps, result_text = [], f"numpy.full(B.shape, {printer.doprint(expr)}, dtype=numpy.float64)"
+            temps, result_text = (
+                [],
+                f"numpy.full(B.shape, {printer.doprint(expr)}, dtype=numpy.float64)",
+            )
         doc = [f"{name} as a function of sphere moments (elementwise).", ""]
         doc += _block("Form:", str(form.expr), WIDTH - 8)
         doc += _block("Provenance:", form.provenance, WIDTH - 8)

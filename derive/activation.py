@@ -221,7 +221,9 @@ def _zeros(expr: sp.Expr) -> list[sp.Expr]:
         elif part is sp.S.EmptySet:
             continue
         else:
-            raise ActivationError(f"cannot locate where {expr} vanishes (needed to split integrals)")
+            raise ActivationError(
+                f"cannot locate where {expr} vanishes (needed to split integrals)"
+            )
     return points
 
 
@@ -416,7 +418,8 @@ def _numerically_constant(expr: sp.Expr, kinks) -> bool:
 
 def _probes(kinks) -> list:
     with mpmath.workdps(40):
-        pts = [mpmath.mpf(k) / 4 + mpmath.mpf(1) / 7 for k in range(-4 * KINK_WINDOW, 4 * KINK_WINDOW + 1, 3)]
+        grid = range(-4 * KINK_WINDOW, 4 * KINK_WINDOW + 1, 3)
+        pts = [mpmath.mpf(k) / 4 + mpmath.mpf(1) / 7 for k in grid]
         for k in kinks:
             kk = mpmath.mpf(sp.N(k, 40))
             pts += [kk - mpmath.mpf(10) ** -3, kk + mpmath.mpf(10) ** -3]
@@ -510,7 +513,9 @@ def symbolic_activation(name: str) -> Activation:
     expr = entry.build(*syms)
     hom = _homogeneity(expr)
     if hom is None:
-        raise ActivationError(f"'{name}' is not positive-homogeneous: no closed forms in its parameters")
+        raise ActivationError(
+            f"'{name}' is not positive-homogeneous: no closed forms in its parameters"
+        )
     return Activation(
         name=f"{name} (symbolic {', '.join(map(str, syms))})",
         expr=expr,

@@ -62,7 +62,8 @@ def kernel_substitution() -> dict[sp.Expr, sp.Expr]:
 
 @cache
 def kernel_definitions() -> dict[sp.Expr, sp.Expr]:
-    """``J`` and ``J'`` as explicit functions of ``B`` (``c = -1/(B-1)``, ``sqrt(1-c^2)`` simplified)."""
+    """``J`` and ``J'`` as explicit functions of ``B`` (``c = -1/(B-1)``, ``sqrt(1-c^2)``
+    simplified)."""
     Jc = _arccos_kernel_acos()
     out = {}
     for sym, expr in ((J, Jc), (Jp, sp.simplify(sp.diff(Jc, c)))):

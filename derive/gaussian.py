@@ -32,7 +32,8 @@ def _chi_square_moment_general() -> sp.Expr:
 
 
 def chi_square_moment(k, p) -> sp.Expr:
-    """``E[X^p]`` for ``X ~ chi^2_k`` (finite for ``k/2 + p > 0``): ``2^p Gamma(k/2+p)/Gamma(k/2)``."""
+    """``E[X^p]`` for ``X ~ chi^2_k`` (finite for ``k/2 + p > 0``):
+    ``2^p Gamma(k/2+p)/Gamma(k/2)``."""
     return _chi_square_moment_general().subs({_k: k, _p: p})
 
 

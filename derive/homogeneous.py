@@ -31,7 +31,8 @@ class Homogeneous:
     C: sp.Expr
 
     def point_power(self, pt: Point) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
-        """``z^m phi^p phi'^q`` as ``(d, P, N)``: ``P |z|^d`` for ``z > 0``, ``N |z|^d`` for ``z < 0``."""
+        """``z^m phi^p phi'^q`` as ``(d, P, N)``: ``P |z|^d`` for ``z > 0``, ``N |z|^d`` for
+        ``z < 0``."""
         a, A, C = self.alpha, self.A, self.C
         if pt.q and a.is_zero:
             raise DivergentMoment("phi' of a step activation is a Dirac delta")

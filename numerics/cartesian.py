@@ -8,7 +8,8 @@ breakpoints from :mod:`.sphere`). Two sphere coordinates have the density
 
 on the ellipse ``|w| < 1`` (the paper writes ``(B(B-2))^(2-B/2) Z^((B-5)/2)`` with
 ``Z = B(B-2)(1 - |w|^2)``, which overflows beyond B ~ 156; this form does not). One
-coordinate has density ``Gamma((B-1)/2) / (Gamma((B-2)/2) sqrt(pi (B-1))) (1 - z^2/(B-1))^((B-4)/2)``.
+coordinate has density
+``Gamma((B-1)/2) / (Gamma((B-2)/2) sqrt(pi (B-1))) (1 - z^2/(B-1))^((B-4)/2)``.
 
 For fixed ``z1`` the ``z2``-chord of the ellipse is an interval whose ends carry the
 algebraic factor ``(B-5)/2``; kinks of ``phi`` at ``z = k`` split both integrals, and the
@@ -120,8 +121,9 @@ def _pass(act: Activation, moments, B: int, level: int, prec: int, Z):
         Bm = arbmath.arb(B)
         zero = arbmath.arb(0)
         # normalising constants from log-Gamma at working precision (no overflow at any B)
-        c1 = mpmath.exp(mpmath.loggamma(mpmath.mpf(B - 1) / 2) - mpmath.loggamma(mpmath.mpf(B - 2) / 2)
-                        ) / mpmath.sqrt(mpmath.pi * (B - 1))
+        c1 = mpmath.exp(
+            mpmath.loggamma(mpmath.mpf(B - 1) / 2) - mpmath.loggamma(mpmath.mpf(B - 2) / 2)
+        ) / mpmath.sqrt(mpmath.pi * (B - 1))
         c2 = (B - 3) / (2 * mpmath.pi * mpmath.sqrt(mpmath.mpf(B) * (B - 2)))
         c1, c2 = arbmath.from_mpf(c1), arbmath.from_mpf(c2)
         sums = {mo: zero for mo in moments}

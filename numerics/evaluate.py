@@ -232,7 +232,8 @@ def _float_numbers(fns: dict, Bs: list[int], moments, values, errors, route: str
             if entry is None:
                 continue
             value, digits = float(entry[0][j]), float(entry[1][j])
-            if not math.isfinite(value) and name in _DEPTH and math.isfinite(table["gradient_rate"][0][j]):
+            rate_finite = math.isfinite(table["gradient_rate"][0][j])
+            if not math.isfinite(value) and name in _DEPTH and rate_finite:
                 nums[name] = Number(value, digits, route)  # xi = oo at rate 1
             elif not math.isfinite(value):
                 nums[name] = Number(None, 0.0, route, "not finite in float64")
@@ -296,7 +297,10 @@ def depth_numbers(rate: Number) -> dict[str, Number]:
     when the rate approaches 1 (near-linear ``phi``, huge ``B``).
     """
     if rate.value is None:
-        return {n: Number(None, 0.0, rate.route, rate.note) for n in ("depth_scale", "max_trainable_depth")}
+        return {
+            n: Number(None, 0.0, rate.route, rate.note)
+            for n in ("depth_scale", "max_trainable_depth")
+        }
     r = mpmath.mpf(rate.value)
     if mpmath.isinf(r):
         xi, digits = mpmath.mpf(0), rate.digits
@@ -304,7 +308,8 @@ def depth_numbers(rate: Number) -> dict[str, Number]:
         xi, digits = mpmath.inf, rate.digits
     else:
         xi = 1 / mpmath.log(r)
-        digits = rate.digits + float(mpmath.log10(abs(mpmath.log(r)))) if rate.digits != INF else INF
+        gain = float(mpmath.log10(abs(mpmath.log(r))))
+        digits = rate.digits + gain if rate.digits != INF else INF
     return {
         "depth_scale": Number(xi, max(digits, 0.0), rate.route, rate.note),
         "max_trainable_depth": Number(16 * xi, max(digits, 0.0), rate.route, rate.note),

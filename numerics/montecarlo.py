@@ -111,7 +111,11 @@ def eigen_directions(B: int) -> dict[str, np.ndarray]:
     a[:2] = (1.0, -1.0)
     b = np.zeros(B)
     b[2:4] = (1.0, -1.0)
-    return {"lambda_G": G, "lambda_L": G @ np.diag(v) @ G, "lambda_M": np.outer(a, b) + np.outer(b, a)}
+    return {
+        "lambda_G": G,
+        "lambda_L": G @ np.diag(v) @ G,
+        "lambda_M": np.outer(a, b) + np.outer(b, a),
+    }
 
 
 def network_forward_eigenvalues(act: Activation, B: int, samples: int = 200_000,

@@ -53,8 +53,9 @@ def fixed_point(phi, B: int, dps: int = 30, kinks=()) -> tuple:
         raise ValueError("B must be >= 4")
     with mpmath.workdps(dps + 10):
         sB = mpmath.sqrt(B)
-        c1 = mpmath.exp(mpmath.loggamma(mpmath.mpf(B - 1) / 2) - mpmath.loggamma(mpmath.mpf(B - 2) / 2)
-                        ) / mpmath.sqrt(mpmath.pi)
+        c1 = mpmath.exp(
+            mpmath.loggamma(mpmath.mpf(B - 1) / 2) - mpmath.loggamma(mpmath.mpf(B - 2) / 2)
+        ) / mpmath.sqrt(mpmath.pi)
         q = c1 * mpmath.quad(lambda t: mpmath.sin(t) ** (B - 3) * phi(sB * _z1(B, t)) ** 2,
                              _breaks_1d(B, kinks))
 
@@ -64,7 +65,8 @@ def fixed_point(phi, B: int, dps: int = 30, kinks=()) -> tuple:
                 return mpmath.mpf(0)
             pts = [mpmath.mpf(0), mpmath.pi]
             for k in kinks:
-                # sqrt(B) z2 = k  <=>  cos t2 = (cos t1/sqrt(B) - k sqrt(B-1)/sqrt(B)) / (sqrt(B-2) sin t1)
+                # sqrt(B) z2 = k  <=>
+                #   cos t2 = (cos t1/sqrt(B) - k sqrt(B-1)/sqrt(B)) / (sqrt(B-2) sin t1)
                 den = mpmath.sqrt(mpmath.mpf(B) * (B - 2)) * mpmath.sin(t1)
                 if den:
                     x = (mpmath.cos(t1) - mpmath.mpf(k) * mpmath.sqrt(B - 1)) / den

@@ -381,7 +381,8 @@ def _cos_power(power, d):
 
 
 def _map_rule(a, b, rule):
-    """Map a [0, 1] rule onto intervals [a, b] (arrays broadcast); nodes measured from the near end."""
+    """Map a [0, 1] rule onto intervals [a, b] (arrays broadcast); nodes measured from the
+    near end."""
     u, v, w = rule
     span = b - a
     nodes = np.where(u < 0.5, a + span * u, b - span * v)
@@ -428,9 +429,13 @@ def _inner_nodes(brk: np.ndarray, rule, power: int, W2: float):
     right_kink = np.abs(b) < W2
     span_l, span_r = m - a, b - m
     # left half [a, m]: substitution from a if a is a kink
-    dl = np.where(left_kink, a + span_l * u**power, np.where(u < 0.5, a + span_l * u, m - span_l * v))
+    dl = np.where(
+        left_kink, a + span_l * u**power, np.where(u < 0.5, a + span_l * u, m - span_l * v)
+    )
     wl = np.where(left_kink, power * span_l * u ** (power - 1) * w, span_l * w)
-    dr = np.where(right_kink, b - span_r * v**power, np.where(u < 0.5, m + span_r * u, b - span_r * v))
+    dr = np.where(
+        right_kink, b - span_r * v**power, np.where(u < 0.5, m + span_r * u, b - span_r * v)
+    )
     wr = np.where(right_kink, power * span_r * v ** (power - 1) * w, span_r * w)
     return np.concatenate([dl, dr], axis=-1), np.concatenate([wl, wr], axis=-1)
 

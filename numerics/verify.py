@@ -143,8 +143,12 @@ def _verify(act: Activation, batch_sizes, digits: int) -> list[Check]:
 
             spaces = {sp_.space: sp_ for sp_ in forward_spectrum(act, Bv)}
             for name, space in (("lambda_L", "L"), ("lambda_M", "M")):
-                add(name, "brute-force Jacobian of the Laplace map", mpmath.mpf(spaces[space].eigenvalue),
-                    min(digits, BRUTE_FORCE_DIGITS))
+                add(
+                    name,
+                    "brute-force Jacobian of the Laplace map",
+                    mpmath.mpf(spaces[space].eigenvalue),
+                    min(digits, BRUTE_FORCE_DIGITS),
+                )
     return checks
 
 

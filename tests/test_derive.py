@@ -97,7 +97,9 @@ def test_relu_compact_forms():
     J, Jp = sp.symbols("J Jp")
     assert d.closed["c_star"].compact == J
     assert sp.simplify(d.closed["lambda_M"].compact - B * Jp / ((B + 1) * (1 - J))) == 0
-    assert sp.simplify(d.closed["gradient_rate"].compact - (B + J + Jp - 2) / ((B - 3) * (1 - J))) == 0
+    assert (
+        sp.simplify(d.closed["gradient_rate"].compact - (B + J + Jp - 2) / ((B - 3) * (1 - J))) == 0
+    )
 
 
 def test_relu_checked_numbers():
@@ -182,10 +184,13 @@ def test_symbolic_families_specialise_to_numeric_closed_forms():
                 n = num[name].expr.evalf(30, subs={B: b})
                 assert abs(a - n) < 1e-25 * abs(n), (family, name, b)
     rate = derive(symbolic_activation("alpha_relu")).closed["gradient_rate"]
-    assert rate.domain == sp.And(sp.Ge(B, 4), sp.Gt(sp.Symbol("alpha", positive=True), sp.Rational(1, 2)))
+    alpha = sp.Symbol("alpha", positive=True)
+    assert rate.domain == sp.And(sp.Ge(B, 4), sp.Gt(alpha, sp.Rational(1, 2)))
 
 
-@pytest.mark.parametrize("spec", ["relu", "abs", "leaky_relu:0.2", "alpha_relu:2", "alpha_relu:1.5"])
+@pytest.mark.parametrize(
+    "spec", ["relu", "abs", "leaky_relu:0.2", "alpha_relu:2", "alpha_relu:1.5"]
+)
 def test_dual_kernel_against_polar_quadrature(spec):
     """E[phi(u) phi(v)] in closed form vs the brute-force module's independent quadrature."""
     import numpy as np
