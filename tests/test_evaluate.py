@@ -4,6 +4,8 @@ import math
 
 import mpmath
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import integrate, stats
 
 from bnmft.derive.activation import activation
@@ -114,3 +116,25 @@ def test_paper_integrals_for_a_python_callable():
     assert agreeing_digits(cs, an.numbers["c_star"].value) >= 15
     rate = gradient_rate(relu, step, 8, 12, kinks=[0])
     assert agreeing_digits(rate, mpmath.mpf("1.78818997665874")) >= 12
+
+
+# -- invariants for any phi (hypothesis) -------------------------------------------------------
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    base=st.sampled_from(["tanh", "sin", "gelu", "Max(x, 0)", "erf", "elu"]),
+    gain=st.floats(min_value=0.3, max_value=3.0),
+    bias=st.floats(min_value=-1.0, max_value=1.0),
+    b=st.integers(min_value=4, max_value=10**5),
+)
+def test_any_phi_invariants(base, gain, bias, b):
+    """q* > 0, |c*| < 1, lambda_G = 0 and the gradient rate at least the linear rate
+    (B-2)/(B-3) (paper Thm 9), for phi(gain x + bias) on the float route."""
+    act = activation(base, gamma=f"{gain:.6g}", beta=f"{bias:.6g}")
+    (an,) = analyze(act, [b], 10)
+    val = {k: float(n.value) for k, n in an.numbers.items()}
+    assert val["q_star"] > 0
+    assert abs(val["c_star"]) < 1
+    assert val["lambda_G"] == 0
+    assert val["gradient_rate"] >= (b - 2) / (b - 3) * (1 - 1e-9)
