@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +28,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 # -- argument helpers ----------------------------------------------------------------------
+
+
+#: Largest finite batch size (integers are exact in float64 up to 2^53 ~ 9e15).
+MAX_BATCH_SIZE = 10**15
+#: Most batch sizes one call evaluates.
+MAX_BATCH_SIZES = 1_000_000
 
 
 def _batch_sizes(text: str) -> list:
@@ -47,15 +54,31 @@ def _batch_sizes(text: str) -> list:
             step = _one_size(parts[2]) if len(parts) == 3 else 1
             if step < 1 or stop < start:
                 raise InputError(f"bad batch-size range '{item}'")
+            count = (stop - start) // step + 1
+            if len(out) + count > MAX_BATCH_SIZES:
+                raise InputError(f"too many batch sizes ({len(out) + count:,}); "
+                                 f"at most {MAX_BATCH_SIZES:,} per call")
             out.extend(range(start, stop + 1, step))
             continue
         out.append(_one_size(item))
     if not out:
         raise InputError("no batch size given")
+    if len(out) > MAX_BATCH_SIZES:
+        raise InputError(
+            f"too many batch sizes ({len(out):,}); at most {MAX_BATCH_SIZES:,} per call"
+        )
     for b in out:
         if b != math.inf and b < 4:
             raise InputError(f"batch size must be >= 4 (got {b}); B < 4 is degenerate")
+        if b != math.inf and b > MAX_BATCH_SIZE:
+            raise InputError(f"batch size must be <= 10^15 (got {_size_text(b)}); "
+                             "use 'inf' for the limit B -> oo")
     return out
+
+
+def _size_text(b: int) -> str:
+    """A batch size for messages: digits, or scientific notation when long."""
+    return str(b) if b < 10**16 else f"{b:.3e}"
 
 
 def _one_size(text: str) -> int:
@@ -561,6 +584,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("bnmft: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -79,6 +79,9 @@ def test_non_attracting_bsb1_warns_on_one_line(capsys):
         ["codegen", "tanh", "--lang", "numpy", "--out", "x", "--module", "m"],
         ["codegen", "relu", "--lang", "numpy", "--out", "x", "--module", "not-valid"],
         ["verify", "relu", "--batch-size", "2"],
+        ["analyze", "relu", "--batch-size", "1e300"],  # beyond 10^15: use inf
+        ["analyze", "relu", "--batch-size", "4:1000000000"],  # too many batch sizes
+        ["analyze", "relu", "--batch-size", "8:4"],
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, argv):
@@ -137,3 +140,20 @@ def test_console_script_runs():
     proc = subprocess.run([sys.executable, "-m", "bnmft", "analyze", "relu", "--batch-size", "3"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+
+
+def test_output_into_a_closed_pipe_stops_quietly():
+    """``bnmft analyze ... | head -1``: no traceback when the reader goes away."""
+    import subprocess
+    import sys
+
+    with subprocess.Popen(
+        [sys.executable, "-m", "bnmft", "analyze", "relu", "--batch-size", "4:2000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as proc:
+        first = proc.stdout.readline()
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        proc.wait(timeout=120)
+    assert first.startswith(b"activation relu")
+    assert "Traceback" not in err and proc.returncode == 141
