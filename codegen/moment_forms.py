@@ -13,36 +13,25 @@ from pathlib import Path
 
 import sympy as sp
 
-from .backends.numpy.printer import NumpyModulePrinter, _doc_safe, _docstring
+from .backends.numpy.printer import _ENV, NumpyModulePrinter, _doc_safe, _docstring
 from .errors import CodegenError
 from .files import atomic_write_text
+from .generate import _version
 from .prepare import source_sha256
-from .render import WIDTH, _block, environment
+from .render import WIDTH, _block
 
 #: Where the generated module lives (inside the numerics stage that uses it).
 TARGET = Path(__file__).resolve().parents[1] / "numerics" / "_moment_forms.py"
-
-_ENV = environment(str(Path(__file__).parent / "backends" / "numpy" / "printer.py"))
-
-
-def _version() -> str:
-    import bnmft
-
-    return bnmft.__version__
 
 
 def render_moment_forms() -> str:
     """Source text of the moment-forms module (pure function of the derivation and version)."""
     from bnmft.derive.bsb1 import QUANTITIES, moment_forms
-    from bnmft.derive.moments import moments_in
+    from bnmft.derive.moments import moments_of
     from bnmft.derive.symbols import B
 
     forms = moment_forms()
-    moments: dict = {}
-    for name in QUANTITIES:
-        for mo in moments_in(forms[name].expr):
-            moments.setdefault(mo, None)
-    ordered = list(moments)
+    ordered = moments_of(forms[name].expr for name in QUANTITIES)
     args = [sp.Symbol(f"m{i}") for i in range(len(ordered))]
     rename = {mo.symbol: a for mo, a in zip(ordered, args)}
     printer = NumpyModulePrinter()

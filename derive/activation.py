@@ -16,7 +16,7 @@ What the theory cannot handle is refused with :class:`ActivationError` (one line
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Callable
 
 import mpmath
@@ -168,11 +168,11 @@ class Activation:
     @cached_property
     def mpmath(self) -> Callable:
         """``phi`` at mpmath precision (exact constants)."""
-        return sp.lambdify(x, self.expr, "mpmath")
+        return _mpmath_function(self.expr)
 
     @cached_property
     def mpmath_derivative(self) -> Callable:
-        return sp.lambdify(x, self.derivative, "mpmath")
+        return _mpmath_function(self.derivative)
 
     def latex(self) -> str:
         return sp.latex(self.expr)
@@ -261,7 +261,7 @@ def _numerically_homogeneous(expr: sp.Expr) -> bool:
     pass through to the symbolic test."""
     if expr.free_symbols - {x}:
         return True
-    fn = sp.lambdify(x, expr, "mpmath")
+    fn = _mpmath_function(expr)
     with mpmath.workdps(30):
         degrees = []
         for sign in (1, -1):
@@ -323,7 +323,7 @@ def _jumps(expr: sp.Expr, points) -> bool:
     """
     if not points:
         return False
-    fn = sp.lambdify(x, expr, "mpmath")
+    fn = _mpmath_function(expr)
     with mpmath.workdps(100):
         steps = (mpmath.mpf("1e-30"), mpmath.mpf("1e-60"))
         for k in points:
@@ -360,14 +360,35 @@ def _derivative(expr: sp.Expr, kinks) -> tuple[sp.Expr, bool]:
     return sp.Add(*smooth), _jumps(expr, sorted(points, key=float))
 
 
+def _probes(kinks, generic: bool = False) -> list[sp.Expr]:
+    """Points where ``phi`` is probed: a grid over ``|x| <= KINK_WINDOW`` and each kink with
+    its two sides (``+- 1/1000``). ``generic``: the grid shifted by 1/7 and the kinks
+    themselves left out, so that no point is special (for properties that hold almost
+    everywhere, such as being constant)."""
+    shift = sp.Rational(1, 7) if generic else 0
+    probes = [sp.Rational(k, 4) + shift for k in range(-4 * KINK_WINDOW, 4 * KINK_WINDOW + 1, 3)]
+    sides = (-1, 1) if generic else (-1, 0, 1)
+    return probes + [k + sp.Rational(d, 1000) for k in kinks for d in sides]
+
+
+def _mp(t: sp.Expr) -> mpmath.mpf:
+    """A probe point at the working precision (exact rationals stay exact to the last bit)."""
+    return mpmath.mpf(t.p) / t.q if t.is_Rational else mpmath.mpf(sp.N(t, mpmath.mp.dps + 10))
+
+
+@lru_cache(maxsize=256)
+def _mpmath_function(expr: sp.Expr) -> Callable:
+    """``expr`` (in ``x``) as an mpmath function, made once per expression."""
+    return sp.lambdify(x, expr, "mpmath")
+
+
 def _check_real_finite(expr: sp.Expr, kinks) -> None:
-    fn = sp.lambdify(x, expr, "mpmath")
-    probes = [sp.Rational(k, 4) for k in range(-4 * KINK_WINDOW, 4 * KINK_WINDOW + 1, 3)]
-    probes += [k + d for k in kinks for d in (sp.Rational(-1, 1000), 0, sp.Rational(1, 1000))]
+    fn = _mpmath_function(expr)
+    probes = _probes(kinks)
     with mpmath.workdps(30):
         for t in probes:
             try:
-                val = fn(mpmath.mpf(t.p) / t.q if t.is_Rational else mpmath.mpf(sp.N(t, 40)))
+                val = fn(_mp(t))
             except (ZeroDivisionError, ValueError, OverflowError):
                 raise ActivationError(f"phi is undefined at x = {t}") from None
             except TypeError:  # a complex value compared inside Max, Min or Piecewise
@@ -404,26 +425,16 @@ def _numerically_constant(expr: sp.Expr, kinks) -> bool:
     reduce to a number."""
     if expr.free_symbols - {x}:
         return False
-    fn = sp.lambdify(x, expr, "mpmath")
+    fn = _mpmath_function(expr)
     with mpmath.workdps(30):
         first = None
-        for t in _probes(kinks):
-            val = fn(t)
+        for t in _probes(kinks, generic=True):
+            val = fn(_mp(t))
             if first is None:
                 first = val
             elif val != first:
                 return False
     return True
-
-
-def _probes(kinks) -> list:
-    with mpmath.workdps(40):
-        grid = range(-4 * KINK_WINDOW, 4 * KINK_WINDOW + 1, 3)
-        pts = [mpmath.mpf(k) / 4 + mpmath.mpf(1) / 7 for k in grid]
-        for k in kinks:
-            kk = mpmath.mpf(sp.N(k, 40))
-            pts += [kk - mpmath.mpf(10) ** -3, kk + mpmath.mpf(10) ** -3]
-    return pts
 
 
 def _check_growth(expr: sp.Expr, what: str) -> None:
@@ -433,7 +444,7 @@ def _check_growth(expr: sp.Expr, what: str) -> None:
     which holds iff ``limsup log|phi(x)|/x^2 < 1/4``. At ``|x| = 10^4`` a polynomial factor
     shifts the ratio by ``< 1e-7``, so the test is sharp to about ``1e-6``.
     """
-    fn = sp.lambdify(x, expr, "mpmath")
+    fn = _mpmath_function(expr)
     with mpmath.workdps(30):
         for t in (mpmath.mpf(10) ** 4, -(mpmath.mpf(10) ** 4)):
             try:

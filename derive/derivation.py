@@ -18,7 +18,7 @@ from .activation import Activation
 from .bsb1 import QUANTITIES, moment_forms
 from .gaussian import arccos_kernel
 from .homogeneous import DivergentMoment, convergence_condition, dual_kernel, sphere_moment
-from .moments import SphereMoment, moments_in
+from .moments import moments_in, moments_of
 from .quantity import Derivation, DerivedQuantity, J, Jp, Provenance
 from .symbols import B, BSB1_DOMAIN, RHO, c
 
@@ -150,11 +150,7 @@ def _closed_forms(act: Activation, forms: dict[str, sp.Expr], moments) -> dict:
 def _derive_cached(act: Activation) -> Derivation:
     mforms = moment_forms()
     forms = {name: mforms[name].expr for name in QUANTITIES}
-    needed: dict[SphereMoment, None] = {}
-    for form in forms.values():
-        for mo in moments_in(form):
-            needed[mo] = None
-    moments = tuple(needed)
+    moments = moments_of(forms.values())
     provenance = {name: Provenance(THEOREMS[name], mforms[name].provenance) for name in QUANTITIES}
     deriv = Derivation(activation=act, forms=forms, moments=moments, provenance=provenance)
     if act.homogeneous is not None:

@@ -119,6 +119,16 @@ def moments_in(expr: sp.Expr) -> list[SphereMoment]:
     return sorted(found, key=lambda mo: (mo.arity, mo.points))
 
 
+def moments_of(exprs) -> tuple[SphereMoment, ...]:
+    """Sphere moments of several expressions: each expression's :func:`moments_in` in turn,
+    first appearance kept (the argument order of the generated moment forms)."""
+    seen: dict[SphereMoment, None] = {}
+    for expr in exprs:
+        for mo in moments_in(expr):
+            seen.setdefault(mo, None)
+    return tuple(seen)
+
+
 def moment(*points: tuple[int, int, int]) -> sp.Symbol:
     """Shorthand: ``moment((0, 2, 0))`` is the symbol of ``E[phi(z1)^2]``."""
     return SphereMoment(tuple(Point(*p) for p in points)).symbol

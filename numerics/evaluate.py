@@ -35,6 +35,8 @@ from .precision import FLOAT_DIGITS, digits_from_error
 
 INF = math.inf
 _DEPTH = ("depth_scale", "max_trainable_depth")
+#: Relative rounding error of evaluating a moment form in float64 (a few dozen operations).
+_FORM_ROUNDING = 16 * np.finfo(float).eps
 
 
 class NumericalFailure(ArithmeticError):
@@ -112,17 +114,25 @@ def _propagate(fn, args: list, errors: list, rel_step):
     """Value of ``fn(*args)`` and a first-order error bound from per-argument errors.
 
     Each argument is shifted by ``h = max(err, rel_step |arg|)`` (a shift below the working
-    precision would vanish) and the change is scaled back by ``err / h``.
+    precision would vanish) and the change is scaled back by ``err / h``. Works on mpmath
+    scalars and, elementwise, on float64 arrays (many batch sizes at once).
     """
     base = fn(*args)
     total = 0
     for i, err in enumerate(errors):
-        if not err:
-            continue
-        h = max(err, rel_step * abs(args[i]))
+        if isinstance(err, np.ndarray):
+            if not err.any():
+                continue
+            h = np.maximum(err, rel_step * np.abs(args[i]))
+            scale = np.divide(err, h, out=np.zeros_like(h), where=h > 0)
+        else:
+            if not err:
+                continue
+            h = max(err, rel_step * abs(args[i]))
+            scale = err / h
         shifted = list(args)
         shifted[i] = args[i] + h
-        total = total + abs(fn(*shifted) - base) * (err / h)
+        total = total + abs(fn(*shifted) - base) * scale
     return base, total
 
 
@@ -191,28 +201,23 @@ def _float_moments(act: Activation, moments, Bs: list[int]):
 def _float_numbers(fns: dict, Bs: list[int], moments, values, errors, route: str) -> dict:
     """``{B: {quantity: Number}}`` from float64 moment arrays, vectorised over ``B``.
 
-    Errors propagate to first order as in :func:`_propagate`: each moment is shifted by
-    ``h = max(err, 1e-8 |value|)`` and the change scaled back by ``err / h``.
+    Errors propagate to first order (:func:`_propagate`), plus the float64 rounding of
+    evaluating the form itself (:data:`_FORM_ROUNDING` relative), so that exact moments do
+    not make a float64 number look exact. The depth scale follows the rate as in
+    :func:`depth_numbers`.
     """
     Barr = np.asarray(Bs, dtype=float)
     args = [np.asarray(values[mo], dtype=float) for mo in moments]
     eargs = [np.asarray(errors[mo], dtype=float) for mo in moments]
-    table: dict = {name: None for name in QUANTITIES}
+    table: dict = {}  # name -> (values, digits) arrays over Bs
     with np.errstate(all="ignore"):
         for name in QUANTITIES:
             if name in _DEPTH:
                 continue
             fn = fns[name]
-            base = np.broadcast_to(np.asarray(fn(Barr, *args), dtype=float), Barr.shape)
-            total = np.zeros_like(Barr)
-            for i, err in enumerate(eargs):
-                if not err.any():
-                    continue
-                h = np.maximum(err, 1e-8 * np.abs(args[i]))
-                shifted = list(args)
-                shifted[i] = args[i] + h
-                change = np.abs(np.asarray(fn(Barr, *shifted), dtype=float) - base)
-                total = total + np.where(h > 0, change * (err / np.where(h > 0, h, 1)), 0.0)
+            base, total = _propagate(lambda *a, fn=fn: fn(Barr, *a), args, eargs, 1e-8)
+            base = np.broadcast_to(np.asarray(base, dtype=float), Barr.shape)
+            total = total + _FORM_ROUNDING * np.abs(base)
             scale = np.where(base != 0, np.abs(base), 1.0)
             digits = np.where(total > 0, np.maximum(0.0, -np.log10(total / scale)), math.inf)
             table[name] = (base, digits)
@@ -228,10 +233,8 @@ def _float_numbers(fns: dict, Bs: list[int], moments, values, errors, route: str
     out = {}
     for j, Bv in enumerate(Bs):
         nums = {}
-        for name, entry in table.items():
-            if entry is None:
-                continue
-            value, digits = float(entry[0][j]), float(entry[1][j])
+        for name in QUANTITIES:
+            value, digits = float(table[name][0][j]), float(table[name][1][j])
             rate_finite = math.isfinite(table["gradient_rate"][0][j])
             if not math.isfinite(value) and name in _DEPTH and rate_finite:
                 nums[name] = Number(value, digits, route)  # xi = oo at rate 1

@@ -1127,6 +1127,14 @@ def _mp_run(act: Activation, B, moments, want_rate: bool, dps: int, max_nodes: i
             step += 1
 
 
+def _settle(info: dict | None, K, nodes, done: bool, strict: bool, failure: str) -> None:
+    """Record ``K``, nodes and convergence in ``info``; raise ``failure`` if strict and not done."""
+    if info is not None:
+        info.update(K=K, nodes=nodes, converged=done)
+    if strict and not done:
+        raise GegenbauerError(failure)
+
+
 def moments_gegenbauer_mp(act: Activation, moments, B: int, dps: int, strict: bool = True,
                           info: dict | None = None):
     """Sphere moments at ``dps`` digits for one batch size: ``{moment: (value, abs_error)}``
@@ -1144,10 +1152,7 @@ def moments_gegenbauer_mp(act: Activation, moments, B: int, dps: int, strict: bo
                          for mo in moments), 0
     else:
         (vals, errs, K, npts), done = _mp_run(act, B, moments, False, dps)
-    if info is not None:
-        info.update(K=K, nodes=npts, converged=done)
-    if strict and not done:
-        raise GegenbauerError(f"Gegenbauer route at B={B} did not reach {dps} digits")
+    _settle(info, K, npts, done, strict, f"Gegenbauer route at B={B} did not reach {dps} digits")
     return {mo: (vals[mo], errs[mo]) for mo in moments}
 
 
@@ -1166,10 +1171,7 @@ def gradient_rate_thm9_mp(act: Activation, B: int, dps: int, strict: bool = True
     else:
         (vals, errs, K, npts), done = _mp_run(act, B, [], True, dps)
         value, err = vals["rate"], errs["rate"]
-    if info is not None:
-        info.update(K=K, nodes=npts, converged=done)
-    if strict and not done:
-        raise GegenbauerError(f"Thm 9 rate at B={B} did not reach {dps} digits")
+    _settle(info, K, npts, done, strict, f"Thm 9 rate at B={B} did not reach {dps} digits")
     return value, err
 
 
@@ -1184,10 +1186,7 @@ def moments_and_rate_mp(act: Activation, moments, B: int, dps: int, strict: bool
         out["rate"] = gradient_rate_thm9_mp(act, B, dps, strict)
         return out
     (vals, errs, K, npts), done = _mp_run(act, B, moments, True, dps)
-    if info is not None:
-        info.update(K=K, nodes=npts, converged=done)
-    if strict and not done:
-        raise GegenbauerError(f"Gegenbauer route at B={B} did not reach {dps} digits")
+    _settle(info, K, npts, done, strict, f"Gegenbauer route at B={B} did not reach {dps} digits")
     return {key: (vals[key], errs[key]) for key in vals}
 
 

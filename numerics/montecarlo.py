@@ -26,11 +26,23 @@ class Estimate:
     stderr: float
 
 
+def batchnorm(h: np.ndarray) -> np.ndarray:
+    """``BN(h) = sqrt(B) G h / |G h|`` row by row (no epsilon)."""
+    c = h - h.mean(axis=1, keepdims=True)
+    return np.sqrt(h.shape[1]) * c / np.linalg.norm(c, axis=1, keepdims=True)
+
+
 def sample_sphere(B: int, n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` batches ``z`` (shape ``(n, B)``) uniform on the BSB1 sphere of radius ``sqrt(B)``."""
-    g = rng.standard_normal((n, B))
-    g -= g.mean(axis=1, keepdims=True)
-    return np.sqrt(B) * g / np.linalg.norm(g, axis=1, keepdims=True)
+    return batchnorm(rng.standard_normal((n, B)))
+
+
+def _estimates(rows) -> list[Estimate]:
+    """Mean and standard error (spread over independent blocks) of each column of ``rows``."""
+    data = np.asarray(rows, dtype=float).reshape(len(rows), -1)
+    mean = data.mean(axis=0)
+    err = data.std(axis=0, ddof=1) / np.sqrt(len(rows))
+    return [Estimate(float(m), float(e)) for m, e in zip(mean, err)]
 
 
 def _point(pt, z, f, df):
@@ -77,20 +89,25 @@ def monte_carlo(act: Activation, B: int, samples: int = 200_000, blocks: int = 2
         for _ in range(blocks):
             vals = _block_moments(act, moments, sample_sphere(B, per_block, rng))
             rows.append([float(fns[n](B, *vals)) for n in QUANTITIES])
-    data = np.array(rows)
-    mean = data.mean(axis=0)
-    err = data.std(axis=0, ddof=1) / np.sqrt(blocks)
-    return {n: Estimate(float(mean[i]), float(err[i])) for i, n in enumerate(QUANTITIES)}
+    return dict(zip(QUANTITIES, _estimates(rows)))
 
 
 # -- the forward map of the network itself ---------------------------------------------------
 
 
-def _bn_phi(act: Activation, h: np.ndarray) -> np.ndarray:
-    """``phi(BN(h))`` row by row: ``BN(h) = sqrt(B) G h / |G h|`` (no epsilon)."""
-    B = h.shape[1]
-    c = h - h.mean(axis=1, keepdims=True)
-    return act.numpy(np.sqrt(B) * c / np.linalg.norm(c, axis=1, keepdims=True))
+#: The forward eigenvalues, one per invariant subspace (G, L, M).
+FORWARD = ("lambda_G", "lambda_L", "lambda_M")
+
+
+def _bsb1_point(act: Activation, g: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """``q*``, ``c*`` and ``Sigma* = q* ((1 - c*) I + c* 1 1^T)`` sampled from normal draws
+    ``g`` (``BN(g)`` has the BSB1 law, so ``phi(BN g)`` samples ``F(I)``)."""
+    n, B = g.shape
+    f = act.numpy(batchnorm(g))
+    q = float(np.mean(f * f))
+    qc = float((np.sum(f.sum(axis=1) ** 2) - np.sum(f * f)) / (n * B * (B - 1)))
+    c = qc / q
+    return q, c, q * ((1.0 - c) * np.eye(B) + c * np.ones((B, B)))
 
 
 def _root(sigma: np.ndarray, q: float) -> np.ndarray:
@@ -111,11 +128,7 @@ def eigen_directions(B: int) -> dict[str, np.ndarray]:
     a[:2] = (1.0, -1.0)
     b = np.zeros(B)
     b[2:4] = (1.0, -1.0)
-    return {
-        "lambda_G": G,
-        "lambda_L": G @ np.diag(v) @ G,
-        "lambda_M": np.outer(a, b) + np.outer(b, a),
-    }
+    return dict(zip(FORWARD, (G, G @ np.diag(v) @ G, np.outer(a, b) + np.outer(b, a))))
 
 
 def network_forward_eigenvalues(act: Activation, B: int, samples: int = 200_000,
@@ -138,26 +151,18 @@ def network_forward_eigenvalues(act: Activation, B: int, samples: int = 200_000,
     rows = []
     for _ in range(blocks):
         g = rng.standard_normal((per_block, B))
-        f = _bn_phi(act, g)  # Sigma = I: BN(h) has the BSB1 law
-        q = float(np.mean(f * f))
-        qc = float((np.sum(f.sum(axis=1) ** 2) - np.sum(f * f)) / (per_block * B * (B - 1)))
-        c = qc / q
-        sigma = q * ((1.0 - c) * np.eye(B) + c * np.ones((B, B)))
+        q, c, sigma = _bsb1_point(act, g)
         t = rel_step * q * (1.0 - c)
         row = []
-        for name in QUANTITIES[2:5]:
+        for name in FORWARD:
             D = dirs[name]
             side = []
             for sign in (1.0, -1.0):
-                L = _root(sigma + sign * t * D, q)
-                y = _bn_phi(act, g @ L.T)
+                y = act.numpy(batchnorm(g @ _root(sigma + sign * t * D, q).T))
                 side.append(np.einsum("ni,ij,nj->", y, D, y) / per_block)
             row.append((side[0] - side[1]) / (2.0 * t * float(np.sum(D * D))))
         rows.append(row)
-    data = np.array(rows)
-    mean = data.mean(axis=0)
-    err = data.std(axis=0, ddof=1) / np.sqrt(blocks)
-    return {n: Estimate(float(mean[i]), float(err[i])) for i, n in enumerate(QUANTITIES[2:5])}
+    return dict(zip(FORWARD, _estimates(rows)))
 
 
 def network_gradient_rate(act: Activation, B: int, samples: int = 200_000, blocks: int = 20,
@@ -177,12 +182,8 @@ def network_gradient_rate(act: Activation, B: int, samples: int = 200_000, block
     rows = []
     for _ in range(blocks):
         g = rng.standard_normal((per_block, B))
-        f = _bn_phi(act, g)
-        q = float(np.mean(f * f))
-        qc = float((np.sum(f.sum(axis=1) ** 2) - np.sum(f * f)) / (per_block * B * (B - 1)))
-        c = qc / q
-        L = _root(q * ((1.0 - c) * np.eye(B) + c * np.ones((B, B))), q)
-        h = g @ L.T
+        q, _, sigma = _bsb1_point(act, g)
+        h = g @ _root(sigma, q).T
         ch = h - h.mean(axis=1, keepdims=True)
         r = np.linalg.norm(ch, axis=1)
         u = ch / r[:, None]
@@ -195,5 +196,4 @@ def network_gradient_rate(act: Activation, B: int, samples: int = 200_000, block
         M = Gd - Gdu[:, :, None] * u[:, None, :]
         frob = np.einsum("nij,nij->n", M, M) * B / r**2
         rows.append(float(frob.mean()) / (B - 1))
-    data = np.array(rows)
-    return Estimate(float(data.mean()), float(data.std(ddof=1) / np.sqrt(blocks)))
+    return _estimates(rows)[0]

@@ -34,6 +34,24 @@ def random_covariance(B, seed):
     return X @ X.T / B + 0.5 * np.eye(B) + 0.3 * np.ones((B, B))
 
 
+def sampled_map(phi, S, n, chunks, seed):
+    """``E[phi(z) phi(z)^T]``, ``z = sqrt(B) G h / |G h|``, ``h ~ N(0, S)``, by direct
+    sampling: ``(estimate, standard error)`` elementwise."""
+    B = S.shape[0]
+    rng = np.random.default_rng(seed)
+    chol = np.linalg.cholesky(S)
+    s1 = np.zeros((B, B))
+    s2 = np.zeros((B, B))
+    for _ in range(chunks):
+        h = rng.normal(size=(n // chunks, B)) @ chol.T
+        g = h - h.mean(axis=1, keepdims=True)
+        f = phi(math.sqrt(B) * g / np.linalg.norm(g, axis=1, keepdims=True))
+        s1 += f.T @ f
+        s2 += (f * f).T @ (f * f)
+    est = s1 / n
+    return est, np.sqrt((s2 / n - est**2) / n)
+
+
 def phi_numpy(spec):
     act = activation(spec)
 
@@ -147,20 +165,8 @@ def test_map_quadrature_converged():
 
 def test_map_against_monte_carlo_relu():
     """Direct sampling h ~ N(0, Sigma), z = sqrt(B) G h / |G h| at a random covariance."""
-    B, n, chunks = 5, 2_000_000, 10
-    S = random_covariance(B, 5)
-    rng = np.random.default_rng(6)
-    chol = np.linalg.cholesky(S)
-    s1 = np.zeros((B, B))
-    s2 = np.zeros((B, B))
-    for _ in range(chunks):
-        h = rng.normal(size=(n // chunks, B)) @ chol.T
-        g = h - h.mean(axis=1, keepdims=True)
-        f = np.maximum(math.sqrt(B) * g / np.linalg.norm(g, axis=1, keepdims=True), 0)
-        s1 += f.T @ f
-        s2 += (f * f).T @ (f * f)
-    est = s1 / n
-    se = np.sqrt((s2 / n - est**2) / n)
+    S = random_covariance(5, 5)
+    est, se = sampled_map(lambda z: np.maximum(z, 0), S, 2_000_000, 10, seed=6)
     V = bf.laplace_map(S, "relu")
     assert np.max(np.abs(V - est)) < 1.5e-3
     assert np.max(np.abs(V - est) / se) < 5.0
@@ -293,20 +299,7 @@ def test_non_relu_eigenvalues_against_sphere_monte_carlo(spec):
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", ["alpha_relu:1.5", "abs", "leaky_relu:0.2", "alpha_relu:2"])
 def test_map_against_monte_carlo_other_activations(spec):
-    B, n, chunks = 6, 4_000_000, 16
-    S = random_covariance(B, 8)
-    phi = phi_numpy(spec)
-    rng = np.random.default_rng(9)
-    chol = np.linalg.cholesky(S)
-    s1 = np.zeros((B, B))
-    s2 = np.zeros((B, B))
-    for _ in range(chunks):
-        h = rng.normal(size=(n // chunks, B)) @ chol.T
-        g = h - h.mean(axis=1, keepdims=True)
-        f = phi(math.sqrt(B) * g / np.linalg.norm(g, axis=1, keepdims=True))
-        s1 += f.T @ f
-        s2 += (f * f).T @ (f * f)
-    est = s1 / n
-    se = np.sqrt((s2 / n - est**2) / n)
+    S = random_covariance(6, 8)
+    est, se = sampled_map(phi_numpy(spec), S, 4_000_000, 16, seed=9)
     V = bf.laplace_map(S, spec)
     assert np.max(np.abs(V - est) / se) < 5.0
