@@ -120,7 +120,7 @@ def main() -> None:
     print(f"largest relative difference on the 16 shared B: {worst:.1e}")
 
     from bnmft.derive.activation import activation
-    from bnmft.numerics.evaluate import analyze
+    from bnmft import analyze
 
     act = activation(ACT)
     analyze(act, sizes[:8], 12)  # warm caches (derivation, lambdified forms)

@@ -1,19 +1,52 @@
 """bnmft: a symbolic-numeric derivation engine for the mean-field theory of batch norm.
 
-Public API (stable):
+Public API (stable), one function per stage of the pipeline (:mod:`bnmft.pipeline`):
 
 * :func:`activation` -- parse an activation (registered name or expression in ``x``);
-* :func:`derivation` -- moment forms and closed forms of every BSB1 quantity;
-* :func:`analyze` -- numbers for given batch sizes, to a requested number of digits.
+* :func:`derivation` -- every BSB1 quantity as a :class:`DerivedQuantity` in a frozen
+  :class:`Derivation` (moment forms always, closed forms where they exist);
+* :func:`analyze` -- numbers for given batch sizes, to a requested number of digits;
+* :func:`generate` -- generated numpy / C sources of the closed forms;
+* :func:`verify` -- every route against independent mpmath references;
+* :func:`report` -- all of the above for one activation (:class:`Report`).
 
-The stages are the subpackages ``bnmft.derive``, ``bnmft.numerics`` and ``bnmft.codegen``;
-no public name shadows them.
+Each accepts a spec string, an :class:`Activation` or a :class:`Derivation`. The stages are
+the subpackages ``bnmft.derive``, ``bnmft.numerics`` and ``bnmft.codegen``; no public name
+shadows them. Names are imported on first use, so ``import bnmft`` is cheap.
 """
 
 __version__ = "0.1.0"
 
-from bnmft.derive.activation import Activation, ActivationError, activation  # noqa: E402
-from bnmft.derive.derivation import derive as derivation  # noqa: E402
-from bnmft.numerics.evaluate import analyze  # noqa: E402
+_LAZY = {
+    "Activation": "bnmft.derive",
+    "ActivationError": "bnmft.derive",
+    "Derivation": "bnmft.derive",
+    "DerivedQuantity": "bnmft.derive",
+    "activation": "bnmft.derive",
+    "Number": "bnmft.numerics",
+    "Analysis": "bnmft.numerics",
+    "Check": "bnmft.numerics",
+    "NumericalFailure": "bnmft.numerics",
+    "derivation": "bnmft.pipeline",
+    "analyze": "bnmft.pipeline",
+    "generate": "bnmft.pipeline",
+    "verify": "bnmft.pipeline",
+    "report": "bnmft.pipeline",
+    "Report": "bnmft.pipeline",
+}
 
-__all__ = ["Activation", "ActivationError", "activation", "analyze", "derivation", "__version__"]
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'bnmft' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -136,16 +136,13 @@ _JSON_ORDER = (
 
 
 def _analysis_json(an, digits: int) -> dict:
-    from bnmft.numerics.precision import decimal_string
-
     row: dict = {"activation": an.activation.name, "batch_size": _bs_label(an.batch_size)}
     for key in _JSON_ORDER:
         if key == "bsb1_stable":
             row[key] = an.bsb1_stable
             continue
         num = an.numbers[key]
-        ok = num.value is not None and num.digits >= digits
-        row[key] = decimal_string(num.value, digits) if ok else None
+        row[key] = num.text(digits) if num.reaches(digits) else None
     return row
 
 
@@ -164,11 +161,11 @@ def _report_shortfalls(results, digits: int) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from bnmft.numerics.evaluate import analyze
+    from bnmft import pipeline
 
     act = _activation(args)
     sizes = _batch_sizes(args.batch_size)
-    results = analyze(act, sizes, args.digits)
+    results = pipeline.analyze(act, sizes, args.digits)
     status = _report_shortfalls(results, args.digits)
     if args.json:
         rows = [_analysis_json(an, args.digits) for an in results]
@@ -182,16 +179,13 @@ def cmd_analyze(args) -> int:
 
 def _number_lines(an, digits: int) -> list[str]:
     """One line per quantity: the value to ``digits`` (if achieved) and its route."""
-    from bnmft.numerics.precision import decimal_string
-
     lines = []
     for key in _JSON_ORDER:
         if key == "bsb1_stable":
             lines.append(f"  {key:22s} {an.bsb1_stable}")
             continue
         num = an.numbers[key]
-        ok = num.value is not None and num.digits >= digits
-        text = decimal_string(num.value, digits) if ok else "(not converged)"
+        text = num.text(digits) if num.reaches(digits) else "(not converged)"
         lines.append(f"  {key:22s} {text:>{digits + 8}s}   [{num.route}]")
     return lines
 
@@ -200,63 +194,41 @@ def _number_lines(an, digits: int) -> list[str]:
 
 
 def _derive_json(deriv) -> dict:
-    import sympy as sp
-
-    from bnmft.derive.bsb1 import QUANTITIES
-    from bnmft.derive.moments import moments_in
-
     out = {}
-    for name in QUANTITIES:
-        q = deriv.closed.get(name)
-        if q is not None:
-            out[name] = {
-                "sympy": q.sympy_str(),
-                "latex": q.latex(),
-                "compact": None if q.compact is None else str(q.compact),
-                "compact_latex": None if q.compact is None else q.latex(compact=True),
-                "domain": str(q.domain),
-                "provenance": str(q.provenance),
-                "closed_form": True,
-            }
-        else:
-            form = deriv.forms[name]
-            names = {mo.symbol: mo.latex() for mo in moments_in(form)}
-            out[name] = {
-                "sympy": str(form),
-                "latex": sp.latex(form, symbol_names=names),
-                "compact": None,
-                "compact_latex": None,
-                "domain": "B >= 4",
-                "provenance": str(deriv.provenance[name]),
-                "closed_form": False,
-            }
+    for q in deriv.quantities:
+        closed = q.expr is not None
+        out[q.name] = {
+            "sympy": q.sympy_str(),
+            "latex": q.latex(),
+            "compact": None if q.compact is None else str(q.compact),
+            "compact_latex": None if q.compact is None else q.latex(compact=True),
+            "moment_form": str(q.moment_form),
+            "domain": str(q.domain),
+            "parameters": [str(p) for p in q.parameters],
+            "provenance": str(q.provenance),
+            "closed_form": closed,
+        }
     return out
+
+
+_LATEX_SYMBOLS = {
+    "q_star": r"q^*", "c_star": r"c^*", "lambda_G": r"\lambda_G", "lambda_L": r"\lambda_L",
+    "lambda_M": r"\lambda_M", "gradient_rate": r"\lambda_{\max}", "depth_scale": r"\xi",
+    "max_trainable_depth": r"16\,\xi",
+}
 
 
 def _derive_latex(deriv) -> str:
     import sympy as sp
 
-    from bnmft.derive.bsb1 import QUANTITIES
-    from bnmft.derive.moments import moments_in
-
-    symbols = {
-        "q_star": r"q^*", "c_star": r"c^*", "lambda_G": r"\lambda_G", "lambda_L": r"\lambda_L",
-        "lambda_M": r"\lambda_M", "gradient_rate": r"\lambda_{\max}", "depth_scale": r"\xi",
-        "max_trainable_depth": r"16\,\xi",
-    }
     lines = [r"\begin{align*}"]
-    for name in QUANTITIES:
-        q = deriv.closed.get(name)
-        if q is not None:
-            body = q.latex(compact=q.compact is not None)
-        else:
-            form = deriv.forms[name]
-            body = sp.latex(form, symbol_names={mo.symbol: mo.latex() for mo in moments_in(form)})
-        lines.append(rf"  {symbols[name]} &= {body} \\")
+    for q in deriv.quantities:
+        body = q.latex(compact=q.compact is not None)
+        lines.append(rf"  {_LATEX_SYMBOLS.get(q.name, q.name)} &= {body} \\")
     lines[-1] = lines[-1].removesuffix(r" \\")
     lines.append(r"\end{align*}")
     if deriv.definitions:
-        defs = ", ".join(rf"{k} = {sp.latex(v)}" for k, v in deriv.definitions.items())
+        defs = ", ".join(rf"{k} = {sp.latex(v)}" for k, v in deriv.definitions)
         lines.append(rf"where ${defs}$, valid for $B \geq 4$.")
     if deriv.dual_kernel is not None:
         lines.append(r"Dual kernel: $\mathbb{E}[\phi(u)\phi(v)] = "
@@ -308,7 +280,7 @@ def cmd_derive(args) -> int:
         else:
             print(f"\n{name} = {deriv.forms[name]}")
     if deriv.definitions:
-        print("\nwhere " + "; ".join(f"{k} = {v}" for k, v in deriv.definitions.items()))
+        print("\nwhere " + "; ".join(f"{k} = {v}" for k, v in deriv.definitions))
     if deriv.dual_kernel is not None:
         print(
             f"\ndual kernel E[phi(u) phi(v)] (unit Gaussians, correlation c) = {deriv.dual_kernel}"
@@ -321,30 +293,24 @@ def cmd_derive(args) -> int:
 # -- codegen -----------------------------------------------------------------------------------
 
 
-def _codegen_files(deriv, langs, out: Path, module: str) -> list[Path]:
-    from bnmft.codegen import CodegenError, generate, write_sources
+def cmd_codegen(args) -> int:
+    from bnmft import pipeline
+    from bnmft.codegen import CodegenError, write_sources
 
-    if not deriv.closed:
+    deriv = pipeline.derivation(_activation(args))
+    if not deriv.has_closed_forms or deriv.activation.homogeneous is None:
         raise InputError(
             f"no closed forms for {deriv.activation.name}: code generation needs a "
             "positive-homogeneous activation"
         )
-    paths: list[Path] = []
+    out = Path(args.out)
     try:
-        for lang in langs:
-            paths += write_sources(generate(deriv, lang=lang, module=module), out)
+        sources = pipeline.generate(deriv, [args.lang], module=args.module)
+        paths = write_sources(sources[args.lang], out)
     except CodegenError as err:
         raise InputError(str(err)) from None
     except OSError as err:
         raise InputError(f"cannot write to {out}: {err.strerror}") from None
-    return paths
-
-
-def cmd_codegen(args) -> int:
-    from bnmft.derive.derivation import derive
-
-    act = _activation(args)
-    paths = _codegen_files(derive(act), [args.lang], Path(args.out), args.module)
     for p in paths:
         print(p)
     return 0
@@ -354,7 +320,10 @@ def cmd_codegen(args) -> int:
 
 
 def _verify_table(checks, digits: int) -> list[str]:
-    from bnmft.numerics.precision import decimal_string
+    """The checks as a table. Each column shows at most the digits its number has: the value
+    the digits its route was required to reach, the reference the digits it achieved (and
+    at most 20); ``agree`` never exceeds what the reference confirms."""
+    from bnmft.numerics import decimal_string
 
     width = min(digits, 20) + 8
     lines = [
@@ -363,8 +332,10 @@ def _verify_table(checks, digits: int) -> list[str]:
     ]
     for ch in checks:
         shown = min(digits, 20)
-        val = decimal_string(ch.value, shown) if ch.value is not None else "-"
-        ref = decimal_string(ch.reference, shown) if ch.reference is not None else "-"
+        val_digits = max(1, min(shown, math.floor(ch.required)))
+        ref_digits = max(1, min(shown, math.floor(min(ch.reference_digits, 10**6))))
+        val = decimal_string(ch.value, val_digits) if ch.value is not None else "-"
+        ref = decimal_string(ch.reference, ref_digits) if ch.reference is not None else "-"
         agree = "same" if ch.digits == math.inf else f"{ch.digits:.1f}"
         mark = "" if ch.ok else "  FAIL" + (f" ({ch.note})" if ch.note else "")
         lines.append(
@@ -375,18 +346,20 @@ def _verify_table(checks, digits: int) -> list[str]:
 
 
 def cmd_verify(args) -> int:
-    from bnmft.numerics.verify import DEFAULT_BATCH_SIZES, unavailable_routes, verify
+    from bnmft import pipeline
+    from bnmft.numerics import DEFAULT_BATCH_SIZES, unavailable_routes
 
     act = _activation(args)
     sizes = _batch_sizes(args.batch_size) if args.batch_size else list(DEFAULT_BATCH_SIZES)
     if math.inf in sizes:
         raise InputError("verify needs finite batch sizes")
-    checks = verify(act, sizes, args.digits)
+    deriv = pipeline.derivation(act)
+    checks = pipeline.verify(deriv, sizes, args.digits)
     for line in _verify_table(checks, args.digits):
         print(line)
     failed = [c for c in checks if not c.ok]
     refs = {c.reference_route for c in checks}
-    for route, why in unavailable_routes(act).items():
+    for route, why in unavailable_routes(deriv).items():
         print(f"not run: {route}: {why}")
     print(f"\n{len(checks) - len(failed)} of {len(checks)} checks agree to the required digits "
           f"(references: {'; '.join(sorted(refs))})")
@@ -399,55 +372,45 @@ def cmd_verify(args) -> int:
 # -- report -------------------------------------------------------------------------------------
 
 
-def cmd_report(args) -> int:
+def _report_text(rep) -> list[str]:
+    """The report as Markdown lines: closed forms, numbers, verification summary."""
     import sympy as sp
 
-    from bnmft.codegen.files import atomic_write_text
-    from bnmft.derive.derivation import derive
-    from bnmft.numerics.evaluate import analyze
-    from bnmft.numerics.verify import verify
-
-    act = _activation(args)
-    sizes = _batch_sizes(args.batch_size)
-    deriv = derive(act)
-    out = Path(args.out) if args.out else Path("bnmft-output") / _slug(act.name)
+    deriv, act = rep.derivation, rep.activation
     text: list[str] = []
     say = text.append
     say(f"# bnmft report: {act.name}")
     say("")
     say(f"phi(x) = {act.expr}")
-    hom = act.homogeneous
     props = []
-    if hom is not None:
-        props.append(f"positive-homogeneous of degree {hom.alpha}")
+    if act.homogeneous is not None:
+        props.append(f"positive-homogeneous of degree {act.homogeneous.alpha}")
     props.append("kinks at " + ", ".join(map(str, act.kinks)) if act.kinks else "smooth")
     say("properties: " + "; ".join(props))
     say("")
-    say("## Closed forms" if deriv.closed else "## Definitions (no closed form; sphere moments)")
-    for name, q in deriv.closed.items():
-        shown = q.compact if q.compact is not None else q.expr
-        say(f"\n{name} =\n{sp.pretty(shown, use_unicode=False)}")
-        say(f"  ({q.provenance.theorem}; valid for {q.domain})")
-    if not deriv.closed:
-        for name, form in deriv.forms.items():
-            say(f"\n{name} = {form}")
+    say("## Closed forms" if deriv.has_closed_forms else
+        "## Definitions (no closed form; sphere moments)")
+    for q in deriv.quantities:
+        if q.expr is not None:
+            shown = q.compact if q.compact is not None else q.expr
+            say(f"\n{q.name} =\n{sp.pretty(shown, use_unicode=False)}")
+            say(f"  ({q.provenance.theorem}; valid for {q.domain})")
+        else:
+            say(f"\n{q.name} = {q.moment_form}")
     if deriv.definitions:
-        say("\nwhere " + "; ".join(f"{k} = {v}" for k, v in deriv.definitions.items()))
+        say("\nwhere " + "; ".join(f"{k} = {v}" for k, v in deriv.definitions))
     if "gradient_rate" in deriv.closed:
-        say(f"\nB -> oo: gradient_rate -> {deriv.closed['gradient_rate'].limit()}")
+        say(f"\nB -> oo: gradient_rate -> {deriv['gradient_rate'].limit()}")
     say("")
-    say(f"## Numbers ({args.digits} significant digits)")
-    results = analyze(act, sizes, args.digits, deriv=deriv)
-    status = _report_shortfalls(results, args.digits)
-    for an in results:
+    say(f"## Numbers ({rep.digits} significant digits)")
+    for an in rep.analyses:
         say(f"\nB = {_bs_label(an.batch_size)}")
-        text.extend(_number_lines(an, args.digits))
+        text.extend(_number_lines(an, rep.digits))
     say("")
-    say("## Verification (independent references, mpmath)")
-    finite = [b for b in sizes if b != math.inf]
-    checks = verify(act, finite, args.verify_digits) if finite else []
+    sizes = ", ".join(map(str, rep.verified_sizes))
+    say(f"## Verification (independent references, mpmath; B = {sizes})")
     by_route: dict = {}
-    for ch in checks:
+    for ch in rep.checks:
         by_route.setdefault(ch.route, []).append(ch)
     for route, chs in by_route.items():
         worst = min(c.digits for c in chs)
@@ -455,35 +418,32 @@ def cmd_report(args) -> int:
         say(f"  {route}: {len(chs)} checks, worst agreement "
             f"{'all digits' if worst == math.inf else f'{worst:.1f} digits'}"
             f"{'' if ok else '  FAIL'}")
-    if checks and not all(c.ok for c in checks):
-        status = EXIT_NUMERICAL
+    for route, why in rep.unavailable.items():
+        say(f"  not run: {route}: {why}")
     say("")
     say("## Files")
-    files: list[Path] = []
-    if deriv.closed:
-        module = _slug(act.name).replace("-", "_")
-        files += _codegen_files(deriv, ["numpy", "c"], out, module)
+    return text
+
+
+def cmd_report(args) -> int:
+    from bnmft import pipeline
+
+    act = _activation(args)
+    sizes = _batch_sizes(args.batch_size)
+    rep = pipeline.report(act, sizes, args.digits, args.verify_digits)
+    status = _report_shortfalls(rep.analyses, args.digits)
+    if rep.checks and not rep.verified:
+        status = EXIT_NUMERICAL
+    out = Path(args.out) if args.out else Path("bnmft-output") / pipeline.module_name(act.name)
+    text = _report_text(rep)
     try:
-        files.append(atomic_write_text(out / "formulas.tex", _derive_latex(deriv) + "\n"))
-        report_path = out / "report.md"
-        body = "\n".join(text) + "\n"
-        listing = "".join(f"  {p}\n" for p in [*files, report_path])
-        atomic_write_text(report_path, body + listing)
+        paths = pipeline.write_report_files(rep, out, "\n".join(text) + "\n",
+                                            _derive_latex(rep.derivation))
     except OSError as err:
         raise InputError(f"cannot write to {out}: {err.strerror}") from None
     print("\n".join(text))
-    print(listing, end="")
+    print("".join(f"  {p}\n" for p in paths), end="")
     return status
-
-
-def _slug(name: str) -> str:
-    keep = [ch if ch.isalnum() else "_" for ch in name]
-    slug = "".join(keep).strip("_")
-    while "__" in slug:
-        slug = slug.replace("__", "_")
-    if not slug or slug[0].isdigit():
-        slug = "act_" + slug
-    return slug[:48]
 
 
 # -- gegenbauer ----------------------------------------------------------------------------------

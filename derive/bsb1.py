@@ -133,13 +133,34 @@ def gradient_rate_form() -> sp.Expr:
     return pairing.scaled(B * radial / (B - 1)).expr() / s_form()
 
 
+#: Quantities defined through other quantities, in their symbols (``Symbol(name)``):
+#: ``xi = 1/log(lambda_max)`` and the trainable depth ``16 xi`` (paper Sec. 4). Numerics
+#: evaluates these from the numbers of the quantities they name (errors propagated), codegen
+#: and the closed forms substitute them; nothing else restates the formulas.
+RATE = sp.Symbol("gradient_rate", positive=True)
+XI = sp.Symbol("depth_scale")
+RELATIONS = {
+    "depth_scale": 1 / sp.log(RATE),
+    "max_trainable_depth": TRAINABLE_DEPTH_FACTOR * XI,
+}
+
+
+def compose(name: str, values: dict[str, sp.Expr]) -> sp.Expr:
+    """The relation of ``name`` with the quantities it names replaced by ``values``
+    (recursively, so ``max_trainable_depth`` reaches the gradient rate)."""
+    expr = RELATIONS[name]
+    for sym in sorted(expr.free_symbols, key=str):
+        inner = compose(str(sym), values) if str(sym) in RELATIONS else values[str(sym)]
+        expr = expr.subs(sym, inner)
+    return expr
+
+
 @cache
 def moment_forms() -> dict[str, MomentForm]:
     """Every BSB1 quantity as an exact function of sphere moments."""
     fw = forward_eigenvalues()
     qs, qc = q_star_form(), qc_star_form()
     rate = gradient_rate_form()
-    depth = 1 / sp.log(rate)
     return {
         "q_star": MomentForm("q_star", qs, "paper Thm 4 (eq 13): q* = E[phi(z1)^2] on the sphere"),
         "c_star": MomentForm("c_star", qc / qs, "paper Thm 4 (eq 14): q* c* = E[phi(z1) phi(z2)]"),
@@ -159,10 +180,13 @@ def moment_forms() -> dict[str, MomentForm]:
             rate,
             "backward map, Rayleigh quotient on G (paper Thm 7 form)",
         ),
-        "depth_scale": MomentForm("depth_scale", depth, "xi = 1/log(gradient_rate)"),
+        "depth_scale": MomentForm(
+            "depth_scale", compose("depth_scale", {"gradient_rate": rate}),
+            "xi = 1/log(gradient_rate)",
+        ),
         "max_trainable_depth": MomentForm(
             "max_trainable_depth",
-            TRAINABLE_DEPTH_FACTOR * depth,
-            "16 xi (paper Sec. 4, Figs 2 and 4)",
+            compose("max_trainable_depth", {"gradient_rate": rate}),
+            f"{TRAINABLE_DEPTH_FACTOR} xi (paper Sec. 4, Figs 2 and 4)",
         ),
     }

@@ -15,12 +15,12 @@ from functools import cache
 import sympy as sp
 
 from .activation import Activation
-from .bsb1 import QUANTITIES, moment_forms
+from .bsb1 import QUANTITIES, RELATIONS, moment_forms
 from .gaussian import arccos_kernel
 from .homogeneous import DivergentMoment, convergence_condition, dual_kernel, sphere_moment
-from .moments import moments_in, moments_of
+from .moments import Point, SphereMoment, moments_in, moments_of
 from .quantity import Derivation, DerivedQuantity, J, Jp, Provenance
-from .symbols import B, BSB1_DOMAIN, RHO, c
+from .symbols import B, BSB1_DOMAIN, RHO, c, x
 
 _ROUTE_CLOSED = (
     "sphere moments -> decoupling z = sqrt(B) g/|g| (Laplace method, paper Thm 2) -> "
@@ -38,8 +38,6 @@ THEOREMS = {
     "max_trainable_depth": "paper Sec. 4, Figs 2 and 4: 16 xi",
 }
 
-#: Moments whose divergence makes the gradient rate infinite (E[phi'(z)^2] = oo).
-_GRADIENT_QUANTITIES = ("gradient_rate", "depth_scale", "max_trainable_depth")
 
 
 @cache
@@ -113,59 +111,90 @@ def _moment_closed_forms(act: Activation, moments) -> tuple[dict, set]:
     return subs, divergent
 
 
-def _closed_forms(act: Activation, forms: dict[str, sp.Expr], moments) -> dict:
-    subs, divergent = _moment_closed_forms(act, moments)
-    infinite_rate = act.derivative_has_delta or any(
-        mo.arity == 1 and mo.points[0].q == 2 and mo.points[0].m == 0 for mo in divergent
-    )
-    closed = {}
+_RATE_MOMENT = SphereMoment((Point(0, 0, 2),))  # E[phi'(z)^2]
+
+
+def _infinite_rate(act: Activation, divergent) -> str | None:
+    """Why the gradient rate is infinite, or None: ``E[phi'(z)^2] = oo`` because ``phi'``
+    carries a Dirac mass (a jump of ``phi``) or because the moment's integral diverges
+    (``relu^alpha`` with ``alpha <= 1/2``)."""
+    if act.derivative_has_delta:
+        return "phi' has a Dirac mass: E[phi'(z)^2] is infinite"
+    if _RATE_MOMENT in divergent:
+        return "E[phi'(z)^2] diverges, so the rate is infinite"
+    return None
+
+
+def _closed_form(act: Activation, form: sp.Expr, subs: dict, divergent: set):
+    """``(expr, compact, domain)`` of one primary quantity, or None if a moment diverges."""
+    if any(mo in divergent for mo in moments_in(form)):
+        return None
+    expr_c = form.subs(subs)
+    compact = _compact(expr_c)
+    expr = _explicit(compact, expr_c)
+    domain = sp.simplify(sp.And(BSB1_DOMAIN, *(convergence_condition(mo, act.homogeneous)
+                                               for mo in moments_in(form))))
+    return expr, compact, domain
+
+
+def _quantities(act: Activation, mforms: dict, moments) -> tuple[DerivedQuantity, ...]:
+    """One :class:`DerivedQuantity` per BSB1 quantity: moment form always; closed form where
+    the activation allows (positive-homogeneous phi; an infinite rate for any phi whose
+    ``E[phi'^2]`` diverges); dependent quantities through :data:`RELATIONS`."""
+    homogeneous = act.homogeneous is not None
+    subs, divergent = _moment_closed_forms(act, moments) if homogeneous else ({}, set())
+    infinite = _infinite_rate(act, divergent)
+    params = (B, *sorted(act.expr.free_symbols - {x}, key=str))
+    out: dict[str, DerivedQuantity] = {}
     for name in QUANTITIES:
-        form = forms[name]
-        prov = Provenance(THEOREMS[name], _ROUTE_CLOSED)
-        if name in _GRADIENT_QUANTITIES and infinite_rate:
-            value = {"gradient_rate": sp.oo, "depth_scale": sp.Integer(0)}.get(name, sp.Integer(0))
-            prov = Provenance(THEOREMS[name], "E[phi'(z)^2] diverges, so the rate is infinite")
-            closed[name] = DerivedQuantity(name, value, form, prov, compact=value)
-            continue
-        if name in ("depth_scale", "max_trainable_depth"):
-            rate = closed.get("gradient_rate")
-            if rate is not None:
-                k = sp.Integer(16) if name == "max_trainable_depth" else sp.Integer(1)
-                compact = None if rate.compact is None else k / sp.log(rate.compact)
-                closed[name] = DerivedQuantity(name, k / sp.log(rate.expr), form, prov,
-                                               domain=rate.domain, compact=compact)
-            continue
-        if any(mo in divergent for mo in moments_in(form)):
-            continue
-        expr_c = form.subs(subs)
-        compact = _compact(expr_c)
-        expr = _explicit(compact, expr_c)
-        domain = sp.simplify(sp.And(BSB1_DOMAIN, *(convergence_condition(mo, act.homogeneous)
-                                                   for mo in moments_in(form))))
-        closed[name] = DerivedQuantity(name, expr, form, prov, domain=domain, compact=compact)
-    return closed
+        mf = mforms[name]
+        base = dict(name=name, moment_form=mf.expr, moment_route=mf.provenance,
+                    parameters=params, relation=RELATIONS.get(name))
+        closed = None
+        route = _ROUTE_CLOSED
+        if name in RELATIONS:
+            inner = {sym: out[str(sym)] for sym in RELATIONS[name].free_symbols}
+            if all(q.expr is not None for q in inner.values()):
+                rel = RELATIONS[name]
+                expr = rel.subs({sym: q.expr for sym, q in inner.items()})
+                compact = None
+                if all(q.compact is not None for q in inner.values()):
+                    compact = rel.subs({sym: q.compact for sym, q in inner.items()})
+                closed = (expr, compact, sp.And(*(q.domain for q in inner.values())))
+                route = "; ".join(sorted({q.provenance.route for q in inner.values()}))
+        elif name == "gradient_rate" and infinite:
+            closed, route = (sp.oo, sp.oo, BSB1_DOMAIN), infinite
+        elif homogeneous:
+            closed = _closed_form(act, mf.expr, subs, divergent)
+        if closed is None:
+            out[name] = DerivedQuantity(**base, provenance=Provenance(THEOREMS[name],
+                                                                      mf.provenance))
+        else:
+            expr, compact, domain = closed
+            out[name] = DerivedQuantity(**base, provenance=Provenance(THEOREMS[name], route),
+                                        expr=expr, compact=compact, domain=domain)
+    return tuple(out.values())
 
 
 @cache
 def _derive_cached(act: Activation) -> Derivation:
     mforms = moment_forms()
-    forms = {name: mforms[name].expr for name in QUANTITIES}
-    moments = moments_of(forms.values())
-    provenance = {name: Provenance(THEOREMS[name], mforms[name].provenance) for name in QUANTITIES}
-    deriv = Derivation(activation=act, forms=forms, moments=moments, provenance=provenance)
-    if act.homogeneous is not None:
-        deriv.closed = _closed_forms(act, forms, moments)
-        deriv.dual_kernel = dual_kernel(act.homogeneous)
-        if any(q.compact is not None and q.compact.has(J, Jp) for q in deriv.closed.values()):
-            deriv.definitions = {
-                "c": RHO,
-                "J(c)": _arccos_kernel_acos(),
-                "J'(c)": sp.simplify(sp.diff(_arccos_kernel_acos(), c)),
-            }
-    return deriv
+    moments = moments_of(mforms[name].expr for name in QUANTITIES)
+    quantities = _quantities(act, mforms, moments)
+    definitions: tuple = ()
+    if any(q.compact is not None and q.compact.has(J, Jp) for q in quantities):
+        definitions = (
+            ("c", RHO),
+            ("J(c)", _arccos_kernel_acos()),
+            ("J'(c)", sp.simplify(sp.diff(_arccos_kernel_acos(), c))),
+        )
+    dual = dual_kernel(act.homogeneous) if act.homogeneous is not None else None
+    return Derivation(activation=act, quantities=quantities, moments=moments,
+                      definitions=definitions, dual_kernel=dual)
 
 
 def derive(act: Activation) -> Derivation:
     """Derive every BSB1 quantity for ``act``: moment forms always, closed forms if
-    ``phi`` is positive-homogeneous (relu, leaky relu, alpha-relu, abs, step, linear)."""
+    ``phi`` is positive-homogeneous (relu, leaky relu, alpha-relu, abs, step, linear), and
+    the infinite gradient rate of any ``phi`` whose ``E[phi'(z)^2]`` diverges."""
     return _derive_cached(act)

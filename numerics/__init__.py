@@ -1,0 +1,36 @@
+"""numerics: :class:`~bnmft.derive.Derivation` -> numbers with honest digits, and their
+verification against independent references.
+
+The stage's interface:
+
+* :func:`analyze` -- every quantity of a derivation at given batch sizes (:class:`Analysis`
+  of :class:`Number` objects: value at its computed precision, digits achieved, route);
+* :func:`verify` -- every route against the mpmath sphere-quadrature reference
+  (:class:`Check` objects), :func:`unavailable_routes` for those that cannot run;
+* :func:`numbers_from_moments` -- quantities from sphere moments computed by any route;
+* :func:`decimal_string`, :data:`FLOAT_DIGITS`, :data:`MAX_DIGITS` -- printing and limits;
+* :class:`NumericalFailure` -- a route that did not converge.
+
+It takes derivations from ``bnmft.derive`` and never derives on its own.
+"""
+
+from .evaluate import Analysis, NumericalFailure, analyze, closed_number, numbers_from_moments
+from .precision import FLOAT_DIGITS, MAX_DIGITS, Number, agreeing_digits, decimal_string
+from .verify import DEFAULT_BATCH_SIZES, Check, unavailable_routes, verify
+
+__all__ = [
+    "Analysis",
+    "Check",
+    "DEFAULT_BATCH_SIZES",
+    "FLOAT_DIGITS",
+    "MAX_DIGITS",
+    "Number",
+    "NumericalFailure",
+    "agreeing_digits",
+    "analyze",
+    "closed_number",
+    "decimal_string",
+    "numbers_from_moments",
+    "unavailable_routes",
+    "verify",
+]

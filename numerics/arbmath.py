@@ -15,7 +15,7 @@ import mpmath
 import sympy as sp
 from flint import arb, ctx
 
-from bnmft.derive.symbols import x
+from bnmft.derive import x
 
 
 @contextmanager

@@ -50,7 +50,7 @@ __all__ = [
 
 def _as_activation(act):
     if isinstance(act, str):
-        from bnmft.derive.activation import activation
+        from bnmft.derive import activation
 
         return activation(act)
     return act

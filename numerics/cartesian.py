@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import mpmath
 
-from bnmft.derive.activation import Activation
+from bnmft.derive import Activation
 
 from . import arbmath
 from .sphere import (

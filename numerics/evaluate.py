@@ -1,15 +1,19 @@
-"""Numbers for every BSB1 quantity, to a requested number of significant digits.
+"""Numbers for every quantity of a :class:`~bnmft.derive.quantity.Derivation`, to a requested
+number of significant digits.
 
 Route selection (every number carries the route that produced it and the digits it
 achieved; a number short of the request is reported as such, never padded):
 
-* closed form (positive-homogeneous ``phi``): the derived expression in mpmath at two
-  working precisions; the digits on which they agree are the digits achieved;
+* closed form: the derived expression in mpmath at two working precisions; the digits on
+  which they agree are the digits achieved (``B = inf``: SymPy's limit of the closed form);
 * otherwise, up to :data:`~.precision.FLOAT_DIGITS` digits: float64 moments (Gegenbauer /
   Funk-Hecke for smooth ``phi``, hyperspherical quadrature split at kinks otherwise) with
-  error estimates propagated through the moment forms;
+  error estimates propagated through the moment forms (the shipped generated module
+  :mod:`._moment_forms`, golden-tested against the derivation);
 * beyond that, or when the float route falls short: mpmath hyperspherical quadrature;
-* ``B = inf``: Gaussian moments (two-point moments factorise) in the limit of the forms.
+* ``B = inf``: Gaussian moments (two-point moments factorise) in the limit of the forms;
+* a quantity with a ``relation`` (``xi = 1/log(rate)``, ``16 xi``) from the numbers of the
+  quantities it names, errors propagated through the relation.
 """
 
 from __future__ import annotations
@@ -22,19 +26,15 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from bnmft.derive.activation import Activation
-from bnmft.derive.bsb1 import QUANTITIES
-from bnmft.derive.derivation import derive
-from bnmft.derive.moments import Point, SphereMoment
-from bnmft.derive.numpyfn import numpy_function
-from bnmft.derive.quantity import Derivation
-from bnmft.derive.symbols import B as B_SYM
+from bnmft.derive import Derivation, DerivedQuantity, Point, SphereMoment, numpy_function
+from bnmft.derive import B as B_SYM
+
+from bnmft.progress import progress
 
 from . import sphere
-from .precision import FLOAT_DIGITS, digits_from_error
+from .gaussian_limit import limit_moments
+from .precision import FLOAT_DIGITS, INF, Number, digits_from_error
 
-INF = math.inf
-_DEPTH = ("depth_scale", "max_trainable_depth")
 #: Relative rounding error of evaluating a moment form in float64 (a few dozen operations).
 _FORM_ROUNDING = 16 * np.finfo(float).eps
 
@@ -44,24 +44,10 @@ class NumericalFailure(ArithmeticError):
 
 
 @dataclass
-class Number:
-    """A computed value with the significant digits it is known to (``inf``: exact)."""
-
-    value: object
-    digits: float
-    route: str
-    note: str = ""
-
-    @property
-    def is_infinite(self) -> bool:
-        return self.value is not None and mpmath.isinf(mpmath.mpf(self.value))
-
-
-@dataclass
 class Analysis:
-    """All BSB1 quantities of one activation at one batch size."""
+    """All quantities of one derivation at one batch size."""
 
-    activation: Activation
+    activation: object
     batch_size: float  # int, or math.inf
     numbers: dict[str, Number] = field(default_factory=dict)
     bsb1_stable: bool | None = None
@@ -77,37 +63,7 @@ class Analysis:
         return out
 
 
-# -- moment forms as functions -----------------------------------------------------------
-
-
-@lru_cache(maxsize=64)
-def _form_functions(deriv_key: str, module: str):
-    deriv = _DERIVATIONS[deriv_key]
-    syms = [mo.symbol for mo in deriv.moments]
-    if module == "numpy":
-        return {name: numpy_function([B_SYM, *syms], deriv.forms[name]) for name in QUANTITIES}
-    return {name: sp.lambdify([B_SYM, *syms], deriv.forms[name], module) for name in QUANTITIES}
-
-
-@lru_cache(maxsize=64)
-def _limit_functions(deriv_key: str):
-    """Forms in the limit ``B -> oo`` (moments kept symbolic; their B = oo values plug in)."""
-    deriv = _DERIVATIONS[deriv_key]
-    syms = [mo.symbol for mo in deriv.moments]
-    out = {}
-    for name in QUANTITIES:
-        lim = sp.limit(deriv.forms[name], B_SYM, sp.oo)
-        out[name] = sp.lambdify(syms, lim, "mpmath")
-    return out
-
-
-_DERIVATIONS: dict[str, Derivation] = {}
-
-
-def _register(deriv: Derivation) -> str:
-    key = deriv.activation.key
-    _DERIVATIONS[key] = deriv
-    return key
+# -- error propagation ---------------------------------------------------------------------
 
 
 def _propagate(fn, args: list, errors: list, rel_step):
@@ -136,13 +92,55 @@ def _propagate(fn, args: list, errors: list, rel_step):
     return base, total
 
 
-# -- closed forms ---------------------------------------------------------------------
+def _array_digits(base: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """Significant digits from float64 values and absolute error bounds (plus the rounding of
+    evaluating the form itself, so that exact inputs cannot make a float64 value look exact)."""
+    total = total + _FORM_ROUNDING * np.abs(base)
+    scale = np.where(base != 0, np.abs(base), 1.0)
+    return np.where(total > 0, np.maximum(0.0, -np.log10(total / scale)), math.inf)
+
+
+# -- compiled forms (cached on the derivation, which is hashable) --------------------------
 
 
 @lru_cache(maxsize=256)
-def _closed_function(deriv_key: str, name: str):
-    expr = _DERIVATIONS[deriv_key].closed[name].expr
-    return sp.lambdify(B_SYM, expr, "mpmath")
+def _moment_function(q: DerivedQuantity, moments: tuple[SphereMoment, ...], module: str):
+    args = [B_SYM, *(mo.symbol for mo in moments)]
+    if module == "numpy":
+        return numpy_function(args, q.moment_form)
+    return sp.lambdify(args, q.moment_form, module)
+
+
+@lru_cache(maxsize=256)
+def _limit_function(q: DerivedQuantity, moments: tuple[SphereMoment, ...]):
+    """The moment form in the limit ``B -> oo`` (moments kept symbolic)."""
+    lim = sp.limit(q.moment_form, B_SYM, sp.oo)
+    return sp.lambdify([mo.symbol for mo in moments], lim, "mpmath")
+
+
+@lru_cache(maxsize=256)
+def _closed_function(q: DerivedQuantity):
+    return sp.lambdify(B_SYM, q.expr, "mpmath")
+
+
+@lru_cache(maxsize=64)
+def _relation_function(q: DerivedQuantity, module: str):
+    syms = sorted(q.relation.free_symbols, key=str)
+    fn = numpy_function(syms, q.relation) if module == "numpy" else sp.lambdify(
+        syms, q.relation, "mpmath")
+    return [str(s) for s in syms], fn
+
+
+def _generated_forms():
+    """Moments and numpy functions of the shipped moment forms (:mod:`._moment_forms`,
+    generated from :func:`bnmft.derive.bsb1.moment_forms`; a golden test keeps them equal)."""
+    from . import _moment_forms as gen
+
+    moments = [SphereMoment(tuple(Point(*pt) for pt in pts)) for pts in gen.MOMENTS]
+    return moments, gen
+
+
+# -- closed forms ------------------------------------------------------------------------
 
 
 def _exact_number(expr: sp.Expr, digits: int, route: str) -> Number:
@@ -150,7 +148,7 @@ def _exact_number(expr: sp.Expr, digits: int, route: str) -> Number:
     if expr is sp.oo:
         return Number(mpmath.inf, INF, route, "exact")
     if expr.is_Rational:
-        with mpmath.workdps(digits + 10):
+        with mpmath.workdps(digits + 20):
             return Number(mpmath.mpf(expr.p) / expr.q, INF, route, "exact")
     with mpmath.workdps(digits + 35):
         v2 = mpmath.mpf(sp.N(expr, digits + 35))
@@ -159,29 +157,34 @@ def _exact_number(expr: sp.Expr, digits: int, route: str) -> Number:
     return Number(v2, min(achieved, digits + 15), route)
 
 
-def _closed_number(deriv_key: str, name: str, Bv, digits: int) -> Number:
-    q = _DERIVATIONS[deriv_key].closed[name]
+def closed_number(q: DerivedQuantity, Bv, digits: int) -> Number:
+    """The closed form of ``q`` at ``B = Bv`` (``inf``: its limit) to ``digits`` digits.
+
+    Evaluated at ``digits + 15`` and ``digits + 35`` working digits; the value kept is the
+    more precise one, at its own precision, and claims the digits on which both agree.
+    """
+    route = f"closed form ({q.provenance.route})" if q.expr is sp.oo else "closed form"
     if Bv == INF:
         return _exact_number(q.limit(), digits, "closed form, B -> oo limit (SymPy)")
     if q.expr.is_number:
-        return _exact_number(q.expr, digits, "closed form")
-    fn = _closed_function(deriv_key, name)
+        return _exact_number(q.expr, digits, route)
+    fn = _closed_function(q)
     with mpmath.workdps(digits + 15):
         v1 = fn(mpmath.mpf(Bv))
     with mpmath.workdps(digits + 35):
         v2 = fn(mpmath.mpf(Bv))
         achieved = digits_from_error(v2, abs(v2 - v1)) if v1 != v2 else digits + 15
-    return Number(+v2, min(achieved, digits + 15), "closed form")
+    return Number(v2, min(achieved, digits + 15), route)
 
 
 # -- moment routes -------------------------------------------------------------------------
 
 
-def _smooth(act: Activation) -> bool:
+def _smooth(act) -> bool:
     return not act.kinks and not act.singular
 
 
-def _float_moments(act: Activation, moments, Bs: list[int]):
+def _float_moments(act, moments, Bs: list[int]):
     """Float64 moments and absolute error estimates, as arrays over ``Bs``, and the route."""
     Barr = np.asarray(Bs, dtype=float)
     if _smooth(act):
@@ -198,138 +201,41 @@ def _float_moments(act: Activation, moments, Bs: list[int]):
     return values, errors, "sphere quadrature (float64)"
 
 
-def _float_numbers(fns: dict, Bs: list[int], moments, values, errors, route: str) -> dict:
-    """``{B: {quantity: Number}}`` from float64 moment arrays, vectorised over ``B``.
-
-    Errors propagate to first order (:func:`_propagate`), plus the float64 rounding of
-    evaluating the form itself (:data:`_FORM_ROUNDING` relative), so that exact moments do
-    not make a float64 number look exact. The depth scale follows the rate as in
-    :func:`depth_numbers`.
-    """
+def _float_table(names, fns, Bs, moments, values, errors, route: str) -> dict:
+    """``{B: {name: Number}}`` from float64 moment arrays, vectorised over ``B``."""
     Barr = np.asarray(Bs, dtype=float)
     args = [np.asarray(values[mo], dtype=float) for mo in moments]
     eargs = [np.asarray(errors[mo], dtype=float) for mo in moments]
-    table: dict = {}  # name -> (values, digits) arrays over Bs
+    table = {}
     with np.errstate(all="ignore"):
-        for name in QUANTITIES:
-            if name in _DEPTH:
-                continue
+        for name in names:
             fn = fns[name]
             base, total = _propagate(lambda *a, fn=fn: fn(Barr, *a), args, eargs, 1e-8)
             base = np.broadcast_to(np.asarray(base, dtype=float), Barr.shape)
-            total = total + _FORM_ROUNDING * np.abs(base)
-            scale = np.where(base != 0, np.abs(base), 1.0)
-            digits = np.where(total > 0, np.maximum(0.0, -np.log10(total / scale)), math.inf)
-            table[name] = (base, digits)
-        rate, rdigits = table["gradient_rate"]
-        logr = np.log(rate)
-        xi = np.where(logr == 0, np.inf, 1 / np.where(logr == 0, 1, logr))
-        xi = np.where(np.isinf(rate), 0.0, xi)
-        # relative error of xi = that of the rate / |log rate| (see depth_numbers)
-        xdigits = np.where(np.isinf(rate) | (logr == 0), rdigits,
-                           np.maximum(rdigits + np.log10(np.abs(logr)), 0.0))
-        table["depth_scale"] = (xi, xdigits)
-        table["max_trainable_depth"] = (16 * xi, xdigits)
+            table[name] = (base, _array_digits(base, total))
     out = {}
     for j, Bv in enumerate(Bs):
         nums = {}
-        for name in QUANTITIES:
+        for name in names:
             value, digits = float(table[name][0][j]), float(table[name][1][j])
-            rate_finite = math.isfinite(table["gradient_rate"][0][j])
-            if not math.isfinite(value) and name in _DEPTH and rate_finite:
-                nums[name] = Number(value, digits, route)  # xi = oo at rate 1
-            elif not math.isfinite(value):
+            if not math.isfinite(value):
                 nums[name] = Number(None, 0.0, route, "not finite in float64")
             elif math.isnan(digits):
                 nums[name] = Number(None, 0.0, route, "error estimate not finite")
             else:
                 nums[name] = Number(value, digits, route)
-        if nums["gradient_rate"].value is None:
-            nums.update(depth_numbers(nums["gradient_rate"]))
         out[Bv] = nums
     return out
 
 
-def _mp_moments(act: Activation, moments, Bv: int, dps: int):
-    """Moments to ``dps`` digits by the hyperspherical quadrature (Arb inner loops)."""
-    res = sphere.moments_mp(act, moments, Bv, dps)
-    return ({mo: v for mo, (v, e) in res.items()}, {mo: e for mo, (v, e) in res.items()},
-            "sphere quadrature (mpmath)")
-
-
-def gaussian_moment(act: Activation, point, dps: int):
-    """``E[g^m phi(g)^p phi'(g)^q]`` for ``g ~ N(0, 1)``, split at kinks (B = oo marginal)."""
-    phi, dphi = act.mpmath, act.mpmath_derivative
-    with mpmath.workdps(dps + 10):
-        pts = [-mpmath.inf] + [mpmath.mpf(sp.N(k, dps + 15)) for k in act.kinks] + [mpmath.inf]
-
-        def integrand(g):
-            val = g**point.m if point.m else 1
-            if point.p:
-                val *= phi(g) ** point.p
-            if point.q:
-                val *= dphi(g) ** point.q
-            return val * mpmath.exp(-g * g / 2)
-
-        value, err = mpmath.quad(integrand, pts, error=True, maxdegree=10)
-        norm = mpmath.sqrt(2 * mpmath.pi)
-        return value / norm, abs(err) / norm + mpmath.mpf(10) ** (-dps - 5) * abs(value)
-
-
-def _limit_moments(act: Activation, moments, digits: int):
-    one: dict = {}
-    vals, errs = {}, {}
-    for mo in moments:
-        parts = []
-        for pt in mo.points:
-            if pt not in one:
-                one[pt] = gaussian_moment(act, pt, digits + 5)
-            parts.append(one[pt])
-        if len(parts) == 1:
-            vals[mo], errs[mo] = parts[0]
-        else:
-            (a, ea), (b, eb) = parts
-            vals[mo], errs[mo] = a * b, abs(a) * eb + abs(b) * ea
-    return vals, errs
-
-
-def depth_numbers(rate: Number) -> dict[str, Number]:
-    """``xi = 1/log(rate)`` and ``16 xi`` from a gradient-rate number.
-
-    Relative error of ``xi`` is that of the rate divided by ``|log rate|``: digits are lost
-    when the rate approaches 1 (near-linear ``phi``, huge ``B``).
-    """
-    if rate.value is None:
-        return {
-            n: Number(None, 0.0, rate.route, rate.note)
-            for n in ("depth_scale", "max_trainable_depth")
-        }
-    r = mpmath.mpf(rate.value)
-    if mpmath.isinf(r):
-        xi, digits = mpmath.mpf(0), rate.digits
-    elif r == 1:
-        xi, digits = mpmath.inf, rate.digits
-    else:
-        xi = 1 / mpmath.log(r)
-        gain = float(mpmath.log10(abs(mpmath.log(r))))
-        digits = rate.digits + gain if rate.digits != INF else INF
-    return {
-        "depth_scale": Number(xi, max(digits, 0.0), rate.route, rate.note),
-        "max_trainable_depth": Number(16 * xi, max(digits, 0.0), rate.route, rate.note),
-    }
-
-
-def _numbers_from_moments(fns: dict, Bv, moments, vals, errs, route: str) -> dict:
+def _mp_numbers(fns: dict, Bv, moments, vals, errs, route: str) -> dict:
     """Quantities from high-precision moments at one batch size (``Bv`` None: the limit forms,
     which take the moments only). Call inside ``mpmath.workdps``."""
     args = [vals[mo] for mo in moments]
     eargs = [errs[mo] for mo in moments]
     rel_step = mpmath.mpf(10) ** (-mpmath.mp.dps // 2)
     out = {}
-    for name in QUANTITIES:
-        if name in ("depth_scale", "max_trainable_depth"):
-            continue
-        fn = fns[name]
+    for name, fn in fns.items():
         call = (lambda *a, fn=fn: fn(Bv, *a)) if Bv is not None else fn
         try:
             value, err = _propagate(call, args, eargs, rel_step)
@@ -337,18 +243,70 @@ def _numbers_from_moments(fns: dict, Bv, moments, vals, errs, route: str) -> dic
             out[name] = Number(None, 0.0, route, f"evaluation failed: {exc}")
             continue
         out[name] = Number(value, digits_from_error(value, err), route)
-    out.update(depth_numbers(out["gradient_rate"]))
     return out
 
 
-def numbers_at(deriv: Derivation, Bv: int, values: dict, errors: dict, route: str) -> dict:
+def numbers_from_moments(deriv: Derivation, Bv: int, values: dict, errors: dict, route: str,
+                         names=None) -> dict[str, Number]:
     """``{quantity: Number}`` at batch size ``Bv`` from high-precision moments ``{moment:
-    value}`` and their absolute errors (any route); call inside ``mpmath.workdps``."""
-    fns = _form_functions(_register(deriv), "mpmath")
-    return _numbers_from_moments(fns, mpmath.mpf(Bv), list(deriv.moments), values, errors, route)
+    value}`` and their absolute errors (any route: sphere, Cartesian, Gegenbauer), through the
+    derivation's moment forms; dependent quantities follow by their relations. Call inside
+    ``mpmath.workdps`` at the precision of the moments."""
+    moments = deriv.moments
+    primary = [q for q in deriv.quantities if q.relation is None]
+    if names is not None:
+        primary = [q for q in primary if q.name in names]
+    fns = {q.name: _moment_function(q, moments, "mpmath") for q in primary}
+    nums = _mp_numbers(fns, mpmath.mpf(Bv), list(moments), values, errors, route)
+    return _with_relations(deriv, nums)
 
 
-# -- public entry point ----------------------------------------------------------------------
+def _bits(value) -> int:
+    """Bits of mantissa a value holds (53 for a float64)."""
+    return value._mpf_[3] if isinstance(value, mpmath.mpf) else 53
+
+
+# -- quantities defined through others -----------------------------------------------------
+
+
+def _related_number(q: DerivedQuantity, nums: dict) -> Number:
+    """``q.relation`` evaluated on the numbers it names, errors propagated to first order.
+
+    A pole of the relation at an exact input (``1/log(1)``: no gradient explosion) gives an
+    infinite value with the digits of the inputs.
+    """
+    names, fn = _relation_function(q, "mpmath")
+    inputs = [nums[n] for n in names]
+    route = "; ".join(dict.fromkeys(n.route for n in inputs))
+    missing = [n for n in inputs if n.value is None]
+    if missing:
+        return Number(None, 0.0, route, missing[0].note)
+    digits_in = min(n.digits for n in inputs)
+    prec = max(128, *(_bits(n.value) + 64 for n in inputs))
+    with mpmath.workprec(prec):
+        vals = [mpmath.mpf(n.value) for n in inputs]
+        errs = [0 if n.digits == INF or mpmath.isinf(v) else abs(v) * mpmath.mpf(10) ** -n.digits
+                for n, v in zip(inputs, vals)]
+        try:
+            value, err = _propagate(fn, vals, errs, mpmath.mpf(2) ** (-prec // 2))
+        except ZeroDivisionError:
+            return Number(mpmath.inf, digits_in, route, "relation has a pole here")
+        digits = digits_from_error(value, err) if mpmath.isfinite(value) else digits_in
+        if digits_in != INF:
+            digits = min(digits, digits_in + 15)  # first order only: keep the claim modest
+        value = +value if isinstance(inputs[0].value, mpmath.mpf) else float(value)
+    return Number(value, digits, route)
+
+
+def _with_relations(deriv: Derivation, nums: dict) -> dict:
+    for q in deriv.quantities:
+        if q.relation is not None and q.name not in nums and all(
+                n in nums for n in q.depends_on):
+            nums[q.name] = _related_number(q, nums)
+    return {q.name: nums[q.name] for q in deriv.quantities if q.name in nums}
+
+
+# -- stability of the BSB1 point -----------------------------------------------------------
 
 
 def _stability(numbers: dict) -> tuple[bool | None, str]:
@@ -356,127 +314,78 @@ def _stability(numbers: dict) -> tuple[bool | None, str]:
     if any(n is None or n.value is None for n in lam):
         return None, "forward spectrum not available"
     digits = min(n.digits for n in lam)
-    if all(isinstance(n.value, float) for n in lam):
-        top = max(n.value for n in lam)
-        tolerance = abs(top) * 10.0 ** (-digits)
-    else:
+    with mpmath.workprec(max(64, *(_bits(n.value) + 10 for n in lam))):
         top = max(mpmath.mpf(n.value) for n in lam)
-        tolerance = abs(top) * mpmath.mpf(10) ** (-digits)
-    margin = abs(top - 1)
-    if digits != INF and margin <= tolerance:
-        return None, "largest forward eigenvalue equals 1 within accuracy (marginal)"
-    if top < 1:
-        return True, ""
-    return False, f"largest forward eigenvalue {mpmath.nstr(top, 8)} > 1"
+        tolerance = abs(top) * mpmath.mpf(10) ** (-digits) if digits != INF else 0
+        margin = abs(top - 1)
+        if margin <= tolerance:
+            return None, "largest forward eigenvalue equals 1 within accuracy (marginal)"
+        if top < 1:
+            return True, ""
+        return False, f"largest forward eigenvalue {mpmath.nstr(top, 8)} > 1"
 
 
-def _gradient_special(act: Activation) -> dict | None:
-    """Infinite gradient rate when phi' carries a Dirac mass (E[phi'(z)^2] = oo)."""
-    if not act.derivative_has_delta:
-        return None
-    note = "phi' has a Dirac mass: E[phi'(z)^2] is infinite"
-    return {
-        "gradient_rate": Number(mpmath.inf, INF, "exact", note),
-        "depth_scale": Number(mpmath.mpf(0), INF, "exact", note),
-        "max_trainable_depth": Number(mpmath.mpf(0), INF, "exact", note),
-    }
+# -- public entry point ----------------------------------------------------------------------
 
 
 def _enough(numbers: dict | None, names, digits: int) -> bool:
     """True if ``numbers`` has every one of ``names`` to at least ``digits`` digits."""
-    return bool(numbers) and all(
-        numbers[n].value is not None and numbers[n].digits >= digits for n in names
-    )
+    return bool(numbers) and all(numbers[n].reaches(digits) for n in names)
 
 
-def _float_analysis(act: Activation, Bv, numbers: dict, special: dict | None) -> Analysis:
-    an = Analysis(act, Bv)
-    nums = dict(numbers)
-    if special:
-        nums.update(special)
-    an.numbers = {n: nums[n] for n in QUANTITIES}
-    an.bsb1_stable, an.stability_note = _stability(an.numbers)
-    return an
-
-
-def _generated_forms():
-    """Moments and numpy functions of the shipped moment forms (:mod:`._moment_forms`,
-    generated from :func:`bnmft.derive.bsb1.moment_forms`; a golden test keeps them equal)."""
-    from . import _moment_forms as gen
-
-    moments = [SphereMoment(tuple(Point(*pt) for pt in pts)) for pts in gen.MOMENTS]
-    return moments, {name: getattr(gen, name) for name in QUANTITIES}
-
-
-def analyze(act: Activation, batch_sizes, digits: int = 16, deriv: Derivation | None = None):
-    """:class:`Analysis` of ``act`` for each batch size (``math.inf`` allowed).
-
-    ``deriv`` (optional) is ``derive(act)``; without it the derivation is made only when a
-    route needs it (closed forms, high precision, ``B = inf``): the float64 route evaluates
-    the generated moment forms directly.
-    """
-    if deriv is None and act.homogeneous is not None:
-        deriv = derive(act)  # closed forms
-    finite = [int(b) for b in batch_sizes if b != INF]
-    results: dict = {}
-    special = _gradient_special(act)
-    closed = deriv.closed if deriv is not None else {}
-    need_moments = [n for n in QUANTITIES if n not in closed]
-    if special:
-        need_moments = [n for n in need_moments if n not in special]
-
-    float_ok: dict = {}
-    if need_moments and finite and digits <= FLOAT_DIGITS:
-        if deriv is None:
-            fmoments, fns = _generated_forms()
-        else:
-            fmoments, fns = list(deriv.moments), _form_functions(_register(deriv), "numpy")
+def _moment_numbers(deriv: Derivation, names: list[str], finite: list[int], digits: int):
+    """``{B: {name: Number}}`` for quantities without closed form at finite batch sizes."""
+    act = deriv.activation
+    out: dict = {}
+    if digits <= FLOAT_DIGITS:
+        fmoments, gen = _generated_forms()
+        fns = {n: getattr(gen, n) for n in names}
         values, errors, route = _float_moments(act, fmoments, finite)
-        float_ok = _float_numbers(fns, finite, fmoments, values, errors, route)
-    if deriv is None and (INF in batch_sizes or not all(
-        _enough(float_ok.get(b), need_moments, digits) for b in finite
-    )):
-        deriv = derive(act)  # the high-precision and B = inf routes use the derived forms
-    if deriv is None:
-        return [_float_analysis(act, b, float_ok[b], special) for b in batch_sizes]
-    key = _register(deriv)
-    moments: list[SphereMoment] = list(deriv.moments)
-
-    for Bv in batch_sizes:
-        an = Analysis(act, Bv)
-        if Bv == INF and len(deriv.closed) == len(QUANTITIES):
-            an.numbers = {n: _closed_number(key, n, Bv, digits) for n in QUANTITIES}
-        elif Bv == INF:
-            vals, errs = _limit_moments(act, moments, digits)
+        out = _float_table(names, fns, finite, fmoments, values, errors, route)
+    qs = [deriv[n] for n in names]
+    moments = list(deriv.moments)
+    for Bv in progress(finite, "sphere quadrature (mpmath)"):
+        if _enough(out.get(Bv), names, digits):
+            continue
+        route = "sphere quadrature (mpmath)"
+        try:
             with mpmath.workdps(digits + 10):
-                nums = _numbers_from_moments(_limit_functions(key), None, moments, vals, errs,
-                                             "Gaussian limit (mpmath)")
-            an.numbers = nums
-        else:
-            nums: dict = {}
-            for name in QUANTITIES:
-                if name in deriv.closed:
-                    nums[name] = _closed_number(key, name, Bv, digits)
-            if special:
-                nums.update({k: v for k, v in special.items() if k not in nums})
-            missing = [n for n in QUANTITIES if n not in nums]
-            if missing:
-                fl = float_ok.get(Bv)
-                if _enough(fl, missing, digits):
-                    nums.update({n: fl[n] for n in missing})
-                else:
-                    try:
-                        with mpmath.workdps(digits + 10):
-                            vals, errs, route = _mp_moments(act, moments, Bv, digits + 3)
-                            mpn = _numbers_from_moments(_form_functions(key, "mpmath"),
-                                                        mpmath.mpf(Bv), moments, vals, errs, route)
-                    except sphere.QuadratureError as err:
-                        mpn = {n: Number(None, 0.0, "sphere quadrature (mpmath)", str(err))
-                               for n in QUANTITIES}
-                    nums.update({n: mpn[n] for n in missing})
-            an.numbers = {n: nums[n] for n in QUANTITIES}
-        if special and Bv == INF:
-            an.numbers.update(special)
+                res = sphere.moments_mp(act, moments, Bv, digits + 3)
+                vals = {mo: v for mo, (v, e) in res.items()}
+                errs = {mo: e for mo, (v, e) in res.items()}
+                fns = {q.name: _moment_function(q, deriv.moments, "mpmath") for q in qs}
+                out[Bv] = _mp_numbers(fns, mpmath.mpf(Bv), moments, vals, errs, route)
+        except sphere.QuadratureError as err:
+            out[Bv] = {n: Number(None, 0.0, route, str(err)) for n in names}
+    return out
+
+
+def _limit_numbers(deriv: Derivation, names: list[str], digits: int) -> dict:
+    """Quantities without closed form at ``B = inf``: Gaussian moments in the limit forms."""
+    moments = list(deriv.moments)
+    vals, errs = limit_moments(deriv.activation, moments, digits)
+    fns = {n: _limit_function(deriv[n], deriv.moments) for n in names}
+    with mpmath.workdps(digits + 10):
+        return _mp_numbers(fns, None, moments, vals, errs, "Gaussian limit (mpmath)")
+
+
+def analyze(deriv: Derivation, batch_sizes, digits: int = 16) -> list[Analysis]:
+    """:class:`Analysis` of every quantity of ``deriv`` for each batch size (``math.inf``
+    allowed), each number to ``digits`` significant digits or marked as falling short."""
+    act = deriv.activation
+    primary = [q for q in deriv.quantities if q.relation is None]
+    closed = [q for q in primary if q.expr is not None]
+    open_ = [q.name for q in primary if q.expr is None]
+    finite = [int(b) for b in batch_sizes if b != INF]
+    moment_nums = _moment_numbers(deriv, open_, finite, digits) if open_ and finite else {}
+    if open_ and INF in batch_sizes:
+        moment_nums[INF] = _limit_numbers(deriv, open_, digits)
+    results = []
+    for Bv in progress(batch_sizes, "closed forms" if closed else "quantities"):
+        key = INF if Bv == INF else int(Bv)
+        nums = {q.name: closed_number(q, Bv, digits) for q in closed}
+        nums.update(moment_nums.get(key, {}))
+        an = Analysis(act, Bv, _with_relations(deriv, nums))
         an.bsb1_stable, an.stability_note = _stability(an.numbers)
-        results[Bv] = an
-    return [results[b] for b in batch_sizes]
+        results.append(an)
+    return results

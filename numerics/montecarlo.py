@@ -13,11 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bnmft.derive.activation import Activation
-from bnmft.derive.bsb1 import QUANTITIES
-from bnmft.derive.derivation import derive
-from bnmft.derive.numpyfn import numpy_function
-from bnmft.derive.symbols import B as B_SYM
+from bnmft.derive import QUANTITIES
+from bnmft.derive import B as B_SYM
+from bnmft.derive import Activation, Derivation, numpy_function
 
 
 @dataclass
@@ -73,10 +71,11 @@ def _block_moments(act: Activation, moments, z: np.ndarray) -> list[float]:
     return out
 
 
-def monte_carlo(act: Activation, B: int, samples: int = 200_000, blocks: int = 20,
+def monte_carlo(deriv: Derivation, B: int, samples: int = 200_000, blocks: int = 20,
                 seed: int = 0) -> dict[str, Estimate]:
-    """Every BSB1 quantity by sampling the sphere, with a standard error from block spread."""
-    deriv = derive(act)
+    """Every quantity of ``deriv`` by sampling the sphere (its moments, through the moment
+    forms), with a standard error from the spread over blocks."""
+    act = deriv.activation
     moments = list(deriv.moments)
     fns = {
         n: numpy_function([B_SYM, *[mo.symbol for mo in moments]], deriv.forms[n])

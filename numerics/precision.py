@@ -1,8 +1,18 @@
-"""Digits: how many agree, how to print exactly as many as were achieved."""
+"""Digits: the :class:`Number` every route returns, how many digits agree, and how to print
+exactly as many as were achieved, correctly rounded.
+
+A number leaves the library as its binary value at the precision it was computed (an mpmath
+``mpf`` keeps every bit it was rounded to; a float64 keeps 53) together with the significant
+digits the route achieved. The decimal string is made from that binary value exactly
+(:func:`decimal_string`, via :mod:`decimal`), never through a float or the ambient mpmath
+precision.
+"""
 
 from __future__ import annotations
 
+import decimal
 import math
+from dataclasses import dataclass
 
 import mpmath
 
@@ -13,42 +23,144 @@ FLOAT_DIGITS = 13
 #: Largest ``--digits`` accepted (mpmath quadrature cost grows quickly beyond this).
 MAX_DIGITS = 60
 
+INF = math.inf
+
+
+def _exact_decimal(value) -> decimal.Decimal:
+    """The exact decimal value of a float, int or mpf (binary fractions are finite decimals)."""
+    if isinstance(value, float):
+        return decimal.Decimal(value)  # exact
+    if isinstance(value, int):
+        return decimal.Decimal(value)
+    if not isinstance(value, mpmath.mpf):
+        raise TypeError(f"not a real number: {value!r}")
+    sign, man, exp, _ = value._mpf_
+    if exp >= 0:
+        return decimal.Decimal((sign, tuple(map(int, str(int(man) << exp))), 0))
+    # man * 2^exp = (man * 5^-exp) * 10^exp exactly; built from digits, so no context rounds
+    return decimal.Decimal((sign, tuple(map(int, str(int(man) * 5 ** (-exp)))), exp))
+
+
+def decimal_string(value, digits: int) -> str:
+    """``value`` correctly rounded (half-even) to ``digits`` significant digits.
+
+    Fixed notation for decimal exponents in ``[-6, digits)``, scientific otherwise;
+    ``"inf"``/``"-inf"``; ``"null"`` for None. The value is converted exactly, so every digit
+    printed is the rounding of the stored binary number.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, mpmath.mpf) and not mpmath.isfinite(value) or (
+        isinstance(value, float) and not math.isfinite(value)
+    ):
+        if value != value:
+            raise ValueError("refusing to print NaN")
+        return "inf" if value > 0 else "-inf"
+    if not isinstance(value, (float, int, mpmath.mpf)):
+        value = mpmath.mpf(value)
+        if not mpmath.isfinite(value):
+            return decimal_string(value, digits)
+    exact = _exact_decimal(value)
+    if exact == 0:
+        return "0"
+    ctx = decimal.Context(prec=digits, rounding=decimal.ROUND_HALF_EVEN, Emax=10**9,
+                          Emin=-(10**9))
+    rounded = ctx.plus(exact)
+    exponent = rounded.adjusted()  # decimal exponent of the leading digit
+    sign = "-" if rounded < 0 else ""
+    coeff = "".join(map(str, rounded.as_tuple().digits)).ljust(digits, "0")
+    if -6 <= exponent < digits:
+        if exponent < 0:
+            return f"{sign}0.{'0' * (-exponent - 1)}{coeff}"
+        whole, frac = coeff[: exponent + 1], coeff[exponent + 1:]
+        return f"{sign}{whole}.{frac}" if frac else f"{sign}{whole}"
+    mantissa = coeff[0] + ("." + coeff[1:] if len(coeff) > 1 else "")
+    return f"{sign}{mantissa}e{exponent:+d}"
+
+
+@dataclass(frozen=True)
+class Number:
+    """A computed value with the significant digits it is known to (``inf``: exact).
+
+    ``value`` is an mpmath ``mpf`` at the precision it was computed, a float64, or None (did
+    not converge; ``note`` says why). ``route`` names the computation. :meth:`text` prints it
+    correctly rounded, and refuses more digits than were achieved.
+    """
+
+    value: object
+    digits: float
+    route: str
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.value is not None
+
+    @property
+    def is_infinite(self) -> bool:
+        return self.value is not None and mpmath.isinf(self.value)
+
+    def reaches(self, digits: float) -> bool:
+        return self.value is not None and self.digits >= digits
+
+    def text(self, digits: int | None = None) -> str:
+        """Decimal string with ``digits`` significant digits (default: the digits achieved,
+        at most :data:`MAX_DIGITS`). Raises ``ArithmeticError`` beyond what was achieved."""
+        if self.value is None:
+            raise ArithmeticError(f"not converged: {self.note or self.route}")
+        if digits is None:
+            digits = MAX_DIGITS if self.digits == INF else max(1, math.floor(self.digits))
+            digits = min(digits, MAX_DIGITS)
+        if digits > self.digits:
+            raise ArithmeticError(
+                f"{digits} digits requested, {self.digits:.1f} achieved ({self.route})"
+            )
+        return decimal_string(self.value, digits)
+
+    def __str__(self) -> str:
+        return self.text() if self.value is not None else f"(not converged: {self.note})"
+
+    def __repr__(self) -> str:
+        shown = str(self) if self.value is not None else "None"
+        digits = "exact" if self.digits == INF else f"{self.digits:.1f}"
+        return f"Number({shown}, digits={digits}, route={self.route!r})"
+
 
 def agreeing_digits(a, b) -> float:
     """Significant decimal digits on which ``a`` and ``b`` agree (``inf`` if identical).
 
-    ``-log10(|a - b| / |b|)``; for ``b = 0`` the absolute difference is used.
+    ``-log10(|a - b| / |b|)``; for ``b = 0`` the absolute difference is used. Both are taken
+    exactly (no rounding to the ambient precision).
     """
-    with mpmath.workdps(MAX_DIGITS + 40):  # the difference must not round away
-        a, b = mpmath.mpf(a), mpmath.mpf(b)
-        if mpmath.isinf(a) or mpmath.isinf(b):
-            return math.inf if a == b else 0.0
+    if _is_inf(a) or _is_inf(b):
+        return math.inf if a == b else 0.0
+    a, b = _exact_decimal(_real(a)), _exact_decimal(_real(b))
+    if a == b:
+        return math.inf
+    with decimal.localcontext() as ctx:
+        ctx.prec = 30
         diff = abs(a - b)
-        if diff == 0:
-            return math.inf
-        scale = abs(b) if b != 0 else mpmath.mpf(1)
-        return max(0.0, float(-mpmath.log10(diff / scale)))
+        scale = abs(b) if b != 0 else decimal.Decimal(1)
+        return max(0.0, float(-(diff / scale).log10()))
+
+
+def _is_inf(v) -> bool:
+    return isinstance(v, (float, mpmath.mpf)) and mpmath.isinf(v)
+
+
+def _real(v):
+    """A float, int or mpf as it is; anything else (a SymPy number, a string) converted at
+    the current precision."""
+    if isinstance(v, (float, int, mpmath.mpf)):
+        return v
+    return mpmath.mpf(v)
 
 
 def digits_from_error(value, error) -> float:
     """Significant digits implied by an absolute error estimate."""
     if error == 0:
         return math.inf
-    value = mpmath.mpf(value)
-    scale = abs(value) if value != 0 else mpmath.mpf(1)
-    return max(0.0, float(-mpmath.log10(mpmath.mpf(error) / scale)))
-
-
-def decimal_string(value, digits: int) -> str:
-    """``value`` with exactly ``digits`` significant digits (``"inf"``, ``"-inf"`` as such)."""
-    if value is None:
-        return "null"
-    v = mpmath.mpf(value)
-    if mpmath.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    if mpmath.isnan(v):
-        raise ValueError("refusing to print NaN")
-    if v == 0:
-        return "0"
-    with mpmath.workdps(digits + 10):
-        return mpmath.nstr(v, digits, strip_zeros=False, min_fixed=-6, max_fixed=digits + 1)
+    with mpmath.workprec(64):
+        value = abs(mpmath.mpf(value))
+        scale = value if value != 0 else mpmath.mpf(1)
+        return max(0.0, float(-mpmath.log10(mpmath.mpf(error) / scale)))

@@ -32,7 +32,7 @@ import numpy as np
 from sympy import N as sp_N
 from sympy import ilcm as sp_lcm
 
-from bnmft.derive.activation import Activation
+from bnmft.derive import Activation
 
 from . import arbmath
 from .rules import gl_count, rule_float, rule_mp
@@ -97,7 +97,7 @@ def _effective_digits(expr, derivative, B: int, digits: int) -> mpmath.mpf:
 def arbmath_free_mpmath(expr):
     import sympy
 
-    from bnmft.derive.symbols import x
+    from bnmft.derive import x
 
     return sympy.lambdify(x, expr, "mpmath")
 

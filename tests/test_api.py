@@ -35,4 +35,16 @@ def test_readme_python_example_runs():
     (block,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     namespace: dict = {}
     exec(compile(block, "README.md", "exec"), namespace)  # the project's own documentation
-    assert "d" in namespace and "act" in namespace
+    rate = namespace["rate"]
+    # THEORY.md's ReLU closed form (Thm 8 at alpha = 1) at 60 digits, B = 32: the Number the
+    # README shows must carry every digit it claims (an mpf of 51 bits once claimed 45)
+    with mpmath.workdps(60):
+        c = -1 / mpmath.mpf(31)
+        J = (mpmath.sqrt(1 - c * c) + (mpmath.pi - mpmath.acos(c)) * c) / mpmath.pi
+        Jp = (mpmath.pi - mpmath.acos(c)) / mpmath.pi
+        ref = (Jp + 31) / (29 * (1 - J)) - 1 / mpmath.mpf(29)
+        claimed = min(int(rate.digits), 55)
+        assert claimed >= 30
+        assert abs(rate.value - ref) <= abs(ref) * mpmath.mpf(10) ** -claimed
+        assert rate.text(30) == mpmath.nstr(ref, 30, strip_zeros=False)
+    assert namespace["rep"].verified

@@ -13,6 +13,7 @@ and review the diff.
 
 from __future__ import annotations
 
+import dataclasses
 import ast
 import functools
 import hashlib
@@ -370,7 +371,7 @@ def test_unknown_lang_free_symbols_and_missing_closed_forms_are_refused(relu):
     with pytest.raises(CodegenError, match="tanh has no closed forms"):
         generate(derive(activation("tanh")), lang="numpy", module="t")
     q = relu.closed["c_star"]
-    other = type(q)(q.name, q.expr * sp.Symbol("alpha"), q.moment_form, q.provenance)
+    other = dataclasses.replace(q, expr=q.expr * sp.Symbol("alpha"))
     with pytest.raises(CodegenError, match="only the batch size B"):
         generate([other], lang="c", module="m", activation_name="relu")
 

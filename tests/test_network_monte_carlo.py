@@ -11,7 +11,7 @@ positive-homogeneous, where the brute-force Laplace map does not apply.
 import pytest
 
 from bnmft.derive.activation import activation
-from bnmft.numerics.evaluate import analyze
+from bnmft.pipeline import analyze
 from bnmft.numerics.montecarlo import network_forward_eigenvalues, network_gradient_rate
 
 

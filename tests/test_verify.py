@@ -8,7 +8,7 @@ the issue (30 digits at the default batch sizes 4, 6, 8, 32, 1000, 10^6) runs wi
 import pytest
 
 from bnmft.derive.activation import activation
-from bnmft.numerics.verify import verify
+from bnmft.pipeline import verify
 
 
 def _assert_all_ok(checks):

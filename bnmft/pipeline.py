@@ -1,0 +1,143 @@
+"""The driver: activation -> derivation -> numbers -> generated modules -> verification.
+
+Each stage takes the previous stage's object and returns its own (in the manner of a form
+compiler): :func:`derivation` gives a :class:`~bnmft.derive.Derivation`, :func:`analyze` a
+list of :class:`~bnmft.numerics.Analysis`, :func:`generate` source texts, :func:`verify`
+:class:`~bnmft.numerics.Check` objects, and :func:`report` runs them all into a
+:class:`Report`. The command line only parses arguments and prints these objects.
+
+Every function accepts an activation spec (``"relu"``, ``"tanh(2*x) + 0.1"``), an
+:class:`~bnmft.derive.Activation` or a :class:`~bnmft.derive.Derivation`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bnmft.derive import Activation, Derivation, activation, derive
+
+
+def derivation(act, gamma=None, beta=None) -> Derivation:
+    """Stage 1-2: parse/analyse the activation (``phi(gamma x + beta)`` if given) and derive
+    every quantity."""
+    if isinstance(act, Derivation):
+        return act
+    if not isinstance(act, Activation):
+        act = activation(act, gamma=gamma, beta=beta)
+    return derive(act)
+
+
+def analyze(act, batch_sizes, digits: int = 16):
+    """Stage 3: every quantity at each batch size, to ``digits`` significant digits."""
+    from bnmft.numerics import analyze as _analyze
+
+    return _analyze(derivation(act), list(batch_sizes), digits)
+
+
+def generate(act, langs=("numpy", "c"), module: str | None = None) -> dict[str, dict[str, str]]:
+    """Stage 4: ``{lang: {filename: source}}`` of the generated modules (closed forms)."""
+    from bnmft.codegen import generate as _generate
+
+    deriv = derivation(act)
+    module = module or module_name(deriv.activation.name)
+    return {lang: _generate(deriv, lang=lang, module=module) for lang in langs}
+
+
+def verify(act, batch_sizes=None, digits: int = 30):
+    """Stage 5: every route of every quantity against independent mpmath references."""
+    from bnmft.numerics import DEFAULT_BATCH_SIZES, verify as _verify
+
+    sizes = list(DEFAULT_BATCH_SIZES) if batch_sizes is None else list(batch_sizes)
+    return _verify(derivation(act), sizes, digits)
+
+
+#: Most batch sizes a report verifies (verification costs seconds per batch size).
+REPORT_VERIFY_MAX = 6
+
+
+def verification_sample(batch_sizes) -> list[int]:
+    """The finite batch sizes a report verifies: all of them up to :data:`REPORT_VERIFY_MAX`,
+    else the smallest, the largest and evenly spaced ones between (in log scale)."""
+    finite = sorted({int(b) for b in batch_sizes if b != math.inf})
+    if len(finite) <= REPORT_VERIFY_MAX:
+        return finite
+    k = REPORT_VERIFY_MAX
+    lo, hi = math.log(finite[0]), math.log(finite[-1])
+    picks = {finite[0], finite[-1]}
+    for i in range(1, k - 1):
+        target = math.exp(lo + (hi - lo) * i / (k - 1))
+        picks.add(min(finite, key=lambda b: abs(math.log(b) - math.log(target))))
+    return sorted(picks)
+
+
+@dataclass
+class Report:
+    """Everything one run produces for one activation."""
+
+    derivation: Derivation
+    analyses: list
+    checks: list
+    verified_sizes: list[int]
+    sources: dict[str, dict[str, str]] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    digits: int = 16
+    verify_digits: int = 20
+
+    @property
+    def activation(self) -> Activation:
+        return self.derivation.activation
+
+    @property
+    def verified(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+
+def report(act, batch_sizes, digits: int = 16, verify_digits: int = 20) -> Report:
+    """All stages for one activation: derivation, numbers at ``batch_sizes``, generated
+    modules (where closed forms exist), verification at :func:`verification_sample`."""
+    from bnmft.codegen import CodegenError
+    from bnmft.numerics import unavailable_routes
+
+    deriv = derivation(act)
+    analyses = analyze(deriv, batch_sizes, digits)
+    sample = verification_sample(batch_sizes)
+    checks = verify(deriv, sample, verify_digits) if sample else []
+    sources: dict = {}
+    unavailable = dict(unavailable_routes(deriv))
+    if deriv.activation.homogeneous is not None and deriv.has_closed_forms:
+        for lang in ("numpy", "c"):
+            try:
+                sources[lang] = generate(deriv, [lang])[lang]
+            except CodegenError as err:
+                unavailable[f"generated {lang} module"] = str(err)
+    return Report(deriv, analyses, checks, sample, sources, unavailable, digits, verify_digits)
+
+
+def module_name(name: str) -> str:
+    """A Python identifier for generated files from an activation's name."""
+    keep = [ch if ch.isalnum() else "_" for ch in name]
+    slug = "".join(keep).strip("_")
+    while "__" in slug:
+        slug = slug.replace("__", "_")
+    if not slug or slug[0].isdigit():
+        slug = "act_" + slug
+    return slug[:48]
+
+
+def write_report_files(rep: Report, out: Path, text: str, latex: str) -> list[Path]:
+    """Write the generated sources, ``formulas.tex`` and ``report.md`` into ``out``
+    (each file atomically); returns the paths written."""
+    from bnmft.codegen import write_sources
+    from bnmft.codegen.files import atomic_write_text
+
+    paths: list[Path] = []
+    for _lang, files in rep.sources.items():
+        paths += write_sources(files, out)
+    paths.append(atomic_write_text(out / "formulas.tex", latex + "\n"))
+    report_path = out / "report.md"
+    listing = "".join(f"  {p}\n" for p in [*paths, report_path])
+    atomic_write_text(report_path, text + listing)
+    paths.append(report_path)
+    return paths
