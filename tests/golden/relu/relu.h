@@ -4,6 +4,8 @@
  * Source expressions: sha256 d88d6e7231e4ba486774190bfe15f77b89d2893da4d57dca238b9e187322c646
  *   (of the lines name=srepr(expr), sorted by name)
  *
+ * Closed-form BSB1 quantities for activation relu, as C99 kernels.
+ *
  * Each kernel sets out[i] = f(B[i]) for 0 <= i < n. Kernels are stateless (thread-safe),
  * need only <math.h> (link with -lm), and may run in place (out == B).
  */
