@@ -12,7 +12,7 @@ import sympy as sp
 
 from .errors import CodegenError
 from .render import one_line
-from .spec import Constant, FunctionSpec, ModuleSpec, batch_argument
+from .spec import Constant, FunctionSpec, ModuleSpec, batch_argument, with_depth_definitions
 
 #: Symbols of the compact (paper) form, explained where they appear.
 _KERNEL_SYMBOLS = frozenset({"J", "Jp"})
@@ -89,7 +89,7 @@ def closed_form_module(quantities, *, module: str, activation_name: str | None =
     return ModuleSpec(
         name=module,
         title=f"Closed-form BSB1 quantities for activation {one_line(activation)}",
-        functions=functions,
+        functions=with_depth_definitions(functions),
         header=(f"Activation: {activation}",),
         constants=(Constant("ACTIVATION", activation),),
     )

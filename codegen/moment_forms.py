@@ -22,6 +22,7 @@ from .spec import (
     FunctionSpec,
     ModuleSpec,
     batch_argument,
+    with_depth_definitions,
 )
 
 #: Where the generated module lives (inside the numerics stage that uses it).
@@ -76,7 +77,7 @@ def moment_forms_module() -> ModuleSpec:
     return ModuleSpec(
         name=MODULE,
         title="Every BSB1 quantity as a function of sphere moments",
-        functions=functions,
+        functions=with_depth_definitions(functions),
         header=("Regenerate with: python -m bnmft.codegen.moment_forms",),
         description=_DESCRIPTION,
         constants=(moments,),

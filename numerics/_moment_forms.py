@@ -155,6 +155,8 @@ def depth_scale(B, m0, m1, m2, m3, m4, m5, m6, m7, m8):
         1/log((E[dphi(z1)*dphi(z2)]/(B - 3) + E[dphi(z1)^2]*(B - 1)/(B - 3) +
         E[z1*dphi(z1)*z2*dphi(z2)]/(B - 3) - E[z1^2*dphi(z1)^2]/(B - 3))/(-E[phi(z1)*phi(z2)] +
         E[phi(z1)^2]))
+    Definition:
+        depth_scale = xi = 1/log(gradient_rate) (paper Sec. 4)
     Provenance:
         xi = 1/log(gradient_rate)
     Valid for:
@@ -172,6 +174,8 @@ def max_trainable_depth(B, m0, m1, m2, m3, m4, m5, m6, m7, m8):
         16/log((E[dphi(z1)*dphi(z2)]/(B - 3) + E[dphi(z1)^2]*(B - 1)/(B - 3) +
         E[z1*dphi(z1)*z2*dphi(z2)]/(B - 3) - E[z1^2*dphi(z1)^2]/(B - 3))/(-E[phi(z1)*phi(z2)] +
         E[phi(z1)^2]))
+    Definition:
+        max_trainable_depth = 16*depth_scale = 16/log(gradient_rate) (paper Sec. 4)
     Provenance:
         16 xi (paper Sec. 4, Figs 2 and 4)
     Valid for:

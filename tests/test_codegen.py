@@ -46,6 +46,7 @@ from bnmft.codegen import (
 )
 from bnmft.codegen.files import atomic_write_text
 from bnmft.derive.activation import activation
+from bnmft.derive.bsb1 import TRAINABLE_DEPTH_FACTOR
 from bnmft.derive.derivation import derive
 from bnmft.derive.symbols import B
 
@@ -221,6 +222,28 @@ def test_docstrings_state_formula_provenance_and_domain(relu, relu_numpy):
         assert "Provenance:" in doc and q.provenance.theorem in " ".join(doc.split())
         assert "Valid for:" in doc and "B >= 4" in doc
         assert str(q.compact) in " ".join(doc.split())
+
+
+def test_depth_docs_state_the_derivation_factor(relu, relu_numpy):
+    """depth_scale and max_trainable_depth state their definition from the gradient rate, with
+    the factor of derive.bsb1 (one place), and only after checking the expressions obey it."""
+    doc = " ".join(relu_numpy.max_trainable_depth.__doc__.split())
+    assert f"max_trainable_depth = {TRAINABLE_DEPTH_FACTOR}*depth_scale" in doc
+    assert f"{TRAINABLE_DEPTH_FACTOR}/log(gradient_rate)" in doc
+    assert "depth_scale = xi = 1/log(gradient_rate)" in " ".join(
+        relu_numpy.depth_scale.__doc__.split()
+    )
+    q = relu.closed["max_trainable_depth"]
+    rate = relu.closed["gradient_rate"].expr
+    wrong = type(q)(q.name, (TRAINABLE_DEPTH_FACTOR - 1) / sp.log(rate), q.moment_form,
+                    q.provenance)  # fmt: skip
+    quantities = {**relu.closed, "max_trainable_depth": wrong}
+    with pytest.raises(CodegenError, match="max_trainable_depth is not") as err:
+        generate(quantities, lang="numpy", module="relu", activation_name="relu")
+    assert "\n" not in str(err.value)
+    without_rate = {n: v for n, v in quantities.items() if n != "gradient_rate"}
+    text = generate(without_rate, lang="c", module="m", activation_name="relu")["m.h"]
+    assert "Definition:" not in text  # nothing to check against, nothing stated
 
 
 # -- module specs: every module goes through render_module --------------------------------

@@ -9,7 +9,7 @@ import sympy as sp
 
 from bnmft.codegen.moment_forms import TARGET, moment_forms_module, render_moment_forms
 from bnmft.derive.activation import activation
-from bnmft.derive.bsb1 import QUANTITIES
+from bnmft.derive.bsb1 import QUANTITIES, TRAINABLE_DEPTH_FACTOR
 from bnmft.derive.derivation import derive
 from bnmft.derive.symbols import B
 from bnmft.numerics import _moment_forms as gen
@@ -63,6 +63,41 @@ def test_regenerated_module_computes_what_the_previous_one_did():
                 got = getattr(gen, name)(b, *ms)
                 assert got.shape == want.shape and got.dtype == want.dtype == np.float64
                 assert np.max(_ulps(got, want), initial=0.0) <= 4, name
+
+
+def test_module_spec_states_the_depth_definitions():
+    """The spec's statement of depth_scale and max_trainable_depth uses the derivation's
+    factor (not a copy of it) and its docstrings reach the shipped module."""
+    spec = moment_forms_module()
+    by_name = {f.name: f for f in spec.functions}
+    definition = dict(by_name["max_trainable_depth"].math)["Definition"]
+    assert f"= {TRAINABLE_DEPTH_FACTOR}*depth_scale = {TRAINABLE_DEPTH_FACTOR}/log(" in definition
+    assert "1/log(gradient_rate)" in dict(by_name["depth_scale"].math)["Definition"]
+    doc = " ".join(gen.max_trainable_depth.__doc__.split())
+    assert definition in doc
+
+
+def test_depth_definitions_follow_the_derivation_factor(monkeypatch):
+    """codegen holds no copy of the factor: change it in derive.bsb1 and the stated
+    definition (checked against the re-derived forms) follows."""
+    from bnmft.codegen import spec as codegen_spec
+    from bnmft.derive import bsb1
+
+    def clear_caches():
+        bsb1.moment_forms.cache_clear()
+        codegen_spec.depth_relations.cache_clear()
+
+    factor = bsb1.TRAINABLE_DEPTH_FACTOR + 3
+    monkeypatch.setattr(bsb1, "TRAINABLE_DEPTH_FACTOR", factor)
+    clear_caches()
+    try:
+        by_name = {f.name: f for f in moment_forms_module().functions}
+        definition = dict(by_name["max_trainable_depth"].math)["Definition"]
+        assert f"{factor}*depth_scale = {factor}/log(gradient_rate)" in definition
+    finally:
+        monkeypatch.undo()
+        clear_caches()
+    assert f"= {TRAINABLE_DEPTH_FACTOR}*depth_scale" in render_moment_forms()
 
 
 def test_module_spec_lists_every_quantity_with_the_moments_as_arguments():

@@ -166,6 +166,8 @@ def depth_scale(B):
         1/log((B + (pi - acos(-1/(B - 1)))/pi + (-(pi - acos(-1/(B - 1)))/(B - 1) + sqrt(B**2 -
         2*B)/(B - 1))/pi - 2)/((B - 3)*(-(-(pi - acos(-1/(B - 1)))/(B - 1) + sqrt(B**2 - 2*B)/(B
         - 1))/pi + 1)))
+    Definition:
+        depth_scale = xi = 1/log(gradient_rate) (paper Sec. 4)
     Provenance:
         paper Sec. 4: xi = 1/log(lambda_max); derived by sphere moments -> decoupling z =
         sqrt(B) g/|g| (Laplace method, paper Thm 2) -> Gaussian half/orthant moments (polar
@@ -191,6 +193,8 @@ def max_trainable_depth(B):
         16/log((B + (pi - acos(-1/(B - 1)))/pi + (-(pi - acos(-1/(B - 1)))/(B - 1) + sqrt(B**2 -
         2*B)/(B - 1))/pi - 2)/((B - 3)*(-(-(pi - acos(-1/(B - 1)))/(B - 1) + sqrt(B**2 - 2*B)/(B
         - 1))/pi + 1)))
+    Definition:
+        max_trainable_depth = 16*depth_scale = 16/log(gradient_rate) (paper Sec. 4)
     Provenance:
         paper Sec. 4, Figs 2 and 4: 16 xi; derived by sphere moments -> decoupling z = sqrt(B)
         g/|g| (Laplace method, paper Thm 2) -> Gaussian half/orthant moments (polar integrals;
