@@ -1,8 +1,14 @@
-"""codegen: SymPy closed forms -> a vectorised numpy module and C99 kernels.
+"""codegen: SymPy expressions -> a vectorised numpy module and C99 kernels.
+
+Every generated module is described first by a :class:`ModuleSpec` of :class:`FunctionSpec`
+records (:mod:`.spec`) and then printed by one path (validation, stabilisation, CSE ->
+backend printer -> jinja2 templates).
 
 Public API:
 
-* :func:`generate` -- ``{filename: text}`` for ``lang="numpy"`` or ``lang="c"``;
+* :func:`generate` -- ``{filename: text}`` of a derivation's closed forms, for
+  ``lang="numpy"`` or ``lang="c"``;
+* :func:`render_module` -- ``{filename: text}`` of any :class:`ModuleSpec`;
 * :func:`write_sources` -- write those files atomically into a directory;
 * :func:`load_c` -- compile C sources on demand (cached) and return callables;
 * :func:`load_numpy` -- import a generated numpy module from its text;
@@ -10,7 +16,19 @@ Public API:
 """
 
 from .errors import CodegenError
-from .generate import generate, write_sources
+from .generate import generate, render_module, write_sources
 from .jit import load_c, load_numpy
+from .spec import Argument, Constant, FunctionSpec, ModuleSpec
 
-__all__ = ["CodegenError", "generate", "load_c", "load_numpy", "write_sources"]
+__all__ = [
+    "Argument",
+    "CodegenError",
+    "Constant",
+    "FunctionSpec",
+    "ModuleSpec",
+    "generate",
+    "load_c",
+    "load_numpy",
+    "render_module",
+    "write_sources",
+]

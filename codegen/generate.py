@@ -1,7 +1,8 @@
-"""Public entry points: ``generate`` (closed forms -> source text) and ``write_sources``.
+"""Public entry points: ``render_module`` (a module spec -> source text), ``generate`` (closed
+forms -> source text, through ``render_module``) and ``write_sources``.
 
-``generate`` is a pure function: the same expressions, module name, activation name and
-bnmft version give the same bytes (no timestamps or paths), which the golden tests rely on.
+Both are pure functions: the same expressions, module name, activation name and bnmft version
+give the same bytes (no timestamps or paths), which the golden tests rely on.
 """
 
 from __future__ import annotations
@@ -11,19 +12,26 @@ from pathlib import Path
 
 from .backends.c import printer as c_backend
 from .backends.numpy import printer as numpy_backend
+from .closed_forms import closed_form_module
 from .errors import CodegenError
 from .files import atomic_write_text
-from .prepare import check_identifier, prepare, source_sha256
-from .render import Bundle
+from .prepare import check_identifier, prepare
+from .spec import ModuleSpec
 
 #: Backends by ``lang`` name.
 BACKENDS = {"numpy": numpy_backend.render, "c": c_backend.render}
 
 
-def _version() -> str:
-    import bnmft  # late import: bnmft/__init__ may come to import this stage
+def _check_lang(lang: str) -> None:
+    if lang not in BACKENDS:
+        raise CodegenError(f"unknown lang {lang!r}; choose one of {', '.join(sorted(BACKENDS))}")
 
-    return bnmft.__version__
+
+def render_module(spec: ModuleSpec, *, lang: str) -> dict[str, str]:
+    """``{filename: text}`` of ``spec`` for ``lang``: the one path of every generated module
+    (:func:`.prepare.prepare`: validation, stabilisation, CSE -> backend printer -> templates)."""
+    _check_lang(lang)
+    return BACKENDS[lang](prepare(spec))
 
 
 def generate(
@@ -37,23 +45,10 @@ def generate(
     Python/C identifier. ``activation_name`` is written into the headers (taken from the
     ``Derivation`` if omitted). Raises :class:`CodegenError` for anything not printable.
     """
-    if lang not in BACKENDS:
-        raise CodegenError(f"unknown lang {lang!r}; choose one of {', '.join(sorted(BACKENDS))}")
+    _check_lang(lang)
     check_identifier(module, "module name")
-    if activation_name is None:
-        act = getattr(quantities, "activation", None)
-        activation_name = getattr(act, "name", None)
-        if activation_name is None:
-            raise CodegenError("activation_name is required unless a Derivation is given")
-    prepared = prepare(quantities)
-    bundle = Bundle(
-        module=module,
-        activation=str(activation_name),
-        version=_version(),
-        sha256=source_sha256({q.name: q.expr for q in prepared}),
-        quantities=tuple(prepared),
-    )
-    return BACKENDS[lang](bundle)
+    spec = closed_form_module(quantities, module=module, activation_name=activation_name)
+    return render_module(spec, lang=lang)
 
 
 def write_sources(sources: dict[str, str], out_dir: str | os.PathLike) -> list[Path]:

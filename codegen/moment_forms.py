@@ -5,84 +5,88 @@ are generated once and shipped: the float64 route of :func:`bnmft.numerics.evalu
 evaluates them without re-deriving (a derivation costs about half a second per process). A
 golden test regenerates the module and compares it byte for byte; after a change to the
 derivation run ``python -m bnmft.codegen.moment_forms`` to rewrite it.
+
+The module is described by a :class:`~.spec.ModuleSpec` and printed by the same path as the
+closed forms (:func:`bnmft.codegen.render_module`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import sympy as sp
-
-from .backends.numpy.printer import _ENV, NumpyModulePrinter, _doc_safe, _docstring
-from .errors import CodegenError
 from .files import atomic_write_text
-from .generate import _version
-from .prepare import source_sha256
-from .render import WIDTH, _block
+from .generate import render_module
+from .spec import (
+    Argument,
+    Constant,
+    FunctionSpec,
+    ModuleSpec,
+    batch_argument,
+    with_depth_definitions,
+)
 
 #: Where the generated module lives (inside the numerics stage that uses it).
 TARGET = Path(__file__).resolve().parents[1] / "numerics" / "_moment_forms.py"
+#: Name of the generated module (the file name of :data:`TARGET`).
+MODULE = TARGET.stem
+#: Where a moment form holds: the BSB1 domain, for an activation whose moments it uses exist.
+DOMAIN = "B >= 4 (paper Sec. 3.1), for any phi whose sphere moments used here are finite"
+
+_DESCRIPTION = (
+    (
+        "Derived by ``bnmft.derive.bsb1.moment_forms`` (exchangeable reduction of the forward "
+        "and backward maps at the BSB1 point); the same forms hold for every activation."
+    ),
+    (
+        "The arguments after ``B`` are sphere moments: ``MOMENTS[i]`` describes argument "
+        "``m{i}`` as one or two sphere coordinates, each carrying "
+        "``z^m*phi(z)^p*dphi(z)^q`` (``dphi = phi'``) as ``(m, p, q)``."
+    ),
+)
+
+
+def moment_forms_module() -> ModuleSpec:
+    """The :class:`ModuleSpec` of every BSB1 quantity as a function of ``B`` and the sphere
+    moments ``m0, m1, ...`` (in the order of :func:`bnmft.derive.moments.moments_of`)."""
+    from bnmft.derive.bsb1 import QUANTITIES, moment_forms
+    from bnmft.derive.moments import moments_of
+
+    forms = moment_forms()
+    ordered = moments_of(forms[name].expr for name in QUANTITIES)
+    arguments = (batch_argument(),) + tuple(
+        Argument(mo.symbol, f"m{i}", mo.name) for i, mo in enumerate(ordered)
+    )
+    functions = tuple(
+        FunctionSpec(
+            name=name,
+            arguments=arguments,
+            expr=forms[name].expr,
+            summary=f"{name} as a function of sphere moments (elementwise).",
+            math=(("Form", str(forms[name].expr)),),
+            provenance=forms[name].provenance,
+            domain=DOMAIN,
+        )
+        for name in QUANTITIES
+    )
+    moments = Constant(
+        "MOMENTS",
+        tuple(tuple((p.m, p.p, p.q) for p in mo.points) for mo in ordered),
+        comments=tuple(f"m{i} = {mo.name}" for i, mo in enumerate(ordered)),
+        public=True,
+    )
+    return ModuleSpec(
+        name=MODULE,
+        title="Every BSB1 quantity as a function of sphere moments",
+        functions=with_depth_definitions(functions),
+        header=("Regenerate with: python -m bnmft.codegen.moment_forms",),
+        description=_DESCRIPTION,
+        constants=(moments,),
+    )
 
 
 def render_moment_forms() -> str:
     """Source text of the moment-forms module (pure function of the derivation and version)."""
-    from bnmft.derive.bsb1 import QUANTITIES, moment_forms
-    from bnmft.derive.moments import moments_of
-    from bnmft.derive.symbols import B
-
-    forms = moment_forms()
-    ordered = moments_of(forms[name].expr for name in QUANTITIES)
-    args = [sp.Symbol(f"m{i}") for i in range(len(ordered))]
-    rename = {mo.symbol: a for mo, a in zip(ordered, args)}
-    printer = NumpyModulePrinter()
-    functions = []
-    for name in QUANTITIES:
-        form = forms[name]
-        expr = form.expr.xreplace(rename)
-        extra = expr.free_symbols - set(args) - {B}
-        if extra:
-            raise CodegenError(f"moment form {name} depends on {sorted(map(str, extra))}")
-        if expr.free_symbols:
-            temps, (result,) = sp.cse([expr], symbols=sp.numbered_symbols("x"), order="canonical")
-            result_text = f"numpy.asarray({printer.doprint(result)}, dtype=numpy.float64)"
-        else:
-            temps, result_text = (
-                [],
-                f"numpy.full(B.shape, {printer.doprint(expr)}, dtype=numpy.float64)",
-            )
-        doc = [f"{name} as a function of sphere moments (elementwise).", ""]
-        doc += _block("Form:", str(form.expr), WIDTH - 8)
-        doc += _block("Provenance:", form.provenance, WIDTH - 8)
-        functions.append(
-            {
-                "name": name,
-                "summary": _doc_safe(doc[0]),
-                "doc": _docstring([_doc_safe(line) for line in doc[1:]]),
-                "assignments": [(printer.doprint(s), printer.doprint(e)) for s, e in temps],
-                "result": result_text,
-            }
-        )
-    if set(printer.module_imports) - {"numpy"}:
-        raise CodegenError(f"moment forms would import {sorted(printer.module_imports)}")
-    sha = source_sha256({name: forms[name].expr for name in QUANTITIES})
-    version = _version()
-    header = [
-        f"Generated by bnmft {version} (bnmft.codegen.moment_forms). DO NOT EDIT: regenerate with",
-        "  python -m bnmft.codegen.moment_forms",
-        f"Source expressions: sha256 {sha}",
-        "  (of the lines name=srepr(expr), sorted by name)",
-    ]
-    return _ENV.get_template("moment_forms.py.jinja").render(
-        header=header,
-        generator=repr(f"bnmft {version}"),
-        sha256=repr(sha),
-        moments=[
-            {"points": tuple((p.m, p.p, p.q) for p in mo.points), "name": mo.name}
-            for mo in ordered
-        ],
-        arguments=", ".join(["B", *map(str, args)]),
-        functions=functions,
-    )
+    return render_module(moment_forms_module(), lang="numpy")[TARGET.name]
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
-"""Backend-independent preparation of derived quantities for printing.
+"""Backend-independent preparation of a :class:`~.spec.ModuleSpec` for printing.
 
-Checks what the numpy/C backends can express (one symbol ``B``; elementary functions only),
-computes the source hash written into every generated header, rewrites ill-conditioned
-parts (:mod:`.stability`) and runs common-subexpression elimination, so that both backends
-print the same temporaries in the same order.
+Checks what the numpy/C backends can express (the function's arguments, first ``B``;
+elementary functions only), computes the source hash written into every generated header,
+rewrites ill-conditioned parts (:mod:`.stability`) and runs common-subexpression elimination,
+so that both backends print the same temporaries in the same order.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import keyword
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 
 from .errors import CodegenError
+from .spec import FunctionSpec, ModuleSpec
 from .stability import stabilize
 
 #: Name of the batch-size symbol every expression must be written in.
@@ -36,11 +37,12 @@ C_KEYWORDS = frozenset(
     "if inline int long register restrict return short signed sizeof static struct switch "
     "typedef union unsigned void volatile while _Bool _Complex _Imaginary".split()
 )
-#: Names the generated code itself uses: a module or function named so would shadow them.
-RESERVED_NAMES = frozenset(
-    "numpy math stddef B b i n out ACTIVATION GENERATOR SOURCE_SHA256".split()
-)
+#: Names the generated code itself uses: a module, function, argument or constant named so
+#: would shadow them (the spec's own constants are checked against its functions' names).
+RESERVED_NAMES = frozenset("numpy math stddef B b i n out GENERATOR SOURCE_SHA256".split())
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
+#: Names of the CSE temporaries (``x0``, ``x1``, ...): no argument may be named so.
+_TEMPORARY = re.compile(r"x[0-9]+\Z")
 
 
 def check_identifier(name: object, what: str) -> str:
@@ -60,17 +62,21 @@ def _describe(func) -> str:
     return "the hypergeometric function hyper()" if name == "hyper" else f"{name}()"
 
 
-def check_supported(name: str, expr: sp.Expr) -> None:
-    """Refuse expressions the numpy/C backends cannot print faithfully (one-line error)."""
+def check_supported(name: str, expr: sp.Expr, arguments: tuple[str, ...] = (BATCH_NAME,)) -> None:
+    """Refuse expressions the numpy/C backends cannot print faithfully (one-line error):
+    free symbols other than the function's ``arguments`` (names), or unsupported functions."""
     if not isinstance(expr, sp.Expr):
         raise CodegenError(f"{name}: expected a SymPy expression, got {type(expr).__name__}")
     if expr.has(sp.zoo, sp.nan):
         raise CodegenError(f"{name} is undefined (complex infinity or nan)")
-    extra = sorted(str(s) for s in expr.free_symbols if s.name != BATCH_NAME)
+    extra = sorted(str(s) for s in expr.free_symbols if s.name not in arguments)
     if extra:
-        raise CodegenError(
-            f"{name} depends on {', '.join(extra)}; only the batch size B can be an argument"
+        allowed = (
+            "the batch size B can be an argument"
+            if arguments == (BATCH_NAME,)
+            else f"its arguments {', '.join(arguments)} can occur"
         )
+        raise CodegenError(f"{name} depends on {', '.join(extra)}; only {allowed}")
     unsupported = set()
     stack = [expr]
     while stack:
@@ -108,77 +114,117 @@ def source_sha256(exprs: Mapping[str, sp.Expr]) -> str:
 
 @dataclass(frozen=True)
 class Prepared:
-    """One quantity ready for printing.
+    """One function ready for printing.
 
-    ``expr`` is the derived expression (hashed and documented); ``temporaries`` and ``result``
-    are the CSE of its numerically stable rewrite (what is printed); ``notes`` says which
-    rewrites were made and why.
+    ``spec.expr`` is the source expression (hashed and documented); ``temporaries`` and
+    ``result`` are the CSE of its numerically stable rewrite in the argument names (what is
+    printed); ``notes`` says which rewrites were made and why.
     """
 
-    name: str
-    expr: sp.Expr
-    compact: sp.Expr | None
-    provenance: str
-    domain: str
+    spec: FunctionSpec
     notes: tuple[str, ...]
     temporaries: tuple[tuple[sp.Symbol, sp.Expr], ...]
     result: sp.Expr
 
     @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def argument_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.spec.arguments)
+
+    @property
     def is_constant(self) -> bool:
-        """True if the value does not depend on ``B`` (it must still fill an array)."""
+        """True if the value does not depend on the arguments (it must still fill an array)."""
         return not self.result.free_symbols and not self.temporaries
 
 
-def _as_items(quantities) -> list[tuple[str, object]]:
-    closed = getattr(quantities, "closed", None)  # a whole Derivation
-    if isinstance(closed, Mapping):
-        if not closed:
-            name = getattr(getattr(quantities, "activation", None), "name", "this activation")
-            raise CodegenError(f"{name} has no closed forms; there is nothing to generate")
-        quantities = closed
-    if isinstance(quantities, Mapping):
-        items = list(quantities.items())
-    elif isinstance(quantities, Iterable) and not isinstance(quantities, (str, bytes)):
-        items = [(getattr(q, "name", None), q) for q in quantities]
+@dataclass(frozen=True)
+class PreparedModule:
+    """A :class:`ModuleSpec` with its functions prepared, and the header facts."""
+
+    spec: ModuleSpec
+    version: str
+    sha256: str
+    functions: tuple[Prepared, ...]
+
+
+def _version() -> str:
+    import bnmft  # late import: bnmft/__init__ may come to import this stage
+
+    return bnmft.__version__
+
+
+def _check_arguments(f: FunctionSpec) -> tuple[str, ...]:
+    names = tuple(a.name for a in f.arguments)
+    if not names or names[0] != BATCH_NAME:
+        raise CodegenError(f"{f.name}: the first argument must be the batch size {BATCH_NAME}")
+    for a in f.arguments[1:]:
+        check_identifier(a.name, f"{f.name}: argument name")
+        if _TEMPORARY.match(a.name):
+            raise CodegenError(f"{f.name}: argument name {a.name!r} is reserved for temporaries")
+    if len(set(names)) != len(names):
+        raise CodegenError(f"{f.name}: an argument name appears twice")
+    return names
+
+
+def _only_batch(expr: sp.Expr) -> bool:
+    return {s.name for s in expr.free_symbols} <= {BATCH_NAME}
+
+
+def _stabilize_in_batch(expr: sp.Expr) -> tuple[sp.Expr, tuple[str, ...]]:
+    """:func:`.stability.stabilize` applied to each largest part of ``expr`` that depends on
+    ``B`` alone. Conditioning is measured as ``B -> oo`` with nothing else free; that of a part
+    involving other arguments (e.g. ``m5 - m6``) depends on their values, unknown here."""
+    notes: list[str] = []
+
+    def walk(e: sp.Expr) -> sp.Expr:
+        if _only_batch(e):
+            new, found = stabilize(e)
+            notes.extend(n for n in found if n not in notes)
+            return new
+        if e.is_Atom:
+            return e
+        args = [walk(a) for a in e.args]
+        return e if args == list(e.args) else e.func(*args)
+
+    return walk(expr), tuple(notes)
+
+
+def _prepare_function(f: FunctionSpec) -> Prepared:
+    """Validate, stabilize (the parts in ``B`` alone) and CSE one function."""
+    check_identifier(f.name, "quantity name")
+    names = _check_arguments(f)
+    if isinstance(f.expr, sp.Basic):
+        rename = {a.symbol: sp.Symbol(a.name) for a in f.arguments if a.symbol.name != a.name}
+        expr = f.expr.xreplace(rename)
     else:
-        raise CodegenError(f"expected quantities (mapping or iterable), got {type(quantities)}")
-    if not items:
+        expr = f.expr  # refused just below
+    check_supported(f.name, expr, names)
+    stable, notes = _stabilize_in_batch(expr)
+    if stable.free_symbols:
+        temps, (result,) = sp.cse([stable], symbols=sp.numbered_symbols("x"), order="canonical")
+    else:
+        temps, result = [], stable
+    return Prepared(spec=f, notes=notes, temporaries=tuple(temps), result=result)
+
+
+def prepare(spec: ModuleSpec) -> PreparedModule:
+    """Validate a module spec and prepare each of its functions (order kept)."""
+    check_identifier(spec.name, "module name")
+    if not spec.functions:
         raise CodegenError("no quantities to generate")
-    return items
-
-
-def _text(value: object) -> str:
-    return "not recorded" if value is None else str(value)
-
-
-def prepare(quantities) -> list[Prepared]:
-    """Validate, stabilize and CSE each quantity (``DerivedQuantity`` objects, a mapping of
-    them, or a ``Derivation``); the input order is kept."""
-    out: list[Prepared] = []
-    seen: set[str] = set()
-    for key, q in _as_items(quantities):
-        name = check_identifier(getattr(q, "name", key), "quantity name")
-        if name in seen:
+    for c in spec.constants:
+        check_identifier(c.name, "constant name")
+    names = [f.name for f in spec.functions] + [c.name for c in spec.constants]
+    for name in names:
+        if names.count(name) > 1:
             raise CodegenError(f"quantity {name!r} appears twice")
-        seen.add(name)
-        expr = getattr(q, "expr", None)
-        check_supported(name, expr)
-        stable, notes = stabilize(expr)
-        if stable.free_symbols:
-            temps, (result,) = sp.cse([stable], symbols=sp.numbered_symbols("x"), order="canonical")
-        else:
-            temps, result = [], stable
-        out.append(
-            Prepared(
-                name=name,
-                expr=expr,
-                compact=getattr(q, "compact", None),
-                provenance=_text(getattr(q, "provenance", None)),
-                domain=_text(getattr(q, "domain", None)),
-                notes=notes,
-                temporaries=tuple(temps),
-                result=result,
-            )
-        )
-    return out
+    functions = tuple(_prepare_function(f) for f in spec.functions)
+    return PreparedModule(
+        spec=spec,
+        version=_version(),
+        sha256=source_sha256({f.name: f.expr for f in spec.functions}),
+        functions=functions,
+    )

@@ -32,9 +32,22 @@ import pytest
 import sympy as sp
 
 import bnmft
-from bnmft.codegen import CodegenError, generate, jit, load_c, load_numpy, write_sources
+from bnmft.codegen import (
+    Argument,
+    CodegenError,
+    Constant,
+    FunctionSpec,
+    ModuleSpec,
+    generate,
+    jit,
+    load_c,
+    load_numpy,
+    render_module,
+    write_sources,
+)
 from bnmft.codegen.files import atomic_write_text
 from bnmft.derive.activation import activation
+from bnmft.derive.bsb1 import TRAINABLE_DEPTH_FACTOR
 from bnmft.derive.derivation import derive
 from bnmft.derive.symbols import B
 
@@ -170,12 +183,15 @@ def test_generation_is_deterministic(relu, relu_sources):
 
 
 def test_generation_does_not_depend_on_hash_seed():
+    """Closed forms and the shipped moment forms: same bytes under two hash seeds."""
     script = (
         "import hashlib; from bnmft.derive.activation import activation; "
         "from bnmft.derive.derivation import derive; from bnmft.codegen import generate; "
         "d = derive(activation('leaky_relu:0.2')); h = hashlib.sha256(); "
         "[h.update(t.encode()) for lang in ('c', 'numpy') "
-        "for _, t in sorted(generate(d, lang=lang, module='m').items())]; print(h.hexdigest())"
+        "for _, t in sorted(generate(d, lang=lang, module='m').items())]; "
+        "from bnmft.codegen.moment_forms import render_moment_forms; "
+        "h.update(render_moment_forms().encode()); print(h.hexdigest())"
     )
     digests = {
         subprocess.run(
@@ -207,6 +223,139 @@ def test_docstrings_state_formula_provenance_and_domain(relu, relu_numpy):
         assert "Provenance:" in doc and q.provenance.theorem in " ".join(doc.split())
         assert "Valid for:" in doc and "B >= 4" in doc
         assert str(q.compact) in " ".join(doc.split())
+
+
+def test_depth_docs_state_the_derivation_factor(relu, relu_numpy):
+    """depth_scale and max_trainable_depth state their definition from the gradient rate, with
+    the factor of derive.bsb1 (one place), and only after checking the expressions obey it."""
+    doc = " ".join(relu_numpy.max_trainable_depth.__doc__.split())
+    assert f"max_trainable_depth = {TRAINABLE_DEPTH_FACTOR}*depth_scale" in doc
+    assert f"{TRAINABLE_DEPTH_FACTOR}/log(gradient_rate)" in doc
+    assert "depth_scale = xi = 1/log(gradient_rate)" in " ".join(
+        relu_numpy.depth_scale.__doc__.split()
+    )
+    q = relu.closed["max_trainable_depth"]
+    rate = relu.closed["gradient_rate"].expr
+    wrong = type(q)(q.name, (TRAINABLE_DEPTH_FACTOR - 1) / sp.log(rate), q.moment_form,
+                    q.provenance)  # fmt: skip
+    quantities = {**relu.closed, "max_trainable_depth": wrong}
+    with pytest.raises(CodegenError, match="max_trainable_depth is not") as err:
+        generate(quantities, lang="numpy", module="relu", activation_name="relu")
+    assert "\n" not in str(err.value)
+    without_rate = {n: v for n, v in quantities.items() if n != "gradient_rate"}
+    text = generate(without_rate, lang="c", module="m", activation_name="relu")["m.h"]
+    assert "Definition:" not in text  # nothing to check against, nothing stated
+
+
+# -- module specs: every module goes through render_module --------------------------------
+
+_a, _c = sp.Symbol("alpha", real=True), sp.Symbol("E[c]", real=True)
+_ARG_A = Argument(_a, "a", "the scale alpha")
+_ARG_C = Argument(_c, "c", "the shift E[c]")
+
+
+def _function(name, args, expr, **changes):
+    fields = dict(
+        name=name,
+        arguments=(Argument(B, "B", "batch size"), *args),
+        expr=expr,
+        summary=f"{name}, a test function.",
+        math=(("Formula", str(expr)),),
+        provenance="typed in tests/test_codegen.py",
+        domain="B >= 4",
+    )
+    return FunctionSpec(**{**fields, **changes})
+
+
+def _toy_module(**changes):
+    fields = dict(
+        name="toy",
+        title="Two hand-written functions",
+        functions=(
+            _function("scaled", (_ARG_A,), _a * sp.log(1 + 1 / B)),
+            _function("shifted", (_ARG_A, _ARG_C), _a * B / (B - 1) + _c),
+            _function("three", (_ARG_A,), sp.Integer(3)),
+        ),
+        header=("Test module",),
+        description=("A second paragraph of the module documentation.",),
+        constants=(
+            Constant("LABEL", "toy"),
+            Constant("TABLE", ((1, 2), (3,)), comments=("first row", "second row"), public=True),
+        ),
+    )
+    return ModuleSpec(**{**fields, **changes})
+
+
+def test_module_spec_prints_a_numpy_module_of_several_arguments():
+    sources = render_module(_toy_module(), lang="numpy")
+    assert list(sources) == ["toy.py"]
+    text = sources["toy.py"]
+    assert render_module(_toy_module(), lang="numpy") == sources  # deterministic
+    mod = load_numpy(sources, "toy")
+    assert mod.__all__ == ["TABLE", "scaled", "shifted", "three"]
+    assert mod.LABEL == "toy" and mod.TABLE == ((1, 2), (3,))
+    assert "(1, 2),  # first row" in text and "# Test module" in text.splitlines()[1]
+    Bs = np.array([4.0, 10.0, 1e3, 1e7])
+    a = np.array([0.5, -2.0, 3.0, 1.25])
+    with mpmath.workdps(40):
+        want_scaled = [float(x * mpmath.log(1 + 1 / mpmath.mpf(b))) for b, x in zip(Bs, a)]
+        want_shift = [float(x * b / (mpmath.mpf(b) - 1) + 0.25) for b, x in zip(Bs, a)]
+    np.testing.assert_allclose(mod.scaled(Bs, a), want_scaled, rtol=1e-13, atol=0)
+    out = mod.shifted(Bs.reshape(4, 1), a, np.int64(0) + 0.25)
+    assert out.shape == (4, 4) and out.dtype == np.float64
+    np.testing.assert_allclose(np.diag(out), want_shift, rtol=1e-13, atol=0)
+    assert mod.shifted(10, 1, 1).dtype == np.float64  # integer arguments: float64 result
+    three = mod.three(Bs, a)
+    assert three.shape == Bs.shape and three.dtype == np.float64 and np.all(three == 3.0)
+    # a, shared by every function, is documented once for the module; c where it is taken
+    assert "a = the scale alpha" in mod.__doc__ and "A second paragraph" in mod.__doc__
+    assert "Arguments:" not in mod.scaled.__doc__
+    assert "c = the shift E[c]" in " ".join(mod.shifted.__doc__.split())
+    assert "alpha*log(1 + 1/B)" in mod.scaled.__doc__  # documented in the source symbols
+
+
+def test_module_spec_refusals_are_one_line():
+    toy = _toy_module()
+    scaled = toy.functions[0]
+    batch = scaled.arguments[0]
+    cases = [
+        (toy, "c", "the C backend prints kernels of the batch size B only"),
+        (_toy_module(functions=(_function("f", (_ARG_A,), _a * _c),)), "numpy",
+         r"depends on E\[c\]; only its arguments B, a can occur"),
+        (_toy_module(functions=(_function("f", (), B, arguments=(_ARG_A, batch)),)), "numpy",
+         "first argument must be the batch size B"),
+        (_toy_module(functions=(_function("f", (Argument(_a, "x0", "a"),), _a),)), "numpy",
+         "reserved for temporaries"),
+        (_toy_module(functions=(_function("f", (_ARG_A, Argument(_c, "a", "c")), _a + _c),)),
+         "numpy", "argument name appears twice"),
+        (_toy_module(functions=(_function("f", (Argument(_a, "out", "a"),), _a),)), "numpy",
+         "reserved"),
+        (_toy_module(constants=(Constant("GENERATOR", 1),)), "numpy", "reserved"),
+        (_toy_module(constants=(Constant("scaled", 1),)), "numpy", "appears twice"),
+        (_toy_module(constants=(Constant("T", (1, 2), comments=("one",)),)), "numpy",
+         "one item each"),
+        (_toy_module(functions=()), "numpy", "no quantities"),
+        (toy, "fortran", "unknown lang"),
+    ]  # fmt: skip
+    for spec, lang, message in cases:
+        with pytest.raises(CodegenError, match=message) as err:
+            render_module(spec, lang=lang)
+        assert "\n" not in str(err.value), message
+
+
+@needs_cc
+def test_module_spec_of_b_only_functions_compiles(tmp_path):
+    """The same specs through the C backend: title and description reach the header."""
+    spec = _toy_module(
+        functions=(_function("half_log", (), sp.log(1 + 1 / B) / 2),), constants=()
+    )
+    sources = render_module(spec, lang="c")
+    assert "Two hand-written functions, as C99 kernels." in sources["toy.h"]
+    assert "A second paragraph of the module documentation." in sources["toy.h"]
+    mod = load_c(sources, "toy")
+    with mpmath.workdps(40):
+        want = float(mpmath.log1p(1 / mpmath.mpf(1e9)) / 2)
+    assert mod.half_log(1e9) == pytest.approx(want, rel=1e-13)  # log1p rewrite made
 
 
 # -- numpy module: imports and isolation --------------------------------------------------

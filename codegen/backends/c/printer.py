@@ -20,7 +20,9 @@ from __future__ import annotations
 import sympy as sp
 from sympy.printing.c import C99CodePrinter
 
-from ...render import Bundle, doc_lines, environment
+from ...errors import CodegenError
+from ...prepare import PreparedModule
+from ...render import WIDTH, doc_lines, environment, header_lines, one_line, wrap
 
 _ENV = environment(__file__)
 _CONSTANT_DIGITS = 36
@@ -57,29 +59,38 @@ def comment_safe(line: str) -> str:
     return line.replace("*/", "* /").replace("/*", "/ *").replace("??", "?\\?")
 
 
-def render(bundle: Bundle) -> dict[str, str]:
-    """``{module}.c`` and ``{module}.h`` for ``bundle``."""
+def render(module: PreparedModule) -> dict[str, str]:
+    """``{module}.c`` and ``{module}.h`` for ``module`` (functions of ``B`` only; the spec's
+    numpy constants have no C counterpart, the header notes carry the same facts)."""
+    spec = module.spec
     printer = CKernelPrinter()
     kernels = []
-    for q in bundle.quantities:
+    for q in module.functions:
+        if len(q.argument_names) > 1:
+            raise CodegenError(
+                f"{q.name} takes {', '.join(q.argument_names)}; the C backend prints kernels of "
+                "the batch size B only"
+            )
         temps = [(printer.doprint(s), printer.doprint(e)) for s, e in q.temporaries]
         kernels.append(
             {
-                "symbol": f"{bundle.module}_{q.name}",
-                "doc": [comment_safe(line) for line in doc_lines(q, bundle.activation)],
+                "symbol": f"{spec.name}_{q.name}",
+                "doc": [comment_safe(line) for line in doc_lines(q)],
                 "constant": q.is_constant,
                 "temporaries": temps,
                 "result": printer.doprint(q.result),
             }
         )
     context = {
-        "header": [comment_safe(line) for line in bundle.header_lines],
-        "module": bundle.module,
-        "guard": f"BNMFT_{bundle.module.upper()}_H",
+        "header": [comment_safe(line) for line in header_lines(module)],
+        "title": comment_safe(one_line(spec.title)),
+        "description": [[comment_safe(ln) for ln in wrap(p, WIDTH - 3)] for p in spec.description],
+        "module": spec.name,
+        "guard": f"BNMFT_{spec.name.upper()}_H",
         "kernels": kernels,
         "constants": sorted(printer.constants.items()),
     }
     return {
-        f"{bundle.module}.c": _ENV.get_template("module.c.jinja").render(context),
-        f"{bundle.module}.h": _ENV.get_template("module.h.jinja").render(context),
+        f"{spec.name}.c": _ENV.get_template("module.c.jinja").render(context),
+        f"{spec.name}.h": _ENV.get_template("module.h.jinja").render(context),
     }

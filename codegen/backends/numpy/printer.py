@@ -1,5 +1,8 @@
 """NumPy backend: one vectorised function per quantity in a module that imports only numpy.
 
+Every function converts ``B`` to a float64 array and returns a float64 array (arguments other
+than ``B`` broadcast with it); module constants of the spec are printed as Python literals.
+
 The printer is SymPy's :class:`~sympy.printing.numpy.NumPyPrinter` with two changes, both
 because every generated function first converts ``B`` to a float64 array:
 
@@ -14,7 +17,18 @@ from __future__ import annotations
 from sympy.printing.numpy import NumPyPrinter
 
 from ...errors import CodegenError
-from ...render import Bundle, doc_lines, environment, one_line
+from ...prepare import PreparedModule
+from ...render import (
+    WIDTH,
+    argument_text,
+    doc_lines,
+    environment,
+    header_lines,
+    one_line,
+    shared_arguments,
+    wrap,
+)
+from ...spec import Constant
 
 _ENV = environment(__file__)
 
@@ -39,21 +53,52 @@ def _docstring(lines: list[str]) -> str:
     return "\n".join(("    " + _doc_safe(line)).rstrip() for line in lines) + "\n    "
 
 
-def render(bundle: Bundle) -> dict[str, str]:
-    """``{module}.py`` for ``bundle``."""
+def _calling_convention(module: PreparedModule, shared) -> list[str]:
+    """The module docstring's first paragraphs: how every function is called, and what the
+    arguments every function shares stand for."""
+    takes = "Every function takes an array-like batch size ``B`` (any shape; converted to float64)"
+    if all(len(q.argument_names) == 1 for q in module.functions):
+        returns = " and returns a float64 array of the same shape."
+    else:
+        returns = (
+            ", then the arguments its signature lists (array-likes broadcasting with ``B``), and"
+            " returns a float64 array."
+        )
+    first = (
+        takes + returns + " Each docstring gives the formula, its provenance and the batch sizes"
+        " for which it is valid."
+    )
+    return [first, f"Arguments: {argument_text(shared)}."] if shared else [first]
+
+
+def _constant(c: Constant) -> dict:
+    """``name``, ``value`` (repr) and, for a commented tuple, ``rows`` as (repr, comment)."""
+    if not c.comments:
+        return {"name": c.name, "value": repr(c.value), "rows": None}
+    if not isinstance(c.value, tuple) or len(c.value) != len(c.comments):
+        raise CodegenError(f"constant {c.name}: comments need a tuple with one item each")
+    items = [(repr(v), one_line(text)) for v, text in zip(c.value, c.comments)]
+    return {"name": c.name, "value": None, "rows": items}
+
+
+def render(module: PreparedModule) -> dict[str, str]:
+    """``{module}.py`` for ``module``."""
+    spec = module.spec
     printer = NumpyModulePrinter()
     functions = []
-    for q in bundle.quantities:
-        doc = doc_lines(q, bundle.activation)
+    shared = shared_arguments(module)
+    for q in module.functions:
+        doc = doc_lines(q, shared)
         if q.is_constant:
             # A constant must still fill an array of B's shape (and be float64 even if 0).
             body = [], f"numpy.full(B.shape, {printer.doprint(q.result)}, dtype=numpy.float64)"
         else:
             assigns = [(printer.doprint(s), printer.doprint(e)) for s, e in q.temporaries]
-            body = assigns, f"numpy.asarray({printer.doprint(q.result)})"
+            body = assigns, f"numpy.asarray({printer.doprint(q.result)}, dtype=numpy.float64)"
         functions.append(
             {
                 "name": q.name,
+                "arguments": ", ".join(q.argument_names),
                 "summary": _doc_safe(doc[0]),
                 "doc": _docstring(doc[1:]),
                 "assignments": body[0],
@@ -63,17 +108,19 @@ def render(bundle: Bundle) -> dict[str, str]:
     imported = set(printer.module_imports)
     if imported - {"numpy"}:
         raise CodegenError(f"numpy backend would import {sorted(imported)}; only numpy is allowed")
+    paragraphs = [*_calling_convention(module, shared), *spec.description]
     text = _ENV.get_template("module.py.jinja").render(
-        header=bundle.header_lines,
-        module=bundle.module,
-        activation=repr(bundle.activation),
-        activation_doc=_doc_safe(one_line(bundle.activation)),
-        generator=repr(f"bnmft {bundle.version}"),
-        sha256=repr(bundle.sha256),
-        names=[repr(q.name) for q in bundle.quantities],
+        header=header_lines(module),
+        title=_doc_safe(one_line(spec.title)),
+        paragraphs=[[_doc_safe(line) for line in wrap(p, WIDTH - 8)] for p in paragraphs],
+        generator=repr(f"bnmft {module.version}"),
+        sha256=repr(module.sha256),
+        constants=[_constant(c) for c in spec.constants],
+        names=[repr(c.name) for c in spec.constants if c.public]
+        + [repr(q.name) for q in module.functions],
         functions=functions,
     )
-    return {f"{bundle.module}.py": text}
+    return {f"{spec.name}.py": text}
 
 
 __all__ = ["NumpyModulePrinter", "render"]

@@ -4,6 +4,8 @@
  * Source expressions: sha256 d88d6e7231e4ba486774190bfe15f77b89d2893da4d57dca238b9e187322c646
  *   (of the lines name=srepr(expr), sorted by name)
  *
+ * Closed-form BSB1 quantities for activation relu, as C99 kernels.
+ *
  * Each kernel sets out[i] = f(B[i]) for 0 <= i < n. Kernels are stateless (thread-safe),
  * need only <math.h> (link with -lm), and may run in place (out == B).
  */
@@ -129,6 +131,8 @@ void relu_gradient_rate(size_t n, const double *B, double *out);
  *     1/log((B + (pi - acos(-1/(B - 1)))/pi + (-(pi - acos(-1/(B - 1)))/(B - 1) + sqrt(B**2 -
  *     2*B)/(B - 1))/pi - 2)/((B - 3)*(-(-(pi - acos(-1/(B - 1)))/(B - 1) + sqrt(B**2 - 2*B)/(B
  *     - 1))/pi + 1)))
+ * Definition:
+ *     depth_scale = xi = 1/log(gradient_rate) (paper Sec. 4)
  * Provenance:
  *     paper Sec. 4: xi = 1/log(lambda_max); derived by sphere moments -> decoupling z =
  *     sqrt(B) g/|g| (Laplace method, paper Thm 2) -> Gaussian half/orthant moments (polar
@@ -148,6 +152,8 @@ void relu_depth_scale(size_t n, const double *B, double *out);
  *     16/log((B + (pi - acos(-1/(B - 1)))/pi + (-(pi - acos(-1/(B - 1)))/(B - 1) + sqrt(B**2 -
  *     2*B)/(B - 1))/pi - 2)/((B - 3)*(-(-(pi - acos(-1/(B - 1)))/(B - 1) + sqrt(B**2 - 2*B)/(B
  *     - 1))/pi + 1)))
+ * Definition:
+ *     max_trainable_depth = 16*depth_scale = 16/log(gradient_rate) (paper Sec. 4)
  * Provenance:
  *     paper Sec. 4, Figs 2 and 4: 16 xi; derived by sphere moments -> decoupling z = sqrt(B)
  *     g/|g| (Laplace method, paper Thm 2) -> Gaussian half/orthant moments (polar integrals;

@@ -11,9 +11,9 @@ and the batch sizes for which it is valid.
 
 import numpy
 
-ACTIVATION = 'relu'
 GENERATOR = 'bnmft 0.1.0'
 SOURCE_SHA256 = 'd88d6e7231e4ba486774190bfe15f77b89d2893da4d57dca238b9e187322c646'
+ACTIVATION = 'relu'
 
 __all__ = [
     'q_star',
@@ -60,7 +60,7 @@ def c_star(B):
     """
     B = numpy.asarray(B, dtype=numpy.float64)
     x0 = 1/(B - 1)
-    return numpy.asarray((-x0*(numpy.pi - numpy.arccos(-x0)) + x0*numpy.sqrt(B**2 - 2*B))/numpy.pi)
+    return numpy.asarray((-x0*(numpy.pi - numpy.arccos(-x0)) + x0*numpy.sqrt(B**2 - 2*B))/numpy.pi, dtype=numpy.float64)
 
 
 def lambda_G(B):
@@ -105,7 +105,7 @@ def lambda_L(B):
     x3 = numpy.pi - numpy.arccos(-x0)
     x4 = x1*(-x0*x3 + x0*numpy.sqrt(-2*B + x2))
     x5 = 3*B
-    return numpy.asarray(x0*(B*x1*x3 - x2*x4 + x2 + x4*x5 - 2*x4 - x5 + 2)/((1 - x4)*(B + 1)))
+    return numpy.asarray(x0*(B*x1*x3 - x2*x4 + x2 + x4*x5 - 2*x4 - x5 + 2)/((1 - x4)*(B + 1)), dtype=numpy.float64)
 
 
 def lambda_M(B):
@@ -128,7 +128,7 @@ def lambda_M(B):
     x0 = 1/numpy.pi
     x1 = 1/(B - 1)
     x2 = numpy.pi - numpy.arccos(-x1)
-    return numpy.asarray(B*x0*x2/((B + 1)*(-x0*(-x1*x2 + x1*numpy.sqrt(B**2 - 2*B)) + 1)))
+    return numpy.asarray(B*x0*x2/((B + 1)*(-x0*(-x1*x2 + x1*numpy.sqrt(B**2 - 2*B)) + 1)), dtype=numpy.float64)
 
 
 def gradient_rate(B):
@@ -153,7 +153,7 @@ def gradient_rate(B):
     x1 = 1/(B - 1)
     x2 = numpy.pi - numpy.arccos(-x1)
     x3 = x0*(-x1*x2 + x1*numpy.sqrt(B**2 - 2*B))
-    return numpy.asarray((B + x0*x2 + x3 - 2)/((1 - x3)*(B - 3)))
+    return numpy.asarray((B + x0*x2 + x3 - 2)/((1 - x3)*(B - 3)), dtype=numpy.float64)
 
 
 def depth_scale(B):
@@ -166,6 +166,8 @@ def depth_scale(B):
         1/log((B + (pi - acos(-1/(B - 1)))/pi + (-(pi - acos(-1/(B - 1)))/(B - 1) + sqrt(B**2 -
         2*B)/(B - 1))/pi - 2)/((B - 3)*(-(-(pi - acos(-1/(B - 1)))/(B - 1) + sqrt(B**2 - 2*B)/(B
         - 1))/pi + 1)))
+    Definition:
+        depth_scale = xi = 1/log(gradient_rate) (paper Sec. 4)
     Provenance:
         paper Sec. 4: xi = 1/log(lambda_max); derived by sphere moments -> decoupling z =
         sqrt(B) g/|g| (Laplace method, paper Thm 2) -> Gaussian half/orthant moments (polar
@@ -178,7 +180,7 @@ def depth_scale(B):
     x1 = 1/(B - 1)
     x2 = numpy.pi - numpy.arccos(-x1)
     x3 = x0*(-x1*x2 + x1*numpy.sqrt(B**2 - 2*B))
-    return numpy.asarray(1/numpy.log((B + x0*x2 + x3 - 2)/((1 - x3)*(B - 3))))
+    return numpy.asarray(1/numpy.log((B + x0*x2 + x3 - 2)/((1 - x3)*(B - 3))), dtype=numpy.float64)
 
 
 def max_trainable_depth(B):
@@ -191,6 +193,8 @@ def max_trainable_depth(B):
         16/log((B + (pi - acos(-1/(B - 1)))/pi + (-(pi - acos(-1/(B - 1)))/(B - 1) + sqrt(B**2 -
         2*B)/(B - 1))/pi - 2)/((B - 3)*(-(-(pi - acos(-1/(B - 1)))/(B - 1) + sqrt(B**2 - 2*B)/(B
         - 1))/pi + 1)))
+    Definition:
+        max_trainable_depth = 16*depth_scale = 16/log(gradient_rate) (paper Sec. 4)
     Provenance:
         paper Sec. 4, Figs 2 and 4: 16 xi; derived by sphere moments -> decoupling z = sqrt(B)
         g/|g| (Laplace method, paper Thm 2) -> Gaussian half/orthant moments (polar integrals;
@@ -203,4 +207,4 @@ def max_trainable_depth(B):
     x1 = 1/(B - 1)
     x2 = numpy.pi - numpy.arccos(-x1)
     x3 = x0*(-x1*x2 + x1*numpy.sqrt(B**2 - 2*B))
-    return numpy.asarray(16/numpy.log((B + x0*x2 + x3 - 2)/((1 - x3)*(B - 3))))
+    return numpy.asarray(16/numpy.log((B + x0*x2 + x3 - 2)/((1 - x3)*(B - 3))), dtype=numpy.float64)
