@@ -89,31 +89,30 @@ def batch_argument() -> Argument:
 @cache
 def depth_relations() -> dict[str, sp.Expr]:
     """``depth_scale`` and ``max_trainable_depth`` as functions of the symbol
-    ``gradient_rate``, read off :func:`bnmft.derive.bsb1.moment_forms`: ``xi = 1/log(rate)``
-    and ``TRAINABLE_DEPTH_FACTOR * xi`` (paper Sec. 4) are defined there and nowhere else."""
-    from bnmft.derive.bsb1 import TRAINABLE_DEPTH_FACTOR, moment_forms
+    ``gradient_rate``, from :data:`bnmft.derive.bsb1.RELATIONS` (``xi = 1/log(rate)`` and
+    ``TRAINABLE_DEPTH_FACTOR * xi``, paper Sec. 4: defined there and nowhere else), checked
+    against the moment forms that :func:`bnmft.derive.bsb1.moment_forms` composes from them."""
+    from bnmft.derive.bsb1 import RATE, compose, moment_forms
 
     forms = moment_forms()
     rate = sp.Symbol("gradient_rate")
-    to_rate = {forms["gradient_rate"].expr: rate}
-    rel = {n: forms[n].expr.xreplace(to_rate) for n in ("depth_scale", "max_trainable_depth")}
-    depth = rel["depth_scale"]
-    if depth.free_symbols != {rate} or rel["max_trainable_depth"] != TRAINABLE_DEPTH_FACTOR * depth:
-        raise CodegenError(
-            "internal error: the moment forms of depth_scale and max_trainable_depth are not "
-            f"xi(gradient_rate) and {TRAINABLE_DEPTH_FACTOR} xi"
-        )
+    rel = {n: compose(n, {"gradient_rate": RATE}).xreplace({RATE: rate})
+           for n in ("depth_scale", "max_trainable_depth")}
+    for n, r in rel.items():
+        if r.xreplace({rate: forms["gradient_rate"].expr}) != forms[n].expr:
+            raise CodegenError(
+                f"internal error: the moment form of {n} is not {r} of the gradient rate"
+            )
     return rel
 
 
 def _definition_text(name: str) -> str:
-    from bnmft.derive.bsb1 import TRAINABLE_DEPTH_FACTOR
+    from bnmft.derive.bsb1 import RELATIONS
 
     rel = depth_relations()
     if name == "depth_scale":
         return f"depth_scale = xi = {rel[name]} (paper Sec. 4)"
-    factor = TRAINABLE_DEPTH_FACTOR * sp.Symbol("depth_scale")
-    return f"max_trainable_depth = {factor} = {rel[name]} (paper Sec. 4)"
+    return f"max_trainable_depth = {RELATIONS[name]} = {rel[name]} (paper Sec. 4)"
 
 
 def with_depth_definitions(functions: tuple[FunctionSpec, ...]) -> tuple[FunctionSpec, ...]:

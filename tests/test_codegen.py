@@ -236,8 +236,7 @@ def test_depth_docs_state_the_derivation_factor(relu, relu_numpy):
     )
     q = relu.closed["max_trainable_depth"]
     rate = relu.closed["gradient_rate"].expr
-    wrong = type(q)(q.name, (TRAINABLE_DEPTH_FACTOR - 1) / sp.log(rate), q.moment_form,
-                    q.provenance)  # fmt: skip
+    wrong = dataclasses.replace(q, expr=(TRAINABLE_DEPTH_FACTOR - 1) / sp.log(rate))
     quantities = {**relu.closed, "max_trainable_depth": wrong}
     with pytest.raises(CodegenError, match="max_trainable_depth is not") as err:
         generate(quantities, lang="numpy", module="relu", activation_name="relu")

@@ -78,7 +78,7 @@ def test_module_spec_states_the_depth_definitions():
 
 
 def test_depth_definitions_follow_the_derivation_factor(monkeypatch):
-    """codegen holds no copy of the factor: change it in derive.bsb1 and the stated
+    """codegen holds no copy of the factor: change the relation in derive.bsb1 and the stated
     definition (checked against the re-derived forms) follows."""
     from bnmft.codegen import spec as codegen_spec
     from bnmft.derive import bsb1
@@ -88,7 +88,8 @@ def test_depth_definitions_follow_the_derivation_factor(monkeypatch):
         codegen_spec.depth_relations.cache_clear()
 
     factor = bsb1.TRAINABLE_DEPTH_FACTOR + 3
-    monkeypatch.setattr(bsb1, "TRAINABLE_DEPTH_FACTOR", factor)
+    relations = {**bsb1.RELATIONS, "max_trainable_depth": factor * bsb1.XI}
+    monkeypatch.setattr(bsb1, "RELATIONS", relations)
     clear_caches()
     try:
         by_name = {f.name: f for f in moment_forms_module().functions}
