@@ -31,6 +31,7 @@ from bnmft.derive.quantity import Derivation
 from bnmft.derive.symbols import B as B_SYM
 
 from . import sphere
+from .gaussian_limit import limit_moments as _limit_moments
 from .precision import FLOAT_DIGITS, digits_from_error
 
 INF = math.inf
@@ -255,42 +256,6 @@ def _mp_moments(act: Activation, moments, Bv: int, dps: int):
     res = sphere.moments_mp(act, moments, Bv, dps)
     return ({mo: v for mo, (v, e) in res.items()}, {mo: e for mo, (v, e) in res.items()},
             "sphere quadrature (mpmath)")
-
-
-def gaussian_moment(act: Activation, point, dps: int):
-    """``E[g^m phi(g)^p phi'(g)^q]`` for ``g ~ N(0, 1)``, split at kinks (B = oo marginal)."""
-    phi, dphi = act.mpmath, act.mpmath_derivative
-    with mpmath.workdps(dps + 10):
-        pts = [-mpmath.inf] + [mpmath.mpf(sp.N(k, dps + 15)) for k in act.kinks] + [mpmath.inf]
-
-        def integrand(g):
-            val = g**point.m if point.m else 1
-            if point.p:
-                val *= phi(g) ** point.p
-            if point.q:
-                val *= dphi(g) ** point.q
-            return val * mpmath.exp(-g * g / 2)
-
-        value, err = mpmath.quad(integrand, pts, error=True, maxdegree=10)
-        norm = mpmath.sqrt(2 * mpmath.pi)
-        return value / norm, abs(err) / norm + mpmath.mpf(10) ** (-dps - 5) * abs(value)
-
-
-def _limit_moments(act: Activation, moments, digits: int):
-    one: dict = {}
-    vals, errs = {}, {}
-    for mo in moments:
-        parts = []
-        for pt in mo.points:
-            if pt not in one:
-                one[pt] = gaussian_moment(act, pt, digits + 5)
-            parts.append(one[pt])
-        if len(parts) == 1:
-            vals[mo], errs[mo] = parts[0]
-        else:
-            (a, ea), (b, eb) = parts
-            vals[mo], errs[mo] = a * b, abs(a) * eb + abs(b) * ea
-    return vals, errs
 
 
 def depth_numbers(rate: Number) -> dict[str, Number]:
