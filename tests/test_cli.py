@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import mpmath
 import pytest
 
 from bnmft.cli import main
@@ -88,6 +89,45 @@ def test_bad_input_is_one_line_and_exit_2(capsys, argv):
     status, out, err = run(capsys, *argv)
     assert status == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith("bnmft: error:")
+
+
+def test_gegenbauer_terms_cap(capsys):
+    """The documented caps: exit 2 with one line that names the cap, in --help as well."""
+    from bnmft.numerics.gegenbauer import MAX_TERMS_CLOSED_FORM, MAX_TERMS_QUADRATURE
+
+    for spec, cap in (("tanh", MAX_TERMS_QUADRATURE), ("relu", MAX_TERMS_CLOSED_FORM)):
+        status, out, err = run(capsys, "gegenbauer", spec, "--batch-size", "32",
+                               "--terms", str(cap + 1))
+        assert status == 2 and out == ""
+        assert len(err.strip().splitlines()) == 1 and err.startswith("bnmft: error:")
+        assert f"at most {cap} for {spec}" in err
+    status, _, err = run(capsys, "gegenbauer", "tanh", "--batch-size", "32", "--terms", "0")
+    assert status == 2 and "at least 1" in err
+    with pytest.raises(SystemExit):
+        main(["gegenbauer", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"at most {MAX_TERMS_QUADRATURE}" in text and f"or {MAX_TERMS_CLOSED_FORM}" in text
+
+
+def test_gegenbauer_many_terms(capsys):
+    """300 quadrature coefficients: Parseval's partial sum against q* = E[phi(z1)^2] by direct
+    quadrature of the one-coordinate marginal (1 - z^2/(B-1))^((B-4)/2)."""
+    status, out, err = run(capsys, "gegenbauer", "tanh", "--batch-size", "32", "--terms", "300",
+                           "--json")
+    assert status == 0, err
+    table = json.loads(out)
+    assert [row["k"] for row in table["rows"]] == list(range(300))
+    B = 32
+    with mpmath.workdps(30):
+        R = mpmath.sqrt(B - 1)
+        dens = lambda z: (1 - z * z / (B - 1)) ** (mpmath.mpf(B - 4) / 2)  # noqa: E731
+        q = mpmath.quad(lambda z: dens(z) * mpmath.tanh(z) ** 2, [-R, 0, R]) / mpmath.quad(
+            dens, [-R, 0, R])
+        assert abs(mpmath.mpf(table["partial"]["q_star (sum a_k^2)"]) - q) < 1e-19 * q
+    # odd a_k decay geometrically here (a_201 ~ 2e-26); even a_k of an odd phi are rounding
+    a = [abs(float(row["a_k"])) for row in table["rows"]]
+    assert 1e-28 < a[201] < 1e-24 and a[201] < 1e-2 * a[181]
+    assert max(a[0::2]) < 1e-30 and a[299] < 1e-30
 
 
 def test_derive_json_and_latex(capsys):

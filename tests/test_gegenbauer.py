@@ -459,6 +459,37 @@ def test_gaussian_limit():
 # -- the table --------------------------------------------------------------------------------
 
 
+def reference_coefficient(act, B, k, dps=26):
+    """a_k = E_w[phi(sqrt(B-1) t) e_k(t)] by direct mpmath quadrature, with mpmath's own
+    Gegenbauer polynomial and the norm ||C_k||^2 / ||1||^2 = lambda/(k+lambda) C_k(1)."""
+    with mpmath.workdps(dps):
+        lam = (mpmath.mpf(B) - 3) / 2
+        root = mpmath.sqrt(mpmath.mpf(B) - 1)
+        w = lambda t: (1 - t * t) ** (lam - mpmath.mpf(1) / 2)  # noqa: E731
+        # breakpoints at the kinks and every 0.1: C_k oscillates k times on [-1, 1]
+        pts = sorted({mpmath.mpf(j) / 10 for j in range(-10, 11)}
+                     | {mpmath.mpf(float(kk)) / root for kk in act.kinks if abs(kk) < root})
+        norm = mpmath.quad(w, pts)
+        num = mpmath.quad(lambda t: act.mpmath(root * t) * mpmath.gegenbauer(k, lam, t) * w(t),
+                          pts)
+        at_one = mpmath.gegenbauer(k, lam, 1)
+        return num / norm / mpmath.sqrt(lam / (k + lam) * at_one)
+
+
+@pytest.mark.parametrize("spec, B", [("tanh", 100), ("elu", 8)])
+def test_coefficients_mp_against_direct_quadrature(spec, B):
+    """Arb recurrence (nested trapezoid levels at B = 100; Gauss-Legendre split at the kink
+    for elu) against mpmath.gegenbauer in a plain quadrature."""
+    act = activation(spec)
+    a, err = G.coefficients_mp(act, B, 60, dps=20)
+    for k in (1, 6, 59):
+        ref = reference_coefficient(act, B, k)
+        assert abs(a[k] - ref) <= err[k] + mpmath.mpf(10) ** -24, (k, a[k], ref)
+        assert err[k] < mpmath.mpf(10) ** -19
+
+
+
+
 def test_table_relu():
     tab = G.gegenbauer_table(activation("relu"), 8, 6, dps=20)
     assert [row["k"] for row in tab.rows] == list(range(6))

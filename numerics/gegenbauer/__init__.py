@@ -77,9 +77,17 @@ from .homogeneous import homogeneous_coefficients, homogeneous_coefficients_mp
 from .mp_coefficients import coefficients_mp
 from .mp_route import gradient_rate_thm9_mp, moments_and_rate_mp, moments_gegenbauer_mp
 from .recurrence import c_coefficients, r_coefficients, r_coefficients_mp, recurrence_beta
-from .table import GegenbauerTable, gegenbauer_table
+from .table import (
+    MAX_TERMS_CLOSED_FORM,
+    MAX_TERMS_QUADRATURE,
+    GegenbauerTable,
+    gegenbauer_table,
+    max_terms,
+)
 
 __all__ = [
+    "MAX_TERMS_CLOSED_FORM",
+    "MAX_TERMS_QUADRATURE",
     "PHI",
     "TRAPEZOID_MIN_B",
     "WINDOW_DIGITS",
@@ -95,6 +103,7 @@ __all__ = [
     "gradient_rate_thm9_mp",
     "homogeneous_coefficients",
     "homogeneous_coefficients_mp",
+    "max_terms",
     "moments_and_rate",
     "moments_and_rate_mp",
     "moments_gegenbauer",

@@ -18,6 +18,7 @@ import sympy as sp
 from bnmft.derive import gegenbauer as dg
 from bnmft.derive.activation import Activation
 from bnmft.derive.moments import Point
+from bnmft.progress import progress
 
 from ._common import EPS, PHI, GegenbauerError, Plan, check_batch_sizes
 from .recurrence import r_coefficients, r_coefficients_mp
@@ -190,7 +191,7 @@ def homogeneous_coefficients_mp(act: Activation, B, K: int, point: Point = PHI) 
     alpha = mpmath.mpf(d)
     lam = (mpmath.mpf(B) - 3) / 2
     g = _homogeneous_start_mp(d, B)
-    for k in range(K - 2):
+    for k in progress(range(K - 2), "closed-form a_k", K - 2):
         fac = (alpha - k) / (alpha + k + 2 * lam + 2) * mpmath.sqrt(
             (k + lam + 2) * (k + 2 * lam) * (k + 2 * lam + 1) / ((k + lam) * (k + 1) * (k + 2))
         )

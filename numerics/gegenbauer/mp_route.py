@@ -6,6 +6,7 @@ from __future__ import annotations
 import mpmath
 
 from bnmft.derive.activation import Activation
+from bnmft.progress import progress
 
 from ._common import PHI, GegenbauerError, point_value_mp
 from .homogeneous import moments_homogeneous_mp, rate_homogeneous_mp
@@ -67,7 +68,8 @@ def _mp_pass(act, B, nodes, weight_levels, moments, want_rate, tol, K_cap):
     k = 0
     two = [mo for mo in moments if mo.arity == 2]
     norms = {pt: mpmath.mpf(0) for pt in coef_pts}
-    while coef_pts and k < K_cap:
+    for _ in progress(range(K_cap if coef_pts else 0), f"Gegenbauer terms, {len(nodes)} nodes",
+                      K_cap):
         if k >= 2:
             r.append((2 * (k - 1 + lam) * rho * r[k - 1] - (k - 1) * r[k - 2]) / (k - 1 + 2 * lam))
         for lev in levels:

@@ -10,6 +10,7 @@ import sympy as sp
 
 from bnmft.derive import gegenbauer as dg
 from bnmft.derive.activation import Activation
+from bnmft.progress import progress
 
 from ..precision import decimal_string, digits_from_error
 from .acceleration import thm9_accelerated_mp
@@ -17,6 +18,17 @@ from .float_route import gradient_rate_thm9
 from .mp_coefficients import coefficients_mp
 from .mp_route import gradient_rate_thm9_mp
 from .recurrence import r_coefficients_mp
+
+#: Most terms of a table whose coefficients come from quadrature: ``a_k`` for ``k < K`` cost
+#: ``~6 K^2`` recurrence steps at mpmath precision (a few seconds at ``K = 500``).
+MAX_TERMS_QUADRATURE = 500
+#: Most terms with closed-form coefficients (positive-homogeneous ``phi``): cost ``~K``.
+MAX_TERMS_CLOSED_FORM = 20_000
+
+
+def max_terms(act: Activation) -> int:
+    """Largest ``K`` for which :func:`gegenbauer_table` takes a few seconds (at 20 digits)."""
+    return MAX_TERMS_CLOSED_FORM if act.homogeneous is not None else MAX_TERMS_QUADRATURE
 
 
 @dataclass
@@ -64,9 +76,10 @@ def _exact_strings(act: Activation, B: int, K: int, limit: int):
     poly = dg.polynomial_coefficients(act.expr) if act.homogeneous is None else None
     out = []
     for k in range(K):
-        if poly is not None:
-            val = poly[k].subs(dg.B, B) if k < len(poly) else sp.Integer(0)
-            text = str(sp.nsimplify(sp.simplify(val)))
+        if poly is not None and k >= len(poly):
+            out.append("0")
+        elif poly is not None:
+            text = str(sp.nsimplify(sp.simplify(poly[k].subs(dg.B, B))))
             out.append(text if len(text) <= _EXACT_MAX_CHARS else None)
         elif act.homogeneous is not None and k < limit:
             text = str(dg.exact_coefficient(act, k, B))
@@ -84,7 +97,7 @@ def gegenbauer_table(act: Activation, B: int, K: int, dps: int = 20, exact_terms
     exact (polynomial ``phi``), or quadrature at ``dps`` digits. The total rate is the split
     form (exact resummation of the ``c_k = 1`` part) and, for homogeneous ``phi``, also the
     Richardson-accelerated series (:func:`thm9_accelerated_mp`); the better-converged one is
-    reported with its digits.
+    reported with its digits. Cost: see :func:`max_terms`.
     """
     B = int(B)
     with mpmath.workdps(dps + 15):
@@ -95,7 +108,7 @@ def gegenbauer_table(act: Activation, B: int, K: int, dps: int = 20, exact_terms
         rows = []
         cum_d = cum_n = mpmath.mpf(0)
         parseval = funk = mpmath.mpf(0)
-        for k in range(K):
+        for k in progress(range(K), "table rows", K):
             c = 1 - r[k]
             cd = c * a[k] ** 2 if k else mpmath.mpf(0)
             cn = k * (k + 2 * lam) / (2 * lam) * cd
