@@ -43,7 +43,8 @@ def decimal_string(value, digits: int) -> str:
     """``value`` with exactly ``digits`` significant digits (``"inf"``, ``"-inf"`` as such)."""
     if value is None:
         return "null"
-    v = mpmath.mpf(value)
+    with mpmath.workdps(digits + 10):  # mpf() rounds to the working precision
+        v = mpmath.mpf(value)
     if mpmath.isinf(v):
         return "inf" if v > 0 else "-inf"
     if mpmath.isnan(v):
