@@ -130,6 +130,61 @@ def test_gegenbauer_many_terms(capsys):
     assert max(a[0::2]) < 1e-30 and a[299] < 1e-30
 
 
+def marginal_q_star(phi, B: int, dps: int, kinks=()):
+    """q* = E[phi(z1)^2] from the one-coordinate marginal, density proportional to
+    (1 - z^2/(B-1))^((B-4)/2) on |z| < sqrt(B-1): plain mpmath quadrature on 64 panels
+    (and the kinks)."""
+    with mpmath.workdps(dps):
+        R = mpmath.sqrt(B - 1)
+        dens = lambda z: (1 - z * z / (B - 1)) ** (mpmath.mpf(B - 4) / 2)  # noqa: E731
+        pts = sorted({-R + 2 * R * j / 64 for j in range(65)} | {mpmath.mpf(k) for k in kinks})
+        return mpmath.quad(lambda z: dens(z) * phi(z) ** 2, pts) / mpmath.quad(dens, pts)
+
+
+@pytest.mark.parametrize(
+    "spec, phi, digits, kinks",
+    [
+        ("tanh", mpmath.tanh, 30, ()),
+        # tiny moments: q* ~ 1.7e-14, two-point moments ~ 1e-39 (relative error control)
+        ("tanh(x)**1000", lambda z: mpmath.tanh(z) ** 1000, 16, ()),
+        # kinked, float64 sphere route: q* ~ 4e-7, two-point moments exactly 0
+        ("Max(x - 2.5, 0)", lambda z: max(z - mpmath.mpf(5) / 2, 0), 12, (2.5,)),
+    ],
+)
+def test_printed_q_star_against_the_marginal(capsys, spec, phi, digits, kinks):
+    status, out, err = run(capsys, "analyze", spec, "--batch-size", "8", "--digits", str(digits),
+                           "--json")
+    assert status == 0, err
+    row = json.loads(out)
+    assert all(row[key] is not None for key in KEYS[2:]), row
+    assert significant_digits(row["q_star"]) == digits
+    ref = marginal_q_star(phi, 8, digits + 15, kinks)
+    with mpmath.workdps(digits + 15):
+        # printed to `digits` significant digits: at most half a unit in the last place off
+        assert abs(mpmath.mpf(row["q_star"]) - ref) <= 5 * mpmath.mpf(10) ** -digits * ref
+
+
+@pytest.mark.slow
+def test_tiny_moments_at_30_digits(capsys):
+    """tanh(x)^1000 at B = 8, 30 digits: q* against the marginal, c* (~2.5e-25) against the
+    paper's Thm 4 double integral (references.fixed_point; c* is invariant under phi -> s phi,
+    and s = 1e20 keeps mpmath's absolute error control relevant)."""
+    from bnmft.numerics.references import fixed_point
+
+    status, out, err = run(capsys, "analyze", "tanh(x)**1000", "--batch-size", "8", "--digits",
+                           "30", "--json")
+    assert status == 0, err
+    row = json.loads(out)
+    assert all(row[key] is not None for key in KEYS[2:]), row
+    ref = marginal_q_star(lambda z: mpmath.tanh(z) ** 1000, 8, 45)
+    with mpmath.workdps(45):
+        assert abs(mpmath.mpf(row["q_star"]) - ref) <= 5 * mpmath.mpf(10) ** -30 * ref
+    s = mpmath.mpf(10) ** 20
+    _, c_ref = fixed_point(lambda z: s * mpmath.tanh(z) ** 1000, 8, dps=20)
+    with mpmath.workdps(45):
+        assert abs(mpmath.mpf(row["c_star"]) - c_ref) <= mpmath.mpf(10) ** -18 * c_ref
+
+
 def test_derive_json_and_latex(capsys):
     status, out, _ = run(capsys, "derive", "relu", "--json")
     data = json.loads(out)

@@ -456,6 +456,37 @@ def test_gaussian_limit():
     assert float(rate_inf) == pytest.approx(rate_big[0], abs=1e-5)
 
 
+def test_gaussian_moment_relative_for_a_tiny_value():
+    """E[phi(g)^2] = exp(-160)/sqrt(5) ~ 1.5e-70 for phi = exp(-(x-20)^2) (complete the square
+    in exp(-2(g-20)^2 - g^2/2)): under mpmath's absolute error control alone the quadrature
+    stops at once, without a correct digit."""
+    from bnmft.derive.moments import Point
+    from bnmft.numerics.gaussian_limit import gaussian_moment
+
+    value, err = gaussian_moment(activation("exp(-(x-20)**2)"), Point(0, 2, 0), 25)
+    with mpmath.workdps(40):
+        exact = mpmath.exp(-160) / mpmath.sqrt(5)
+        assert abs(value - exact) <= err <= mpmath.mpf(10) ** -25 * exact
+
+
+@pytest.mark.slow
+def test_mp_route_relative_for_cancelling_funk_hecke_sums():
+    """tanh(x)^1000 at B = 8: two-point moments ~1e-39 whose Funk-Hecke terms are ~1e-14. The
+    mpmath route must resolve them relative to themselves (it raises its working digits by the
+    cancellation), against the hyperspherical quadrature."""
+    act = activation("tanh(x)**1000")
+    moments = [mo for mo in derive(act).moments if mo.arity == 2]
+    info: dict = {}
+    res = G.moments_gegenbauer_mp(act, moments, 8, 14, info=info)
+    ref = moments_mp(act, moments, 8, 16)
+    assert info["converged"]
+    for mo in moments:
+        value, err = res[mo]
+        assert abs(value) < 1e-30
+        assert err <= mpmath.mpf(10) ** -14 * abs(value)
+        assert abs(value - ref[mo][0]) <= mpmath.mpf(10) ** -14 * abs(value), mo.name
+
+
 # -- the table --------------------------------------------------------------------------------
 
 

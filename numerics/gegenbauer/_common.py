@@ -14,6 +14,11 @@ from bnmft.derive.moments import Point
 PHI = Point(0, 1, 0)
 #: float64 machine epsilon (rounding estimates).
 EPS = float(np.finfo(float).eps)
+#: Most digits by which a moment may lie below its scale (``||F|| ||G||`` for a two-point
+#: moment, whose Funk-Hecke terms are that large) and still be resolved relative to itself:
+#: the mpmath route raises its working digits by that much; beyond it an output is judged
+#: against ``10^-CANCELLATION_MAX`` of its scale.
+CANCELLATION_MAX = 60
 
 
 class GegenbauerError(ArithmeticError):

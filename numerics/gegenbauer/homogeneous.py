@@ -20,7 +20,14 @@ from bnmft.derive.activation import Activation
 from bnmft.derive.moments import Point
 from bnmft.progress import progress
 
-from ._common import EPS, PHI, GegenbauerError, Plan, check_batch_sizes
+from ._common import (
+    CANCELLATION_MAX,
+    EPS,
+    PHI,
+    GegenbauerError,
+    Plan,
+    check_batch_sizes,
+)
 from .recurrence import r_coefficients, r_coefficients_mp
 from .tails import series_tail, series_tail_mp
 
@@ -214,15 +221,21 @@ def _homogeneous_series_mp(act, B, dps, pts, want, K_max=1 << 14):
 
 
 def moments_homogeneous_mp(act, moments, B, dps):
+    """Moments at ``dps`` digits from the closed-form coefficients: ``(values, errors, scales,
+    K)``; two-point series summed until the tail is below ``10^-(dps+2)`` of the moment
+    (floored at ``10^-(dps+2+CANCELLATION_MAX)`` of its Cauchy-Schwarz scale ``||F|| ||G||``)
+    or ``K`` reaches ``K_max``."""
     tol = mpmath.mpf(10) ** (-dps - 2)
     with mpmath.workdps(dps + 15):
-        vals, errs = {}, {}
+        vals, errs, scales = {}, {}, {}
         for mo in moments:
             if mo.arity == 1:
                 vals[mo] = one_point_moment(act, mo.points[0], B)
                 errs[mo] = mpmath.mpf(10) ** (-dps - 10) * abs(vals[mo])
+                scales[mo] = abs(vals[mo])
         two = [mo for mo in moments if mo.arity == 2]
         pts = sorted({pt for mo in two for pt in mo.points})
+        floor = mpmath.mpf(10) ** -CANCELLATION_MAX
 
         def want(coef, r, K):
             ok, out = True, {}
@@ -231,16 +244,18 @@ def moments_homogeneous_mp(act, moments, B, dps):
                 terms = [F[j] * G[j] * r[j] for j in range(K)]
                 scale = mpmath.sqrt(mpmath.fsum(x * x for x in F) * mpmath.fsum(x * x for x in G))
                 tail = series_tail_mp(terms)
-                out[mo] = (mpmath.fsum(terms), tail + scale * mpmath.mpf(10) ** (-dps - 10))
-                ok &= tail <= tol * scale
+                value = mpmath.fsum(terms)
+                out[mo] = (value, tail + scale * mpmath.mpf(10) ** (-dps - 10), scale)
+                ok &= tail <= tol * max(abs(value), floor * scale)
             return ok, out
 
         K = 0
         if two:
             out, K = _homogeneous_series_mp(act, B, dps, pts, want)
-            for mo, (v, e) in out.items():
-                vals[mo], errs[mo] = v, e
-        return {k: +v for k, v in vals.items()}, {k: +v for k, v in errs.items()}, K
+            for mo, (v, e, s) in out.items():
+                vals[mo], errs[mo], scales[mo] = v, e, s
+        return ({k: +v for k, v in vals.items()}, {k: +v for k, v in errs.items()},
+                {k: +v for k, v in scales.items()}, K)
 
 
 def rate_homogeneous_mp(act, B, dps):

@@ -8,7 +8,7 @@ import mpmath
 from bnmft.derive.activation import Activation
 from bnmft.progress import progress
 
-from ._common import PHI, GegenbauerError, point_value_mp
+from ._common import CANCELLATION_MAX, PHI, GegenbauerError, point_value_mp
 from .homogeneous import moments_homogeneous_mp, rate_homogeneous_mp
 from .mp_grid import gauss_nodes_mp, trapezoid_nodes_mp, use_trapezoid, window_angle_mp
 from .recurrence import recurrence_beta
@@ -144,12 +144,50 @@ def _mp_level_error(history, key):
     return e1
 
 
+def _cancellation(vals, errs, scales) -> int:
+    """Digits by which outputs lie below their scales (``||F|| ||G||`` for a two-point moment:
+    the terms ``F_k G_k r_k`` of its Funk-Hecke sum are that large). A value still at the
+    noise level counts as large as its error, so this may take a second look."""
+    worst = 0
+    for key, value in vals.items():
+        size = max(abs(value), errs[key])
+        if size and scales[key] > size:
+            worst = max(worst, int(mpmath.ceil(mpmath.log10(scales[key] / size))))
+    return min(worst, CANCELLATION_MAX)
+
+
 def _mp_run(act: Activation, B, moments, want_rate: bool, dps: int, max_nodes: int | None = None):
-    """Values and absolute errors of ``moments`` (and ``"rate"``) at one batch size, mpmath.
+    """Values and absolute errors of ``moments`` (and ``"rate"``) at one batch size, mpmath,
+    to ``dps`` digits *relative to each output's magnitude*: ``((values, errors, K, nodes),
+    done)``.
+
+    :func:`_mp_run_at` controls errors relative to each output's scale; a two-point moment far
+    below its Cauchy-Schwarz scale (``tanh(x)^1000`` at ``B = 8``: ``4e-39`` against ``2e-14``)
+    would then keep no digit, so the run is repeated with the working digits raised by that
+    cancellation (at most :data:`CANCELLATION_MAX`).
+    """
+    extra = 0
+    for _ in range(3):
+        (vals, errs, scales, K, npts), done = _mp_run_at(act, B, moments, want_rate,
+                                                         dps + extra, max_nodes)
+        need = _cancellation(vals, errs, scales)
+        if need <= extra:
+            break
+        extra = need
+    floor = mpmath.mpf(10) ** -CANCELLATION_MAX
+    done = done and all(errs[key] <= mpmath.mpf(10) ** (-dps - 2) * max(
+        abs(vals[key]), floor * scales[key]) for key in vals)
+    return (vals, errs, K, npts), done
+
+
+def _mp_run_at(act: Activation, B, moments, want_rate: bool, dps: int,
+               max_nodes: int | None = None):
+    """Values, absolute errors and scales of ``moments`` (and ``"rate"``) at one batch size,
+    mpmath: ``((values, errors, scales, K, nodes), done)``.
 
     Resolution doubles until every output's quadrature error (level spread, extrapolated)
-    plus series tail is below ``10^-dps`` of its scale; :class:`GegenbauerError` if
-    ``max_nodes`` (default 6000; 1600 for kinked ``phi``) is reached first. Kinked ``phi``
+    plus series tail is below ``10^-dps`` of its scale; ``done`` is False if ``max_nodes``
+    (default 6000; 1600 for kinked ``phi``) is reached first. Kinked ``phi``
     with non-homogeneous coefficients usually ends there, as its series converge only
     algebraically: use the result with its error via ``strict=False``.
     """
@@ -194,7 +232,7 @@ def _mp_run(act: Activation, B, moments, want_rate: bool, dps: int, max_nodes: i
             total = {key: errs[key] + cur[key][1] + cur[key][2] * tol / 100 for key in keys}
             done = all(total[key] <= tol * 10 * max(cur[key][2], abs(cur[key][0])) for key in keys)
             res = ({key: +cur[key][0] for key in keys}, {key: +total[key] for key in keys},
-                   cur["_K"] if "_K" in cur else 0, npts)
+                   {key: +cur[key][2] for key in keys}, cur["_K"] if "_K" in cur else 0, npts)
             if done or npts >= max_nodes:
                 return res, done
             step += 1
@@ -220,8 +258,10 @@ def moments_gegenbauer_mp(act: Activation, moments, B: int, dps: int, strict: bo
     """
     moments = list(moments)
     if act.homogeneous is not None:
-        vals, errs, K = moments_homogeneous_mp(act, moments, B, dps)
-        done, npts = all(errs[mo] <= mpmath.mpf(10) ** (-dps) * max(abs(vals[mo]), 1)
+        vals, errs, scales, K = moments_homogeneous_mp(act, moments, B, dps)
+        floor = mpmath.mpf(10) ** -CANCELLATION_MAX
+        done, npts = all(errs[mo] <= mpmath.mpf(10) ** (-dps) * max(abs(vals[mo]),
+                                                                    floor * scales[mo])
                          for mo in moments), 0
     else:
         (vals, errs, K, npts), done = _mp_run(act, B, moments, False, dps)
