@@ -450,14 +450,21 @@ def cmd_report(args) -> int:
 
 
 def cmd_gegenbauer(args) -> int:
-    from bnmft.numerics.gegenbauer import gegenbauer_table
+    from bnmft.numerics.gegenbauer import MAX_TERMS_CLOSED_FORM, gegenbauer_table, max_terms
 
     act = _activation(args)
     sizes = _batch_sizes(args.batch_size)
     if len(sizes) != 1 or sizes[0] == math.inf:
         raise InputError("gegenbauer needs one finite batch size")
-    if not 1 <= args.terms <= 100_000:
-        raise InputError(f"--terms must be between 1 and 100000 (got {args.terms})")
+    if args.terms < 1:
+        raise InputError(f"--terms must be at least 1 (got {args.terms})")
+    cap = max_terms(act)
+    if args.terms > cap:
+        why = ("so that the table takes a few seconds" if cap == MAX_TERMS_CLOSED_FORM else
+               "its coefficients come from quadrature, whose cost grows like K^2 (closed-form "
+               f"coefficients of positive-homogeneous phi: up to {MAX_TERMS_CLOSED_FORM})")
+        raise InputError(f"--terms must be at most {cap} for {act.name} (got {args.terms}): "
+                         f"{why}")
     table = gegenbauer_table(act, int(sizes[0]), args.terms, dps=args.digits)
     if args.json:
         print(json.dumps(table.to_json(), indent=2))
@@ -517,7 +524,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     gg = sub.add_parser("gegenbauer", help="Gegenbauer coefficients a_k, c_k and the Thm 9 sums")
     common(gg, batch_required=True, digits=20)
-    gg.add_argument("--terms", type=int, required=True, help="number of coefficients K")
+    gg.add_argument("--terms", type=int, required=True,
+                    help="number of coefficients K: at most 500 (coefficients by quadrature, "
+                         "cost ~K^2) or 20000 (positive-homogeneous phi, closed-form "
+                         "coefficients), so that a table takes a few seconds at 20 digits")
     gx = gg.add_mutually_exclusive_group()
     gx.add_argument("--json", action="store_true")
     gx.add_argument("--latex", action="store_true")

@@ -30,9 +30,9 @@ from .sphere import (
     _point_value,
     _rule_arb,
     _rule_kind,
-    adaptive_levels,
     effective_digits,
     merged_pieces,
+    relative_levels,
 )
 
 
@@ -127,6 +127,7 @@ def _pass(act: Activation, moments, B: int, level: int, prec: int, Z):
         c2 = (B - 3) / (2 * mpmath.pi * mpmath.sqrt(mpmath.mpf(B) * (B - 2)))
         c1, c2 = arbmath.from_mpf(c1), arbmath.from_mpf(c2)
         sums = {mo: zero for mo in moments}
+        sums_abs = {mo: zero for mo in moments}  # modulus of the integrand: the moment's size
         pieces = [(arbmath.from_mpf(a), arbmath.from_mpf(b), pa, pb)
                   for a, b, pa, pb in _outer_pieces(B, kinks, power, Z)]
         for z1, w1 in _pieces(pieces, rule):
@@ -136,10 +137,13 @@ def _pass(act: Activation, moments, B: int, level: int, prec: int, Z):
                 dens1 = c1 * (1 - z1 * z1 / (Bm - 1)) ** ((B - 4) // 2) * (
                     (1 - z1 * z1 / (Bm - 1)).sqrt() if B % 2 else 1)
                 for mo in one:
-                    sums[mo] += w1 * dens1 * _point_value(mo.points[0], z1, f1, g1)
+                    val = w1 * dens1 * _point_value(mo.points[0], z1, f1, g1)
+                    sums[mo] += val
+                    sums_abs[mo] += abs(val)
             if not two:
                 continue
             inner = [zero] * len(two)
+            inner_abs = [zero] * len(two)
             chord = _inner_pieces(B, kinks, power, arbmath.to_mpf(z1), Z)
             if chord is None:
                 continue
@@ -158,22 +162,31 @@ def _pass(act: Activation, moments, B: int, level: int, prec: int, Z):
                 f2 = phi(z2)
                 g2 = dphi(z2) if use_dphi else 0
                 for i, mo in enumerate(two):
-                    inner[i] += w2 * dens2 * _point_value(mo.points[1], z2, f2, g2)
+                    val = w2 * dens2 * _point_value(mo.points[1], z2, f2, g2)
+                    inner[i] += val
+                    inner_abs[i] += abs(val)
             for i, mo in enumerate(two):
-                sums[mo] += w1 * _point_value(mo.points[0], z1, f1, g1) * inner[i] * c2
-        return {mo: arbmath.to_mpf(sums[mo]) for mo in moments}
+                left = w1 * _point_value(mo.points[0], z1, f1, g1) * c2
+                sums[mo] += left * inner[i]
+                sums_abs[mo] += abs(left) * inner_abs[i]
+        return {mo: (arbmath.to_mpf(sums[mo]), arbmath.to_mpf(sums_abs[mo])) for mo in moments}
 
 
 def moments_cartesian(act: Activation, moments, B: int, dps: int, max_level: int = 9):
     """Sphere moments from the Cartesian (Thm 7) densities, with an error estimate.
 
-    Same contract as :func:`.sphere.moments_mp`: ``{moment: (value, abs_error)}``.
+    Same contract as :func:`.sphere.moments_mp`: ``{moment: (value, abs_error)}``, errors
+    relative to each moment's magnitude (:func:`.sphere.relative_levels`).
     """
     if B < 5:
         raise ValueError("the two-point Cartesian density needs B >= 5 (B = 4 is a circle)")
     moments = list(moments)
     with mpmath.workdps(dps + 15):
         prec = mpmath.mp.prec
-        Z = _window(B, effective_digits(act, B, dps + 10))
-        return adaptive_levels(lambda level: _pass(act, moments, B, level, prec, Z), moments,
-                               dps, max_level, f"Cartesian quadrature at B={B}")
+
+        def make_pass(window_digits):
+            Z = _window(B, effective_digits(act, B, window_digits))
+            return lambda level: _pass(act, moments, B, level, prec, Z)
+
+        return relative_levels(make_pass, moments, dps, max_level,
+                               f"Cartesian quadrature at B={B}")

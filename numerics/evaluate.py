@@ -363,9 +363,9 @@ def _moment_numbers(deriv: Derivation, names: list[str], finite: list[int], digi
 def _limit_numbers(deriv: Derivation, names: list[str], digits: int) -> dict:
     """Quantities without closed form at ``B = inf``: Gaussian moments in the limit forms."""
     moments = list(deriv.moments)
-    vals, errs = limit_moments(deriv.activation, moments, digits)
     fns = {n: _limit_function(deriv[n], deriv.moments) for n in names}
-    with mpmath.workdps(digits + 10):
+    with mpmath.workdps(digits + 10):  # products of the Gaussian moments keep these digits
+        vals, errs = limit_moments(deriv.activation, moments, digits)
         return _mp_numbers(fns, None, moments, vals, errs, "Gaussian limit (mpmath)")
 
 

@@ -265,7 +265,11 @@ def _arb_pieces(pieces):
 
 
 def _mp_pass(act: Activation, moments, geo: Geometry, level: int, prec: int):
-    """One quadrature level at ``prec`` bits; integrand points in arb ball arithmetic."""
+    """One quadrature level at ``prec`` bits; integrand points in arb ball arithmetic.
+
+    Returns ``{moment: (value, absolute)}``, ``absolute`` being the same quadrature of the
+    integrand's modulus (the size against which cancellation is measured).
+    """
     with arbmath.precision(prec):
         phi = arbmath.arb_function(act.expr, prec)
         dphi = arbmath.arb_function(act.derivative, prec)
@@ -278,6 +282,7 @@ def _mp_pass(act: Activation, moments, geo: Geometry, level: int, prec: int):
         root, rho, sigma = (arbmath.from_mpf(v) for v in (geo.root, geo.rho, geo.sigma))
         zero = arbmath.arb(0)
         sums = {mo: zero for mo in moments}
+        sums_abs = {mo: zero for mo in moments}
         norm1 = norm2 = zero  # norm2: inner normalisation, accumulated with the outer weight
         for d1, w1 in _pieces(_arb_pieces(geo.outer_pieces(kinks, power)), rule):
             s1, c1 = d1.sin_cos()
@@ -288,10 +293,13 @@ def _mp_pass(act: Activation, moments, geo: Geometry, level: int, prec: int):
             norm1 += wt1
             for mo in moments:
                 if mo.arity == 1:
-                    sums[mo] += wt1 * _point_value(mo.points[0], z1, f1, g1)
+                    val = wt1 * _point_value(mo.points[0], z1, f1, g1)
+                    sums[mo] += val
+                    sums_abs[mo] += abs(val)
             if not two:
                 continue
             inner = [zero] * len(two)
+            inner_abs = [zero] * len(two)
             inner_norm = zero
             ipieces = geo.inner_pieces(kinks, arbmath.to_mpf(s1), arbmath.to_mpf(c1), power)
             shift, scale = root * rho * s1, root * sigma * c1
@@ -303,24 +311,30 @@ def _mp_pass(act: Activation, moments, geo: Geometry, level: int, prec: int):
                 g2 = dphi(z2) if use_dphi else 0
                 inner_norm += wt2
                 for i, mo in enumerate(two):
-                    inner[i] += wt2 * _point_value(mo.points[1], z2, f2, g2)
+                    val = wt2 * _point_value(mo.points[1], z2, f2, g2)
+                    inner[i] += val
+                    inner_abs[i] += abs(val)
             norm2 += wt1 * inner_norm
             for i, mo in enumerate(two):
-                sums[mo] += wt1 * _point_value(mo.points[0], z1, f1, g1) * inner[i]
-        return {
-            mo: arbmath.to_mpf(sums[mo] / (norm1 if mo.arity == 1 else norm2)) for mo in moments
-        }
+                left = wt1 * _point_value(mo.points[0], z1, f1, g1)
+                sums[mo] += left * inner[i]
+                sums_abs[mo] += abs(left) * inner_abs[i]
+        out = {}
+        for mo in moments:
+            norm = norm1 if mo.arity == 1 else norm2
+            out[mo] = (arbmath.to_mpf(sums[mo] / norm), arbmath.to_mpf(sums_abs[mo] / norm))
+        return out
 
 
-def _extrapolated_error(history, value):
-    """Relative error of the last of a geometrically converging sequence of integrals.
+def _extrapolated_error(history, scale):
+    """Error of the last of a geometrically converging sequence of integrals, relative to
+    ``scale`` (the moment's magnitude, see :func:`adaptive_levels`).
 
     Doubling the nodes of a Gauss rule roughly squares its error once in the asymptotic
     regime, so with ``D1 = log|I_k - I_{k-1}|`` and ``D2 = log|I_k - I_{k-2}|`` (relative)
     the error of ``I_k`` is about ``10^(D1^2/D2)`` (mpmath's ``estimate_error``). Before that
     regime the squaring is incomplete, so the estimate is never taken below ``10^(1.5 D1)``.
     """
-    scale = max(abs(value), mpmath.mpf(10) ** (-mpmath.mp.dps))
     e1 = abs(history[-1] - history[-2]) / scale
     e2 = abs(history[-1] - history[-3]) / scale
     if e1 == 0:
@@ -333,40 +347,97 @@ def _extrapolated_error(history, value):
     return max(mpmath.mpf(10) ** (d1 * d1 / d2), mpmath.mpf(10) ** (mpmath.mpf(3) / 2 * d1))
 
 
+#: Moments below ``10^-SMALL_MOMENT_DIGITS`` (in modulus of the integrand) widen the window.
+SMALL_MOMENT_DIGITS = 3
+
+
+def window_shift(absolutes) -> int:
+    """Extra window digits so that dropped tails are small *relative* to each moment.
+
+    The window drops weight x integrand below ``10^-(dps+10)`` in absolute terms, which is
+    ``10^-(dps+10)/m`` relative to a moment of size ``m`` (``E|integrand|``): for
+    ``tanh(x)^1000`` at ``B = 8`` the two-point moments are ``~1e-39``. Returns
+    ``ceil(-log10 m) + 2`` for the smallest nonzero ``m`` below ``10^-3`` (2 digits of margin
+    for a coarse-level estimate of ``m``), else 0.
+    """
+    sizes = [a for a in absolutes if a > 0]
+    if not sizes or min(sizes) >= mpmath.mpf(10) ** -SMALL_MOMENT_DIGITS:
+        return 0
+    return int(mpmath.ceil(-mpmath.log10(min(sizes)))) + 2
+
+
 def moments_mp(act: Activation, moments, B: int, dps: int, max_level: int = 9):
     """Sphere moments at ``mpmath`` precision ``dps`` with an error estimate.
 
     Gauss-Legendre per smooth piece, with power substitutions at singular ends (see
     :func:`_pieces`); the level (nodes doubling) is raised until the extrapolated error of
-    every moment is below ``10^-dps``. Returns ``{moment: (value, abs_error_estimate)}``;
-    raises :class:`QuadratureError` if that is not reached by ``max_level``.
+    every moment is below ``10^-dps`` of its magnitude (:func:`adaptive_levels`). Returns
+    ``{moment: (value, abs_error_estimate)}``; raises :class:`QuadratureError` if that is not
+    reached by ``max_level``.
     """
     moments = list(moments)
     with mpmath.workdps(dps + 15):
-        geo = Geometry.make(B, effective_digits(act, B, dps + 10))
         prec = mpmath.mp.prec
-        return adaptive_levels(lambda level: _mp_pass(act, moments, geo, level, prec), moments,
-                               dps, max_level, f"sphere quadrature at B={B}")
+
+        def make_pass(window_digits):
+            geo = Geometry.make(B, effective_digits(act, B, window_digits))
+            return lambda level: _mp_pass(act, moments, geo, level, prec)
+
+        return relative_levels(make_pass, moments, dps, max_level, f"sphere quadrature at B={B}")
 
 
-def adaptive_levels(run_level, moments, dps: int, max_level: int, what: str) -> dict:
-    """Raise the rule level until every moment's extrapolated error is below ``10^-dps``.
+def relative_levels(make_pass, moments, dps: int, max_level: int, what: str) -> dict:
+    """:func:`adaptive_levels` on a window wide enough for the moments' magnitudes.
 
-    ``run_level(level) -> {moment: value}``. Returns ``{moment: (value, abs_error)}``, the
-    error including the weight truncation (tails dropped below ``10^-(dps+10)``).
+    ``make_pass(window_digits)`` gives ``run_level`` on a window that drops weight x integrand
+    below ``10^-window_digits``. A coarse level measures the moments (``E|integrand|``);
+    tiny ones widen the window by :func:`window_shift` digits, so the dropped tails stay below
+    ``10^-(dps+10)`` of every moment; the converged sizes are checked once more.
+    """
+    digits = dps + 10
+    run = make_pass(digits)
+    probe = run(2)
+    shift = window_shift(a for _, a in probe.values())
+    for _ in range(2):
+        if shift:
+            run, probe = make_pass(digits + shift), None
+        result, absolutes = adaptive_levels(run, moments, dps, max_level, what,
+                                            mpmath.mpf(10) ** -(digits + shift), first=probe)
+        needed = window_shift(absolutes.values())
+        if needed <= shift:
+            break
+        shift = needed
+    return result
+
+
+def adaptive_levels(run_level, moments, dps: int, max_level: int, what: str, truncation,
+                    first=None):
+    """Raise the rule level until every moment's extrapolated error is below ``10^-dps`` of its
+    magnitude.
+
+    ``run_level(level) -> {moment: (value, absolute)}`` (``absolute``: the quadrature of the
+    integrand's modulus; ``first``: level 2, if already computed). The error is relative to
+    ``|value|``, floored where the moment cancels beyond what the working precision resolves
+    (``10^-(working dps - dps - 3)`` of ``absolute``): an absolute criterion would declare a
+    moment of ``1e-39`` converged with no digit. Returns ``({moment: (value, abs_error)},
+    {moment: absolute})``, the error including ``truncation``, the caller's bound on the
+    dropped weight tails.
     """
     tol = mpmath.mpf(10) ** (-dps - 1)
+    resolvable = mpmath.mpf(10) ** (dps + 3 - mpmath.mp.dps)
     history: dict = {mo: [] for mo in moments}
     for level in range(2, max_level + 1):
-        cur = run_level(level)
+        cur = first if level == 2 and first is not None else run_level(level)
         for mo in moments:
-            history[mo].append(cur[mo])
+            history[mo].append(cur[mo][0])
         if level < 4:
             continue
-        errs = {mo: _extrapolated_error(history[mo], cur[mo]) for mo in moments}
+        scale = {mo: max(abs(cur[mo][0]), resolvable * cur[mo][1]) for mo in moments}
+        errs = {mo: _extrapolated_error(history[mo], scale[mo]) if scale[mo] else mpmath.mpf(0)
+                for mo in moments}
         if all(e <= tol for e in errs.values()):
-            trunc = mpmath.mpf(10) ** (-dps - 10)
-            return {mo: (+cur[mo], errs[mo] * abs(cur[mo]) + trunc) for mo in moments}
+            return ({mo: (+cur[mo][0], errs[mo] * scale[mo] + truncation) for mo in moments},
+                    {mo: cur[mo][1] for mo in moments})
     raise QuadratureError(f"{what} did not reach {dps} digits")
 
 
@@ -440,14 +511,16 @@ def _inner_nodes(brk: np.ndarray, rule, power: int, W2: float):
     return np.concatenate([dl, dr], axis=-1), np.concatenate([wl, wr], axis=-1)
 
 
-def moments_float(act: Activation, moments, B: int, level: int = 4) -> dict:
+def moments_float(act: Activation, moments, B: int, level: int = 4,
+                  window_digits: int = 20) -> dict:
     """Sphere moments in float64, vectorised over the nodes of one batch size.
 
     ``level`` sets the rule size (:mod:`.rules`); about 1e-15 relative for ``phi`` analytic
-    between kinks at the default. The caller estimates the error with a second level.
+    between kinks at the default. The caller estimates the error with a second level. The
+    window drops weight x integrand below ``10^-window_digits``.
     """
     moments = list(moments)
-    geo = Geometry.make(B, effective_digits(act, B, 20))
+    geo = Geometry.make(B, effective_digits(act, B, window_digits))
     kinks = [mpmath.mpf(float(k)) for k in act.kinks]
     two = [mo for mo in moments if mo.arity == 2]
     kind, power = _rule_kind(act)
@@ -493,15 +566,27 @@ def moments_float(act: Activation, moments, B: int, level: int = 4) -> dict:
 
 def moments_float_estimated(act: Activation, moments, B: int, rtol: float = 1e-14,
                             max_level: int = 7) -> tuple[dict, dict]:
-    """:func:`moments_float` with the level raised until two levels agree to ``rtol``.
+    """:func:`moments_float` with the level raised until two levels agree to ``rtol``
+    (relative to each moment).
 
     Returns ``(values, abs_errors)``; the error of the finer level is bounded by the
-    difference of the last two (plus rounding), as convergence is geometric.
+    difference of the last two (plus rounding), as convergence is geometric. The window drops
+    tails below ``1e-20`` absolute; a moment below ``1e-5`` is recomputed on a window wider by
+    its magnitude, so that the tails stay below ``1e-15`` of it.
     """
     moments = list(moments)
-    prev = moments_float(act, moments, B, level=3)
+    cur, errs = _float_levels(act, moments, B, rtol, max_level, 20)
+    sizes = [abs(v) for v in cur.values() if v]
+    if sizes and min(sizes) < 1e-5:
+        cur, errs = _float_levels(act, moments, B, rtol, max_level,
+                                  20 + math.ceil(-math.log10(min(sizes))))
+    return cur, errs
+
+
+def _float_levels(act, moments, B, rtol, max_level, window_digits):
+    prev = moments_float(act, moments, B, 3, window_digits)
     for level in range(4, max_level + 1):
-        cur = moments_float(act, moments, B, level=level)
+        cur = moments_float(act, moments, B, level, window_digits)
         errs = {mo: abs(cur[mo] - prev[mo]) + 4e-16 * abs(cur[mo]) for mo in moments}
         if all(errs[mo] <= rtol * max(abs(cur[mo]), 1e-300) for mo in moments):
             return cur, errs

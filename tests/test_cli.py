@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import mpmath
 import pytest
 
 from bnmft.cli import main
@@ -100,6 +101,100 @@ def test_bad_input_is_one_line_and_exit_2(capsys, argv):
     status, out, err = run(capsys, *argv)
     assert status == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith("bnmft: error:")
+
+
+def test_gegenbauer_terms_cap(capsys):
+    """The documented caps: exit 2 with one line that names the cap, in --help as well."""
+    from bnmft.numerics.gegenbauer import MAX_TERMS_CLOSED_FORM, MAX_TERMS_QUADRATURE
+
+    for spec, cap in (("tanh", MAX_TERMS_QUADRATURE), ("relu", MAX_TERMS_CLOSED_FORM)):
+        status, out, err = run(capsys, "gegenbauer", spec, "--batch-size", "32",
+                               "--terms", str(cap + 1))
+        assert status == 2 and out == ""
+        assert len(err.strip().splitlines()) == 1 and err.startswith("bnmft: error:")
+        assert f"at most {cap} for {spec}" in err
+    status, _, err = run(capsys, "gegenbauer", "tanh", "--batch-size", "32", "--terms", "0")
+    assert status == 2 and "at least 1" in err
+    with pytest.raises(SystemExit):
+        main(["gegenbauer", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"at most {MAX_TERMS_QUADRATURE}" in text and f"or {MAX_TERMS_CLOSED_FORM}" in text
+
+
+def test_gegenbauer_many_terms(capsys):
+    """300 quadrature coefficients: Parseval's partial sum against q* = E[phi(z1)^2] by direct
+    quadrature of the one-coordinate marginal (1 - z^2/(B-1))^((B-4)/2)."""
+    status, out, err = run(capsys, "gegenbauer", "tanh", "--batch-size", "32", "--terms", "300",
+                           "--json")
+    assert status == 0, err
+    table = json.loads(out)
+    assert [row["k"] for row in table["rows"]] == list(range(300))
+    B = 32
+    with mpmath.workdps(30):
+        R = mpmath.sqrt(B - 1)
+        dens = lambda z: (1 - z * z / (B - 1)) ** (mpmath.mpf(B - 4) / 2)  # noqa: E731
+        q = mpmath.quad(lambda z: dens(z) * mpmath.tanh(z) ** 2, [-R, 0, R]) / mpmath.quad(
+            dens, [-R, 0, R])
+        assert abs(mpmath.mpf(table["partial"]["q_star (sum a_k^2)"]) - q) < 1e-19 * q
+    # odd a_k decay geometrically here (a_201 ~ 2e-26); even a_k of an odd phi are rounding
+    a = [abs(float(row["a_k"])) for row in table["rows"]]
+    assert 1e-28 < a[201] < 1e-24 and a[201] < 1e-2 * a[181]
+    assert max(a[0::2]) < 1e-30 and a[299] < 1e-30
+
+
+def marginal_q_star(phi, B: int, dps: int, kinks=()):
+    """q* = E[phi(z1)^2] from the one-coordinate marginal, density proportional to
+    (1 - z^2/(B-1))^((B-4)/2) on |z| < sqrt(B-1): plain mpmath quadrature on 64 panels
+    (and the kinks)."""
+    with mpmath.workdps(dps):
+        R = mpmath.sqrt(B - 1)
+        dens = lambda z: (1 - z * z / (B - 1)) ** (mpmath.mpf(B - 4) / 2)  # noqa: E731
+        pts = sorted({-R + 2 * R * j / 64 for j in range(65)} | {mpmath.mpf(k) for k in kinks})
+        return mpmath.quad(lambda z: dens(z) * phi(z) ** 2, pts) / mpmath.quad(dens, pts)
+
+
+@pytest.mark.parametrize(
+    "spec, phi, digits, kinks",
+    [
+        ("tanh", mpmath.tanh, 30, ()),
+        # tiny moments: q* ~ 1.7e-14, two-point moments ~ 1e-39 (relative error control)
+        ("tanh(x)**1000", lambda z: mpmath.tanh(z) ** 1000, 16, ()),
+        # kinked, float64 sphere route: q* ~ 4e-7, two-point moments exactly 0
+        ("Max(x - 2.5, 0)", lambda z: max(z - mpmath.mpf(5) / 2, 0), 12, (2.5,)),
+    ],
+)
+def test_printed_q_star_against_the_marginal(capsys, spec, phi, digits, kinks):
+    status, out, err = run(capsys, "analyze", spec, "--batch-size", "8", "--digits", str(digits),
+                           "--json")
+    assert status == 0, err
+    row = json.loads(out)
+    assert all(row[key] is not None for key in KEYS[2:]), row
+    assert significant_digits(row["q_star"]) == digits
+    ref = marginal_q_star(phi, 8, digits + 15, kinks)
+    with mpmath.workdps(digits + 15):
+        # printed to `digits` significant digits: at most half a unit in the last place off
+        assert abs(mpmath.mpf(row["q_star"]) - ref) <= 5 * mpmath.mpf(10) ** -digits * ref
+
+
+@pytest.mark.slow
+def test_tiny_moments_at_30_digits(capsys):
+    """tanh(x)^1000 at B = 8, 30 digits: q* against the marginal, c* (~2.5e-25) against the
+    paper's Thm 4 double integral (references.fixed_point; c* is invariant under phi -> s phi,
+    and s = 1e20 keeps mpmath's absolute error control relevant)."""
+    from bnmft.numerics.references import fixed_point
+
+    status, out, err = run(capsys, "analyze", "tanh(x)**1000", "--batch-size", "8", "--digits",
+                           "30", "--json")
+    assert status == 0, err
+    row = json.loads(out)
+    assert all(row[key] is not None for key in KEYS[2:]), row
+    ref = marginal_q_star(lambda z: mpmath.tanh(z) ** 1000, 8, 45)
+    with mpmath.workdps(45):
+        assert abs(mpmath.mpf(row["q_star"]) - ref) <= 5 * mpmath.mpf(10) ** -30 * ref
+    s = mpmath.mpf(10) ** 20
+    _, c_ref = fixed_point(lambda z: s * mpmath.tanh(z) ** 1000, 8, dps=20)
+    with mpmath.workdps(45):
+        assert abs(mpmath.mpf(row["c_star"]) - c_ref) <= mpmath.mpf(10) ** -18 * c_ref
 
 
 def test_derive_json_and_latex(capsys):

@@ -1,4 +1,4 @@
-"""Gegenbauer engine (derive/gegenbauer.py, numerics/gegenbauer.py): the second route.
+"""Gegenbauer engine (derive/gegenbauer.py, numerics/gegenbauer/): the second route.
 
 References: the hyperspherical quadrature of numerics/sphere.py (``moments_float`` at level 6,
 ``moments_mp``), the Thm 7 moment form of derive(act), THEORY.md's ReLU closed form, and
@@ -25,6 +25,8 @@ from bnmft.derive.activation import activation
 from bnmft.derive.derivation import derive
 from bnmft.derive.symbols import B as B_SYM
 from bnmft.numerics import gegenbauer as G
+from bnmft.numerics.gaussian_limit import gradient_rate_limit, limit_moments
+from bnmft.numerics.gegenbauer import grid as G_grid
 from bnmft.numerics.sphere import moments_float, moments_mp
 
 SMOOTH = ["tanh", "erf", "sin", "gelu"]
@@ -138,9 +140,9 @@ def test_numeric_recurrence_orthonormal_on_the_grid(B):
     # on a wider window: e_j e_k w for j, k ~ 20 is not small where w = 1e-36 (the a_k of phi
     # are, by Cauchy-Schwarz, but a Gram matrix is not)
     if B >= G.TRAPEZOID_MIN_B:
-        grid = G._trapezoid_grid(Bs, 60, window_digits=80)
+        grid = G_grid.trapezoid_grid(Bs, 60, window_digits=80)
     else:
-        grid = G._grid(act, Bs, 96)
+        grid = G_grid.gauss_grid(act, Bs, 96)
     # e_j at the nodes by projecting the recurrence onto itself: build the values first
     lam = grid.lam[:, None]
     e = [np.ones_like(grid.t)]
@@ -150,7 +152,7 @@ def test_numeric_recurrence_orthonormal_on_the_grid(B):
         e.append((grid.t * e[-1] - beta_prev * e_prev) / beta)
         e_prev, beta_prev = e[-2], beta
     funcs = np.stack(e, axis=2)
-    gram = G._project(grid, funcs, K)[0, 0]
+    gram = G_grid.project(grid, funcs, K)[0, 0]
     np.testing.assert_allclose(gram, np.eye(K), atol=1e-13)
     t0 = grid.t[0, 40]
     for k in (0, 1, 4, 7):
@@ -440,21 +442,83 @@ def test_relu_known_values():
 
 def test_gaussian_limit():
     relu = activation("relu")
-    rate, err = G.gradient_rate_limit(relu, 25)
+    rate, err = gradient_rate_limit(relu, 25)
     with mpmath.workdps(30):
         assert abs(rate - mpmath.pi / (mpmath.pi - 1)) < mpmath.mpf(10) ** -22
     tanh = activation("tanh")
     moments = list(derive(tanh).moments)
-    lim = G.moments_gaussian_limit(tanh, moments, 20)
+    lim, _ = limit_moments(tanh, moments, 20)
     big, _ = G.moments_gegenbauer(tanh, moments, [10**6])
     for mo in moments:
-        assert float(lim[mo][0]) == pytest.approx(big[mo][0], abs=1e-5)
-    rate_inf, _ = G.gradient_rate_limit(tanh, 20)
+        assert float(lim[mo]) == pytest.approx(big[mo][0], abs=1e-5)
+    rate_inf, _ = gradient_rate_limit(tanh, 20)
     rate_big, _ = G.gradient_rate_thm9(tanh, [10**6])
     assert float(rate_inf) == pytest.approx(rate_big[0], abs=1e-5)
 
 
+def test_gaussian_moment_relative_for_a_tiny_value():
+    """E[phi(g)^2] = exp(-160)/sqrt(5) ~ 1.5e-70 for phi = exp(-(x-20)^2) (complete the square
+    in exp(-2(g-20)^2 - g^2/2)): under mpmath's absolute error control alone the quadrature
+    stops at once, without a correct digit."""
+    from bnmft.derive.moments import Point
+    from bnmft.numerics.gaussian_limit import gaussian_moment
+
+    value, err = gaussian_moment(activation("exp(-(x-20)**2)"), Point(0, 2, 0), 25)
+    with mpmath.workdps(40):
+        exact = mpmath.exp(-160) / mpmath.sqrt(5)
+        assert abs(value - exact) <= err <= mpmath.mpf(10) ** -25 * exact
+
+
+@pytest.mark.slow
+def test_mp_route_relative_for_cancelling_funk_hecke_sums():
+    """tanh(x)^1000 at B = 8: two-point moments ~1e-39 whose Funk-Hecke terms are ~1e-14. The
+    mpmath route must resolve them relative to themselves (it raises its working digits by the
+    cancellation), against the hyperspherical quadrature."""
+    act = activation("tanh(x)**1000")
+    moments = [mo for mo in derive(act).moments if mo.arity == 2]
+    info: dict = {}
+    res = G.moments_gegenbauer_mp(act, moments, 8, 14, info=info)
+    ref = moments_mp(act, moments, 8, 16)
+    assert info["converged"]
+    for mo in moments:
+        value, err = res[mo]
+        assert abs(value) < 1e-30
+        assert err <= mpmath.mpf(10) ** -14 * abs(value)
+        assert abs(value - ref[mo][0]) <= mpmath.mpf(10) ** -14 * abs(value), mo.name
+
+
 # -- the table --------------------------------------------------------------------------------
+
+
+def reference_coefficient(act, B, k, dps=26):
+    """a_k = E_w[phi(sqrt(B-1) t) e_k(t)] by direct mpmath quadrature, with mpmath's own
+    Gegenbauer polynomial and the norm ||C_k||^2 / ||1||^2 = lambda/(k+lambda) C_k(1)."""
+    with mpmath.workdps(dps):
+        lam = (mpmath.mpf(B) - 3) / 2
+        root = mpmath.sqrt(mpmath.mpf(B) - 1)
+        w = lambda t: (1 - t * t) ** (lam - mpmath.mpf(1) / 2)  # noqa: E731
+        # breakpoints at the kinks and every 0.1: C_k oscillates k times on [-1, 1]
+        pts = sorted({mpmath.mpf(j) / 10 for j in range(-10, 11)}
+                     | {mpmath.mpf(float(kk)) / root for kk in act.kinks if abs(kk) < root})
+        norm = mpmath.quad(w, pts)
+        num = mpmath.quad(lambda t: act.mpmath(root * t) * mpmath.gegenbauer(k, lam, t) * w(t),
+                          pts)
+        at_one = mpmath.gegenbauer(k, lam, 1)
+        return num / norm / mpmath.sqrt(lam / (k + lam) * at_one)
+
+
+@pytest.mark.parametrize("spec, B", [("tanh", 100), ("elu", 8)])
+def test_coefficients_mp_against_direct_quadrature(spec, B):
+    """Arb recurrence (nested trapezoid levels at B = 100; Gauss-Legendre split at the kink
+    for elu) against mpmath.gegenbauer in a plain quadrature."""
+    act = activation(spec)
+    a, err = G.coefficients_mp(act, B, 60, dps=20)
+    for k in (1, 6, 59):
+        ref = reference_coefficient(act, B, k)
+        assert abs(a[k] - ref) <= err[k] + mpmath.mpf(10) ** -24, (k, a[k], ref)
+        assert err[k] < mpmath.mpf(10) ** -19
+
+
 
 
 def test_table_relu():

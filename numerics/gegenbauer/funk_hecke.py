@@ -1,0 +1,118 @@
+"""One rule level of the float route: moments by quadrature, two-point moments by
+Funk-Hecke (``E[F(z1) G(z2)] = sum_k F_k G_k r_k``) and the split form of Thm 9, with
+tail and rounding estimates."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._common import EPS, PHI
+from .grid import Grid, Values, project
+from .recurrence import r_coefficients
+from .tails import series_tail
+
+
+@dataclass
+class RulePass:
+    """Everything one quadrature rule level gives for a chunk of batch sizes."""
+
+    one: dict  # Point -> (nb,)
+    one_abs: dict  # Point -> sum of |integrand| (rounding scale)
+    coef: np.ndarray | None  # (nb, K, J)
+    index: dict  # Point -> column of coef
+    var: np.ndarray | None = None
+    dirichlet: np.ndarray | None = None
+
+
+def rule_passes(act, grid: Grid, one_pts, coef_pts, K, need_rate) -> list[RulePass]:
+    """One :class:`RulePass` per rule level of ``grid``."""
+    vals = Values(act, grid.z)
+    index = {pt: j for j, pt in enumerate(coef_pts)}
+    coef = None
+    if coef_pts:
+        funcs = np.stack([vals.point(pt) for pt in coef_pts], axis=2)
+        coef = project(grid, funcs, K)
+    out = []
+    for lev, wt in enumerate(grid.wt):
+        one, one_abs = {}, {}
+        for pt in one_pts:
+            g = vals.point(pt)
+            one[pt] = np.einsum("bn,bn->b", wt, g)
+            one_abs[pt] = np.einsum("bn,bn->b", wt, np.abs(g))
+        res = RulePass(one, one_abs, None if coef is None else coef[lev], index)
+        if need_rate:
+            f = vals.f
+            mean = np.einsum("bn,bn->b", wt, f)
+            dev = f - mean[:, None]
+            # Var(phi) from centred values: q* - a_0^2 would cancel when |E phi| >> std(phi)
+            res.var = np.einsum("bn,bn->b", wt, dev * dev)
+            # E[(B-1-z^2) phi'^2] = (B-1) E[cos^2 d phi'^2]: no cancellation at the support edge
+            res.dirichlet = (grid.Bs - 1) * np.einsum("bn,bn->b", wt, grid.cos2 * vals.g**2)
+        out.append(res)
+    return out
+
+
+@dataclass
+class Assembled:
+    values: dict  # key -> (nb,)
+    tails: dict  # key -> (nb,)
+    scales: dict  # key -> (nb,) magnitude for relative tolerances
+    rounding: dict  # key -> (nb,)
+
+
+def assemble(p: RulePass, Bs: np.ndarray, moments, want_rate: bool, K: int,
+              nodes: int) -> Assembled:
+    """Two-point sums, the split Thm 9 rate, tails and rounding estimates for one rule level.
+
+    Rounding: sums of ``N`` terms in float64 err by about ``sqrt(N) eps`` of the sum of
+    absolute values (random-walk accumulation; the weights ``cos^{B-3} d`` themselves carry
+    a few ulps), so ``4 sqrt(N) eps`` is charged for quadratures (for a coefficient ``F_k``:
+    times ``||F||``, by Cauchy-Schwarz) and ``4 sqrt(K) eps`` for the series.
+    """
+    vals, tails, scales, rnd = {}, {}, {}, {}
+    qround = 4 * EPS * math.sqrt(nodes)
+    sround = 4 * EPS * math.sqrt(max(K, 1))
+    r = r_coefficients(Bs, K) if p.coef is not None else None
+    for mo in moments:
+        if mo.arity == 1:
+            pt = mo.points[0]
+            vals[mo] = p.one[pt]
+            tails[mo] = np.zeros_like(p.one[pt])
+            scales[mo] = p.one_abs[pt]
+            rnd[mo] = qround * p.one_abs[pt]
+            continue
+        F = p.coef[:, :, p.index[mo.points[0]]]
+        G = p.coef[:, :, p.index[mo.points[1]]]
+        terms = F * G * r
+        vals[mo] = terms.sum(axis=1)
+        tails[mo] = series_tail(terms)
+        scales[mo] = np.sqrt((F * F).sum(axis=1) * (G * G).sum(axis=1))
+        # coefficient noise is ~qround ||F|| per k (Cauchy-Schwarz on the quadrature sum);
+        # weighted by |r_k| it is small relative to the sum even where the sum itself is
+        # small (E[phi(z1) phi(z2)] ~ -1/B for odd phi), so do not charge qround * scale
+        nF, nG = np.sqrt((F * F).sum(axis=1)), np.sqrt((G * G).sum(axis=1))
+        rnd[mo] = sround * np.abs(terms).sum(axis=1) + qround * (
+            nG * np.abs(r * F).sum(axis=1) + nF * np.abs(r * G).sum(axis=1))
+    if want_rate:
+        lam = (Bs - 3) / 2
+        a = p.coef[:, :, p.index[PHI]]
+        k = np.arange(K)
+        ra2 = r * a * a
+        ra2[:, 0] = 0
+        t_num = k * (k + 2 * lam[:, None]) * ra2
+        num = p.dirichlet - t_num.sum(axis=1)
+        den = p.var - ra2.sum(axis=1)
+        r_num = sround * np.abs(t_num).sum(axis=1) + qround * np.abs(p.dirichlet)
+        r_den = sround * np.abs(ra2).sum(axis=1) + qround * np.abs(p.var)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rate = num / (2 * lam * den)
+            tail_rel = series_tail(t_num) / np.abs(num) + series_tail(ra2) / np.abs(den)
+            rnd_rel = r_num / np.abs(num) + r_den / np.abs(den)
+        vals["rate"] = rate
+        tails["rate"] = np.abs(rate) * tail_rel
+        scales["rate"] = np.abs(rate)
+        rnd["rate"] = np.abs(rate) * rnd_rel
+    return Assembled(vals, tails, scales, rnd)

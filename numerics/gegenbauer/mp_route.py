@@ -1,0 +1,303 @@
+"""The mpmath route: one batch size, resolution doubled until every output reaches the
+requested digits (trapezoid levels or composite Gauss-Legendre, see :mod:`.mp_grid`)."""
+
+from __future__ import annotations
+
+import mpmath
+
+from bnmft.derive import Activation
+from bnmft.progress import progress
+
+from ._common import CANCELLATION_MAX, PHI, GegenbauerError, point_value_mp
+from .homogeneous import moments_homogeneous_mp, rate_homogeneous_mp
+from .mp_grid import gauss_nodes_mp, trapezoid_nodes_mp, use_trapezoid, window_angle_mp
+from .recurrence import recurrence_beta
+from .tails import series_tail_mp
+
+
+def _mp_pass(act, B, nodes, weight_levels, moments, want_rate, tol, K_cap):
+    """All outputs for each weight level on a set of angle nodes (one batch size, mpmath).
+
+    Returns a list (per level) of ``{key: (value, tail, scale)}``. The coefficients are
+    accumulated term by term; the loop stops once ``4`` consecutive terms of every series
+    (``F_k G_k r_k``, ``k(k+2 lambda) r_k a_k^2``, ``r_k a_k^2``) are below ``tol`` times
+    their scale, or at ``K_cap``.
+    """
+    Bm = mpmath.mpf(B)
+    lam = (Bm - 3) / 2
+    rho = -1 / (Bm - 1)
+    root = mpmath.sqrt(Bm - 1)
+    phi, dphi = act.mpmath, act.mpmath_derivative
+    t = [mpmath.sin(d) for d in nodes]
+    z = [root * ti for ti in t]
+    cos2 = [mpmath.cos(d) ** 2 for d in nodes]
+    # cos^{B-3} d = exp((B-3) log1p(-2 sin^2(d/2))): relative accuracy independent of B
+    cw = [mpmath.exp((Bm - 3) * mpmath.log1p(-2 * mpmath.sin(d / 2) ** 2)) for d in nodes]
+    f = [phi(zi) for zi in z]
+    use_g = want_rate or any(p.q for mo in moments for p in mo.points)
+    g = [dphi(zi) for zi in z] if use_g else [0] * len(z)
+    one_pts = sorted({mo.points[0] for mo in moments if mo.arity == 1})
+    coef_pts = sorted({pt for mo in moments if mo.arity == 2 for pt in mo.points}
+                      | ({PHI} if want_rate else set()))
+    fvals = {pt: [point_value_mp(pt, zi, fi, gi) for zi, fi, gi in zip(z, f, g)]
+             for pt in set(one_pts) | set(coef_pts)}
+    levels = []
+    for wl in weight_levels:
+        idx = [i for i, w in enumerate(wl) if w != 0]
+        wt = [wl[i] * cw[i] for i in idx]
+        norm = mpmath.fsum(wt)
+        wt = [w / norm for w in wt]
+        lev = {"idx": idx, "wt": wt, "out": {}}
+        for pt in one_pts:
+            vals = [fvals[pt][i] for i in idx]
+            lev["out"][pt] = (mpmath.fdot(wt, vals), mpmath.mpf(0),
+                              mpmath.fdot(wt, [abs(v) for v in vals]))
+        if want_rate:
+            fl = [f[i] for i in idx]
+            mean = mpmath.fdot(wt, fl)
+            lev["var"] = mpmath.fdot(wt, [(fi - mean) ** 2 for fi in fl])
+            lev["dirichlet"] = (Bm - 1) * mpmath.fdot(wt, [cos2[i] * g[i] ** 2 for i in idx])
+        lev["wf"] = {pt: [w * fvals[pt][i] for w, i in zip(wt, idx)] for pt in coef_pts}
+        lev["coef"] = {pt: [] for pt in coef_pts}
+        levels.append(lev)
+    r = [mpmath.mpf(1), rho]
+    e_prev = [mpmath.mpf(0)] * len(nodes)
+    e_cur = [mpmath.mpf(1)] * len(nodes)
+    beta_prev = mpmath.mpf(0)
+    quiet = 0
+    k = 0
+    two = [mo for mo in moments if mo.arity == 2]
+    norms = {pt: mpmath.mpf(0) for pt in coef_pts}
+    for _ in progress(range(K_cap if coef_pts else 0), f"Gegenbauer terms, {len(nodes)} nodes",
+                      K_cap):
+        if k >= 2:
+            r.append((2 * (k - 1 + lam) * rho * r[k - 1] - (k - 1) * r[k - 2]) / (k - 1 + 2 * lam))
+        for lev in levels:
+            ek = [e_cur[i] for i in lev["idx"]]
+            for pt in coef_pts:
+                lev["coef"][pt].append(mpmath.fdot(lev["wf"][pt], ek))
+        # stopping test on the finest level (running sums of squares give the scales)
+        c = levels[0]["coef"]
+        for pt in coef_pts:
+            norms[pt] += c[pt][k] ** 2
+        small = True
+        for mo in two:
+            F, G = c[mo.points[0]], c[mo.points[1]]
+            scale = mpmath.sqrt(norms[mo.points[0]] * norms[mo.points[1]])
+            small &= abs(F[k] * G[k] * r[k]) <= tol * scale
+        if want_rate and k >= 1:
+            a2 = c[PHI][k] ** 2
+            small &= k * (k + 2 * lam) * abs(r[k]) * a2 <= tol * levels[0]["dirichlet"]
+            small &= abs(r[k]) * a2 <= tol * levels[0]["var"]
+        quiet = quiet + 1 if small else 0
+        k += 1
+        if quiet >= 4 and k >= 8:
+            break
+        beta = recurrence_beta(mpmath.mpf(k), lam)
+        e_next = [(ti * ec - beta_prev * ep) / beta for ti, ec, ep in zip(t, e_cur, e_prev)]
+        e_prev, e_cur, beta_prev = e_cur, e_next, beta
+    K = k
+    out = []
+    for lev in levels:
+        res = {}
+        for mo in moments:
+            if mo.arity == 1:
+                res[mo] = lev["out"][mo.points[0]]
+                continue
+            F, G = lev["coef"][mo.points[0]], lev["coef"][mo.points[1]]
+            terms = [F[j] * G[j] * r[j] for j in range(K)]
+            scale = mpmath.sqrt(mpmath.fsum(x * x for x in F) * mpmath.fsum(x * x for x in G))
+            res[mo] = (mpmath.fsum(terms), series_tail_mp(terms) if quiet < 4 else 2 * sum(
+                abs(x) for x in terms[-4:]), scale)
+        if want_rate:
+            a = lev["coef"][PHI]
+            ra2 = [mpmath.mpf(0)] + [r[j] * a[j] ** 2 for j in range(1, K)]
+            tnum = [j * (j + 2 * lam) * ra2[j] for j in range(K)]
+            num = lev["dirichlet"] - mpmath.fsum(tnum)
+            den = lev["var"] - mpmath.fsum(ra2)
+            rate = num / (2 * lam * den)
+            if quiet >= 4:
+                tl = 2 * (sum(abs(x) for x in tnum[-4:]) / abs(num)
+                          + sum(abs(x) for x in ra2[-4:]) / abs(den))
+            else:
+                tl = series_tail_mp(tnum) / abs(num) + series_tail_mp(ra2) / abs(den)
+            res["rate"] = (rate, abs(rate) * tl, abs(rate))
+            res["_num"], res["_den"] = num, den
+        res["_K"] = K
+        out.append(res)
+    return out
+
+
+def _mp_level_error(history, key):
+    """Error of the newest value from a sequence of resolutions (``history[i][key][0]``,
+    oldest first), as :func:`.float_route._quadrature_error`: with ``e1``, ``e2`` the last two
+    differences, ``e1^2/e2`` when the sequence converges (the last refinement gains at least
+    what the previous one did -- true for geometric and for composite-rule convergence),
+    else ``e1``; just ``e1`` with two values."""
+    vals = [h[key][0] for h in history]
+    e1 = abs(vals[-1] - vals[-2])
+    if len(vals) < 3 or e1 == 0:
+        return e1
+    e2 = abs(vals[-2] - vals[-3])
+    if e1 < e2 / 2:
+        return e1 * e1 / e2
+    return e1
+
+
+def _cancellation(vals, errs, scales) -> int:
+    """Digits by which outputs lie below their scales (``||F|| ||G||`` for a two-point moment:
+    the terms ``F_k G_k r_k`` of its Funk-Hecke sum are that large). A value still at the
+    noise level counts as large as its error, so this may take a second look."""
+    worst = 0
+    for key, value in vals.items():
+        size = max(abs(value), errs[key])
+        if size and scales[key] > size:
+            worst = max(worst, int(mpmath.ceil(mpmath.log10(scales[key] / size))))
+    return min(worst, CANCELLATION_MAX)
+
+
+def _mp_run(act: Activation, B, moments, want_rate: bool, dps: int, max_nodes: int | None = None):
+    """Values and absolute errors of ``moments`` (and ``"rate"``) at one batch size, mpmath,
+    to ``dps`` digits *relative to each output's magnitude*: ``((values, errors, K, nodes),
+    done)``.
+
+    :func:`_mp_run_at` controls errors relative to each output's scale; a two-point moment far
+    below its Cauchy-Schwarz scale (``tanh(x)^1000`` at ``B = 8``: ``4e-39`` against ``2e-14``)
+    would then keep no digit, so the run is repeated with the working digits raised by that
+    cancellation (at most :data:`CANCELLATION_MAX`).
+    """
+    extra = 0
+    for _ in range(3):
+        (vals, errs, scales, K, npts), done = _mp_run_at(act, B, moments, want_rate,
+                                                         dps + extra, max_nodes)
+        need = _cancellation(vals, errs, scales)
+        if need <= extra:
+            break
+        extra = need
+    floor = mpmath.mpf(10) ** -CANCELLATION_MAX
+    done = done and all(errs[key] <= mpmath.mpf(10) ** (-dps - 2) * max(
+        abs(vals[key]), floor * scales[key]) for key in vals)
+    return (vals, errs, K, npts), done
+
+
+def _mp_run_at(act: Activation, B, moments, want_rate: bool, dps: int,
+               max_nodes: int | None = None):
+    """Values, absolute errors and scales of ``moments`` (and ``"rate"``) at one batch size,
+    mpmath: ``((values, errors, scales, K, nodes), done)``.
+
+    Resolution doubles until every output's quadrature error (level spread, extrapolated)
+    plus series tail is below ``10^-dps`` of its scale; ``done`` is False if ``max_nodes``
+    (default 6000; 1600 for kinked ``phi``) is reached first. Kinked ``phi``
+    with non-homogeneous coefficients usually ends there, as its series converge only
+    algebraically: use the result with its error via ``strict=False``.
+    """
+    B = int(B)
+    if B < 4:
+        raise GegenbauerError("batch sizes must be integers >= 4")
+    if max_nodes is None:
+        # kinked phi: the series converge algebraically, more nodes (and terms) buy little
+        max_nodes = 1600 if act.kinks else 6000
+    moments = list(moments)
+    keys = list(moments) + (["rate"] if want_rate else [])
+    with mpmath.workdps(dps + 15):
+        prec = mpmath.mp.prec
+        wdigits = 2 * dps + 12  # Cauchy-Schwarz: the truncation error of a_k is sqrt(tail)
+        tol = mpmath.mpf(10) ** (-dps - 3)
+        W = window_angle_mp(B, wdigits)
+        root = mpmath.sqrt(mpmath.mpf(B) - 1)
+        trap = not act.kinks and use_trapezoid(B, wdigits)
+        history = []
+        res = None
+        K_cap = 4096
+        step = 0
+        while True:
+            if trap:
+                M = 16 * 2**step
+                nodes, wls = trapezoid_nodes_mp(W, M)
+            else:
+                nodes, wls = gauss_nodes_mp(act, W, root, 2**step, prec)
+            npts = len(nodes)
+            K_cap = max(16, npts // (2 if trap else 3) // max(1, 1 + len(act.kinks)))
+            passes = _mp_pass(act, B, nodes, wls, moments, want_rate, tol, K_cap)
+            if trap:
+                # nested levels: the spread of h, 2h, 4h in one pass
+                cur = passes[0]
+                errs = {key: _mp_level_error([passes[2], passes[1], passes[0]], key)
+                        for key in keys}
+            else:
+                history.append(passes[0])
+                cur = passes[0]
+                errs = {key: (_mp_level_error(history, key) if len(history) > 1
+                              else abs(cur[key][0]) + cur[key][2]) for key in keys}
+            total = {key: errs[key] + cur[key][1] + cur[key][2] * tol / 100 for key in keys}
+            done = all(total[key] <= tol * 10 * max(cur[key][2], abs(cur[key][0])) for key in keys)
+            res = ({key: +cur[key][0] for key in keys}, {key: +total[key] for key in keys},
+                   {key: +cur[key][2] for key in keys}, cur["_K"] if "_K" in cur else 0, npts)
+            if done or npts >= max_nodes:
+                return res, done
+            step += 1
+
+
+def _settle(info: dict | None, K, nodes, done: bool, strict: bool, failure: str) -> None:
+    """Record ``K``, nodes and convergence in ``info``; raise ``failure`` if strict and not done."""
+    if info is not None:
+        info.update(K=K, nodes=nodes, converged=done)
+    if strict and not done:
+        raise GegenbauerError(failure)
+
+
+def moments_gegenbauer_mp(act: Activation, moments, B: int, dps: int, strict: bool = True,
+                          info: dict | None = None):
+    """Sphere moments at ``dps`` digits for one batch size: ``{moment: (value, abs_error)}``
+    (the format of :func:`bnmft.numerics.sphere.moments_mp`).
+
+    One-point moments by 1-D quadrature, two-point moments by Funk-Hecke. Trapezoid rule
+    (nested levels) where the window truncation is deep, Gauss-Legendre split at the kinks
+    otherwise. Raises :class:`GegenbauerError` if ``dps`` digits are not reached and
+    ``strict``; otherwise returns the values with their (larger) error estimates.
+    """
+    moments = list(moments)
+    if act.homogeneous is not None:
+        vals, errs, scales, K = moments_homogeneous_mp(act, moments, B, dps)
+        floor = mpmath.mpf(10) ** -CANCELLATION_MAX
+        done, npts = all(errs[mo] <= mpmath.mpf(10) ** (-dps) * max(abs(vals[mo]),
+                                                                    floor * scales[mo])
+                         for mo in moments), 0
+    else:
+        (vals, errs, K, npts), done = _mp_run(act, B, moments, False, dps)
+    _settle(info, K, npts, done, strict, f"Gegenbauer route at B={B} did not reach {dps} digits")
+    return {mo: (vals[mo], errs[mo]) for mo in moments}
+
+
+def gradient_rate_thm9_mp(act: Activation, B: int, dps: int, strict: bool = True,
+                          info: dict | None = None):
+    """Gradient rate (paper Thm 9, split form) at ``dps`` digits: ``(value, abs_error)``.
+
+    Homogeneous ``phi``: exact coefficients and one-point moments, ``r``-series summed to
+    its tail (algebraic for kinks: the digits are limited by ``K``, reported in the error).
+    """
+    if act.derivative_has_delta:
+        return mpmath.inf, mpmath.mpf(0)
+    if act.homogeneous is not None:
+        value, err, K = rate_homogeneous_mp(act, B, dps)
+        done, npts = err <= mpmath.mpf(10) ** (-dps) * abs(value), 0
+    else:
+        (vals, errs, K, npts), done = _mp_run(act, B, [], True, dps)
+        value, err = vals["rate"], errs["rate"]
+    _settle(info, K, npts, done, strict, f"Thm 9 rate at B={B} did not reach {dps} digits")
+    return value, err
+
+
+def moments_and_rate_mp(act: Activation, moments, B: int, dps: int, strict: bool = True,
+                        info: dict | None = None):
+    """Moments and the Thm 9 rate in one mpmath pass: ``{key: (value, abs_error)}`` with the
+    extra key ``"rate"`` (non-homogeneous ``phi``; homogeneous ``phi`` falls back to
+    :func:`moments_gegenbauer_mp` and :func:`gradient_rate_thm9_mp`)."""
+    moments = list(moments)
+    if act.homogeneous is not None or act.derivative_has_delta:
+        out = dict(moments_gegenbauer_mp(act, moments, B, dps, strict, info))
+        out["rate"] = gradient_rate_thm9_mp(act, B, dps, strict)
+        return out
+    (vals, errs, K, npts), done = _mp_run(act, B, moments, True, dps)
+    _settle(info, K, npts, done, strict, f"Gegenbauer route at B={B} did not reach {dps} digits")
+    return {key: (vals[key], errs[key]) for key in vals}
