@@ -22,17 +22,15 @@ from typing import Callable
 import mpmath
 import sympy as sp
 
+from .errors import InvalidInput
 from .homogeneous import Homogeneous
 from .parse import ParseError, parse_expression
 from .symbols import x
 
 
-class ActivationError(ValueError):
-    """An activation bnmft refuses, with a one-line reason."""
-
-    def __init__(self, message: str = ""):
-        # messages quote user text (parameters) that may hold line breaks
-        super().__init__(" ".join(str(message).split()))
+class ActivationError(InvalidInput):
+    """An activation bnmft refuses, with a one-line reason (messages quote user text, which
+    may hold line breaks: :class:`InvalidInput` joins them)."""
 
 
 #: Real window searched for kinks: beyond |z| = 64 the sphere marginal is below 1e-800
@@ -100,6 +98,8 @@ _REGISTRY_FUNCTIONS = {name: _as_function(entry) for name, entry in REGISTRY.ite
 
 
 def _parse_number(text: str) -> sp.Expr:
+    if text.strip().lstrip("+-").lower() in ("inf", "infinity", "oo", "nan"):
+        raise ActivationError(f"parameter '{text}' is not a finite real number")
     try:
         value = parse_expression(text)
     except ParseError as err:

@@ -25,6 +25,7 @@ import sympy as sp
 from bnmft.derive.activation import Activation
 from bnmft.derive.bsb1 import QUANTITIES
 from bnmft.derive.derivation import derive
+from bnmft.derive.errors import check_batch_sizes
 from bnmft.derive.moments import Point, SphereMoment
 from bnmft.derive.numpyfn import numpy_function
 from bnmft.derive.quantity import Derivation
@@ -413,8 +414,10 @@ def analyze(act: Activation, batch_sizes, digits: int = 16, deriv: Derivation | 
 
     ``deriv`` (optional) is ``derive(act)``; without it the derivation is made only when a
     route needs it (closed forms, high precision, ``B = inf``): the float64 route evaluates
-    the generated moment forms directly.
+    the generated moment forms directly. Batch sizes outside the theory raise
+    :class:`~bnmft.derive.errors.InvalidInput`.
     """
+    batch_sizes = check_batch_sizes(batch_sizes)
     if deriv is None and act.homogeneous is not None:
         deriv = derive(act)  # closed forms
     finite = [int(b) for b in batch_sizes if b != INF]

@@ -21,6 +21,7 @@ import numpy as np
 from bnmft.derive.activation import Activation
 from bnmft.derive.bsb1 import QUANTITIES
 from bnmft.derive.derivation import derive
+from bnmft.derive.errors import check_batch_sizes
 from bnmft.derive.symbols import B as B_SYM
 
 from . import evaluate
@@ -98,7 +99,9 @@ def _generated_modules(deriv):
 
 
 def verify(act: Activation, batch_sizes=DEFAULT_BATCH_SIZES, digits: int = 30) -> list[Check]:
-    """All checks for ``act`` at ``batch_sizes`` (finite), to ``digits`` where mpmath is used."""
+    """All checks for ``act`` at ``batch_sizes`` (finite), to ``digits`` where mpmath is used.
+    Batch sizes outside the theory raise :class:`~bnmft.derive.errors.InvalidInput`."""
+    batch_sizes = check_batch_sizes(batch_sizes, finite=True)
     with mpmath.workdps(digits + 15):  # every mpf made below keeps the digits it is given
         return _verify(act, batch_sizes, digits)
 
