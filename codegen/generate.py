@@ -13,7 +13,7 @@ from .backends.c import printer as c_backend
 from .backends.numpy import printer as numpy_backend
 from .errors import CodegenError
 from .files import atomic_write_text
-from .prepare import check_identifier, prepare, source_sha256
+from .prepare import check_module_name, prepare, source_sha256
 from .render import Bundle
 
 #: Backends by ``lang`` name.
@@ -34,12 +34,13 @@ def generate(
     ``quantities``: a ``Derivation`` (its closed forms), a mapping ``name -> DerivedQuantity``
     or an iterable of ``DerivedQuantity``; the order is kept. ``lang``: ``"numpy"``
     (``module.py``) or ``"c"`` (``module.c`` and ``module.h``). ``module`` must be a valid
-    Python/C identifier. ``activation_name`` is written into the headers (taken from the
-    ``Derivation`` if omitted). Raises :class:`CodegenError` for anything not printable.
+    Python/C identifier and no standard-library module name. ``activation_name`` is
+    written into the headers (taken from the ``Derivation`` if omitted). Raises
+    :class:`CodegenError` for anything not printable.
     """
     if lang not in BACKENDS:
         raise CodegenError(f"unknown lang {lang!r}; choose one of {', '.join(sorted(BACKENDS))}")
-    check_identifier(module, "module name")
+    check_module_name(module)
     if activation_name is None:
         act = getattr(quantities, "activation", None)
         activation_name = getattr(act, "name", None)
