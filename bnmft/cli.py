@@ -11,49 +11,136 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
+
+from bnmft.derive import errors
+from bnmft.derive.errors import InvalidInput
 
 EXIT_BAD_INPUT = 2
 EXIT_NUMERICAL = 1
 
 
 class InputError(Exception):
-    """Bad input: reported as one line, exit status 2."""
+    """Bad input found by the command line: one line, exit status 2, printed as every
+    :class:`~bnmft.derive.errors.InvalidInput` the library raises. Not a ``ValueError``:
+    argparse would swallow the message of one raised inside an argument's ``type``."""
+
+    def __init__(self, message: str = ""):
+        super().__init__(" ".join(str(message).split()))  # user text may hold line breaks
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, and values that start with '-' accepted.
+
+    argparse reads ``--beta -1e-3``, ``--gamma -inf`` or the activation ``-x`` as unknown
+    options (only plain negative numbers such as ``-1`` pass). Before parsing, a token that
+    starts with one '-' and is no option of this parser is joined to the option before it
+    when that option takes a value (``--beta=-1e-3``), otherwise it is the positional
+    argument (moved after ``--``).
+    """
+
+    #: The parser reads an activation and options (a subcommand), not a subcommand name.
+    takes_dash_values = False
+
     def error(self, message):  # one line, exit 2 (argparse would print the usage too)
         raise InputError(message)
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self.takes_dash_values and args is not None:
+            args = self._dash_values(list(args))
+        return super().parse_known_args(args, namespace)
+
+    def _option(self, token: str):
+        """The action ``token`` names (exactly, or as the unique prefix argparse accepts)."""
+        actions = {s: a for a in self._actions for s in a.option_strings}
+        name = token.split("=", 1)[0]
+        if name in actions:
+            return actions[name]
+        found = {a for s, a in actions.items() if name.startswith("--") and s.startswith(name)}
+        return found.pop() if len(found) == 1 else None
+
+    def _dash_values(self, args: list[str]) -> list[str]:
+        out: list[str] = []
+        positional: list[str] = []  # dash tokens that are no option and no option's value
+        plain = False  # a positional argument that argparse reads as such
+        i = 0
+        while i < len(args):
+            tok = args[i]
+            if tok == "--":
+                return args
+            action = self._option(tok) if tok.startswith("-") else None
+            if action is not None:
+                out.append(tok)
+                if action.nargs is None and "=" not in tok and i + 1 < len(args):
+                    value = args[i + 1]
+                    if _dashed(value) and self._option(value) is None:
+                        out[-1] = f"{tok}={value}"
+                        i += 1
+                    elif not value.startswith("-"):
+                        out.append(value)
+                        i += 1
+            elif _dashed(tok):
+                positional.append(tok)
+            else:
+                plain = True
+                out.append(tok)
+            i += 1
+        if len(positional) == 1 and not plain:
+            return [*out, "--", *positional]
+        return out + positional  # argparse reports what is left over
+
+
+def _dashed(token: str) -> bool:
+    """Starts with one '-' and is more than '-' (a value argparse would take for an option)."""
+    return token.startswith("-") and not token.startswith("--") and token != "-"
 
 
 # -- argument helpers ----------------------------------------------------------------------
 
 
 #: Largest finite batch size (integers are exact in float64 up to 2^53 ~ 9e15).
-MAX_BATCH_SIZE = 10**15
+MAX_BATCH_SIZE = errors.MAX_BATCH_SIZE
 #: Most batch sizes one call evaluates.
-MAX_BATCH_SIZES = 1_000_000
+MAX_BATCH_SIZES = errors.MAX_BATCH_SIZES
+#: One batch size as typed: ASCII digits, optionally a decimal point and an exponent (``1e6``).
+_SIZE = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?\Z")
+
+
+def _ascii(text: str, what: str) -> str:
+    """Refuse non-ASCII text: Python reads fullwidth digits as digits (``int('８') == 8``)
+    and NFKC-folds identifiers (``ｘ`` would silently become ``x``)."""
+    for ch in text:
+        if not ch.isascii():
+            raise InputError(f"{what} '{text}' contains the non-ASCII character '{ch}' "
+                             f"(U+{ord(ch):04X}); type it in ASCII")
+    return text
 
 
 def _batch_sizes(text: str) -> list:
     """``32``, ``8,16,32``, ``8:4096:4`` (inclusive range), ``inf``, ``1e6``."""
+    _ascii(text, "batch size")
+    items = text.split(",")
     out: list = []
-    for item in text.split(","):
+    for item in items:
         item = item.strip().lower()
         if not item:
-            continue
-        if item in ("inf", "oo", "infinity"):
+            where = "an empty" if len(items) == 1 else "an empty item in"
+            raise InputError(f"{where} batch-size list '{text}'")
+        if item in ("inf", "oo", "infinity", "+inf"):
             out.append(math.inf)
             continue
         if ":" in item:
             parts = item.split(":")
             if len(parts) not in (2, 3):
                 raise InputError(f"bad batch-size range '{item}' (use start:stop[:step])")
-            start, stop = _one_size(parts[0]), _one_size(parts[1])
-            step = _one_size(parts[2]) if len(parts) == 3 else 1
+            start, stop = _one_size(parts[0], item), _one_size(parts[1], item)
+            step = _one_size(parts[2], item) if len(parts) == 3 else 1
             if step < 1 or stop < start:
-                raise InputError(f"bad batch-size range '{item}'")
+                raise InputError(f"bad batch-size range '{item}' (need start <= stop, step >= 1)")
+            errors.check_batch_size(start)
+            errors.check_batch_size(stop)
             count = (stop - start) // step + 1
             if len(out) + count > MAX_BATCH_SIZES:
                 raise InputError(f"too many batch sizes ({len(out) + count:,}); "
@@ -61,46 +148,58 @@ def _batch_sizes(text: str) -> list:
             out.extend(range(start, stop + 1, step))
             continue
         out.append(_one_size(item))
-    if not out:
-        raise InputError("no batch size given")
     if len(out) > MAX_BATCH_SIZES:
         raise InputError(
             f"too many batch sizes ({len(out):,}); at most {MAX_BATCH_SIZES:,} per call"
         )
-    for b in out:
-        if b != math.inf and b < 4:
-            raise InputError(f"batch size must be >= 4 (got {b}); B < 4 is degenerate")
-        if b != math.inf and b > MAX_BATCH_SIZE:
-            raise InputError(f"batch size must be <= 10^15 (got {_size_text(b)}); "
-                             "use 'inf' for the limit B -> oo")
-    return out
+    return errors.check_batch_sizes(out)
 
 
-def _size_text(b: int) -> str:
-    """A batch size for messages: digits, or scientific notation when long."""
-    return str(b) if b < 10**16 else f"{b:.3e}"
-
-
-def _one_size(text: str) -> int:
-    try:
-        value = float(text)
-    except ValueError:
-        raise InputError(f"bad batch size '{text}'") from None
-    if not math.isfinite(value) or value != int(value):
+def _one_size(text: str, item: str | None = None) -> int:
+    """One integer of a batch-size list (``1e6`` allowed); ``item``: the range it is in."""
+    if text in ("-inf", "-oo", "-infinity"):
+        raise InputError(f"batch size must be >= 4 (got {text})")
+    if not _SIZE.match(text):
+        where = f" in '{item}'" if item is not None and item != text else ""
+        raise InputError(f"bad batch size '{text}'{where} (an integer such as 32 or 1e6)")
+    value = float(text)
+    if not math.isfinite(value):
+        raise InputError(f"batch size '{text}' is too large; use 'inf' for the limit B -> oo")
+    if value != int(value):
         raise InputError(f"batch size must be an integer (got '{text}')")
     return int(value)
+
+
+def _integer(value: str, what: str) -> int:
+    """An ASCII integer (``int`` alone would read fullwidth or Arabic-Indic digits)."""
+    text = value.strip()
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        _ascii(value, what)
+        raise InputError(f"{what} must be an integer (got '{value}')")
+    return int(text)
+
+
+def _terms(value: str) -> int:
+    return _integer(value, "--terms")
 
 
 def _digits(value: str) -> int:
     from bnmft.numerics.precision import MAX_DIGITS
 
-    try:
-        d = int(value)
-    except ValueError:
-        raise InputError(f"--digits must be an integer (got '{value}')") from None
+    d = _integer(value, "--digits")
     if not 1 <= d <= MAX_DIGITS:
         raise InputError(f"--digits must be between 1 and {MAX_DIGITS} (got {d})")
     return d
+
+
+def _module(value: str) -> str:
+    """``--module``: checked before any derivation runs (as :func:`generate` checks it)."""
+    from bnmft.codegen.prepare import check_module_name
+
+    try:
+        return check_module_name(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _activation(args):
@@ -519,6 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(sp_, batch_required=False, digits=16):
+        sp_.takes_dash_values = True
         sp_.add_argument("activation", help="registered name (relu, tanh, alpha_relu:1.5, ...) "
                                             "or an expression in x, e.g. 'tanh(2*x) + 0.1'")
         sp_.add_argument("--gamma", default=None, help="use phi(gamma*x + beta)")
@@ -548,7 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(c, batch_required=None, digits=0)
     c.add_argument("--lang", choices=["numpy", "c"], required=True)
     c.add_argument("--out", required=True)
-    c.add_argument("--module", required=True)
+    c.add_argument("--module", required=True, type=_module)
     c.set_defaults(func=cmd_codegen)
 
     v = sub.add_parser("verify", help="compare every route with independent references")
@@ -557,7 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gg = sub.add_parser("gegenbauer", help="Gegenbauer coefficients a_k, c_k and the Thm 9 sums")
     common(gg, batch_required=True, digits=20)
-    gg.add_argument("--terms", type=int, required=True, help="number of coefficients K")
+    gg.add_argument("--terms", type=_terms, required=True, help="number of coefficients K")
     gx = gg.add_mutually_exclusive_group()
     gx.add_argument("--json", action="store_true")
     gx.add_argument("--latex", action="store_true")
@@ -575,7 +675,7 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except InputError as err:
+    except (InputError, InvalidInput) as err:  # the library's refusals: ActivationError, ...
         print(f"bnmft: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ArithmeticError as err:  # a route that did not converge: say which, print no number

@@ -157,3 +157,77 @@ def test_output_into_a_closed_pipe_stops_quietly():
         proc.wait(timeout=120)
     assert first.startswith(b"activation relu")
     assert "Traceback" not in err and proc.returncode == 141
+
+
+@pytest.mark.parametrize(
+    "argv,named",
+    [
+        (["analyze", "relu", "--batch-size", "8,,16"], "'8,,16'"),
+        (["analyze", "relu", "--batch-size", "4,5,6,7,"], "'4,5,6,7,'"),
+        (["analyze", "relu", "--batch-size", ","], "','"),
+        (["analyze", "relu", "--batch-size", "\uff18"], "'\uff18'"),  # fullwidth 8
+        (["analyze", "relu", "--batch-size", "8:\uff11\uff16"], "'\uff11'"),
+        (["analyze", "\uff58", "--batch-size", "8"], "'\uff58'"),  # fullwidth x
+        (["analyze", "tanh(\uff58)", "--batch-size", "8"], "'\uff58'"),
+        (["analyze", "x\u00b2", "--batch-size", "8"], "'\u00b2'"),  # superscript two
+        (["analyze", "leaky_relu:\uff10.2", "--batch-size", "8"], "'\uff10'"),
+        (["analyze", "relu", "--batch-size", "8", "--digits", "\uff18"], "'\uff18'"),
+        (["analyze", "tanh", "--gamma", "\uff12", "--batch-size", "8"], "'\uff12'"),
+        (["gegenbauer", "relu", "--batch-size", "8", "--terms", "\uff18"], "'\uff18'"),
+        (["analyze", "relu", "--batch-size", "-inf"], "-inf"),
+        (["analyze", "relu", "--batch-size", "-4"], "-4"),
+        (["analyze", "tanh", "--gamma", "-inf", "--batch-size", "8"], "'-inf'"),
+        (["analyze", "relu", "--batch-size", "1_000"], "'1_000'"),
+        (["analyze", "relu", "--batch-size", "8:"], "'8:'"),
+        (["analyze", "relu", "--batch-size", "1e400"], "'1e400'"),
+        (["codegen", "relu", "--lang", "numpy", "--out", "x", "--module", "os"], "'os'"),
+        (["codegen", "relu", "--lang", "numpy", "--out", "x", "--module", "json"], "'json'"),
+        (["codegen", "relu", "--lang", "c", "--out", "x", "--module", "class"], "'class'"),
+        (["codegen", "relu", "--lang", "c", "--out", "x", "--module", "\uff4d"], "'\uff4d'"),
+        (["codegen", "relu", "--lang", "c", "--out", "x", "--module", "9lives"], "'9lives'"),
+    ],
+)
+def test_bad_input_names_the_offending_text(capsys, tmp_path, monkeypatch, argv, named):
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run(capsys, *argv)
+    assert status == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("bnmft: error:")
+    assert named in err
+    assert not list(tmp_path.rglob("*.py")) and not list(tmp_path.rglob("*.c"))
+
+
+def _json_rows(capsys, *argv):
+    status, out, err = run(capsys, *argv, "--json")
+    assert status == 0, err
+    return json.loads(out)
+
+
+@pytest.mark.parametrize(
+    "option_argv,typed",
+    [
+        (["tanh", "--beta", "-1"], "tanh(x - 1)"),
+        (["tanh", "--beta", "-1e-3"], "tanh(x - 1/1000)"),  # argparse alone: an option
+        (["tanh", "--gamma", "-2", "--beta", "-0.5"], "tanh(-2*x - 1/2)"),
+        (["tanh", "--gamma=-2", "--beta=-0.5"], "tanh(-2*x - 1/2)"),
+        (["tanh", "--bet", "-1e-3"], "tanh(x - 1/1000)"),  # abbreviated option
+    ],
+)
+def test_negative_option_values_are_values(capsys, option_argv, typed):
+    got = _json_rows(capsys, "analyze", *option_argv, "--batch-size", "8", "--digits", "10")
+    want = _json_rows(capsys, "analyze", typed, "--batch-size", "8", "--digits", "10")
+    for key in KEYS[2:]:
+        assert got[key] == want[key], key
+
+
+def test_activation_starting_with_a_minus_sign(capsys):
+    """``-x`` and ``-relu(x)`` are the activation, wherever they stand among the options."""
+    neg = _json_rows(capsys, "analyze", "--batch-size", "8", "-x")
+    lin = _json_rows(capsys, "analyze", "linear", "--batch-size", "8")
+    assert neg["activation"] == "-x"
+    assert neg["q_star"] == lin["q_star"] and neg["gradient_rate"] == lin["gradient_rate"]
+    neg = _json_rows(capsys, "analyze", "-relu(x)", "--batch-size", "8")
+    pos = _json_rows(capsys, "analyze", "relu", "--batch-size", "8")
+    # phi -> -phi leaves every quantity of the normalised network unchanged
+    assert neg["q_star"] == pos["q_star"] and neg["lambda_M"] == pos["lambda_M"]
+    status, _, err = run(capsys, "analyze", "relu", "-x", "--batch-size", "8")
+    assert status == 2 and "unrecognized arguments: -x" in err
