@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -231,3 +232,51 @@ def test_activation_starting_with_a_minus_sign(capsys):
     assert neg["q_star"] == pos["q_star"] and neg["lambda_M"] == pos["lambda_M"]
     status, _, err = run(capsys, "analyze", "relu", "-x", "--batch-size", "8")
     assert status == 2 and "unrecognized arguments: -x" in err
+
+
+_LIMITED = r"""
+import resource, sys
+limit = 1 << 30  # 1 GiB of address space (a normal run peaks near 0.2 GiB)
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+from bnmft.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["analyze", "tanh", "--gamma", "1e10", "--batch-size", "8"],
+        ["analyze", "tanh(1e10*x)", "--batch-size", "8"],
+        ["analyze", "x*tanh(1e10*x)", "--batch-size", "8"],
+        ["derive", "tanh", "--gamma", "1e100"],
+        ["analyze", "Abs(sin(1e10*x))", "--batch-size", "8"],
+        ["analyze", "Max(x**(10**9) - 1, 0)", "--batch-size", "8"],
+    ],
+)
+def test_steep_activations_are_refused_within_memory_and_time(argv):
+    """These grew to 24 GB in sp.simplify / solveset and were killed; now one line, exit 2,
+    in a process limited to 1 GiB of address space and 120 s."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", _LIMITED, *argv], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("bnmft: error:")
+
+
+def test_homogeneity_test_of_a_steep_tanh_is_bounded():
+    """The symbolic homogeneity test itself (before any other check) on tanh(10^10 x), which
+    sp.simplify expanded without bound: answered (not homogeneous) within the same limits."""
+    code = _LIMITED.split("from bnmft.cli")[0] + (
+        "import sympy as sp\n"
+        "from bnmft.derive.activation import _homogeneity\n"
+        "from bnmft.derive.symbols import x\n"
+        "for e in (sp.tanh(10**10*x), x*sp.tanh(10**10*x), sp.tanh(10**100*x)):\n"
+        "    assert _homogeneity(e) is None, e\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0 and proc.stdout == "ok\n", proc.stderr[-2000:]
