@@ -380,10 +380,34 @@ def _derive_activation(args):
     return _activation(args)
 
 
-def cmd_derive(args) -> int:
-    import sympy as sp
-
+def _closed_form_lines(deriv, full: bool) -> list[str]:
+    """The closed forms (compact where derived) as text, each with its provenance; shared
+    sub-expressions named once at the end (:func:`bnmft.present.formula_block`)."""
     from bnmft.derive.bsb1 import QUANTITIES
+    from bnmft.present import formula_block, formula_lines
+
+    shown = {name: q.compact if q.compact is not None else q.expr
+             for name, q in deriv.closed.items()}
+    if full:
+        main = {name: "\n".join(formula_lines(name, e, full=True)) for name, e in shown.items()}
+        definitions = []
+    else:
+        refer = {n: "gradient_rate" for n in ("depth_scale", "max_trainable_depth")}
+        main, definitions = formula_block(shown, refer=refer, defined=deriv.definitions)
+    lines: list[str] = []
+    gap = [""] if full else []  # the 2-D forms need air between them
+    for name in QUANTITIES:
+        if name in deriv.closed:
+            q = deriv.closed[name]
+            lines += [*gap, main[name], f"  [{q.provenance.theorem}; valid for {q.domain}]"]
+        else:
+            lines += [f"{name} = {deriv.forms[name]}"]
+    if definitions:
+        lines += ["", "where"] + [f"  {line}" for line in definitions]
+    return lines
+
+
+def cmd_derive(args) -> int:
     from bnmft.derive.derivation import derive
 
     act = _derive_activation(args)
@@ -397,15 +421,7 @@ def cmd_derive(args) -> int:
     print(f"activation {act.name}: phi(x) = {act.expr}")
     if not deriv.closed:
         print("no closed forms (phi is not positive-homogeneous); quantities as sphere moments:")
-    for name in QUANTITIES:
-        q = deriv.closed.get(name)
-        if q is not None:
-            shown = q.compact if q.compact is not None else q.expr
-            print(f"\n{name} =")
-            print(sp.pretty(shown, use_unicode=False))
-            print(f"  [{q.provenance.theorem}; valid for {q.domain}]")
-        else:
-            print(f"\n{name} = {deriv.forms[name]}")
+    print("\n" + "\n".join(_closed_form_lines(deriv, args.full)))
     if deriv.definitions:
         print("\nwhere " + "; ".join(f"{k} = {v}" for k, v in deriv.definitions.items()))
     if deriv.dual_kernel is not None:
@@ -499,12 +515,11 @@ def cmd_verify(args) -> int:
 
 
 def cmd_report(args) -> int:
-    import sympy as sp
-
     from bnmft.codegen.files import atomic_write_text
     from bnmft.derive.derivation import derive
     from bnmft.numerics.evaluate import analyze
     from bnmft.numerics.verify import verify
+    from bnmft.present import formula_lines
 
     act = _activation(args)
     sizes = _batch_sizes(args.batch_size)
@@ -525,7 +540,7 @@ def cmd_report(args) -> int:
     say("## Closed forms" if deriv.closed else "## Definitions (no closed form; sphere moments)")
     for name, q in deriv.closed.items():
         shown = q.compact if q.compact is not None else q.expr
-        say(f"\n{name} =\n{sp.pretty(shown, use_unicode=False)}")
+        say("\n" + "\n".join(formula_lines(name, shown)))
         say(f"  ({q.provenance.theorem}; valid for {q.domain})")
     if not deriv.closed:
         for name, form in deriv.forms.items():
@@ -610,63 +625,136 @@ def cmd_gegenbauer(args) -> int:
 # -- main ---------------------------------------------------------------------------------------
 
 
+_BATCH_HELP = (
+    "batch size B: an integer from 4 to 10^15 (1e6 notation allowed) or inf (the limit "
+    "B -> oo); a comma list such as 8,16,32; an inclusive range start:stop[:step] such as "
+    "8:4096:8; at most 10^6 sizes per call"
+)
+_ACTIVATION_HELP = (
+    "a registered name (relu, leaky_relu:0.2, alpha_relu:1.5, linear, abs, step, tanh, erf, "
+    "sigmoid, sin, gelu, swish, silu, softplus, elu, selu) or an ASCII expression in x such as "
+    "'tanh(2*x) + 0.1' or 'Max(x, 0)**1.5'"
+)
+
+
+def _size_label(b: int) -> str:
+    """``1000`` or ``1e6``, as a batch size may be typed."""
+    return str(b) if b < 10**4 else f"{b:.0e}".replace("e+0", "e").replace("e+", "e")
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bnmft import __version__
+    from bnmft.numerics.precision import MAX_DIGITS
+    from bnmft.numerics.verify import DEFAULT_BATCH_SIZES
 
-    p = _Parser(prog="bnmft", description="Mean-field theory of batch-normalized networks.")
-    p.add_argument("--version", action="version", version=f"bnmft {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    raw = argparse.RawDescriptionHelpFormatter
+    p = _Parser(
+        prog="bnmft", formatter_class=raw,
+        description="Mean-field theory of batch-normalized networks (Yang et al., ICLR 2019).",
+        epilog=_examples("bnmft analyze relu --batch-size 32",
+                         "bnmft derive relu --latex",
+                         "bnmft <command> --help   (options of one command)"),
+    )
+    p.add_argument("--version", action="version", version=f"bnmft {__version__}",
+                   help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                           metavar="command", help="one of the commands below")
 
-    def common(sp_, batch_required=False, digits=16):
+    def command(name, help_, *examples):
+        return sub.add_parser(name, help=help_, description=help_ + ".", formatter_class=raw,
+                              epilog=_examples(*examples))
+
+    def common(sp_, batch=True, digits=16, batch_default=None, batch_help=_BATCH_HELP):
         sp_.takes_dash_values = True
-        sp_.add_argument("activation", help="registered name (relu, tanh, alpha_relu:1.5, ...) "
-                                            "or an expression in x, e.g. 'tanh(2*x) + 0.1'")
-        sp_.add_argument("--gamma", default=None, help="use phi(gamma*x + beta)")
-        sp_.add_argument("--beta", default=None, help="use phi(gamma*x + beta)")
-        if batch_required is not None:
-            sp_.add_argument("--batch-size", required=batch_required,
-                             help="B, comma list, start:stop[:step] range, or inf")
+        sp_.add_argument("activation", help=_ACTIVATION_HELP)
+        sp_.add_argument("--gamma", default=None, metavar="GAMMA",
+                         help="use phi(gamma*x + beta): gamma a nonzero real number or "
+                              "expression such as 2, -0.5 or pi/2 (default 1); smooth "
+                              "nonlinearities must not change over widths below 1/1000")
+        sp_.add_argument("--beta", default=None, metavar="BETA",
+                         help="use phi(gamma*x + beta): beta a real number or expression "
+                              "such as 0.1 or -1e-3 (default 0)")
+        if batch:
+            default = ("required" if batch_default is None
+                       else "default " + ",".join(map(_size_label, batch_default)))
+            sp_.add_argument("--batch-size", required=batch_default is None, metavar="B",
+                             help=f"{batch_help} ({default})")
         if digits:
-            sp_.add_argument("--digits", type=_digits, default=digits,
-                             help=f"significant digits (default {digits})")
+            sp_.add_argument("--digits", type=_digits, default=digits, metavar="D",
+                             help=f"significant digits, 1 to {MAX_DIGITS} (default {digits})")
 
-    a = sub.add_parser("analyze", help="numbers for every BSB1 quantity")
-    common(a, batch_required=True)
-    a.add_argument("--json", action="store_true")
+    a = command("analyze", "numbers for every BSB1 quantity",
+                "bnmft analyze relu --batch-size 6,8,32 --digits 30 --json",
+                "bnmft analyze 'tanh(2*x) + 0.1' --batch-size 8:4096:8 --digits 12",
+                "bnmft analyze tanh --gamma 0.5 --beta -0.1 --batch-size inf")
+    common(a)
+    a.add_argument("--json", action="store_true",
+                   help="print JSON: one object per batch size (a list for several), numbers "
+                        "as decimal strings, null where the digits were not reached "
+                        "(default: text)")
     a.set_defaults(func=cmd_analyze)
 
-    d = sub.add_parser("derive", help="closed forms (or moment definitions)")
-    common(d, batch_required=None, digits=0)
+    d = command("derive", "closed forms in B (or the moment definitions)",
+                "bnmft derive relu", "bnmft derive alpha_relu --full",
+                "bnmft derive leaky_relu --symbolic --latex")
+    common(d, batch=False, digits=0)
     g = d.add_mutually_exclusive_group()
-    g.add_argument("--json", action="store_true")
-    g.add_argument("--latex", action="store_true")
+    g.add_argument("--json", action="store_true",
+                   help="print every quantity as JSON: SymPy and LaTeX text, compact form, "
+                        "domain, provenance (default: text)")
+    g.add_argument("--latex", action="store_true",
+                   help="print a LaTeX align* block (default: text)")
+    d.add_argument("--full", action="store_true",
+                   help="text: print each closed form in full (SymPy's 2-D pretty form) "
+                        "rather than in named sub-expressions, one line each (default off)")
     d.add_argument("--symbolic", action="store_true",
-                   help="keep a family's parameters (alpha, slope) as symbols")
+                   help="keep a family's parameters (alpha, slope) as symbols (default off; "
+                        "on for a family named without its parameter, such as alpha_relu)")
     d.set_defaults(func=cmd_derive)
 
-    c = sub.add_parser("codegen", help="generate a numpy module or C kernels")
-    common(c, batch_required=None, digits=0)
-    c.add_argument("--lang", choices=["numpy", "c"], required=True)
-    c.add_argument("--out", required=True)
-    c.add_argument("--module", required=True, type=_module)
+    c = command("codegen", "generate a numpy module or C kernels from the closed forms",
+                "bnmft codegen relu --lang numpy --out gen --module relu_bn",
+                "bnmft codegen leaky_relu:0.2 --lang c --out gen --module leaky")
+    common(c, batch=False, digits=0)
+    c.add_argument("--lang", choices=["numpy", "c"], required=True,
+                   help="numpy (writes MODULE.py) or c (MODULE.c and MODULE.h) (required)")
+    c.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder, created if missing (required)")
+    c.add_argument("--module", required=True, type=_module, metavar="MODULE",
+                   help="module name: ASCII letters, digits and _, not starting with a digit, "
+                        "at most 63 characters; no Python or C keyword and no standard-library "
+                        "module such as os (required)")
     c.set_defaults(func=cmd_codegen)
 
-    v = sub.add_parser("verify", help="compare every route with independent references")
-    common(v, batch_required=False, digits=30)
+    v = command("verify", "compare every route with independent references",
+                "bnmft verify relu --digits 30", "bnmft verify tanh --batch-size 5,40")
+    common(v, digits=30, batch_default=DEFAULT_BATCH_SIZES,
+           batch_help=_BATCH_HELP.replace(" or inf (the limit B -> oo)", ", finite"))
     v.set_defaults(func=cmd_verify)
 
-    gg = sub.add_parser("gegenbauer", help="Gegenbauer coefficients a_k, c_k and the Thm 9 sums")
-    common(gg, batch_required=True, digits=20)
-    gg.add_argument("--terms", type=_terms, required=True, help="number of coefficients K")
+    gg = command("gegenbauer", "Gegenbauer coefficients a_k, c_k and the Thm 9 sums",
+                 "bnmft gegenbauer tanh --batch-size 32 --terms 12 --json")
+    common(gg, digits=20, batch_help="one batch size B: an integer from 4 to 10^15 (1e6 "
+                                     "notation allowed)")
+    gg.add_argument("--terms", type=_terms, required=True, metavar="K",
+                    help="number of coefficients K, 1 to 100000 (required)")
     gx = gg.add_mutually_exclusive_group()
-    gx.add_argument("--json", action="store_true")
-    gx.add_argument("--latex", action="store_true")
+    gx.add_argument("--json", action="store_true", help="print JSON (default: text)")
+    gx.add_argument("--latex", action="store_true", help="print a LaTeX table (default: text)")
     gg.set_defaults(func=cmd_gegenbauer)
 
-    r = sub.add_parser("report", help="closed forms, numbers, verification, generated files")
-    common(r, batch_required=True)
-    r.add_argument("--verify-digits", type=_digits, default=20)
-    r.add_argument("--out", default=None, help="output folder (default bnmft-output/<activation>)")
+    r = command("report", "closed forms, numbers, verification and generated files",
+                "bnmft report relu --batch-size 32",
+                "bnmft report tanh --batch-size 8,inf --out tanh-report")
+    common(r)
+    r.add_argument("--verify-digits", type=_digits, default=20, metavar="D",
+                   help=f"digits the verification compares, 1 to {MAX_DIGITS} (default 20)")
+    r.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder (default bnmft-output/<activation>)")
     r.set_defaults(func=cmd_report)
     return p
 

@@ -345,7 +345,8 @@ def _homogeneity_probes(expr: sp.Expr) -> list[mpmath.mpf]:
     probes = [mpmath.mpf(t) for t in ("0.37", "1.3", "2.9", "7.1")]
     reach = _magnitude(expr) + 12
     for k in range(2, reach + 2, 2):
-        probes += [mpmath.mpf("1.3") * mpmath.mpf(10) ** -k, mpmath.mpf("1.3") * mpmath.mpf(10) ** k]
+        scale = mpmath.mpf(10) ** k
+        probes += [mpmath.mpf("1.3") / scale, mpmath.mpf("1.3") * scale]
     return probes
 
 

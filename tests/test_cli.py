@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -135,6 +136,7 @@ def test_report_writes_files(tmp_path, capsys):
     for name in ("relu.py", "relu.c", "relu.h", "formulas.tex", "report.md"):
         assert (tmp_path / name).exists(), name
     assert "## Verification" in out and "1.521952830551879" in out
+    assert "\nlambda_M = B*Jp/((1 - J)*(B + 1))\n" in (tmp_path / "report.md").read_text()
 
 
 def test_console_script_runs():
@@ -280,3 +282,73 @@ def test_homogeneity_test_of_a_steep_tanh_is_bounded():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, env=env)
     assert proc.returncode == 0 and proc.stdout == "ok\n", proc.stderr[-2000:]
+
+
+def _subcommands():
+    import argparse
+
+    from bnmft.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return parser, sub.choices
+
+
+def test_every_option_of_every_command_has_help():
+    import argparse
+
+    parser, commands = _subcommands()
+    assert set(commands) == {"analyze", "derive", "codegen", "verify", "gegenbauer", "report"}
+    for name, sub in {"bnmft": parser, **commands}.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                continue
+            text = action.help or ""
+            assert text.strip() and text != argparse.SUPPRESS, (name, action.dest)
+            if action.option_strings and action.nargs is None and action.dest != "help":
+                # options that take a value state their default, or that they are required
+                assert "default" in text or "required" in text, (name, action.dest, text)
+        assert sub.epilog and "examples:" in sub.epilog, name
+
+
+def test_help_examples_parse_and_ranges_match_the_code():
+    import shlex
+
+    from bnmft.derive.errors import MAX_BATCH_SIZE, MIN_BATCH_SIZE
+    from bnmft.numerics.precision import MAX_DIGITS
+
+    parser, commands = _subcommands()
+    for name, sub in commands.items():
+        examples = [line.strip() for line in sub.epilog.splitlines()[1:]]
+        assert examples, name
+        for line in examples:
+            argv = shlex.split(line)
+            assert argv[:2] == ["bnmft", name], line
+            parser.parse_args(argv[1:])  # InputError if an example went stale
+        text = sub.format_help()
+        assert f"1 to {MAX_DIGITS}" in text or "--digits" not in text, name
+    exponent = len(str(MAX_BATCH_SIZE)) - 1
+    assert 10**exponent == MAX_BATCH_SIZE
+    help_text = commands["analyze"].format_help()
+    assert f"from {MIN_BATCH_SIZE} to 10^{exponent}" in help_text and "inf" in help_text
+
+
+def test_readme_states_the_batch_size_range_of_the_cli():
+    from pathlib import Path
+
+    from bnmft.derive.errors import MAX_BATCH_SIZE
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    exponent = len(str(MAX_BATCH_SIZE)) - 1
+    assert f"4 to 10^{exponent}" in " ".join(readme.split())
+    stated = {int(e) for e in re.findall(r"\b4 to 10\^(\d+)", " ".join(readme.split()))}
+    assert stated == {exponent}
+
+
+def test_help_exits_zero_and_prints_usage(capsys):
+    for name in ("analyze", "derive", "codegen", "verify", "gegenbauer", "report"):
+        with pytest.raises(SystemExit) as info:
+            main([name, "--help"])
+        assert info.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: bnmft {name}") and "examples:" in out
