@@ -287,7 +287,45 @@ def _zeros(expr: sp.Expr) -> list[sp.Expr]:
                 f"phi has more than {MAX_KINKS} kinks in |x| <= {KINK_WINDOW}; quadratures "
                 "split at each"
             )
+    if not isinstance(sol, sp.FiniteSet) or not expr.is_polynomial(x):  # roots are exact
+        _check_no_zero_missed(expr, points)
     return points
+
+
+def _check_no_zero_missed(expr: sp.Expr, points) -> None:
+    """Refuse when ``expr`` changes sign between two grid points (spacing 1/4 on the kink
+    window, float64) with no located zero between them, and bisection (30 digits) closes in
+    on a zero there rather than a jump. ``solveset`` can miss real zeros: it returns the
+    empty set for ``exp(50 x) - exp(x) - 3``, whose zero near 0.028 is a kink of Max(., 0)."""
+    import numpy as np
+
+    grid = np.arange(-4 * KINK_WINDOW, 4 * KINK_WINDOW + 1) / 4
+    values = np.real_if_close(np.asarray(_lambdify_numpy(expr)(grid), dtype=complex))
+    if np.iscomplexobj(values):
+        return
+    located = [float(p) for p in points]
+    fn = _mpmath_function(expr)
+    for i in np.flatnonzero(np.sign(values[:-1]) * np.sign(values[1:]) < 0):
+        a, b = grid[i], grid[i + 1]
+        if any(a <= p <= b for p in located):
+            continue
+        with mpmath.workdps(30):
+
+            def value(t):
+                try:
+                    v = fn(t)
+                except (ArithmeticError, ValueError, TypeError):
+                    return None
+                return None if isinstance(v, mpmath.mpc) or not mpmath.isfinite(v) else v
+
+            t = _bisect(lambda s: value(s) or 0, mpmath.mpf(a), mpmath.mpf(b))
+            scale = max(abs(values[i]), abs(values[i + 1]))
+            v = value(t)
+            if v is not None and abs(v) <= 1e-20 * scale:
+                raise ActivationError(
+                    f"cannot locate where {_short(expr)} vanishes: SymPy found no zero near "
+                    f"x = {mpmath.nstr(t, 6)} (needed to split integrals)"
+                )
 
 
 def _short(expr: sp.Expr) -> str:

@@ -265,6 +265,16 @@ def test_kinks_on_a_lattice_are_all_in_the_window():
     assert np.allclose(kinks, sorted((k * np.pi - 1) / 3 for k in ks), rtol=0, atol=1e-14)
 
 
+def test_a_zero_solveset_misses_is_refused_not_skipped():
+    """solveset returns the empty set for exp(50 x) - exp(x) - 3; the kink of its Max with 0
+    would go unsplit. The grid scan finds the sign change and names the zero."""
+    with pytest.raises(ActivationError) as info:
+        activation("Max(exp(x)**50 - exp(x) - 3, 0)")
+    msg = _one_line(info.value)
+    root = mpmath.findroot(lambda t: mpmath.exp(50 * t) - mpmath.exp(t) - 3, 0.03)
+    assert f"no zero near x = {mpmath.nstr(root, 6)}" in msg
+
+
 @pytest.mark.parametrize(
     "expr",
     [sp.tanh(10**10 * x), x * sp.tanh(10**10 * x), sp.tanh(x / 10**10) * x, sp.Max(x, 0)
@@ -272,7 +282,8 @@ def test_kinks_on_a_lattice_are_all_in_the_window():
 )
 def test_homogeneity_screen_sees_far_scales(expr):
     """Not homogeneous, though each looks so at t ~ 1 to 30 digits (tanh(10^10 t) = +-1): the
-    screen probes scales out to 10^(+-22) and refuses before any symbolic step runs."""
+    screen probes t out to 10^(+-(m + 12)), m the magnitude of phi's numbers, and refuses
+    before any symbolic step runs."""
     from bnmft.derive.activation import _numerically_homogeneous
 
     assert _numerically_homogeneous(expr) is False
