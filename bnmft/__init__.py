@@ -9,6 +9,8 @@ Public API (stable), one function per stage of the pipeline (:mod:`bnmft.pipelin
 * :func:`generate` -- generated numpy / C sources of the closed forms;
 * :func:`verify` -- every route against independent mpmath references;
 * :func:`report` -- all of the above for one activation (:class:`Report`).
+* :class:`InvalidInput` -- the ``ValueError`` raised for input bnmft refuses (an
+  activation it cannot handle, a batch size outside 4..10^15 or ``math.inf``); one line.
 
 Each accepts a spec string, an :class:`Activation` or a :class:`Derivation`. The stages are
 the subpackages ``bnmft.derive``, ``bnmft.numerics`` and ``bnmft.codegen``; no public name
@@ -22,6 +24,7 @@ _LAZY = {
     "ActivationError": "bnmft.derive",
     "Derivation": "bnmft.derive",
     "DerivedQuantity": "bnmft.derive",
+    "InvalidInput": "bnmft.derive",
     "activation": "bnmft.derive",
     "Number": "bnmft.numerics",
     "Analysis": "bnmft.numerics",

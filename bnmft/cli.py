@@ -11,49 +11,136 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
+
+from bnmft.derive import errors
+from bnmft.derive.errors import InvalidInput
 
 EXIT_BAD_INPUT = 2
 EXIT_NUMERICAL = 1
 
 
 class InputError(Exception):
-    """Bad input: reported as one line, exit status 2."""
+    """Bad input found by the command line: one line, exit status 2, printed as every
+    :class:`~bnmft.derive.errors.InvalidInput` the library raises. Not a ``ValueError``:
+    argparse would swallow the message of one raised inside an argument's ``type``."""
+
+    def __init__(self, message: str = ""):
+        super().__init__(" ".join(str(message).split()))  # user text may hold line breaks
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, and values that start with '-' accepted.
+
+    argparse reads ``--beta -1e-3``, ``--gamma -inf`` or the activation ``-x`` as unknown
+    options (only plain negative numbers such as ``-1`` pass). Before parsing, a token that
+    starts with one '-' and is no option of this parser is joined to the option before it
+    when that option takes a value (``--beta=-1e-3``), otherwise it is the positional
+    argument (moved after ``--``).
+    """
+
+    #: The parser reads an activation and options (a subcommand), not a subcommand name.
+    takes_dash_values = False
+
     def error(self, message):  # one line, exit 2 (argparse would print the usage too)
         raise InputError(message)
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self.takes_dash_values and args is not None:
+            args = self._dash_values(list(args))
+        return super().parse_known_args(args, namespace)
+
+    def _option(self, token: str):
+        """The action ``token`` names (exactly, or as the unique prefix argparse accepts)."""
+        actions = {s: a for a in self._actions for s in a.option_strings}
+        name = token.split("=", 1)[0]
+        if name in actions:
+            return actions[name]
+        found = {a for s, a in actions.items() if name.startswith("--") and s.startswith(name)}
+        return found.pop() if len(found) == 1 else None
+
+    def _dash_values(self, args: list[str]) -> list[str]:
+        out: list[str] = []
+        positional: list[str] = []  # dash tokens that are no option and no option's value
+        plain = False  # a positional argument that argparse reads as such
+        i = 0
+        while i < len(args):
+            tok = args[i]
+            if tok == "--":
+                return args
+            action = self._option(tok) if tok.startswith("-") else None
+            if action is not None:
+                out.append(tok)
+                if action.nargs is None and "=" not in tok and i + 1 < len(args):
+                    value = args[i + 1]
+                    if _dashed(value) and self._option(value) is None:
+                        out[-1] = f"{tok}={value}"
+                        i += 1
+                    elif not value.startswith("-"):
+                        out.append(value)
+                        i += 1
+            elif _dashed(tok):
+                positional.append(tok)
+            else:
+                plain = True
+                out.append(tok)
+            i += 1
+        if len(positional) == 1 and not plain:
+            return [*out, "--", *positional]
+        return out + positional  # argparse reports what is left over
+
+
+def _dashed(token: str) -> bool:
+    """Starts with one '-' and is more than '-' (a value argparse would take for an option)."""
+    return token.startswith("-") and not token.startswith("--") and token != "-"
 
 
 # -- argument helpers ----------------------------------------------------------------------
 
 
 #: Largest finite batch size (integers are exact in float64 up to 2^53 ~ 9e15).
-MAX_BATCH_SIZE = 10**15
+MAX_BATCH_SIZE = errors.MAX_BATCH_SIZE
 #: Most batch sizes one call evaluates.
-MAX_BATCH_SIZES = 1_000_000
+MAX_BATCH_SIZES = errors.MAX_BATCH_SIZES
+#: One batch size as typed: ASCII digits, optionally a decimal point and an exponent (``1e6``).
+_SIZE = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?\Z")
+
+
+def _ascii(text: str, what: str) -> str:
+    """Refuse non-ASCII text: Python reads fullwidth digits as digits (``int('８') == 8``)
+    and NFKC-folds identifiers (``ｘ`` would silently become ``x``)."""
+    for ch in text:
+        if not ch.isascii():
+            raise InputError(f"{what} '{text}' contains the non-ASCII character '{ch}' "
+                             f"(U+{ord(ch):04X}); type it in ASCII")
+    return text
 
 
 def _batch_sizes(text: str) -> list:
     """``32``, ``8,16,32``, ``8:4096:4`` (inclusive range), ``inf``, ``1e6``."""
+    _ascii(text, "batch size")
+    items = text.split(",")
     out: list = []
-    for item in text.split(","):
+    for item in items:
         item = item.strip().lower()
         if not item:
-            continue
-        if item in ("inf", "oo", "infinity"):
+            where = "an empty" if len(items) == 1 else "an empty item in"
+            raise InputError(f"{where} batch-size list '{text}'")
+        if item in ("inf", "oo", "infinity", "+inf"):
             out.append(math.inf)
             continue
         if ":" in item:
             parts = item.split(":")
             if len(parts) not in (2, 3):
                 raise InputError(f"bad batch-size range '{item}' (use start:stop[:step])")
-            start, stop = _one_size(parts[0]), _one_size(parts[1])
-            step = _one_size(parts[2]) if len(parts) == 3 else 1
+            start, stop = _one_size(parts[0], item), _one_size(parts[1], item)
+            step = _one_size(parts[2], item) if len(parts) == 3 else 1
             if step < 1 or stop < start:
-                raise InputError(f"bad batch-size range '{item}'")
+                raise InputError(f"bad batch-size range '{item}' (need start <= stop, step >= 1)")
+            errors.check_batch_size(start)
+            errors.check_batch_size(stop)
             count = (stop - start) // step + 1
             if len(out) + count > MAX_BATCH_SIZES:
                 raise InputError(f"too many batch sizes ({len(out) + count:,}); "
@@ -61,46 +148,58 @@ def _batch_sizes(text: str) -> list:
             out.extend(range(start, stop + 1, step))
             continue
         out.append(_one_size(item))
-    if not out:
-        raise InputError("no batch size given")
     if len(out) > MAX_BATCH_SIZES:
         raise InputError(
             f"too many batch sizes ({len(out):,}); at most {MAX_BATCH_SIZES:,} per call"
         )
-    for b in out:
-        if b != math.inf and b < 4:
-            raise InputError(f"batch size must be >= 4 (got {b}); B < 4 is degenerate")
-        if b != math.inf and b > MAX_BATCH_SIZE:
-            raise InputError(f"batch size must be <= 10^15 (got {_size_text(b)}); "
-                             "use 'inf' for the limit B -> oo")
-    return out
+    return errors.check_batch_sizes(out)
 
 
-def _size_text(b: int) -> str:
-    """A batch size for messages: digits, or scientific notation when long."""
-    return str(b) if b < 10**16 else f"{b:.3e}"
-
-
-def _one_size(text: str) -> int:
-    try:
-        value = float(text)
-    except ValueError:
-        raise InputError(f"bad batch size '{text}'") from None
-    if not math.isfinite(value) or value != int(value):
+def _one_size(text: str, item: str | None = None) -> int:
+    """One integer of a batch-size list (``1e6`` allowed); ``item``: the range it is in."""
+    if text in ("-inf", "-oo", "-infinity"):
+        raise InputError(f"batch size must be >= 4 (got {text})")
+    if not _SIZE.match(text):
+        where = f" in '{item}'" if item is not None and item != text else ""
+        raise InputError(f"bad batch size '{text}'{where} (an integer such as 32 or 1e6)")
+    value = float(text)
+    if not math.isfinite(value):
+        raise InputError(f"batch size '{text}' is too large; use 'inf' for the limit B -> oo")
+    if value != int(value):
         raise InputError(f"batch size must be an integer (got '{text}')")
     return int(value)
+
+
+def _integer(value: str, what: str) -> int:
+    """An ASCII integer (``int`` alone would read fullwidth or Arabic-Indic digits)."""
+    text = value.strip()
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        _ascii(value, what)
+        raise InputError(f"{what} must be an integer (got '{value}')")
+    return int(text)
+
+
+def _terms(value: str) -> int:
+    return _integer(value, "--terms")
 
 
 def _digits(value: str) -> int:
     from bnmft.numerics.precision import MAX_DIGITS
 
-    try:
-        d = int(value)
-    except ValueError:
-        raise InputError(f"--digits must be an integer (got '{value}')") from None
+    d = _integer(value, "--digits")
     if not 1 <= d <= MAX_DIGITS:
         raise InputError(f"--digits must be between 1 and {MAX_DIGITS} (got {d})")
     return d
+
+
+def _module(value: str) -> str:
+    """``--module``: checked before any derivation runs (as :func:`generate` checks it)."""
+    from bnmft.codegen.prepare import check_module_name
+
+    try:
+        return check_module_name(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _activation(args):
@@ -253,10 +352,34 @@ def _derive_activation(args):
     return _activation(args)
 
 
-def cmd_derive(args) -> int:
-    import sympy as sp
-
+def _closed_form_lines(deriv, full: bool) -> list[str]:
+    """The closed forms (compact where derived) as text, each with its provenance; shared
+    sub-expressions named once at the end (:func:`bnmft.present.formula_block`)."""
     from bnmft.derive.bsb1 import QUANTITIES
+    from bnmft.present import formula_block, formula_lines
+
+    shown = {name: q.compact if q.compact is not None else q.expr
+             for name, q in deriv.closed.items()}
+    if full:
+        main = {name: "\n".join(formula_lines(name, e, full=True)) for name, e in shown.items()}
+        definitions = []
+    else:
+        refer = {n: "gradient_rate" for n in ("depth_scale", "max_trainable_depth")}
+        main, definitions = formula_block(shown, refer=refer, defined=deriv.definitions)
+    lines: list[str] = []
+    gap = [""] if full else []  # the 2-D forms need air between them
+    for name in QUANTITIES:
+        if name in deriv.closed:
+            q = deriv.closed[name]
+            lines += [*gap, main[name], f"  [{q.provenance.theorem}; valid for {q.domain}]"]
+        else:
+            lines += [f"{name} = {deriv.forms[name]}"]
+    if definitions:
+        lines += ["", "where"] + [f"  {line}" for line in definitions]
+    return lines
+
+
+def cmd_derive(args) -> int:
     from bnmft.derive.derivation import derive
 
     act = _derive_activation(args)
@@ -270,15 +393,7 @@ def cmd_derive(args) -> int:
     print(f"activation {act.name}: phi(x) = {act.expr}")
     if not deriv.closed:
         print("no closed forms (phi is not positive-homogeneous); quantities as sphere moments:")
-    for name in QUANTITIES:
-        q = deriv.closed.get(name)
-        if q is not None:
-            shown = q.compact if q.compact is not None else q.expr
-            print(f"\n{name} =")
-            print(sp.pretty(shown, use_unicode=False))
-            print(f"  [{q.provenance.theorem}; valid for {q.domain}]")
-        else:
-            print(f"\n{name} = {deriv.forms[name]}")
+    print("\n" + "\n".join(_closed_form_lines(deriv, args.full)))
     if deriv.definitions:
         print("\nwhere " + "; ".join(f"{k} = {v}" for k, v in deriv.definitions))
     if deriv.dual_kernel is not None:
@@ -374,7 +489,7 @@ def cmd_verify(args) -> int:
 
 def _report_text(rep) -> list[str]:
     """The report as Markdown lines: closed forms, numbers, verification summary."""
-    import sympy as sp
+    from bnmft.present import formula_lines
 
     deriv, act = rep.derivation, rep.activation
     text: list[str] = []
@@ -393,7 +508,7 @@ def _report_text(rep) -> list[str]:
     for q in deriv.quantities:
         if q.expr is not None:
             shown = q.compact if q.compact is not None else q.expr
-            say(f"\n{q.name} =\n{sp.pretty(shown, use_unicode=False)}")
+            say("\n" + "\n".join(formula_lines(q.name, shown)))
             say(f"  ({q.provenance.theorem}; valid for {q.domain})")
         else:
             say(f"\n{q.name} = {q.moment_form}")
@@ -478,65 +593,138 @@ def cmd_gegenbauer(args) -> int:
 # -- main ---------------------------------------------------------------------------------------
 
 
+_BATCH_HELP = (
+    "batch size B: an integer from 4 to 10^15 (1e6 notation allowed) or inf (the limit "
+    "B -> oo); a comma list such as 8,16,32; an inclusive range start:stop[:step] such as "
+    "8:4096:8; at most 10^6 sizes per call"
+)
+_ACTIVATION_HELP = (
+    "a registered name (relu, leaky_relu:0.2, alpha_relu:1.5, linear, abs, step, tanh, erf, "
+    "sigmoid, sin, gelu, swish, silu, softplus, elu, selu) or an ASCII expression in x such as "
+    "'tanh(2*x) + 0.1' or 'Max(x, 0)**1.5'"
+)
+
+
+def _size_label(b: int) -> str:
+    """``1000`` or ``1e6``, as a batch size may be typed."""
+    return str(b) if b < 10**4 else f"{b:.0e}".replace("e+0", "e").replace("e+", "e")
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bnmft import __version__
+    from bnmft.numerics.precision import MAX_DIGITS
+    from bnmft.numerics.verify import DEFAULT_BATCH_SIZES
 
-    p = _Parser(prog="bnmft", description="Mean-field theory of batch-normalized networks.")
-    p.add_argument("--version", action="version", version=f"bnmft {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    raw = argparse.RawDescriptionHelpFormatter
+    p = _Parser(
+        prog="bnmft", formatter_class=raw,
+        description="Mean-field theory of batch-normalized networks (Yang et al., ICLR 2019).",
+        epilog=_examples("bnmft analyze relu --batch-size 32",
+                         "bnmft derive relu --latex",
+                         "bnmft <command> --help   (options of one command)"),
+    )
+    p.add_argument("--version", action="version", version=f"bnmft {__version__}",
+                   help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                           metavar="command", help="one of the commands below")
 
-    def common(sp_, batch_required=False, digits=16):
-        sp_.add_argument("activation", help="registered name (relu, tanh, alpha_relu:1.5, ...) "
-                                            "or an expression in x, e.g. 'tanh(2*x) + 0.1'")
-        sp_.add_argument("--gamma", default=None, help="use phi(gamma*x + beta)")
-        sp_.add_argument("--beta", default=None, help="use phi(gamma*x + beta)")
-        if batch_required is not None:
-            sp_.add_argument("--batch-size", required=batch_required,
-                             help="B, comma list, start:stop[:step] range, or inf")
+    def command(name, help_, *examples):
+        return sub.add_parser(name, help=help_, description=help_ + ".", formatter_class=raw,
+                              epilog=_examples(*examples))
+
+    def common(sp_, batch=True, digits=16, batch_default=None, batch_help=_BATCH_HELP):
+        sp_.takes_dash_values = True
+        sp_.add_argument("activation", help=_ACTIVATION_HELP)
+        sp_.add_argument("--gamma", default=None, metavar="GAMMA",
+                         help="use phi(gamma*x + beta): gamma a nonzero real number or "
+                              "expression such as 2, -0.5 or pi/2 (default 1); smooth "
+                              "nonlinearities must not change over widths below 1/1000")
+        sp_.add_argument("--beta", default=None, metavar="BETA",
+                         help="use phi(gamma*x + beta): beta a real number or expression "
+                              "such as 0.1 or -1e-3 (default 0)")
+        if batch:
+            default = ("required" if batch_default is None
+                       else "default " + ",".join(map(_size_label, batch_default)))
+            sp_.add_argument("--batch-size", required=batch_default is None, metavar="B",
+                             help=f"{batch_help} ({default})")
         if digits:
-            sp_.add_argument("--digits", type=_digits, default=digits,
-                             help=f"significant digits (default {digits})")
+            sp_.add_argument("--digits", type=_digits, default=digits, metavar="D",
+                             help=f"significant digits, 1 to {MAX_DIGITS} (default {digits})")
 
-    a = sub.add_parser("analyze", help="numbers for every BSB1 quantity")
-    common(a, batch_required=True)
-    a.add_argument("--json", action="store_true")
+    a = command("analyze", "numbers for every BSB1 quantity",
+                "bnmft analyze relu --batch-size 6,8,32 --digits 30 --json",
+                "bnmft analyze 'tanh(2*x) + 0.1' --batch-size 8:4096:8 --digits 12",
+                "bnmft analyze tanh --gamma 0.5 --beta -0.1 --batch-size inf")
+    common(a)
+    a.add_argument("--json", action="store_true",
+                   help="print JSON: one object per batch size (a list for several), numbers "
+                        "as decimal strings, null where the digits were not reached "
+                        "(default: text)")
     a.set_defaults(func=cmd_analyze)
 
-    d = sub.add_parser("derive", help="closed forms (or moment definitions)")
-    common(d, batch_required=None, digits=0)
+    d = command("derive", "closed forms in B (or the moment definitions)",
+                "bnmft derive relu", "bnmft derive alpha_relu --full",
+                "bnmft derive leaky_relu --symbolic --latex")
+    common(d, batch=False, digits=0)
     g = d.add_mutually_exclusive_group()
-    g.add_argument("--json", action="store_true")
-    g.add_argument("--latex", action="store_true")
+    g.add_argument("--json", action="store_true",
+                   help="print every quantity as JSON: SymPy and LaTeX text, compact form, "
+                        "domain, provenance (default: text)")
+    g.add_argument("--latex", action="store_true",
+                   help="print a LaTeX align* block (default: text)")
+    d.add_argument("--full", action="store_true",
+                   help="text: print each closed form in full (SymPy's 2-D pretty form) "
+                        "rather than in named sub-expressions, one line each (default off)")
     d.add_argument("--symbolic", action="store_true",
-                   help="keep a family's parameters (alpha, slope) as symbols")
+                   help="keep a family's parameters (alpha, slope) as symbols (default off; "
+                        "on for a family named without its parameter, such as alpha_relu)")
     d.set_defaults(func=cmd_derive)
 
-    c = sub.add_parser("codegen", help="generate a numpy module or C kernels")
-    common(c, batch_required=None, digits=0)
-    c.add_argument("--lang", choices=["numpy", "c"], required=True)
-    c.add_argument("--out", required=True)
-    c.add_argument("--module", required=True)
+    c = command("codegen", "generate a numpy module or C kernels from the closed forms",
+                "bnmft codegen relu --lang numpy --out gen --module relu_bn",
+                "bnmft codegen leaky_relu:0.2 --lang c --out gen --module leaky")
+    common(c, batch=False, digits=0)
+    c.add_argument("--lang", choices=["numpy", "c"], required=True,
+                   help="numpy (writes MODULE.py) or c (MODULE.c and MODULE.h) (required)")
+    c.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder, created if missing (required)")
+    c.add_argument("--module", required=True, type=_module, metavar="MODULE",
+                   help="module name: ASCII letters, digits and _, not starting with a digit, "
+                        "at most 63 characters; no Python or C keyword and no standard-library "
+                        "module such as os (required)")
     c.set_defaults(func=cmd_codegen)
 
-    v = sub.add_parser("verify", help="compare every route with independent references")
-    common(v, batch_required=False, digits=30)
+    v = command("verify", "compare every route with independent references",
+                "bnmft verify relu --digits 30", "bnmft verify tanh --batch-size 5,40")
+    common(v, digits=30, batch_default=DEFAULT_BATCH_SIZES,
+           batch_help=_BATCH_HELP.replace(" or inf (the limit B -> oo)", ", finite"))
     v.set_defaults(func=cmd_verify)
 
-    gg = sub.add_parser("gegenbauer", help="Gegenbauer coefficients a_k, c_k and the Thm 9 sums")
-    common(gg, batch_required=True, digits=20)
-    gg.add_argument("--terms", type=int, required=True,
+    gg = command("gegenbauer", "Gegenbauer coefficients a_k, c_k and the Thm 9 sums",
+                 "bnmft gegenbauer tanh --batch-size 32 --terms 12 --json")
+    common(gg, digits=20, batch_help="one batch size B: an integer from 4 to 10^15 (1e6 "
+                                     "notation allowed)")
+    gg.add_argument("--terms", type=_terms, required=True, metavar="K",
                     help="number of coefficients K: at most 500 (coefficients by quadrature, "
                          "cost ~K^2) or 20000 (positive-homogeneous phi, closed-form "
-                         "coefficients), so that a table takes a few seconds at 20 digits")
+                         "coefficients), so that a table takes a few seconds (required)")
     gx = gg.add_mutually_exclusive_group()
-    gx.add_argument("--json", action="store_true")
-    gx.add_argument("--latex", action="store_true")
+    gx.add_argument("--json", action="store_true", help="print JSON (default: text)")
+    gx.add_argument("--latex", action="store_true", help="print a LaTeX table (default: text)")
     gg.set_defaults(func=cmd_gegenbauer)
 
-    r = sub.add_parser("report", help="closed forms, numbers, verification, generated files")
-    common(r, batch_required=True)
-    r.add_argument("--verify-digits", type=_digits, default=20)
-    r.add_argument("--out", default=None, help="output folder (default bnmft-output/<activation>)")
+    r = command("report", "closed forms, numbers, verification and generated files",
+                "bnmft report relu --batch-size 32",
+                "bnmft report tanh --batch-size 8,inf --out tanh-report")
+    common(r)
+    r.add_argument("--verify-digits", type=_digits, default=20, metavar="D",
+                   help=f"digits the verification compares, 1 to {MAX_DIGITS} (default 20)")
+    r.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder (default bnmft-output/<activation>)")
     r.set_defaults(func=cmd_report)
     return p
 
@@ -545,7 +733,7 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except InputError as err:
+    except (InputError, InvalidInput) as err:  # the library's refusals: ActivationError, ...
         print(f"bnmft: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ArithmeticError as err:  # a route that did not converge: say which, print no number

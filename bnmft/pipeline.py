@@ -33,7 +33,7 @@ def analyze(act, batch_sizes, digits: int = 16):
     """Stage 3: every quantity at each batch size, to ``digits`` significant digits."""
     from bnmft.numerics import analyze as _analyze
 
-    return _analyze(derivation(act), list(batch_sizes), digits)
+    return _analyze(derivation(act), batch_sizes, digits)
 
 
 def generate(act, langs=("numpy", "c"), module: str | None = None) -> dict[str, dict[str, str]]:
@@ -49,7 +49,7 @@ def verify(act, batch_sizes=None, digits: int = 30):
     """Stage 5: every route of every quantity against independent mpmath references."""
     from bnmft.numerics import DEFAULT_BATCH_SIZES, verify as _verify
 
-    sizes = list(DEFAULT_BATCH_SIZES) if batch_sizes is None else list(batch_sizes)
+    sizes = list(DEFAULT_BATCH_SIZES) if batch_sizes is None else batch_sizes
     return _verify(derivation(act), sizes, digits)
 
 

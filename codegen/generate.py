@@ -15,7 +15,7 @@ from .backends.numpy import printer as numpy_backend
 from .closed_forms import closed_form_module
 from .errors import CodegenError
 from .files import atomic_write_text
-from .prepare import check_identifier, prepare
+from .prepare import check_module_name, prepare
 from .spec import ModuleSpec
 
 #: Backends by ``lang`` name.
@@ -42,11 +42,12 @@ def generate(
     ``quantities``: a ``Derivation`` (its closed forms), a mapping ``name -> DerivedQuantity``
     or an iterable of ``DerivedQuantity``; the order is kept. ``lang``: ``"numpy"``
     (``module.py``) or ``"c"`` (``module.c`` and ``module.h``). ``module`` must be a valid
-    Python/C identifier. ``activation_name`` is written into the headers (taken from the
-    ``Derivation`` if omitted). Raises :class:`CodegenError` for anything not printable.
+    Python/C identifier and no standard-library module name. ``activation_name`` is
+    written into the headers (taken from the ``Derivation`` if omitted). Raises
+    :class:`CodegenError` for anything not printable.
     """
     _check_lang(lang)
-    check_identifier(module, "module name")
+    check_module_name(module)
     spec = closed_form_module(quantities, module=module, activation_name=activation_name)
     return render_module(spec, lang=lang)
 

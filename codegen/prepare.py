@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import keyword
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -54,6 +55,19 @@ def check_identifier(name: object, what: str) -> str:
         )
     if keyword.iskeyword(name) or name in C_KEYWORDS or name in RESERVED_NAMES:
         raise CodegenError(f"{what} {name!r} is reserved in Python, C or the generated code")
+    return name
+
+
+def check_module_name(name: object) -> str:
+    """Return ``name`` if a generated ``name.py`` / ``name.c`` may carry it: an identifier
+    (:func:`check_identifier`) that is no standard-library module (``os.py`` next to a
+    script would shadow ``os`` on import) and not ``bnmft``."""
+    check_identifier(name, "module name")
+    if name in sys.stdlib_module_names or name == "bnmft":
+        raise CodegenError(
+            f"module name {name!r} is a standard-library or bnmft module: a generated "
+            f"{name}.py would shadow it on import; choose another name"
+        )
     return name
 
 

@@ -9,12 +9,15 @@ The stage's interface; later stages (``numerics``, ``codegen``) use only these n
 * :data:`QUANTITIES`, :data:`RELATIONS` -- the quantity names, and those defined through
   others (``xi = 1/log(rate)``, ``16 xi``);
 * :class:`SphereMoment`, :class:`Point` -- the moments the forms are written in;
-* :func:`numpy_function` -- a lean numpy lambdify for forms and relations.
+* :func:`numpy_function` -- a lean numpy lambdify for forms and relations;
+* :class:`InvalidInput`, :func:`check_batch_sizes` -- refused input, one documented
+  ``ValueError`` with a one-line message.
 """
 
 from .activation import Activation, ActivationError, activation, symbolic_activation
 from .bsb1 import QUANTITIES, RELATIONS, TRAINABLE_DEPTH_FACTOR
 from .derivation import derive
+from .errors import InvalidInput, check_batch_sizes
 from .moments import Point, SphereMoment, moments_in, moments_of
 from .numpyfn import numpy_function
 from .quantity import Derivation, DerivedQuantity, Provenance
@@ -27,6 +30,7 @@ __all__ = [
     "BSB1_DOMAIN",
     "Derivation",
     "DerivedQuantity",
+    "InvalidInput",
     "Point",
     "Provenance",
     "QUANTITIES",
@@ -34,6 +38,7 @@ __all__ = [
     "SphereMoment",
     "TRAINABLE_DEPTH_FACTOR",
     "activation",
+    "check_batch_sizes",
     "derive",
     "moments_in",
     "moments_of",

@@ -22,22 +22,28 @@ from typing import Callable
 import mpmath
 import sympy as sp
 
+from .budget import time_budget
+from .errors import InvalidInput
 from .homogeneous import Homogeneous
 from .parse import ParseError, parse_expression
 from .symbols import x
 
 
-class ActivationError(ValueError):
-    """An activation bnmft refuses, with a one-line reason."""
-
-    def __init__(self, message: str = ""):
-        # messages quote user text (parameters) that may hold line breaks
-        super().__init__(" ".join(str(message).split()))
+class ActivationError(InvalidInput):
+    """An activation bnmft refuses, with a one-line reason (messages quote user text, which
+    may hold line breaks: :class:`InvalidInput` joins them)."""
 
 
 #: Real window searched for kinks: beyond |z| = 64 the sphere marginal is below 1e-800
 #: for every batch size (and outside the support for B <= 4097).
 KINK_WINDOW = 64
+#: Most kinks in the window: every quadrature splits at each (Max(sin(x), 0) has 41).
+MAX_KINKS = 256
+#: Highest degree of a polynomial whose real roots locate kinks (Max(p(x), 0), |p(x)|).
+MAX_POLY_DEGREE = 400
+#: Wall-clock budget of the symbolic steps of :func:`analyse` (SymPy can run for hours or
+#: fill the memory on innocent-looking input such as ``simplify(tanh(10^10 x))``).
+ANALYSIS_SECONDS = 30
 
 _SELU_SCALE = sp.Rational("1.0507009873554804934193349852946")
 _SELU_ALPHA = sp.Rational("1.6732632423543772848170429916717")
@@ -100,6 +106,8 @@ _REGISTRY_FUNCTIONS = {name: _as_function(entry) for name, entry in REGISTRY.ite
 
 
 def _parse_number(text: str) -> sp.Expr:
+    if text.strip().lstrip("+-").lower() in ("inf", "infinity", "oo", "nan"):
+        raise ActivationError(f"parameter '{text}' is not a finite real number")
     try:
         value = parse_expression(text)
     except ParseError as err:
@@ -202,29 +210,128 @@ def _lambdify_numpy(expr: sp.Expr) -> Callable:
 # -- properties ------------------------------------------------------------------------
 
 
+def _degree_bound(expr: sp.Expr) -> int:
+    """An upper bound of the degree in ``x`` of a polynomial ``expr``, read off its tree
+    (``Poly`` of ``x**(10**9) - 1`` would allocate a dense list of 10^9 coefficients)."""
+    if expr.is_Add:
+        return max(_degree_bound(a) for a in expr.args)
+    if expr.is_Mul:
+        return sum(_degree_bound(a) for a in expr.args)
+    if expr.is_Pow:
+        return int(expr.exp) * _degree_bound(expr.base)
+    return 1 if expr.has(x) else 0
+
+
+def _real_zero_set(expr: sp.Expr) -> sp.Set:
+    """Real zeros of ``expr``. Polynomials with rational coefficients: real-root isolation
+    (``solveset`` would compute every complex root first: 15 s for ``x**50 - x - 1``);
+    otherwise ``solveset`` over the reals, where periodic zeros stay lattices (ImageSet)
+    instead of being listed (``sin(10^10 x)`` has 4e11 zeros in the window)."""
+    if expr.is_polynomial(x):
+        degree = _degree_bound(expr)
+        if degree > MAX_POLY_DEGREE:
+            raise ActivationError(
+                f"cannot locate where {_short(expr)} vanishes: a polynomial of degree up to "
+                f"{degree} (at most {MAX_POLY_DEGREE})"
+            )
+        poly = sp.Poly(expr, x)
+        if poly.domain.is_ZZ or poly.domain.is_QQ:
+            return sp.FiniteSet(*poly.real_roots())
+    return sp.solveset(expr, x, sp.S.Reals)
+
+
+def _lattice(part: sp.ImageSet, expr: sp.Expr) -> list[sp.Expr]:
+    """Points ``a n + b`` (``n`` integer) of a solveset lattice inside the kink window."""
+    (n,) = part.lamda.variables
+    line = sp.Poly(part.lamda.expr, n) if part.base_sets == (sp.S.Integers,) else None
+    if line is None or line.degree() != 1 or not all(cf.is_real for cf in line.all_coeffs()):
+        raise ActivationError(f"cannot locate where {_short(expr)} vanishes")
+    a, b = line.all_coeffs()
+    lo, hi = sorted(((-KINK_WINDOW - b) / a, (KINK_WINDOW - b) / a), key=float)
+    first, last = int(sp.ceiling(lo)), int(sp.floor(hi))
+    if last - first + 1 > MAX_KINKS:
+        raise ActivationError(
+            f"phi has more than {MAX_KINKS} kinks in |x| <= {KINK_WINDOW} (where "
+            f"{_short(expr)} vanishes); quadratures split at each"
+        )
+    return [a * k + b for k in range(first, last + 1)]
+
+
 def _zeros(expr: sp.Expr) -> list[sp.Expr]:
     """Real zeros of ``expr`` in the kink window (interval ends for flat zero sets)."""
-    window = sp.Interval(-KINK_WINDOW, KINK_WINDOW)
     if not expr.has(x):
         return []
     try:
-        sol = sp.solveset(expr, x, window)
-    except (NotImplementedError, ValueError, TypeError, ArithmeticError):
+        sol = _real_zero_set(expr)
+    except (NotImplementedError, ValueError, TypeError, ArithmeticError) as err:
+        if isinstance(err, ActivationError):
+            raise
         sol = None
     points: list[sp.Expr] = []
     parts = sol.args if isinstance(sol, sp.Union) else (sol,)
     for part in parts:
         if isinstance(part, sp.FiniteSet):
-            points.extend(part)
+            points.extend(p for p in part if abs(p) <= KINK_WINDOW)
         elif isinstance(part, sp.Interval):
             points.extend(p for p in (part.start, part.end) if abs(p) < KINK_WINDOW)
+        elif isinstance(part, sp.ImageSet):
+            points.extend(_lattice(part, expr))
         elif part is sp.S.EmptySet:
             continue
         else:
             raise ActivationError(
-                f"cannot locate where {expr} vanishes (needed to split integrals)"
+                f"cannot locate where {_short(expr)} vanishes (needed to split integrals)"
             )
+        if len(points) > MAX_KINKS:
+            raise ActivationError(
+                f"phi has more than {MAX_KINKS} kinks in |x| <= {KINK_WINDOW}; quadratures "
+                "split at each"
+            )
+    if not isinstance(sol, sp.FiniteSet) or not expr.is_polynomial(x):  # roots are exact
+        _check_no_zero_missed(expr, points)
     return points
+
+
+def _check_no_zero_missed(expr: sp.Expr, points) -> None:
+    """Refuse when ``expr`` changes sign between two grid points (spacing 1/4 on the kink
+    window, float64) with no located zero between them, and bisection (30 digits) closes in
+    on a zero there rather than a jump. ``solveset`` can miss real zeros: it returns the
+    empty set for ``exp(50 x) - exp(x) - 3``, whose zero near 0.028 is a kink of Max(., 0)."""
+    import numpy as np
+
+    grid = np.arange(-4 * KINK_WINDOW, 4 * KINK_WINDOW + 1) / 4
+    values = np.real_if_close(np.asarray(_lambdify_numpy(expr)(grid), dtype=complex))
+    if np.iscomplexobj(values):
+        return
+    located = [float(p) for p in points]
+    fn = _mpmath_function(expr)
+    for i in np.flatnonzero(np.sign(values[:-1]) * np.sign(values[1:]) < 0):
+        a, b = grid[i], grid[i + 1]
+        if any(a <= p <= b for p in located):
+            continue
+        with mpmath.workdps(30):
+
+            def value(t):
+                try:
+                    v = fn(t)
+                except (ArithmeticError, ValueError, TypeError):
+                    return None
+                return None if isinstance(v, mpmath.mpc) or not mpmath.isfinite(v) else v
+
+            t = _bisect(lambda s: value(s) or 0, mpmath.mpf(a), mpmath.mpf(b))
+            scale = max(abs(values[i]), abs(values[i + 1]))
+            v = value(t)
+            if v is not None and abs(v) <= 1e-20 * scale:
+                raise ActivationError(
+                    f"cannot locate where {_short(expr)} vanishes: SymPy found no zero near "
+                    f"x = {mpmath.nstr(t, 6)} (needed to split integrals)"
+                )
+
+
+def _short(expr: sp.Expr) -> str:
+    """``expr`` for a message: at most 60 characters."""
+    text = str(expr)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _kink_candidates(expr: sp.Expr) -> list[sp.Expr]:
@@ -255,59 +362,133 @@ def _kinks(expr: sp.Expr) -> tuple[sp.Expr, ...]:
     return tuple(sorted(points, key=lambda p: float(p)))
 
 
+def _magnitude(expr: sp.Expr) -> int:
+    """Decimal orders of magnitude of the numbers in ``expr`` (``10^10`` and ``10^-10`` give
+    10): the scales at which ``phi`` may change character (``tanh(10^10 x)``)."""
+    bits = [abs(r.p).bit_length() + r.q.bit_length() for r in expr.atoms(sp.Rational)]
+    bits += [abs(int(mpmath.mpf(f._mpf_).exp)) for f in expr.atoms(sp.Float) if f]
+    return min(int(max(bits, default=0) * 0.30103) + 1, _MAX_MAGNITUDE)
+
+
+#: Probe scales of the homogeneity screen reach 10^(+-(magnitude + 12)), magnitude capped.
+_MAX_MAGNITUDE = 2000
+
+
+def _homogeneity_probes(expr: sp.Expr) -> list[mpmath.mpf]:
+    """Points ``t > 0`` where ``phi(2t)/phi(t)`` is compared: four at order 1, then every
+    second decade out to ``10^(+-(m + 12))``, ``m`` the magnitude of the numbers in ``phi``.
+    Below ``10^-(m+12)`` every term of ``phi`` has reached its small-argument power law (at
+    30 digits), above ``10^(m+12)`` its large-argument one: ``tanh(10^10 x)`` has degree 0
+    at ``t = 1`` but degree 1 at ``t = 10^-22``, which the probes at order 1 cannot see."""
+    probes = [mpmath.mpf(t) for t in ("0.37", "1.3", "2.9", "7.1")]
+    reach = _magnitude(expr) + 12
+    for k in range(2, reach + 2, 2):
+        scale = mpmath.mpf(10) ** k
+        probes += [mpmath.mpf("1.3") / scale, mpmath.mpf("1.3") * scale]
+    return probes
+
+
 def _numerically_homogeneous(expr: sp.Expr) -> bool:
     """Cheap necessary test before the symbolic one: ``phi(2t)/phi(t)`` is the same power of
-    2 at several ``t`` on each side (and the same power on both sides). Symbolic parameters
-    pass through to the symbolic test."""
+    2 at every probe scale (:func:`_homogeneity_probes`) on each side (and the same power on
+    both sides). A probe whose ratio changes between 30 and 45 digits is ill-conditioned
+    (``cosh(t)**2 - sinh(t)**2`` at ``t = 10^14``) and is skipped. Symbolic parameters pass
+    through to the symbolic test."""
     if expr.free_symbols - {x}:
         return True
     fn = _mpmath_function(expr)
-    with mpmath.workdps(30):
-        degrees = []
+
+    def degree(t):
+        """log2 of the ratio (None: both values 0; False: not a power law at t)."""
+        try:
+            a, b = fn(t), fn(2 * t)
+        except (ArithmeticError, ValueError, TypeError):
+            return False
+        if isinstance(a, mpmath.mpc) or isinstance(b, mpmath.mpc):
+            return False
+        if a == 0 and b == 0:
+            return None
+        if a == 0 or b == 0 or a * b < 0 or not mpmath.isfinite(a * b):
+            return False
+        return mpmath.log(b / a, 2)
+
+    degrees = []
+    for t in _homogeneity_probes(expr):
         for sign in (1, -1):
-            for t in ("0.37", "1.3", "2.9", "7.1"):
-                t = sign * mpmath.mpf(t)
-                try:
-                    a, b = fn(t), fn(2 * t)
-                except (ArithmeticError, ValueError, TypeError):
-                    return False
-                if a == 0 and b == 0:
+            with mpmath.workdps(30):
+                coarse = degree(sign * t)
+            with mpmath.workdps(45):
+                fine = degree(sign * t)
+                if coarse is None and fine is None:
                     continue
-                if a == 0 or b == 0 or isinstance(a, mpmath.mpc) or a * b < 0:
+                if coarse is False or fine is False or coarse is None or fine is None:
+                    if coarse == fine:
+                        return False
+                    continue  # ill-conditioned
+                if abs(coarse - fine) > mpmath.mpf(10) ** -25:
+                    continue  # ill-conditioned
+                degrees.append(fine)
+                if max(degrees) - min(degrees) >= mpmath.mpf(10) ** -20:
                     return False
-                degrees.append(mpmath.log(b / a, 2))
-        return bool(degrees) and max(degrees) - min(degrees) < mpmath.mpf(10) ** -20
+    return bool(degrees)
+
+
+def _power_law(side: sp.Expr, p: sp.Symbol) -> tuple[sp.Expr, sp.Expr] | None:
+    """``(A, alpha)`` with ``side = A p^alpha`` (``A``, ``alpha`` free of ``p``), or None.
+
+    Structural first (``Max(p, 0)``, ``Abs(-p)``, ``Piecewise((p**a, p > 0), ...)`` have
+    already evaluated to powers of ``p``); ``simplify`` only for small expressions with
+    small numbers (``p*(cosh(p)**2 - sinh(p)**2)``), as it can expand ``tanh(10^10 p)``
+    into a rational function of degree 10^10."""
+    coeff, alpha = sp.powsimp(sp.expand_power_base(side, force=True)).as_coeff_exponent(p)
+    if not coeff.has(p) and not alpha.has(p):
+        return coeff, alpha
+    if sp.count_ops(side) > _SIMPLIFY_OPS or _magnitude(side) > _SIMPLIFY_MAGNITUDE:
+        return None
+    side = sp.simplify(side)
+    alpha = sp.simplify(p * sp.diff(side, p) / side)
+    if alpha.has(p):
+        return None
+    coeff = sp.simplify(side / p**alpha)
+    return (None if coeff.has(p) else coeff), alpha
+
+
+#: Limits of the expressions :func:`_power_law` gives to ``simplify``.
+_SIMPLIFY_OPS = 40
+_SIMPLIFY_MAGNITUDE = 6
 
 
 def _homogeneity(expr: sp.Expr) -> Homogeneous | None:
-    """``(alpha, A, C)`` if ``phi(t z) = t^alpha phi(z)`` for all ``t > 0``, else None."""
+    """``(alpha, A, C)`` if ``phi(t z) = t^alpha phi(z)`` for all ``t > 0``, else None.
+
+    Each half line ``phi(+-p)`` (``p > 0``) must be a power law ``A p^alpha``
+    (:func:`_power_law`) with one ``alpha`` for both; a Piecewise whose conditions do not
+    resolve for ``p > 0`` (``x > 1``) is not homogeneous."""
     if not _numerically_homogeneous(expr):
         return None
     p = sp.Symbol("p", positive=True)
-    sides = []
-    for sign in (1, -1):
-        side = sp.simplify(sp.piecewise_fold(expr.subs(x, sign * p)))
-        if side.has(sp.Piecewise, sp.Max, sp.Min, sp.Heaviside, sp.sign, sp.Abs):
-            side = sp.simplify(side.rewrite(sp.Piecewise))
-        if side.has(sp.Piecewise):
-            return None
-        sides.append(side)
     alpha = None
     coeffs = []
-    for side in sides:
+    for sign in (1, -1):
+        side = sp.piecewise_fold(expr.subs(x, sign * p))
+        if side.has(sp.Piecewise, sp.Max, sp.Min, sp.Heaviside, sp.sign, sp.Abs):
+            side = sp.piecewise_fold(side.rewrite(sp.Piecewise))
+        if side.has(sp.Piecewise):
+            return None
         if side == 0:
             coeffs.append(sp.Integer(0))
             continue
-        deg = sp.simplify(p * sp.diff(side, p) / side)
-        if deg.has(p) or not deg.is_real:
+        law = _power_law(side, p)
+        if law is None or law[0] is None:
             return None
-        if alpha is not None and sp.simplify(deg - alpha) != 0:
+        coeff, deg = law
+        if not deg.is_real or not coeff.is_real:
+            return None
+        if alpha is not None and (deg - alpha).is_zero is not True:
             return None
         alpha = deg
-        coeffs.append(sp.simplify(side / p**deg))
-    if alpha is None or alpha < 0:
-        return None
-    if any(cf.has(p) for cf in coeffs):
+        coeffs.append(coeff)
+    if alpha is None or alpha.is_negative is not False:
         return None
     return Homogeneous(sp.nsimplify(alpha), coeffs[0], coeffs[1])
 
@@ -351,7 +532,9 @@ def _derivative(expr: sp.Expr, kinks) -> tuple[sp.Expr, bool]:
     # (Heaviside(2*x) - Heaviside(x) is 0).
     points = set(kinks)
     smooth = []
-    for term in sp.Add.make_args(sp.expand(d)):
+    # distribute products only: a full expand would multiply out (x + 1)**100000
+    for term in sp.Add.make_args(sp.expand(d, power_base=False, power_exp=False,
+                                           multinomial=False, log=False)):
         if term.has(sp.DiracDelta):
             for dd in term.atoms(sp.DiracDelta):
                 points.update(_zeros(dd.args[0]))
@@ -460,9 +643,102 @@ def _check_growth(expr: sp.Expr, what: str) -> None:
                 )
 
 
+#: Narrowest transition a smooth nonlinearity may make: tanh(100 x) converges to 6 digits
+#: at B = 8, tanh(1000 x) to none on any route; tanh(10^10 x) used to stall every one.
+MIN_FEATURE_WIDTH = sp.Rational(1, 1000)
+#: Transitions are looked for on |x| <= 8 (the Gaussian weight beyond is below 1e-14).
+_SCALE_WINDOW = 8
+#: Functions that change by O(1) where their argument crosses [-1, 1].
+_UNIT_SCALE = (sp.tanh, sp.erf, sp.erfc, sp.atan, sp.asinh, sp.sin, sp.cos, sp.tan, sp.exp,
+               sp.sinh, sp.cosh)
+
+
+def _unit_scale_arguments(expr: sp.Expr) -> list[tuple[sp.Expr, sp.Expr]]:
+    """``(node, u)`` for every ``f(u)`` in ``expr`` with ``f`` of unit scale (and ``a**u``
+    as ``exp(u log a)``)."""
+    out = []
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, _UNIT_SCALE) and node.args[0].has(x):
+            out.append((node, node.args[0]))
+        elif isinstance(node, sp.Pow) and node.exp.has(x) and not node.base.has(x):
+            out.append((node, node.exp * sp.log(node.base)))
+    return out
+
+
+def _bisect(f, a, b):
+    """A zero of ``f`` between ``a`` and ``b`` (``f(a) f(b) < 0``), to the working precision."""
+    fa = f(a)
+    for _ in range(mpmath.mp.prec):
+        m = (a + b) / 2
+        fm = f(m)
+        if fm == 0 or m in (a, b):
+            return m
+        if (fm < 0) == (fa < 0):
+            a, fa = m, fm
+        else:
+            b = m
+    return (a + b) / 2
+
+
+def _check_scale(expr: sp.Expr) -> None:
+    """Refuse ``phi`` that varies on scales no quadrature resolves.
+
+    ``f(u(x))`` with ``f`` of unit scale (tanh, erf, sin, exp, ...) changes by O(1) where
+    ``|u| <= 1``, over a width ``min(1/|u'|, sqrt(2/|u''|))``. That width must be at least
+    :data:`MIN_FEATURE_WIDTH` wherever ``|u| <= 1`` on ``|x| <= 8``: checked on a grid and at
+    the zeros of ``u`` and ``u'`` the grid brackets (a transition narrower than the grid
+    spacing lies at one of them). ``tanh(10^10 x)`` is a step at every probe of the other
+    tests, and a transition of width 1e-10 that every route misses for minutes.
+    """
+    grid = [mpmath.mpf(k) / 8 for k in range(-8 * _SCALE_WINDOW, 8 * _SCALE_WINDOW + 1)]
+    with mpmath.workdps(30):
+        narrowest = mpmath.mpf(MIN_FEATURE_WIDTH.p) / MIN_FEATURE_WIDTH.q
+        for node, u in _unit_scale_arguments(expr):
+            du = sp.diff(u, x)
+            fns = [_mpmath_function(e) for e in (u, du, sp.diff(du, x))]
+
+            def at(t, fns=fns):
+                try:
+                    return [mpmath.re(f(t)) for f in fns]
+                except (ArithmeticError, ValueError, TypeError):
+                    return None  # at a pole or kink of u: the other checks decide
+
+            values = [at(t) for t in grid]
+            points = list(zip(grid, values))
+            for k in (0, 1):  # zeros of u and of u' between grid points
+                for (a, va), (b, vb) in zip(points, points[1:]):
+                    if va is not None and vb is not None and va[k] * vb[k] < 0:
+                        t = _bisect(lambda s, k=k: (at(s) or [0, 0])[k], a, b)
+                        points.append((t, at(t)))
+            for t, v in points:
+                if v is None or abs(v[0]) > 1:
+                    continue
+                width = min(1 / abs(v[1]) if v[1] else mpmath.inf,
+                            mpmath.sqrt(2 / abs(v[2])) if v[2] else mpmath.inf)
+                if width < narrowest:
+                    raise ActivationError(
+                        f"phi varies on scales below {MIN_FEATURE_WIDTH}: {_short(node)} "
+                        f"changes over a width {mpmath.nstr(width, 3)} near x = "
+                        f"{mpmath.nstr(t, 6)}, which no quadrature resolves"
+                    )
+
+
 def analyse(name: str, expr: sp.Expr, params=()) -> Activation:
-    """Validate ``phi`` and compute the properties of :class:`Activation`."""
+    """Validate ``phi`` and compute the properties of :class:`Activation`, within
+    :data:`ANALYSIS_SECONDS` (:func:`~.budget.time_budget`; refused beyond)."""
     expr = sp.sympify(expr)
+    with time_budget(ANALYSIS_SECONDS, lambda: _too_slow(expr)):
+        return _analyse(name, expr, params)
+
+
+def _too_slow(expr: sp.Expr) -> ActivationError:
+    return ActivationError(
+        f"cannot analyse phi = {_short(expr)} within {ANALYSIS_SECONDS} s (its symbolic "
+        "steps grow without bound; write it with smaller numbers or fewer terms)"
+    )
+
+
+def _analyse(name: str, expr: sp.Expr, params) -> Activation:
     extra = expr.free_symbols - {x}
     if extra:
         raise ActivationError(
@@ -475,6 +751,7 @@ def analyse(name: str, expr: sp.Expr, params=()) -> Activation:
     kinks = _kinks(expr)
     _check_real_finite(expr, kinks)
     _check_growth(expr, "phi")
+    _check_scale(expr)
     derivative, has_delta = _derivative(expr, kinks)
     if _numerically_constant(expr, kinks):
         raise ActivationError("phi is constant: batchnorm output would carry no signal")
@@ -522,7 +799,8 @@ def symbolic_activation(name: str) -> Activation:
         raise ActivationError(f"'{name}' is not a registered family with parameters")
     syms = [sp.Symbol(pname, positive=True) for pname, _ in entry.params]
     expr = entry.build(*syms)
-    hom = _homogeneity(expr)
+    with time_budget(ANALYSIS_SECONDS, lambda: _too_slow(expr)):
+        hom = _homogeneity(expr)
     if hom is None:
         raise ActivationError(
             f"'{name}' is not positive-homogeneous: no closed forms in its parameters"

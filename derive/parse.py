@@ -14,15 +14,13 @@ from collections.abc import Callable, Mapping
 
 import sympy as sp
 
+from .errors import InvalidInput
 from .symbols import x
 
 
-class ParseError(ValueError):
-    """The text is not an expression bnmft accepts; the message is one line."""
-
-    def __init__(self, message: str = ""):
-        # messages quote user text and SymPy errors, either of which may hold line breaks
-        super().__init__(" ".join(str(message).split()))
+class ParseError(InvalidInput):
+    """The text is not an expression bnmft accepts; the message is one line (user text and
+    SymPy errors may hold line breaks: :class:`InvalidInput` joins them)."""
 
 
 #: Functions a user may call, by the names they may type.
@@ -171,6 +169,13 @@ def parse_expression(
     if len(text) > _MAX_LENGTH:
         raise ParseError(f"expression longer than {_MAX_LENGTH} characters")
     typed = text.strip()
+    for ch in typed:
+        # Python's parser NFKC-folds identifiers and reads any Unicode digit: a fullwidth
+        # 'ｘ' or '８' would silently become 'x' or 8. Only ASCII is accepted.
+        if not ch.isascii():
+            shown = typed if len(typed) <= 60 else typed[:57] + "..."
+            raise ParseError(f"non-ASCII character '{ch}' (U+{ord(ch):04X}) in '{shown}'; "
+                             "type the expression in ASCII")
     # '^' is power with the precedence of '**' (x^2 + 1 is x**2 + 1, 2^3^2 is 512), not
     # Python's bitwise xor, which binds looser than + and *. No string literal survives
     # the whitelist, so a textual replacement cannot change anything else.

@@ -26,7 +26,8 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from bnmft.derive import Derivation, DerivedQuantity, Point, SphereMoment, numpy_function
+from bnmft.derive import (Derivation, DerivedQuantity, Point, SphereMoment, check_batch_sizes,
+                          numpy_function)
 from bnmft.derive import B as B_SYM
 
 from bnmft.progress import progress
@@ -371,7 +372,9 @@ def _limit_numbers(deriv: Derivation, names: list[str], digits: int) -> dict:
 
 def analyze(deriv: Derivation, batch_sizes, digits: int = 16) -> list[Analysis]:
     """:class:`Analysis` of every quantity of ``deriv`` for each batch size (``math.inf``
-    allowed), each number to ``digits`` significant digits or marked as falling short."""
+    allowed), each number to ``digits`` significant digits or marked as falling short.
+    Batch sizes outside the theory raise :class:`~bnmft.derive.InvalidInput`."""
+    batch_sizes = check_batch_sizes(batch_sizes)
     act = deriv.activation
     primary = [q for q in deriv.quantities if q.relation is None]
     closed = [q for q in primary if q.expr is not None]

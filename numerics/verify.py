@@ -19,7 +19,7 @@ import mpmath
 import numpy as np
 
 from bnmft.derive import B as B_SYM
-from bnmft.derive import Derivation
+from bnmft.derive import Derivation, check_batch_sizes
 
 from . import sphere
 from .evaluate import NumericalFailure, analyze, numbers_from_moments
@@ -120,7 +120,9 @@ def _generated_modules(deriv):
 
 def verify(deriv: Derivation, batch_sizes=DEFAULT_BATCH_SIZES, digits: int = 30) -> list[Check]:
     """All checks for ``deriv`` at ``batch_sizes`` (finite), to ``digits`` where mpmath is
-    used: every route of every quantity against the mpmath sphere-quadrature reference."""
+    used: every route of every quantity against the mpmath sphere-quadrature reference.
+    Batch sizes outside the theory raise :class:`~bnmft.derive.InvalidInput`."""
+    batch_sizes = check_batch_sizes(batch_sizes, finite=True)
     with mpmath.workdps(digits + 15):  # every mpf made below keeps the digits it is given
         return _verify(deriv, batch_sizes, digits)
 

@@ -215,6 +215,17 @@ REFUSED = {
     "unknown function": ("foo(x)", "foo"),
     "attribute": ("x.__class__", "Attribute"),
     "huge number": ("9**9**9*x", "too large"),
+    "steep argument": ("tanh(1e10*x)", "width 1.0e-10 near x = 0.0"),
+    "steep argument, shifted": ("tanh(1e10*(x - 1/3))", "near x = 0.333333"),
+    "steep argument inside a product": ("x*tanh(1e10*x)", "scales below 1/1000"),
+    "steep argument just beyond the limit": ("tanh(1001*x)", "scales below 1/1000"),
+    "steep oscillation": ("sin(1e10*x)", "scales below"),
+    "narrow bump off the grid": ("exp(-1e10*(x - 1/7)**2)", "near x = 0.142857"),
+    "narrow bump as a power": ("2**(-1e10*x**2)", "scales below"),
+    "kinks on a fine lattice": ("Abs(sin(1e10*x))", "more than 256 kinks"),
+    "too many kinks": ("Max(sin(1000*x), 0)", "more than 256 kinks"),
+    "kink polynomial of high degree": ("Abs(x**1000 - 1)", "degree up to 1000"),
+    "sparse kink polynomial": ("Max(x**(10**9) - 1, 0)", "degree up to 1000000000"),
 }
 
 
@@ -223,6 +234,111 @@ def test_refused(spec, needle):
     with pytest.raises(ActivationError) as info:
         activation(spec)
     assert needle.lower() in _one_line(info.value).lower()
+
+
+@pytest.mark.parametrize(
+    "spec", ["tanh(1000*x)", "tanh(x**5)", "tanh(1000*x**3)", "exp(-x**4)", "sin(x**5)",
+             "Max(sin(x), 0)", "tanh(x/1e100)"],
+)
+def test_steep_or_kinked_but_resolvable_is_accepted(spec):
+    """Transitions of width >= 1/1000 where the argument crosses [-1, 1] (x**5 is steep only
+    where tanh has saturated), and 41 kinks, are within reach of the quadratures."""
+    assert act(spec).expr.has(x)
+
+
+def test_kinks_of_a_high_degree_polynomial_are_its_real_roots():
+    """x^50 - x - 1 by real-root isolation (solveset computed all 50 complex roots: 15 s)."""
+    a = act("Abs(x**50 - x - 1)")
+    assert len(a.kinks) == 2
+    poly = sp.Poly(x**50 - x - 1, x)
+    with mpmath.workdps(40):
+        for k in a.kink_floats:
+            lo, hi = (poly.eval(sp.Float(k + d, 40)) for d in (-1e-9, 1e-9))
+            assert lo * hi < 0  # a sign change within 1e-9 of each kink
+
+
+def test_kinks_on_a_lattice_are_all_in_the_window():
+    """Max(sin(3x + 1), 0): solveset's lattice (2 pi n - 1)/3, (2 pi n + pi - 1)/3 listed on
+    |x| <= 64, i.e. (k pi - 1)/3 for every integer k with |k pi - 1| <= 192."""
+    kinks = act("Max(sin(3*x + 1), 0)").kink_floats
+    ks = [k for k in range(-70, 71) if abs(k * np.pi - 1) <= 192]
+    assert np.allclose(kinks, sorted((k * np.pi - 1) / 3 for k in ks), rtol=0, atol=1e-14)
+
+
+def test_a_zero_solveset_misses_is_refused_not_skipped():
+    """solveset returns the empty set for exp(50 x) - exp(x) - 3; the kink of its Max with 0
+    would go unsplit. The grid scan finds the sign change and names the zero."""
+    with pytest.raises(ActivationError) as info:
+        activation("Max(exp(x)**50 - exp(x) - 3, 0)")
+    msg = _one_line(info.value)
+    root = mpmath.findroot(lambda t: mpmath.exp(50 * t) - mpmath.exp(t) - 3, 0.03)
+    assert f"no zero near x = {mpmath.nstr(root, 6)}" in msg
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [sp.tanh(10**10 * x), x * sp.tanh(10**10 * x), sp.tanh(x / 10**10) * x, sp.Max(x, 0)
+     + sp.Rational(1, 10**40) * x**2],
+)
+def test_homogeneity_screen_sees_far_scales(expr):
+    """Not homogeneous, though each looks so at t ~ 1 to 30 digits (tanh(10^10 t) = +-1): the
+    screen probes t out to 10^(+-(m + 12)), m the magnitude of phi's numbers, and refuses
+    before any symbolic step runs."""
+    from bnmft.derive.activation import _numerically_homogeneous
+
+    assert _numerically_homogeneous(expr) is False
+
+
+@pytest.mark.parametrize(
+    "spec, hom",
+    [
+        ("Max(1e100*x, 0)", (1, 10**100, 0)),
+        ("sqrt(x**2)", (1, 1, 1)),
+        ("relu(x) + relu(2*x)", (1, 3, 0)),
+        ("Max(x, 0)**2 + 3*Min(x, 0)**2", (2, 1, 3)),
+        ("x*(cosh(x)**2 - sinh(x)**2)", (1, 1, -1)),  # screen skips ill-conditioned probes
+    ],
+)
+def test_homogeneity_found_structurally_or_by_small_simplify(spec, hom):
+    assert _hom(act(spec)) == hom
+
+
+def test_symbolic_steps_have_a_time_budget(monkeypatch):
+    """solveset on sin(x)^30 - sin(x) - 1/2 (kinks of its Abs) runs for minutes: refused on
+    one line when the budget is over, and the timer and handler are restored."""
+    import signal
+    import time
+
+    from bnmft.derive import activation as mod
+
+    monkeypatch.setattr(mod, "ANALYSIS_SECONDS", 1)
+    start = time.monotonic()
+    with pytest.raises(ActivationError) as info:
+        activation("Abs(sin(x)**30 - sin(x) - 1/2)")
+    assert time.monotonic() - start < 10
+    assert "within 1 s" in _one_line(info.value)
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
+    assert act("relu").homogeneous is not None  # later analyses are unaffected
+
+
+def test_time_budget_outside_the_main_thread_runs_unbounded():
+    import threading
+    import time
+
+    from bnmft.derive.budget import time_budget
+
+    done = []
+
+    def work():
+        with time_budget(0.05, lambda: AssertionError("interrupted off the main thread")):
+            time.sleep(0.2)
+        done.append(True)
+
+    th = threading.Thread(target=work)
+    th.start()
+    th.join()
+    assert done == [True]
 
 
 @pytest.mark.parametrize("spec", ["", "   ", None, 1.0])

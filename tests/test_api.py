@@ -1,13 +1,16 @@
 """The public Python API: names, subpackages, and the README's example."""
 
 import importlib
+import math
 import re
 from pathlib import Path
 
 import mpmath
+import pytest
 import sympy as sp
 
 import bnmft
+from bnmft.cli import main
 
 
 def test_subpackages_are_not_shadowed():
@@ -48,3 +51,63 @@ def test_readme_python_example_runs():
         assert abs(rate.value - ref) <= abs(ref) * mpmath.mpf(10) ** -claimed
         assert rate.text(30) == mpmath.nstr(ref, 30, strip_zeros=False)
     assert namespace["rep"].verified
+
+
+def test_invalid_input_is_one_documented_value_error():
+    assert issubclass(bnmft.InvalidInput, ValueError)
+    assert issubclass(bnmft.ActivationError, bnmft.InvalidInput)
+    from bnmft.derive.parse import ParseError
+
+    assert issubclass(ParseError, bnmft.InvalidInput)
+
+
+@pytest.mark.parametrize(
+    "spec,sizes,message",
+    [
+        ("relu", [3], "batch size must be >= 4 (got 3); B < 4 is degenerate"),  # closed form
+        ("tanh", [3], "batch size must be >= 4 (got 3); B < 4 is degenerate"),  # Gegenbauer
+        ("relu", [8, 2], "batch size must be >= 4 (got 2); B < 4 is degenerate"),
+        ("relu", [8.5], "batch size must be an integer (got 8.5)"),
+        ("relu", [float("nan")], "batch size must be a number (got nan)"),
+        ("relu", [float("-inf")], "batch size must be >= 4 (got -inf); B < 4 is degenerate"),
+        ("relu", ["8"], "batch size must be a number (got '8')"),
+        ("relu", [True], "batch size must be a number (got True)"),
+        ("relu", [], "no batch size given"),
+        ("relu", 8, "batch sizes must be a list of numbers (got int)"),
+        ("relu", [10**16], "batch size must be <= 10^15 (got 1.000e+16); use 'inf' for the "
+                           "limit B -> oo"),
+    ],
+)
+def test_library_refuses_batch_sizes_like_the_cli(capsys, spec, sizes, message):
+    act = bnmft.activation(spec)
+    with pytest.raises(bnmft.InvalidInput) as err:
+        bnmft.analyze(act, sizes)
+    assert str(err.value) == message
+    if isinstance(sizes, list) and sizes and type(sizes[-1]) is int:
+        # the command line says the same words for the same batch sizes
+        status = main(["analyze", spec, "--batch-size", ",".join(map(str, sizes))])
+        assert status == 2 and capsys.readouterr().err == f"bnmft: error: {message}\n"
+
+
+def test_library_verify_refuses_like_the_cli(capsys):
+    from bnmft.pipeline import verify
+
+    act = bnmft.activation("relu")
+    for sizes, message in (([3], "batch size must be >= 4 (got 3); B < 4 is degenerate"),
+                           ([8, math.inf], "verify needs finite batch sizes")):
+        with pytest.raises(bnmft.InvalidInput) as err:
+            verify(act, sizes, digits=10)
+        assert str(err.value) == message
+        status = main(["verify", "relu", "--digits", "10", "--batch-size",
+                       ",".join("inf" if b == math.inf else str(b) for b in sizes)])
+        assert status == 2
+        assert capsys.readouterr().err == f"bnmft: error: {message}\n"
+
+
+def test_library_batch_sizes_are_normalised():
+    import numpy as np
+
+    act = bnmft.activation("relu")
+    an = bnmft.analyze(act, (np.int64(8), 8.0, math.inf), digits=10)
+    assert [a.batch_size for a in an] == [8, 8, math.inf]
+    assert an[0].numbers["gradient_rate"].value == an[1].numbers["gradient_rate"].value

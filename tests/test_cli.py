@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -241,6 +243,7 @@ def test_report_writes_files(tmp_path, capsys):
     for name in ("relu.py", "relu.c", "relu.h", "formulas.tex", "report.md"):
         assert (tmp_path / name).exists(), name
     assert "## Verification" in out and "1.521952830551880" in out  # 1.52195283055187956...
+    assert "\nlambda_M = B*Jp/((1 - J)*(B + 1))\n" in (tmp_path / "report.md").read_text()
 
 
 def test_console_script_runs():
@@ -264,3 +267,195 @@ def test_output_into_a_closed_pipe_stops_quietly():
         proc.wait(timeout=120)
     assert first.startswith(b"activation relu")
     assert "Traceback" not in err and proc.returncode == 141
+
+
+@pytest.mark.parametrize(
+    "argv,named",
+    [
+        (["analyze", "relu", "--batch-size", "8,,16"], "'8,,16'"),
+        (["analyze", "relu", "--batch-size", "4,5,6,7,"], "'4,5,6,7,'"),
+        (["analyze", "relu", "--batch-size", ","], "','"),
+        (["analyze", "relu", "--batch-size", "\uff18"], "'\uff18'"),  # fullwidth 8
+        (["analyze", "relu", "--batch-size", "8:\uff11\uff16"], "'\uff11'"),
+        (["analyze", "\uff58", "--batch-size", "8"], "'\uff58'"),  # fullwidth x
+        (["analyze", "tanh(\uff58)", "--batch-size", "8"], "'\uff58'"),
+        (["analyze", "x\u00b2", "--batch-size", "8"], "'\u00b2'"),  # superscript two
+        (["analyze", "leaky_relu:\uff10.2", "--batch-size", "8"], "'\uff10'"),
+        (["analyze", "relu", "--batch-size", "8", "--digits", "\uff18"], "'\uff18'"),
+        (["analyze", "tanh", "--gamma", "\uff12", "--batch-size", "8"], "'\uff12'"),
+        (["gegenbauer", "relu", "--batch-size", "8", "--terms", "\uff18"], "'\uff18'"),
+        (["analyze", "relu", "--batch-size", "-inf"], "-inf"),
+        (["analyze", "relu", "--batch-size", "-4"], "-4"),
+        (["analyze", "tanh", "--gamma", "-inf", "--batch-size", "8"], "'-inf'"),
+        (["analyze", "relu", "--batch-size", "1_000"], "'1_000'"),
+        (["analyze", "relu", "--batch-size", "8:"], "'8:'"),
+        (["analyze", "relu", "--batch-size", "1e400"], "'1e400'"),
+        (["codegen", "relu", "--lang", "numpy", "--out", "x", "--module", "os"], "'os'"),
+        (["codegen", "relu", "--lang", "numpy", "--out", "x", "--module", "json"], "'json'"),
+        (["codegen", "relu", "--lang", "c", "--out", "x", "--module", "class"], "'class'"),
+        (["codegen", "relu", "--lang", "c", "--out", "x", "--module", "\uff4d"], "'\uff4d'"),
+        (["codegen", "relu", "--lang", "c", "--out", "x", "--module", "9lives"], "'9lives'"),
+    ],
+)
+def test_bad_input_names_the_offending_text(capsys, tmp_path, monkeypatch, argv, named):
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run(capsys, *argv)
+    assert status == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("bnmft: error:")
+    assert named in err
+    assert not list(tmp_path.rglob("*.py")) and not list(tmp_path.rglob("*.c"))
+
+
+def _json_rows(capsys, *argv):
+    status, out, err = run(capsys, *argv, "--json")
+    assert status == 0, err
+    return json.loads(out)
+
+
+@pytest.mark.parametrize(
+    "option_argv,typed",
+    [
+        (["tanh", "--beta", "-1"], "tanh(x - 1)"),
+        (["tanh", "--beta", "-1e-3"], "tanh(x - 1/1000)"),  # argparse alone: an option
+        (["tanh", "--gamma", "-2", "--beta", "-0.5"], "tanh(-2*x - 1/2)"),
+        (["tanh", "--gamma=-2", "--beta=-0.5"], "tanh(-2*x - 1/2)"),
+        (["tanh", "--bet", "-1e-3"], "tanh(x - 1/1000)"),  # abbreviated option
+    ],
+)
+def test_negative_option_values_are_values(capsys, option_argv, typed):
+    got = _json_rows(capsys, "analyze", *option_argv, "--batch-size", "8", "--digits", "10")
+    want = _json_rows(capsys, "analyze", typed, "--batch-size", "8", "--digits", "10")
+    for key in KEYS[2:]:
+        assert got[key] == want[key], key
+
+
+def test_activation_starting_with_a_minus_sign(capsys):
+    """``-x`` and ``-relu(x)`` are the activation, wherever they stand among the options."""
+    neg = _json_rows(capsys, "analyze", "--batch-size", "8", "-x")
+    lin = _json_rows(capsys, "analyze", "linear", "--batch-size", "8")
+    assert neg["activation"] == "-x"
+    assert neg["q_star"] == lin["q_star"] and neg["gradient_rate"] == lin["gradient_rate"]
+    neg = _json_rows(capsys, "analyze", "-relu(x)", "--batch-size", "8")
+    pos = _json_rows(capsys, "analyze", "relu", "--batch-size", "8")
+    # phi -> -phi leaves every quantity of the normalised network unchanged
+    assert neg["q_star"] == pos["q_star"] and neg["lambda_M"] == pos["lambda_M"]
+    status, _, err = run(capsys, "analyze", "relu", "-x", "--batch-size", "8")
+    assert status == 2 and "unrecognized arguments: -x" in err
+
+
+_LIMITED = r"""
+import resource, sys
+limit = 1 << 30  # 1 GiB of address space (a normal run peaks near 0.2 GiB)
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+from bnmft.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["analyze", "tanh", "--gamma", "1e10", "--batch-size", "8"],
+        ["analyze", "tanh(1e10*x)", "--batch-size", "8"],
+        ["analyze", "x*tanh(1e10*x)", "--batch-size", "8"],
+        ["derive", "tanh", "--gamma", "1e100"],
+        ["analyze", "Abs(sin(1e10*x))", "--batch-size", "8"],
+        ["analyze", "Max(x**(10**9) - 1, 0)", "--batch-size", "8"],
+    ],
+)
+def test_steep_activations_are_refused_within_memory_and_time(argv):
+    """These grew to 24 GB in sp.simplify / solveset and were killed; now one line, exit 2,
+    in a process limited to 1 GiB of address space and 120 s."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", _LIMITED, *argv], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("bnmft: error:")
+
+
+def test_homogeneity_test_of_a_steep_tanh_is_bounded():
+    """The symbolic homogeneity test itself (before any other check) on tanh(10^10 x), which
+    sp.simplify expanded without bound: answered (not homogeneous) within the same limits."""
+    code = _LIMITED.split("from bnmft.cli")[0] + (
+        "import sympy as sp\n"
+        "from bnmft.derive.activation import _homogeneity\n"
+        "from bnmft.derive.symbols import x\n"
+        "for e in (sp.tanh(10**10*x), x*sp.tanh(10**10*x), sp.tanh(10**100*x)):\n"
+        "    assert _homogeneity(e) is None, e\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0 and proc.stdout == "ok\n", proc.stderr[-2000:]
+
+
+def _subcommands():
+    import argparse
+
+    from bnmft.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return parser, sub.choices
+
+
+def test_every_option_of_every_command_has_help():
+    import argparse
+
+    parser, commands = _subcommands()
+    assert set(commands) == {"analyze", "derive", "codegen", "verify", "gegenbauer", "report"}
+    for name, sub in {"bnmft": parser, **commands}.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                continue
+            text = action.help or ""
+            assert text.strip() and text != argparse.SUPPRESS, (name, action.dest)
+            if action.option_strings and action.nargs is None and action.dest != "help":
+                # options that take a value state their default, or that they are required
+                assert "default" in text or "required" in text, (name, action.dest, text)
+        assert sub.epilog and "examples:" in sub.epilog, name
+
+
+def test_help_examples_parse_and_ranges_match_the_code():
+    import shlex
+
+    from bnmft.derive.errors import MAX_BATCH_SIZE, MIN_BATCH_SIZE
+    from bnmft.numerics.precision import MAX_DIGITS
+
+    parser, commands = _subcommands()
+    for name, sub in commands.items():
+        examples = [line.strip() for line in sub.epilog.splitlines()[1:]]
+        assert examples, name
+        for line in examples:
+            argv = shlex.split(line)
+            assert argv[:2] == ["bnmft", name], line
+            parser.parse_args(argv[1:])  # InputError if an example went stale
+        text = sub.format_help()
+        assert f"1 to {MAX_DIGITS}" in text or "--digits" not in text, name
+    exponent = len(str(MAX_BATCH_SIZE)) - 1
+    assert 10**exponent == MAX_BATCH_SIZE
+    help_text = commands["analyze"].format_help()
+    assert f"from {MIN_BATCH_SIZE} to 10^{exponent}" in help_text and "inf" in help_text
+
+
+def test_readme_states_the_batch_size_range_of_the_cli():
+    from pathlib import Path
+
+    from bnmft.derive.errors import MAX_BATCH_SIZE
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    exponent = len(str(MAX_BATCH_SIZE)) - 1
+    assert f"4 to 10^{exponent}" in " ".join(readme.split())
+    stated = {int(e) for e in re.findall(r"\b4 to 10\^(\d+)", " ".join(readme.split()))}
+    assert stated == {exponent}
+
+
+def test_help_exits_zero_and_prints_usage(capsys):
+    for name in ("analyze", "derive", "codegen", "verify", "gegenbauer", "report"):
+        with pytest.raises(SystemExit) as info:
+            main([name, "--help"])
+        assert info.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: bnmft {name}") and "examples:" in out

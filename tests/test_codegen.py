@@ -506,11 +506,23 @@ def test_gamma_and_hyper_are_refused():
         generate([deriv.closed["c_star"]], lang="c", module="ar", activation_name="x")
 
 
-@pytest.mark.parametrize("name", ["1relu", "re-lu", "", "re lu", "for", "int", "numpy", "x" * 64])
+@pytest.mark.parametrize("name", ["1relu", "re-lu", "", "re lu", "for", "int", "numpy", "x" * 64,
+                                  "os", "json", "math", "typing", "bnmft", "r\u00e9lu"])
 def test_bad_module_name_is_refused(relu, name):
     with pytest.raises(CodegenError) as err:
         generate(relu, lang="numpy", module=name)
     assert "\n" not in str(err.value)
+
+
+def test_standard_library_module_names_are_refused_for_every_lang(relu):
+    import sys
+
+    for lang in ("numpy", "c"):
+        for name in sorted(sys.stdlib_module_names)[::25]:
+            if name.isidentifier():
+                with pytest.raises(CodegenError, match="shadow|reserved|identifier"):
+                    generate(relu, lang=lang, module=name)
+    assert generate(relu, lang="numpy", module="os_relu")  # a name that merely contains one
 
 
 def test_unknown_lang_free_symbols_and_missing_closed_forms_are_refused(relu):
