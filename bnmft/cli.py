@@ -654,6 +654,9 @@ def build_parser() -> argparse.ArgumentParser:
         if digits:
             sp_.add_argument("--digits", type=_digits, default=digits, metavar="D",
                              help=f"significant digits, 1 to {MAX_DIGITS} (default {digits})")
+        sp_.add_argument("--quiet", action="store_true",
+                         help="no progress bars on stderr (bars appear only on a terminal, "
+                              "for work that takes more than a few seconds; default: shown)")
 
     a = command("analyze", "numbers for every BSB1 quantity",
                 "bnmft analyze relu --batch-size 6,8,32 --digits 30 --json",
@@ -732,6 +735,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        from bnmft.progress import set_enabled
+
+        set_enabled(not getattr(args, "quiet", False))
         return args.func(args)
     except (InputError, InvalidInput) as err:  # the library's refusals: ActivationError, ...
         print(f"bnmft: error: {err}", file=sys.stderr)
