@@ -25,7 +25,7 @@ _LAZY = {
     "Derivation": "bnmft.derive",
     "DerivedQuantity": "bnmft.derive",
     "InvalidInput": "bnmft.derive",
-    "activation": "bnmft.derive",
+    "activation": "bnmft.derive.activation",
     "Number": "bnmft.numerics",
     "Analysis": "bnmft.numerics",
     "Check": "bnmft.numerics",

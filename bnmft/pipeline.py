@@ -16,7 +16,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bnmft.derive import Activation, Derivation, activation, derive
+from bnmft.derive import Activation, Derivation, derive
+from bnmft.derive import parse_activation as activation
 
 
 def derivation(act, gamma=None, beta=None) -> Derivation:

@@ -2,7 +2,9 @@
 
 The stage's interface; later stages (``numerics``, ``codegen``) use only these names.
 
-* :func:`activation` -- parse and analyse an activation (registered name or expression);
+* :func:`parse_activation` -- parse and analyse an activation (registered name or
+  expression; the function ``activation.activation``, renamed here so that it does not
+  hide the submodule ``bnmft.derive.activation``);
 * :func:`derive` -- every BSB1 quantity as a :class:`DerivedQuantity` (moment form always,
   closed form where one exists, domain, provenance, parameters), gathered in a frozen,
   hashable :class:`Derivation`;
@@ -14,7 +16,8 @@ The stage's interface; later stages (``numerics``, ``codegen``) use only these n
   ``ValueError`` with a one-line message.
 """
 
-from .activation import Activation, ActivationError, activation, symbolic_activation
+from .activation import Activation, ActivationError, symbolic_activation
+from .activation import activation as parse_activation
 from .bsb1 import QUANTITIES, RELATIONS, TRAINABLE_DEPTH_FACTOR
 from .derivation import derive
 from .errors import InvalidInput, check_batch_sizes
@@ -37,12 +40,12 @@ __all__ = [
     "RELATIONS",
     "SphereMoment",
     "TRAINABLE_DEPTH_FACTOR",
-    "activation",
     "check_batch_sizes",
     "derive",
     "moments_in",
     "moments_of",
     "numpy_function",
+    "parse_activation",
     "symbolic_activation",
     "x",
 ]

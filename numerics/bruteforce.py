@@ -50,7 +50,7 @@ __all__ = [
 
 def _as_activation(act):
     if isinstance(act, str):
-        from bnmft.derive import activation
+        from bnmft.derive import parse_activation as activation
 
         return activation(act)
     return act

@@ -18,6 +18,14 @@ def test_subpackages_are_not_shadowed():
         mod = importlib.import_module(name)
         assert mod.__name__ == name
     import bnmft.derive.bsb1 as bsb1  # attribute access through the package chain
+    import bnmft.derive
+    import bnmft.numerics
+
+    # no name a stage exports hides one of its modules
+    for pkg in (bnmft.derive, bnmft.numerics):
+        for mod in ("activation", "derivation", "quantity", "evaluate", "verify", "precision"):
+            if hasattr(pkg, mod):
+                assert getattr(pkg, mod).__name__ == f"{pkg.__name__}.{mod}", mod
 
     assert hasattr(bsb1, "moment_forms")
 
