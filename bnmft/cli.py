@@ -617,7 +617,7 @@ def _examples(*lines: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     from bnmft import __version__
     from bnmft.numerics.precision import MAX_DIGITS
-    from bnmft.numerics.verify import DEFAULT_BATCH_SIZES
+    from bnmft.numerics.verification import DEFAULT_BATCH_SIZES
 
     raw = argparse.RawDescriptionHelpFormatter
     p = _Parser(

@@ -16,7 +16,7 @@ It takes derivations from ``bnmft.derive`` and never derives on its own.
 
 from .evaluate import Analysis, NumericalFailure, analyze, closed_number, numbers_from_moments
 from .precision import FLOAT_DIGITS, MAX_DIGITS, Number, agreeing_digits, decimal_string
-from .verify import DEFAULT_BATCH_SIZES, Check, unavailable_routes, verify
+from .verification import DEFAULT_BATCH_SIZES, Check, unavailable_routes, verify
 
 __all__ = [
     "Analysis",

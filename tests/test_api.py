@@ -23,7 +23,7 @@ def test_subpackages_are_not_shadowed():
 
     # no name a stage exports hides one of its modules
     for pkg in (bnmft.derive, bnmft.numerics):
-        for mod in ("activation", "derivation", "quantity", "evaluate", "verify", "precision"):
+        for mod in ("activation", "derivation", "quantity", "evaluate", "verification", "precision"):
             if hasattr(pkg, mod):
                 assert getattr(pkg, mod).__name__ == f"{pkg.__name__}.{mod}", mod
 
