@@ -149,8 +149,12 @@ def _exact_number(expr: sp.Expr, digits: int, route: str) -> Number:
     if expr is sp.oo:
         return Number(mpmath.inf, INF, route, "exact")
     if expr.is_Rational:
+        # exact only when the denominator is a power of two; else rounded at the working
+        # precision (10001/20000 is not a binary fraction)
+        dyadic = expr.q & (expr.q - 1) == 0
         with mpmath.workdps(digits + 20):
-            return Number(mpmath.mpf(expr.p) / expr.q, INF, route, "exact")
+            return Number(mpmath.mpf(expr.p) / expr.q, INF if dyadic else digits + 19, route,
+                          "exact" if dyadic else "rational, rounded")
     with mpmath.workdps(digits + 35):
         v2 = mpmath.mpf(sp.N(expr, digits + 35))
         v1 = mpmath.mpf(sp.N(expr, digits + 15))
@@ -259,7 +263,7 @@ def numbers_from_moments(deriv: Derivation, Bv: int, values: dict, errors: dict,
         primary = [q for q in primary if q.name in names]
     fns = {q.name: _moment_function(q, moments, "mpmath") for q in primary}
     nums = _mp_numbers(fns, mpmath.mpf(Bv), list(moments), values, errors, route)
-    return _with_relations(deriv, nums)
+    return _with_relations(deriv, nums, mpmath.mp.dps)
 
 
 def _bits(value) -> int:
@@ -270,11 +274,14 @@ def _bits(value) -> int:
 # -- quantities defined through others -----------------------------------------------------
 
 
-def _related_number(q: DerivedQuantity, nums: dict) -> Number:
+def _related_number(q: DerivedQuantity, nums: dict, digits: int) -> Number:
     """``q.relation`` evaluated on the numbers it names, errors propagated to first order.
 
-    A pole of the relation at an exact input (``1/log(1)``: no gradient explosion) gives an
-    infinite value with the digits of the inputs.
+    The working precision covers the request (``digits``) and the inputs' digits with guard
+    digits; the claim never exceeds it (an exact input such as the rate 3/2 of a linear phi
+    has few mantissa bits, so its bit length says nothing about the precision needed). A pole
+    of the relation at an exact input (``1/log(1)``: no gradient explosion) gives an infinite
+    value with the digits of the inputs.
     """
     names, fn = _relation_function(q, "mpmath")
     inputs = [nums[n] for n in names]
@@ -283,7 +290,8 @@ def _related_number(q: DerivedQuantity, nums: dict) -> Number:
     if missing:
         return Number(None, 0.0, route, missing[0].note)
     digits_in = min(n.digits for n in inputs)
-    prec = max(128, *(_bits(n.value) + 64 for n in inputs))
+    dps = max(digits, min(digits_in, digits + 40)) + 25
+    prec = max(int(dps * 3.33) + 16, *(_bits(n.value) + 64 for n in inputs))
     with mpmath.workprec(prec):
         vals = [mpmath.mpf(n.value) for n in inputs]
         errs = [0 if n.digits == INF or mpmath.isinf(v) else abs(v) * mpmath.mpf(10) ** -n.digits
@@ -295,15 +303,17 @@ def _related_number(q: DerivedQuantity, nums: dict) -> Number:
         digits = digits_from_error(value, err) if mpmath.isfinite(value) else digits_in
         if digits_in != INF:
             digits = min(digits, digits_in + 15)  # first order only: keep the claim modest
+        digits = min(digits, dps - 10)  # rounding of the working precision
         value = +value if isinstance(inputs[0].value, mpmath.mpf) else float(value)
     return Number(value, digits, route)
 
 
-def _with_relations(deriv: Derivation, nums: dict) -> dict:
+def _with_relations(deriv: Derivation, nums: dict, digits: int) -> dict:
+    """Add the quantities defined through others (``digits``: the requested digits)."""
     for q in deriv.quantities:
         if q.relation is not None and q.name not in nums and all(
                 n in nums for n in q.depends_on):
-            nums[q.name] = _related_number(q, nums)
+            nums[q.name] = _related_number(q, nums, digits)
     return {q.name: nums[q.name] for q in deriv.quantities if q.name in nums}
 
 
@@ -388,7 +398,7 @@ def analyze(deriv: Derivation, batch_sizes, digits: int = 16) -> list[Analysis]:
         key = INF if Bv == INF else int(Bv)
         nums = {q.name: closed_number(q, Bv, digits) for q in closed}
         nums.update(moment_nums.get(key, {}))
-        an = Analysis(act, Bv, _with_relations(deriv, nums))
+        an = Analysis(act, Bv, _with_relations(deriv, nums, digits))
         an.bsb1_stable, an.stability_note = _stability(an.numbers)
         results.append(an)
     return results

@@ -108,21 +108,26 @@ def gegenbauer_table(act: Activation, B: int, K: int, dps: int = 20, exact_terms
         rows = []
         cum_d = cum_n = mpmath.mpf(0)
         parseval = funk = mpmath.mpf(0)
+        err_d = err_n = err_p = err_f = mpmath.mpf(0)
         for k in progress(range(K), "table rows", K):
             c = 1 - r[k]
+            # every column carries the error of a_k through its formula, and is printed only
+            # to the digits that survive ("0" where the value is below its error)
+            e_sq = 2 * abs(a[k]) * aerr[k] + aerr[k] ** 2
             cd = c * a[k] ** 2 if k else mpmath.mpf(0)
-            cn = k * (k + 2 * lam) / (2 * lam) * cd
-            cum_d += cd
-            cum_n += cn
-            parseval += a[k] ** 2
-            funk += r[k] * a[k] ** 2
-            dig = max(1, min(dps, int(digits_from_error(a[k], aerr[k])))) if a[k] else dps
+            ecd = abs(c) * e_sq if k else mpmath.mpf(0)
+            factor = k * (k + 2 * lam) / (2 * lam)
+            cn, ecn = factor * cd, factor * ecd
+            cum_d, err_d = cum_d + cd, err_d + ecd
+            cum_n, err_n = cum_n + cn, err_n + ecn
+            parseval, err_p = parseval + a[k] ** 2, err_p + e_sq
+            funk, err_f = funk + r[k] * a[k] ** 2, err_f + abs(r[k]) * e_sq
             rows.append({
-                "k": k, "a_k": decimal_string(a[k], dig), "a_k_exact": exact[k],
-                "c_k": decimal_string(c, dps), "c_ak2": decimal_string(cd, dps),
-                "thm9_term": decimal_string(cn, dps),
-                "partial_denominator": decimal_string(cum_d, dps),
-                "partial_numerator": decimal_string(cum_n, dps),
+                "k": k, "a_k": _shown(a[k], aerr[k], dps), "a_k_exact": exact[k],
+                "c_k": decimal_string(c, dps), "c_ak2": _shown(cd, ecd, dps),
+                "thm9_term": _shown(cn, ecn, dps),
+                "partial_denominator": _shown(cum_d, err_d, dps),
+                "partial_numerator": _shown(cum_n, err_n, dps),
             })
         partial = {
             "q_star (sum a_k^2)": decimal_string(parseval, dps),
@@ -133,6 +138,15 @@ def gegenbauer_table(act: Activation, B: int, K: int, dps: int = 20, exact_terms
         }
     total = _table_total(act, B, dps)
     return GegenbauerTable(act.name, B, K, dps, rows, partial, total)
+
+
+def _shown(value, error, dps: int) -> str:
+    """``value`` to the digits its absolute ``error`` leaves (at most ``dps``); ``"0"`` when
+    the value is not distinguishable from zero."""
+    if value == 0 or error >= abs(value):
+        return "0"
+    digits = max(1, min(dps, int(digits_from_error(value, error)))) if error else dps
+    return decimal_string(value, digits)
 
 
 def _table_total(act: Activation, B: int, dps: int) -> dict:
