@@ -48,8 +48,8 @@ _DESCRIPTION = (
 def moment_forms_module() -> ModuleSpec:
     """The :class:`ModuleSpec` of every BSB1 quantity as a function of ``B`` and the sphere
     moments ``m0, m1, ...`` (in the order of :func:`bnmft.derive.moments.moments_of`)."""
-    from bnmft.derive.bsb1 import QUANTITIES, moment_forms
-    from bnmft.derive.moments import moments_of
+    from bnmft.derive import QUANTITIES, moment_forms
+    from bnmft.derive import moments_of
 
     forms = moment_forms()
     ordered = moments_of(forms[name].expr for name in QUANTITIES)

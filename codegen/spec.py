@@ -81,7 +81,7 @@ class ModuleSpec:
 
 def batch_argument() -> Argument:
     """The batch-size argument ``B`` every generated function takes first."""
-    from bnmft.derive.symbols import B
+    from bnmft.derive import B
 
     return Argument(B, "B", "batch size")
 
@@ -92,7 +92,7 @@ def depth_relations() -> dict[str, sp.Expr]:
     ``gradient_rate``, from :data:`bnmft.derive.bsb1.RELATIONS` (``xi = 1/log(rate)`` and
     ``TRAINABLE_DEPTH_FACTOR * xi``, paper Sec. 4: defined there and nowhere else), checked
     against the moment forms that :func:`bnmft.derive.bsb1.moment_forms` composes from them."""
-    from bnmft.derive.bsb1 import RATE, compose, moment_forms
+    from bnmft.derive import RATE, compose, moment_forms
 
     forms = moment_forms()
     rate = sp.Symbol("gradient_rate")

@@ -8,8 +8,9 @@ The stage's interface; later stages (``numerics``, ``codegen``) use only these n
 * :func:`derive` -- every BSB1 quantity as a :class:`DerivedQuantity` (moment form always,
   closed form where one exists, domain, provenance, parameters), gathered in a frozen,
   hashable :class:`Derivation`;
-* :data:`QUANTITIES`, :data:`RELATIONS` -- the quantity names, and those defined through
-  others (``xi = 1/log(rate)``, ``16 xi``);
+* :data:`QUANTITIES`, :data:`RELATIONS`, :func:`compose` -- the quantity names, and those
+  defined through others (``xi = 1/log(rate)``, ``16 xi``);
+* :func:`moment_forms` -- the activation-independent moment forms (what codegen ships);
 * :class:`SphereMoment`, :class:`Point` -- the moments the forms are written in;
 * :func:`numpy_function` -- a lean numpy lambdify for forms and relations;
 * :class:`InvalidInput`, :func:`check_batch_sizes` -- refused input, one documented
@@ -18,7 +19,7 @@ The stage's interface; later stages (``numerics``, ``codegen``) use only these n
 
 from .activation import Activation, ActivationError, symbolic_activation
 from .activation import activation as parse_activation
-from .bsb1 import QUANTITIES, RELATIONS, TRAINABLE_DEPTH_FACTOR
+from .bsb1 import QUANTITIES, RATE, RELATIONS, TRAINABLE_DEPTH_FACTOR, compose, moment_forms
 from .derivation import derive
 from .errors import InvalidInput, check_batch_sizes
 from .moments import Point, SphereMoment, moments_in, moments_of
@@ -37,11 +38,14 @@ __all__ = [
     "Point",
     "Provenance",
     "QUANTITIES",
+    "RATE",
     "RELATIONS",
     "SphereMoment",
     "TRAINABLE_DEPTH_FACTOR",
     "check_batch_sizes",
+    "compose",
     "derive",
+    "moment_forms",
     "moments_in",
     "moments_of",
     "numpy_function",
