@@ -22,7 +22,7 @@ where a kink of ``phi(z2)`` enters the support of ``z2`` given ``z1`` (the inner
 not analytic there). A piece ending where the integrand behaves like a half-integer power is
 mapped by ``x = a + (b - a) s^2``, which makes it analytic. The densities are written in logs
 (``mp.loggamma`` for the normalisations), so ``B = 10^6`` is as easy as ``B = 8``; pieces of
-negligible mass get fewer nodes or are dropped. Each quadrature reference is computed for a
+negligible mass are dropped. Each quadrature reference is computed for a
 tier of 40 or 60 digits at two resolutions and raises unless both agree to the tier's digits.
 
 alpha_relu (positive-homogeneous): the radius decouples, and every moment reduces to a
@@ -56,7 +56,7 @@ WORK = DIGITS + 20
 TAIL = DIGITS + 12
 #: Gauss-Legendre nodes per piece at the two resolutions (coarse, fine) of each tier; the
 #: fine value is used once it agrees with the coarse one to the tier's digits.
-NODES = {40: (28, 36), 60: (44, 54)}
+NODES = {40: (32, 40), 60: (46, 56)}
 
 QUANTITIES = ("q_star", "c_star", "lambda_G", "lambda_L", "lambda_M", "gradient_rate",
               "depth_scale", "max_trainable_depth")
@@ -271,11 +271,10 @@ def _sphere_law(B: int):
 
 
 def _piece_nodes_count(n: int, log10_mass, digits: int) -> int:
-    """Nodes for a piece carrying ``10^log10_mass`` of the probability: Gauss-Legendre digits
-    grow about linearly with the node count, and a piece of small mass needs fewer digits
-    (0: below 10^-(digits+8), dropped)."""
-    frac = (digits + 8 + log10_mass) / (digits + 8)
-    return 0 if frac <= 0 else max(6, min(n, int(mpmath.ceil(n * frac))))
+    """Nodes for a piece carrying at most ``10^log10_mass`` of the probability: ``n``, or 0
+    (the piece is dropped) below ``10^-(digits+8)``. (Fewer nodes on pieces of small but
+    non-negligible mass do not pay: far out the weight varies too fast.)"""
+    return n if log10_mass > -(digits + 8) else 0
 
 
 def _log10_mass(piece, power, log_norm):

@@ -29,9 +29,9 @@ QUAD_KEYS = ["q_star", "c_star", "gradient_rate", "depth_scale"]
 
 @pytest.mark.parametrize("spec, B", [
     ("relu", 5),
-    ("relu", 8),
-    ("leaky_relu:0.2", 8),
-    ("alpha_relu:1.5", 5),
+    pytest.param("relu", 8, marks=pytest.mark.slow),
+    pytest.param("leaky_relu:0.2", 8, marks=pytest.mark.slow),
+    pytest.param("alpha_relu:1.5", 5, marks=pytest.mark.slow),
     pytest.param("alpha_relu:1.5", 8, marks=pytest.mark.slow),
     pytest.param("relu", 33, marks=pytest.mark.slow),
     pytest.param("leaky_relu", 512, marks=pytest.mark.slow),
@@ -54,12 +54,12 @@ def test_orthant_moments():
         c = mpf(-1) / 7
         assert close(R.orthant_moment(1, 1, c), R.J(c) / 2, 75)  # arccosine kernel
         assert close(R.orthant_moment(0, 0, c), mpf(1) / 4 + mpmath.asin(c) / (2 * mpmath.pi), 75)
-    with mpmath.workdps(30):
+    with mpmath.workdps(20):
         direct = mpmath.quad(lambda x: x**1.5 * mpmath.exp(-x * x / 2)
                              * mpmath.quad(lambda y: y**1.5 * mpmath.exp(
                                  -(y - c * x) ** 2 / (2 * (1 - c * c))), [0, mpmath.inf]),
                              [0, mpmath.inf]) / (2 * mpmath.pi * mpmath.sqrt(1 - c * c))
-        assert close(R.orthant_moment(mpf(3) / 2, mpf(3) / 2, c), direct, 25)
+        assert close(R.orthant_moment(mpf(3) / 2, mpf(3) / 2, c), direct, 16)
 
 
 def test_leaky_relu_slope_one_is_linear():
@@ -72,7 +72,10 @@ def test_leaky_relu_slope_one_is_linear():
 # -- the sphere laws ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spec, B", [("tanh", 8), pytest.param("gelu", 512, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("spec, B", [
+    ("tanh", 8),
+    pytest.param("gelu", 512, marks=pytest.mark.slow),
+])
 def test_sphere_moment_identities(spec, B):
     """Both laws integrate to 1, ``E[z1^2] = 1`` and ``E[z1 z2] = -1/(B-1)`` (q* c* of linear)."""
     got = R.sphere_identities(spec, B, 40)
