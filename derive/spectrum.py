@@ -175,8 +175,9 @@ def _derive_spectrum_cached(act: Activation) -> Spectrum:
             entries.append(_entry(act, d, space, dim, form, name, subs, divergent, delta,
                                   params))
     evaluable = tuple(e.eigenvalue for e in entries if not e.note)
-    deriv = Derivation(activation=act, quantities=evaluable,
-                       moments=moments_of(q.moment_form for q in evaluable))
+    # an infinite eigenvalue needs no moments (and its divergent ones cannot be computed)
+    finite = (q.moment_form for q in evaluable if q.expr is None or q.expr != sp.oo)
+    deriv = Derivation(activation=act, quantities=evaluable, moments=moments_of(finite))
     return Spectrum(activation=act, entries=tuple(entries), derivation=deriv)
 
 

@@ -7,6 +7,8 @@ The stage's interface:
   of :class:`Number` objects: value at its computed precision, digits achieved, route);
 * :func:`verify` -- every route against the mpmath sphere-quadrature reference
   (:class:`Check` objects), :func:`unavailable_routes` for those that cannot run;
+* :func:`analyze_spectrum` -- the forward and backward spectra of a
+  :class:`~bnmft.derive.Spectrum` (:class:`SpectrumAnalysis`: space, dimension, Number);
 * :func:`numbers_from_moments` -- quantities from sphere moments computed by any route;
 * :func:`decimal_string`, :data:`FLOAT_DIGITS`, :data:`MAX_DIGITS` -- printing and limits;
 * :class:`NumericalFailure` -- a route that did not converge.
@@ -15,6 +17,7 @@ It takes derivations from ``bnmft.derive`` and never derives on its own.
 """
 
 from .evaluate import Analysis, NumericalFailure, analyze, closed_number, numbers_from_moments
+from .spectrum import SpectrumAnalysis, SpectrumNumber, analyze_spectrum
 from .precision import FLOAT_DIGITS, MAX_DIGITS, Number, agreeing_digits, decimal_string
 from .verify import DEFAULT_BATCH_SIZES, Check, unavailable_routes, verify
 
@@ -26,8 +29,11 @@ __all__ = [
     "MAX_DIGITS",
     "Number",
     "NumericalFailure",
+    "SpectrumAnalysis",
+    "SpectrumNumber",
     "agreeing_digits",
     "analyze",
+    "analyze_spectrum",
     "closed_number",
     "decimal_string",
     "numbers_from_moments",
