@@ -7,6 +7,8 @@ The stage's interface:
   of :class:`Number` objects: value at its computed precision, digits achieved, route);
 * :func:`verify` -- every route against the mpmath sphere-quadrature reference
   (:class:`Check` objects), :func:`unavailable_routes` for those that cannot run;
+  :func:`verify_spectrum` the same per eigenvalue of a spectrum (and the brute-force
+  operators);
 * :func:`analyze_spectrum` -- the forward and backward spectra of a
   :class:`~bnmft.derive.Spectrum` (:class:`SpectrumAnalysis`: space, dimension, Number);
 * :func:`numbers_from_moments` -- quantities from sphere moments computed by any route;
@@ -19,7 +21,7 @@ It takes derivations from ``bnmft.derive`` and never derives on its own.
 from .evaluate import Analysis, NumericalFailure, analyze, closed_number, numbers_from_moments
 from .spectrum import SpectrumAnalysis, SpectrumNumber, analyze_spectrum
 from .precision import FLOAT_DIGITS, MAX_DIGITS, Number, agreeing_digits, decimal_string
-from .verify import DEFAULT_BATCH_SIZES, Check, unavailable_routes, verify
+from .verify import DEFAULT_BATCH_SIZES, Check, unavailable_routes, verify, verify_spectrum
 
 __all__ = [
     "Analysis",
@@ -39,4 +41,5 @@ __all__ = [
     "numbers_from_moments",
     "unavailable_routes",
     "verify",
+    "verify_spectrum",
 ]
