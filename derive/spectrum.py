@@ -145,8 +145,8 @@ def _entry(act: Activation, direction: str, space: str, dim, form, name, subs, d
         return SpectralEntry(direction, space, dim, q)
     bad = [mo for mo in moments_in(form) if mo in divergent]
     if bad:
-        note = ("needs " + ", ".join(mo.name for mo in bad) + (
-            ", a moment of the Dirac mass of phi'" if delta else ", which diverges"))
+        note = ("needs moments of phi', which has a Dirac mass here (not computed)" if delta
+                else "needs " + ", ".join(mo.name for mo in bad) + ", which diverge")
         return SpectralEntry(direction, space, dim, DerivedQuantity(**base, provenance=prov),
                              note)
     closed = _closed_form(act, form, subs, divergent) if subs is not None else None
@@ -181,7 +181,16 @@ def _derive_spectrum_cached(act: Activation) -> Spectrum:
     return Spectrum(activation=act, entries=tuple(entries), derivation=deriv)
 
 
-def derive_spectrum(act: Activation) -> Spectrum:
+#: Parameters of the linear maps besides the activation and ``B`` (none at ``eps = 0``; a
+#: regularised batchnorm would add its ``eps`` here).
+PARAMETERS: tuple[str, ...] = ()
+
+
+def derive_spectrum(act: Activation, **parameters) -> Spectrum:
     """The forward and backward spectra of ``act`` at the BSB1 point: moment forms for any
-    ``phi``, closed forms for positive-homogeneous ``phi`` (cached)."""
+    ``phi``, closed forms for positive-homogeneous ``phi`` (cached). ``parameters`` are
+    reserved for maps with further parameters (:data:`PARAMETERS`); none is accepted yet."""
+    unknown = sorted(set(parameters) - set(PARAMETERS))
+    if unknown:
+        raise TypeError(f"unknown spectrum parameter(s): {', '.join(unknown)}")
     return _derive_spectrum_cached(act)

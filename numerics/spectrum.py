@@ -21,6 +21,10 @@ from .evaluate import analyze, stability
 from .precision import Number
 
 
+#: Route of an eigenvalue the derivation cannot evaluate (the entry's note says why).
+UNAVAILABLE = "not available"
+
+
 @dataclass(frozen=True)
 class SpectrumNumber:
     """One eigenvalue at one batch size: ``space``, ``dim`` (an integer), the ``number``."""
@@ -46,10 +50,17 @@ class SpectrumAnalysis:
     def entries(self) -> list[SpectrumNumber]:
         return self.forward + self.backward
 
+    def unavailable(self) -> list[str]:
+        """Eigenvalues the derivation cannot evaluate for this activation, with the reason."""
+        return [f"{e.name}: {e.number.note}" for e in self.entries if e.number.route == UNAVAILABLE]
+
     def shortfalls(self, digits: int) -> list[str]:
+        """Evaluated eigenvalues that did not reach ``digits``."""
         out = []
         for e in self.entries:
             num = e.number
+            if num.route == UNAVAILABLE:
+                continue
             if num.value is None:
                 out.append(f"{e.name}: {num.note or 'not computed'}")
             elif num.digits < digits:
@@ -73,7 +84,7 @@ def analyze_spectrum(spec: Spectrum, batch_sizes, digits: int = 16) -> list[Spec
         numbers = an.numbers if an is not None else {}
         res = SpectrumAnalysis(spec.activation, Bv)
         for e in spec.entries:
-            num = numbers.get(e.name) or Number(None, 0.0, "not evaluated", e.note)
+            num = numbers.get(e.name) or Number(None, 0.0, UNAVAILABLE, e.note)
             dim = int(e.dim.subs(B_SYM, Bv))
             getattr(res, e.direction).append(SpectrumNumber(e.name, e.space, dim, num))
         top = [e.name for e in res.forward if e.space != "kernel"]

@@ -135,7 +135,8 @@ def test_infinite_and_unavailable_backward_eigenvalues():
     (an,) = analyze_spectrum(step, [6], 10)
     entry = {e.name: e for e in an.backward}["backward_M"]
     assert entry.number.value is None and "Dirac" in entry.number.note
-    assert an.shortfalls(10) == [f"backward_M: {entry.number.note}"]
+    assert an.unavailable() == [f"backward_M: {entry.number.note}"]
+    assert an.shortfalls(10) == []
 
 
 # -- numbers -----------------------------------------------------------------------------------
@@ -197,3 +198,16 @@ def test_spectrum_is_frozen_and_hashable():
     assert all(e.eigenvalue.kind == "eigenvalue" for e in a.entries)
     with pytest.raises(AttributeError):
         a.entries = ()
+
+
+def test_pipeline_api():
+    import bnmft
+
+    spec = bnmft.spectrum_derivation("relu")
+    assert bnmft.spectrum_derivation(bnmft.derivation("relu")) is spec
+    assert bnmft.spectrum_derivation(spec) is spec
+    (res,) = bnmft.spectrum(spec, [6], 12)
+    assert [(e.space, e.dim) for e in res.backward] == [("kernel", 6), ("G", 1), ("L", 5),
+                                                        ("M", 9)]
+    with pytest.raises(TypeError, match="unknown spectrum parameter"):
+        bnmft.spectrum("relu", [6], 12, epsilon=1e-3)
