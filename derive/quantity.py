@@ -123,7 +123,8 @@ class DerivedQuantity:
 class Derivation:
     """Every quantity derived for one activation (frozen, hashable).
 
-    ``quantities`` in the order of :data:`bnmft.derive.bsb1.QUANTITIES`; ``moments`` the sphere
+    ``quantities`` in the order of :data:`bnmft.derive.bsb1.QUANTITIES` (a spectrum's
+    derivation: its eigenvalues, forward then backward); ``moments`` the sphere
     moments their forms need (the argument order of generated moment-form modules);
     ``definitions`` the auxiliary definitions of the compact forms (``J(c)``, ...);
     ``dual_kernel`` ``E[phi(u) phi(v)]`` for unit Gaussians of correlation ``c``

@@ -20,6 +20,7 @@ import numpy as np
 
 from bnmft.derive import B as B_SYM
 from bnmft.derive import Derivation
+from bnmft.progress import progress
 
 from . import sphere
 from .evaluate import NumericalFailure, analyze, numbers_from_moments
@@ -270,7 +271,7 @@ def _verify_spectrum(spec, batch_sizes, digits: int) -> list[Check]:
     deriv, act = spec.derivation, spec.activation
     checks: list[Check] = []
     open_ = [q.name for q in deriv.quantities if q.expr is None]
-    for Bv in batch_sizes:
+    for Bv in progress(list(batch_sizes), "spectrum verification"):
         try:
             refs = _references(deriv, Bv, digits)
         except QuadratureError as err:
