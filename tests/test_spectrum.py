@@ -11,11 +11,14 @@ import math
 import mpmath
 import pytest
 import sympy as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bnmft.derive import B, activation, derive, derive_spectrum
 from bnmft.derive.bsb1 import forward_eigenvalues, gradient_rate_form
 from bnmft.derive.quantity import J, Jp
-from bnmft.derive.spectrum import spectrum_forms
+from bnmft.derive.moments import centering, expect_sum, f, g, u
+from bnmft.derive.spectrum import OPERATORS, spectrum_forms
 from bnmft.numerics import analyze, analyze_spectrum, numbers_from_moments
 from bnmft.numerics import sphere
 
@@ -62,6 +65,22 @@ def test_forward_forms_are_the_bsb1_forward_eigenvalues():
 
 def test_backward_G_eigenvalue_is_the_gradient_rate():
     assert sp.simplify(_forms()["backward"]["G"] - gradient_rate_form()) == 0
+
+
+def test_eigenvalues_add_up_to_the_trace_derived_directly():
+    """sum(dim * eigenvalue) = trace on Sym(B) = (1/2) sum_{k,l} (T_{kl,kl} + T_{kl,lk}),
+    the trace reduced by exchangeability on its own (two free batch indices), for any phi."""
+    G = centering
+    entry = {
+        "forward": lambda i, j, k, l: f[i] * f[j] * ((B - 1) * u[k] * u[l] - G(k, l)),
+        "backward": lambda a, b, c, d: g[c] * g[d] * (G(c, a) - u[c] * u[a])
+        * (G(d, b) - u[d] * u[b]),
+    }
+    for direction, fn in entry.items():
+        trace = expect_sum(lambda k, l, fn=fn: (fn(k, l, k, l) + fn(k, l, l, k)) / 2, 2)
+        scale = OPERATORS[direction]().scale
+        total = sum(dim * form for _, dim, form in spectrum_forms()[direction])
+        assert sp.simplify(total - scale * trace.expr()) == 0, direction
 
 
 # -- closed forms ----------------------------------------------------------------------------
@@ -211,3 +230,24 @@ def test_pipeline_api():
                                                         ("M", 9)]
     with pytest.raises(TypeError, match="unknown spectrum parameter"):
         bnmft.spectrum("relu", [6], 12, epsilon=1e-3)
+
+
+coefficient = st.integers(-100, 100).map(lambda k: k / 100)
+
+
+@settings(max_examples=10, deadline=None)
+@given(a=st.integers(20, 300).map(lambda k: k / 100), b=coefficient, c=coefficient,
+       Bv=st.sampled_from([4, 5, 7, 12, 33, 100, 512]))
+def test_invariants_for_any_phi(a, b, c, Bv):
+    """phi = tanh(a x) + b x + c x^2 on the float route: the kernel and the forward G
+    eigenvalue are exactly 0, the backward G eigenvalue is the gradient rate and the largest
+    backward eigenvalue, and bsb1_stable is the BSB1 analysis's."""
+    act = activation(f"tanh({a}*x) + {b}*x + {c}*x**2")
+    (res,) = analyze_spectrum(derive_spectrum(act), [Bv], 10)
+    (an,) = analyze(derive(act), [Bv], 10)
+    fw = {e.space: e.number for e in res.forward}
+    bw = {e.space: e.number for e in res.backward}
+    assert fw["kernel"].value == fw["G"].value == bw["kernel"].value == 0
+    assert bw["G"].text(10) == an.numbers["gradient_rate"].text(10)
+    assert float(bw["G"].value) > max(float(bw["L"].value), float(bw["M"].value))
+    assert res.bsb1_stable is an.bsb1_stable
