@@ -1,4 +1,4 @@
-"""Command line: ``bnmft analyze | derive | codegen | verify | report | gegenbauer | spectrum``.
+"""Command line: ``bnmft analyze | derive | codegen | verify | report | gegenbauer``.
 
 Bad input (batch size below 4, unknown or unsupported activation, digits out of range,
 unwritable output) is one line on stderr and exit status 2. A number that does not reach
@@ -593,7 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
     spc = sub.add_parser("spectrum", help="forward and backward eigenvalues at the BSB1 point "
                                           "(space, dimension, eigenvalue)")
     common(spc, batch_required=True)
-    spc.add_argument("--json", action="store_true")
+    spc.add_argument("--json", action="store_true",
+                     help="one JSON object per batch size (a list for several)")
     spc.add_argument("--verify", action="store_true",
                      help="also check every eigenvalue against independent references")
     spc.set_defaults(func=cmd_spectrum)

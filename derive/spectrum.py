@@ -30,11 +30,11 @@ import sympy as sp
 
 from .activation import Activation
 from .bsb1 import s_form
-from .derivation import _closed_form, _moment_closed_forms
+from .derivation import _closed_form, _moment_closed_forms, derive
 from .gaussian import chi_square_moment
 from .moments import Point, SphereMoment, expect, f, g, moments_in, moments_of, u
 from .moments import centering as G
-from .quantity import Derivation, DerivedQuantity, Provenance, SpectralEntry, Spectrum
+from .quantity import J, Derivation, DerivedQuantity, Jp, Provenance, SpectralEntry, Spectrum
 from .symbols import B, BSB1_DOMAIN, x
 from .ultrasymmetric import UltrasymmetricOperator
 
@@ -177,7 +177,11 @@ def _derive_spectrum_cached(act: Activation) -> Spectrum:
     evaluable = tuple(e.eigenvalue for e in entries if not e.note)
     # an infinite eigenvalue needs no moments (and its divergent ones cannot be computed)
     finite = (q.moment_form for q in evaluable if q.expr is None or q.expr != sp.oo)
-    deriv = Derivation(activation=act, quantities=evaluable, moments=moments_of(finite))
+    # the compact forms are written in J(c), J'(c): the same definitions as the derivation's
+    definitions = derive(act).definitions if any(
+        q.compact is not None and q.compact.has(J, Jp) for q in evaluable) else ()
+    deriv = Derivation(activation=act, quantities=evaluable, moments=moments_of(finite),
+                       definitions=definitions)
     return Spectrum(activation=act, entries=tuple(entries), derivation=deriv)
 
 

@@ -96,6 +96,7 @@ def test_relu_closed_forms_are_theory_and_the_bsb1_derivation():
         assert sp.cancel(compact - deriv[old[name]].compact) == 0, name
     assert spec["forward_G"].eigenvalue.expr == 0
     assert spec["forward_kernel"].eigenvalue.expr == 0
+    assert spec.derivation.definitions == deriv.definitions != ()
 
 
 def test_linear_closed_forms():
