@@ -138,7 +138,8 @@ _READ = {"triv": ((1, 1), (1, 2)), "std": ((1, 1), (1, 3))}
 _CHECK = {"triv": ((2, 3), (3, 3)), "std": ((3, 3), (3, 4), (1, 2), (2, 3), (2, 2))}
 _CHECK_M = ((1, 1), (1, 2), (1, 5), (5, 6), (1, 4), (2, 3))
 
-#: The spaces, their dimensions, and which blocks they come from.
+#: The spaces and their dimensions (the kernel-type space: 1 from the trivial block plus
+#: ``B - 1`` from the standard block).
 DIMENSIONS = {"kernel": B, "G": sp.Integer(1), "L": B - 1, "M": B * (B - 3) / 2}
 
 
@@ -210,7 +211,9 @@ class UltrasymmetricOperator:
     common ``scale`` (kept apart so that entries linear in sphere moments stay linear).
 
     ``entries`` maps orbits (canonical patterns such as ``(0, 1, 0, 2)``, any pattern of the
-    orbit, or names such as ``"ij,ik"``) to SymPy expressions; every orbit must be given.
+    orbit, or names such as ``"ij,ik"``) to SymPy expressions, linear in their symbols other
+    than ``B`` with coefficients rational in ``sqrt(B)`` (numbers, orbit symbols, sphere
+    moments); every orbit must be given.
     """
 
     def __init__(self, entries: Mapping, scale: sp.Expr | int = 1):
