@@ -8,7 +8,9 @@ Public API (stable), one function per stage of the pipeline (:mod:`bnmft.pipelin
 * :func:`analyze` -- numbers for given batch sizes, to a requested number of digits;
 * :func:`generate` -- generated numpy / C sources of the closed forms;
 * :func:`verify` -- every route against independent mpmath references;
-* :func:`report` -- all of the above for one activation (:class:`Report`).
+* :func:`report` -- all of the above for one activation (:class:`Report`);
+* :func:`spectrum_derivation`, :func:`spectrum`, :func:`verify_spectrum` -- the forward and
+  backward spectra at the BSB1 point (derived, evaluated, verified).
 * :class:`InvalidInput` -- the ``ValueError`` raised for input bnmft refuses (an
   activation it cannot handle, a batch size outside 4..10^15 or ``math.inf``); one line.
 
@@ -36,6 +38,9 @@ _LAZY = {
     "verify": "bnmft.pipeline",
     "report": "bnmft.pipeline",
     "Report": "bnmft.pipeline",
+    "spectrum_derivation": "bnmft.pipeline",
+    "spectrum": "bnmft.pipeline",
+    "verify_spectrum": "bnmft.pipeline",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

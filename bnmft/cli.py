@@ -590,6 +590,73 @@ def cmd_gegenbauer(args) -> int:
     return 0
 
 
+# -- spectrum ------------------------------------------------------------------------------------
+
+
+def _spectrum_parameters(args) -> dict:
+    """Parameters of the linear maps besides the activation and B (none yet; see
+    :data:`bnmft.derive.spectrum.PARAMETERS`)."""
+    return {}
+
+
+def _spectrum_json(res, digits: int) -> dict:
+    row: dict = {"activation": res.activation.name, "batch_size": res.batch_size,
+                 "bsb1_stable": res.bsb1_stable}
+    for direction in ("forward", "backward"):
+        row[direction] = [
+            {"space": e.space, "dim": e.dim,
+             "eigenvalue": e.number.text(digits) if e.number.reaches(digits) else None}
+            for e in getattr(res, direction)]
+    return row
+
+
+def _spectrum_lines(res, digits: int) -> list[str]:
+    width = max(digits + 8, 12)
+    lines = [f"activation {res.activation.name}, B = {res.batch_size}, "
+             f"bsb1_stable {res.bsb1_stable}",
+             f"  {'map':9s} {'space':7s} {'dim':>10s}  {'eigenvalue':>{width}s}   route"]
+    for direction in ("forward", "backward"):
+        for e in getattr(res, direction):
+            num = e.number
+            text = num.text(digits) if num.reaches(digits) else "(not available)"
+            route = num.route if num.value is not None else num.note
+            lines.append(f"  {direction:9s} {e.space:7s} {e.dim:>10d}  {text:>{width}s}   "
+                         f"[{route}]")
+    return lines
+
+
+def cmd_spectrum(args) -> int:
+    from bnmft import pipeline
+
+    act = _activation(args)
+    sizes = _batch_sizes(args.batch_size)
+    if math.inf in sizes:
+        raise InputError("spectrum needs finite batch sizes (the dimensions grow with B)")
+    params = _spectrum_parameters(args)
+    results = pipeline.spectrum(act, sizes, args.digits, **params)
+    status = _report_shortfalls(results, args.digits)
+    for res in results:
+        for line in res.unavailable():
+            print(f"bnmft: not available at B={res.batch_size}: {line}", file=sys.stderr)
+            status = EXIT_NUMERICAL
+    if args.json:
+        rows = [_spectrum_json(res, args.digits) for res in results]
+        print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
+    else:
+        print("\n\n".join("\n".join(_spectrum_lines(res, args.digits)) for res in results))
+    if args.verify:
+        checks = pipeline.verify_spectrum(act, sizes, args.digits, **params)
+        if not args.json:
+            print()
+            print("\n".join(_verify_table(checks, args.digits)))
+        failed = [c for c in checks if not c.ok]
+        print(f"bnmft: spectrum verification: {len(checks) - len(failed)} of {len(checks)} "
+              "checks agree to the required digits", file=sys.stderr)
+        if failed:
+            status = EXIT_NUMERICAL
+    return status
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 
@@ -719,6 +786,18 @@ def build_parser() -> argparse.ArgumentParser:
     gx.add_argument("--json", action="store_true", help="print JSON (default: text)")
     gx.add_argument("--latex", action="store_true", help="print a LaTeX table (default: text)")
     gg.set_defaults(func=cmd_gegenbauer)
+
+    spc = command("spectrum", "forward and backward eigenvalues at the BSB1 point (space, "
+                  "dimension, eigenvalue)",
+                  "bnmft spectrum relu --batch-size 8 --digits 20 --json",
+                  "bnmft spectrum tanh --batch-size 8 --verify")
+    common(spc)
+    spc.add_argument("--json", action="store_true",
+                     help="one JSON object per batch size (a list for several); default: text")
+    spc.add_argument("--verify", action="store_true",
+                     help="also check every eigenvalue against independent references "
+                          "(default: off)")
+    spc.set_defaults(func=cmd_spectrum)
 
     r = command("report", "closed forms, numbers, verification and generated files",
                 "bnmft report relu --batch-size 32",

@@ -54,6 +54,35 @@ def verify(act, batch_sizes=None, digits: int = 30):
     return _verify(derivation(act), sizes, digits)
 
 
+def spectrum_derivation(act, gamma=None, beta=None, **parameters):
+    """Stage 1-2 for spectra: the forward and backward spectra at the BSB1 point as a
+    :class:`~bnmft.derive.Spectrum` (``act`` may also be a Derivation or a Spectrum)."""
+    from bnmft.derive import Spectrum, derive_spectrum
+
+    if isinstance(act, Spectrum):
+        return act
+    if isinstance(act, Derivation):
+        act = act.activation
+    if not isinstance(act, Activation):
+        act = activation(act, gamma=gamma, beta=beta)
+    return derive_spectrum(act, **parameters)
+
+
+def spectrum(act, batch_sizes, digits: int = 16, **parameters):
+    """Stage 3 for spectra: every forward and backward eigenvalue (space, dimension, number)
+    at each finite batch size (:class:`~bnmft.numerics.SpectrumAnalysis` objects)."""
+    from bnmft.numerics import analyze_spectrum
+
+    return analyze_spectrum(spectrum_derivation(act, **parameters), list(batch_sizes), digits)
+
+
+def verify_spectrum(act, batch_sizes=(6, 8, 32), digits: int = 20, **parameters):
+    """Stage 5 for spectra: every eigenvalue against independent references."""
+    from bnmft.numerics import verify_spectrum as _verify
+
+    return _verify(spectrum_derivation(act, **parameters), list(batch_sizes), digits)
+
+
 #: Most batch sizes a report verifies (verification costs seconds per batch size).
 REPORT_VERIFY_MAX = 6
 

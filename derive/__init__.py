@@ -11,6 +11,10 @@ The stage's interface; later stages (``numerics``, ``codegen``) use only these n
 * :data:`QUANTITIES`, :data:`RELATIONS`, :func:`compose` -- the quantity names, and those
   defined through others (``xi = 1/log(rate)``, ``16 xi``);
 * :func:`moment_forms` -- the activation-independent moment forms (what codegen ships);
+* :func:`derive_spectrum` -- the forward and backward spectra at the BSB1 point as a
+  frozen :class:`Spectrum` of :class:`SpectralEntry` objects (space, dimension, eigenvalue
+  as a :class:`DerivedQuantity` of kind ``"eigenvalue"``), from ultrasymmetric operators
+  (:class:`UltrasymmetricOperator`);
 * :class:`SphereMoment`, :class:`Point` -- the moments the forms are written in;
 * :func:`numpy_function` -- a lean numpy lambdify for forms and relations;
 * :class:`InvalidInput`, :func:`check_batch_sizes` -- refused input, one documented
@@ -24,8 +28,10 @@ from .derivation import derive
 from .errors import InvalidInput, check_batch_sizes
 from .moments import Point, SphereMoment, moments_in, moments_of
 from .numpyfn import numpy_function
-from .quantity import Derivation, DerivedQuantity, Provenance
+from .quantity import Derivation, DerivedQuantity, Provenance, SpectralEntry, Spectrum
+from .spectrum import derive_spectrum
 from .symbols import B, BSB1_DOMAIN, x
+from .ultrasymmetric import UltrasymmetricOperator
 
 __all__ = [
     "Activation",
@@ -40,12 +46,16 @@ __all__ = [
     "QUANTITIES",
     "RATE",
     "RELATIONS",
+    "SpectralEntry",
+    "Spectrum",
     "SphereMoment",
     "TRAINABLE_DEPTH_FACTOR",
     "check_batch_sizes",
     "compose",
     "derive",
     "moment_forms",
+    "UltrasymmetricOperator",
+    "derive_spectrum",
     "moments_in",
     "moments_of",
     "numpy_function",

@@ -28,10 +28,10 @@ J = sp.Symbol("J")
 Jp = sp.Symbol("Jp")
 _LATEX_NAMES = {J: "J(c)", Jp: "J'(c)", B: "B", c: "c"}
 
-#: Kinds of result a quantity can have. A scalar is one number per parameter point; later
-#: kinds (a spectrum: eigenvalues with dimensions and spaces; a kernel matrix) evaluate
-#: elementwise through the same moment-form machinery.
-KINDS = ("scalar",)
+#: Kinds of result a quantity can have. A scalar is one number per parameter point; an
+#: eigenvalue is one entry of a :class:`Spectrum` (it also carries a space and a dimension
+#: there). Both evaluate through the same moment-form machinery.
+KINDS = ("scalar", "eigenvalue")
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,8 @@ class DerivedQuantity:
 class Derivation:
     """Every quantity derived for one activation (frozen, hashable).
 
-    ``quantities`` in the order of :data:`bnmft.derive.bsb1.QUANTITIES`; ``moments`` the sphere
+    ``quantities`` in the order of :data:`bnmft.derive.bsb1.QUANTITIES` (a spectrum's
+    derivation: its eigenvalues, forward then backward); ``moments`` the sphere
     moments their forms need (the argument order of generated moment-form modules);
     ``definitions`` the auxiliary definitions of the compact forms (``J(c)``, ...);
     ``dual_kernel`` ``E[phi(u) phi(v)]`` for unit Gaussians of correlation ``c``
@@ -170,3 +171,54 @@ class Derivation:
     @property
     def all_closed(self) -> bool:
         return all(q.expr is not None for q in self.quantities)
+
+
+@dataclass(frozen=True)
+class SpectralEntry:
+    """One eigenvalue of a linear operator at the BSB1 point: the ``direction`` of the map
+    (``"forward"``, ``"backward"``), the invariant ``space`` (``"kernel"``, ``"G"``, ``"L"``,
+    ``"M"``), its dimension ``dim`` (in ``B``) and the eigenvalue as a
+    :class:`DerivedQuantity` of kind ``"eigenvalue"``. ``note`` is non-empty when the
+    eigenvalue cannot be evaluated for this activation (and says why)."""
+
+    direction: str
+    space: str
+    dim: sp.Expr
+    eigenvalue: DerivedQuantity
+    note: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.eigenvalue.name
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """The forward and backward spectra derived for one activation (frozen, hashable).
+
+    ``entries`` in the order forward then backward, each direction in the order kernel, G,
+    L, M; ``derivation`` holds the evaluable eigenvalues as an ordinary :class:`Derivation`
+    (their moment forms, closed forms, moments), so that numerics evaluates them exactly as
+    it evaluates the scalar quantities.
+    """
+
+    activation: Activation
+    entries: tuple[SpectralEntry, ...]
+    derivation: Derivation
+
+    def direction(self, name: str) -> tuple[SpectralEntry, ...]:
+        return tuple(e for e in self.entries if e.direction == name)
+
+    @property
+    def forward(self) -> tuple[SpectralEntry, ...]:
+        return self.direction("forward")
+
+    @property
+    def backward(self) -> tuple[SpectralEntry, ...]:
+        return self.direction("backward")
+
+    def __getitem__(self, name: str) -> SpectralEntry:
+        for e in self.entries:
+            if e.name == name:
+                return e
+        raise KeyError(name)

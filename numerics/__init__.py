@@ -7,6 +7,10 @@ The stage's interface:
   of :class:`Number` objects: value at its computed precision, digits achieved, route);
 * :func:`verify` -- every route against the mpmath sphere-quadrature reference
   (:class:`Check` objects), :func:`unavailable_routes` for those that cannot run;
+  :func:`verify_spectrum` the same per eigenvalue of a spectrum (and the brute-force
+  operators);
+* :func:`analyze_spectrum` -- the forward and backward spectra of a
+  :class:`~bnmft.derive.Spectrum` (:class:`SpectrumAnalysis`: space, dimension, Number);
 * :func:`numbers_from_moments` -- quantities from sphere moments computed by any route;
 * :func:`decimal_string`, :data:`FLOAT_DIGITS`, :data:`MAX_DIGITS` -- printing and limits;
 * :class:`NumericalFailure` -- a route that did not converge.
@@ -15,8 +19,9 @@ It takes derivations from ``bnmft.derive`` and never derives on its own.
 """
 
 from .evaluate import Analysis, NumericalFailure, analyze, closed_number, numbers_from_moments
+from .spectrum import SpectrumAnalysis, SpectrumNumber, analyze_spectrum
 from .precision import FLOAT_DIGITS, MAX_DIGITS, Number, agreeing_digits, decimal_string
-from .verification import DEFAULT_BATCH_SIZES, Check, unavailable_routes, verify
+from .verification import DEFAULT_BATCH_SIZES, Check, unavailable_routes, verify, verify_spectrum
 
 __all__ = [
     "Analysis",
@@ -26,11 +31,15 @@ __all__ = [
     "MAX_DIGITS",
     "Number",
     "NumericalFailure",
+    "SpectrumAnalysis",
+    "SpectrumNumber",
     "agreeing_digits",
     "analyze",
+    "analyze_spectrum",
     "closed_number",
     "decimal_string",
     "numbers_from_moments",
     "unavailable_routes",
     "verify",
+    "verify_spectrum",
 ]

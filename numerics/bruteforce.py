@@ -19,6 +19,10 @@ API
 ``forward_spectrum(act, B)``        list of :class:`Eigenspace` (kernel, G, L, M)
 ``forward_eigenvalues(act, B)``     raw sorted eigenvalues of the Jacobian
 ``cluster_eigenvalues(ev, tol)``    raw eigenvalues grouped into (value, multiplicity, spread)
+``backward_operator(act, B)``       Pi -> E[J_h^T Pi J_h] at Sigma*, entrywise Gaussian integrals
+``operator_spectrum(T, B)``         every eigenvalue of an operator on Sym(B), with dimensions
+``spectrum(act, B, direction)``     :func:`operator_spectrum` of the forward Jacobian or the
+                                    backward operator
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from scipy.special import gammaln, roots_jacobi
 __all__ = [
     "DualKernel",
     "Eigenspace",
+    "backward_operator",
     "bsb1_fixed_point",
     "cluster_eigenvalues",
     "forward_eigenvalues",
@@ -40,7 +45,9 @@ __all__ = [
     "forward_spectrum",
     "invariant_subspaces",
     "laplace_map",
+    "operator_spectrum",
     "smat",
+    "spectrum",
     "svec",
     "sym_basis",
 ]
@@ -607,3 +614,255 @@ def cluster_eigenvalues(ev, tol: float = 1e-6) -> list[tuple[float, int, float]]
         else:
             groups.append([x])
     return [(float(np.mean(g)), len(g), float(max(g) - min(g))) for g in groups]
+
+
+# -- backward operator ---------------------------------------------------------------------
+
+
+def _homogeneous_derivative(act, hom: _HomogeneousPhi):
+    """``phi'`` from ``act.numpy_derivative``, re-checked to be homogeneous of degree
+    ``alpha - 1`` (as :func:`_homogeneous_phi` checks ``phi``)."""
+    act = _as_activation(act)
+
+    def dphi(z):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.asarray(act.numpy_derivative(z), dtype=float) * np.ones_like(z)
+
+    z = np.array([0.3, 1.7, 4.0, -0.3, -1.7, -4.0])
+    a = hom.alpha - 1.0
+    base = np.where(z > 0, dphi(np.array([1.0]))[0], dphi(np.array([-1.0]))[0]) * np.abs(z) ** a
+    for t in (0.5, 3.0):
+        if not np.allclose(dphi(t * z), t**a * base, rtol=1e-12, atol=1e-300):
+            raise ValueError(f"{hom.name}: phi' is not homogeneous of degree {a} numerically")
+    return dphi
+
+
+def _chi_moment(B: int, e: float) -> float:
+    """``E[|x|^e]`` for ``|x|^2 ~ chi^2_{B-1}``."""
+    n = B - 1
+    return math.exp(0.5 * e * math.log(2.0) + gammaln((n + e) / 2) - gammaln(n / 2))
+
+
+class _GaussianPairs:
+    """``E[phi'(y1) phi'(y2) y1^p1 y2^p2]`` for a bivariate normal ``y`` (covariance ``C``)
+    and ``E[phi'(y)^2 y^p]`` for ``y ~ N(0, var)``, for homogeneous ``phi'`` (degree
+    ``alpha - 1``).
+
+    Polar coordinates of the whitened pair, ``y = L R (cos t, sin t)``: the radial part is
+    ``E[R^k] = 2^{k/2} Gamma(1 + k/2)`` (``k`` the degree of the integrand), the angular part
+    ``1/(2 pi) Int_0^{2 pi} F(L (cos t, sin t)) dt`` is done by adaptive quadrature (QUADPACK)
+    on the four arcs between the kinks ``y1 = 0``, ``y2 = 0``. One coordinate:
+    ``E|w|^k = 2^{k/2} Gamma((k+1)/2)/sqrt(pi)`` times ``(F(1) + F(-1))/2``.
+    """
+
+    def __init__(self, dphi, alpha: float):
+        self.dphi, self.alpha = dphi, alpha
+        self._cache: dict = {}
+
+    def _f(self, y):
+        return float(self.dphi(np.array([float(y)]))[0])
+
+    def two(self, C: np.ndarray, p1: int, p2: int) -> float:
+        key = ("two", round(C[0, 0], 15), round(C[0, 1], 15), round(C[1, 1], 15), p1, p2)
+        if key in self._cache:
+            return self._cache[key]
+        from scipy.integrate import quad
+
+        L = np.linalg.cholesky(C)
+        k = 2 * (self.alpha - 1) + p1 + p2
+
+        def F(t):
+            y1 = L[0, 0] * math.cos(t)
+            y2 = L[1, 0] * math.cos(t) + L[1, 1] * math.sin(t)
+            return self._f(y1) * self._f(y2) * y1**p1 * y2**p2
+
+        t2 = math.atan2(-L[1, 0], L[1, 1]) % math.pi  # y2 = 0
+        cuts = sorted({0.0, math.pi / 2, 3 * math.pi / 2, t2, t2 + math.pi, 2 * math.pi})
+        ang = sum(quad(F, lo, hi, epsabs=0.0, epsrel=1e-13, limit=200)[0]
+                  for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo)
+        radial = math.exp(0.5 * k * math.log(2.0) + gammaln(1 + k / 2))
+        self._cache[key] = value = radial * ang / (2 * math.pi)
+        return value
+
+    def one(self, var: float, p: int) -> float:
+        k = 2 * (self.alpha - 1) + p
+        if not k > -1:
+            raise ValueError("E[phi'(z)^2] diverges (alpha <= 1/2)")
+        fp, fm = self._f(1.0) ** 2, self._f(-1.0) ** 2 * (-1) ** p
+        absk = math.exp(0.5 * k * math.log(2.0) + gammaln((k + 1) / 2)) / math.sqrt(math.pi)
+        return var ** (k / 2) * absk * (fp + fm) / 2
+
+
+def _gaussian_entry(pairs: _GaussianPairs, C: np.ndarray, c: int, d: int, mono) -> float:
+    """``E[phi'(x_c) phi'(x_d) prod_{m in mono} x_m]`` for ``x ~ N(0, C)``.
+
+    Conditioning on ``y = (x_c, x_d)``: the other coordinates of ``mono`` (at most two) are
+    Gaussian with mean ``W y`` and covariance ``S``, so their product is replaced by its
+    conditional mean, a polynomial in ``y``; what is left is a 1- or 2-D Gaussian integral.
+    """
+    Y = [c] if c == d else [c, d]
+    others = [m for m in mono if m not in Y]
+    pw = [sum(1 for m in mono if m == yv) for yv in Y]
+    Cyy = C[np.ix_(Y, Y)]
+    W = np.linalg.solve(Cyy, C[np.ix_(Y, others)]).T if others else np.zeros((0, len(Y)))
+    S = C[np.ix_(others, others)] - W @ C[np.ix_(Y, others)] if others else None
+    # polynomial in y: {exponents: coefficient}
+    poly: dict = {}
+    if not others:
+        poly[tuple(pw)] = 1.0
+    elif len(others) == 1:
+        for r in range(len(Y)):
+            e = list(pw)
+            e[r] += 1
+            poly[tuple(e)] = poly.get(tuple(e), 0.0) + W[0, r]
+    else:
+        poly[tuple(pw)] = S[0, 1]
+        for r1 in range(len(Y)):
+            for r2 in range(len(Y)):
+                e = list(pw)
+                e[r1] += 1
+                e[r2] += 1
+                poly[tuple(e)] = poly.get(tuple(e), 0.0) + W[0, r1] * W[1, r2]
+    total = 0.0
+    for e, coef in poly.items():
+        if coef == 0.0:
+            continue
+        if len(Y) == 1:
+            total += coef * pairs.one(Cyy[0, 0], e[0])
+        else:
+            total += coef * pairs.two(Cyy, e[0], e[1])
+    return total
+
+
+_BACKWARD: dict = {}
+
+
+def backward_operator(act, B: int) -> np.ndarray:
+    """Matrix of the backward map ``Pi -> E[J_h^T Pi J_h]`` at ``Sigma*`` in :func:`sym_basis`
+    (size B(B+1)/2), for positive-homogeneous ``phi`` of degree ``alpha > 1/2``.
+
+    Every entry ``T_{ab,cd} = E[(J_h)_ca (J_h)_db]`` of the ``B^4`` tensor is computed on its
+    own: ``J_h = diag(phi'(z)) sqrt(B)/|G h| (G - u u^T)``, ``G h = sqrt(s) x`` with
+    ``x ~ N(0, G)``, ``s = q*(1 - c*)`` from :func:`bsb1_fixed_point`. Homogeneity of ``phi'``
+    and the independence of ``|x|`` and ``u = x/|x|`` (Laplace method) turn each of the four
+    terms of ``(G_ca - u_c u_a)(G_db - u_d u_b)`` into
+    ``E[|x|^-2] E[Q(x)] / E[|x|^e]`` for a Gaussian expectation of a degree-``e`` function
+    ``Q`` of four coordinates, done by :func:`_gaussian_entry`. Nothing here uses a sphere
+    moment or a derived formula. Cached; a copy is returned.
+    """
+    act = _as_activation(act)
+    key = (act.key, B)
+    if key not in _BACKWARD:
+        hom = _homogeneous_phi(act)
+        a = hom.alpha
+        if not a > 0.5:
+            raise ValueError(f"{act.name}: E[phi'(z)^2] diverges for alpha <= 1/2")
+        pairs = _GaussianPairs(_homogeneous_derivative(act, hom), a)
+        q, c = bsb1_fixed_point(act, B)
+        s = q * (1.0 - c)
+        G = np.eye(B) - 1.0 / B
+        pref = B**a / (s * (B - 3))
+        e = [2 * (a - 1) + 2 * j for j in range(3)]
+        norm = [_chi_moment(B, ej) for ej in e]
+        T = np.empty((B, B, B, B))
+        for ia, ib, ic, id_ in np.ndindex(B, B, B, B):
+            terms = (
+                G[ic, ia] * G[id_, ib] * _gaussian_entry(pairs, G, ic, id_, ()) / norm[0]
+                - G[ic, ia] * _gaussian_entry(pairs, G, ic, id_, (id_, ib)) / norm[1]
+                - G[id_, ib] * _gaussian_entry(pairs, G, ic, id_, (ic, ia)) / norm[1]
+                + _gaussian_entry(pairs, G, ic, id_, (ic, ia, id_, ib)) / norm[2]
+            )
+            T[ia, ib, ic, id_] = pref * terms
+        basis = sym_basis(B)
+        images = np.einsum("abcd,ncd->nab", T, basis)
+        _BACKWARD[key] = svec(images).T  # column n = image of basis element n
+    return _BACKWARD[key].copy()
+
+
+# -- every eigenvalue of an operator on Sym(B) ---------------------------------------------
+
+
+def _isotypic_bases(B: int) -> dict[str, np.ndarray]:
+    """Orthonormal bases (svec columns) of ``K_triv = R 11^T``, ``K_std`` (the rest of the
+    kernel-type space ``{v 1^T + 1 v^T}``), ``G``, ``L`` and ``M``."""
+    spaces = invariant_subspaces(B)
+    one = svec(np.ones((B, B)))
+    one = one / np.linalg.norm(one)
+    Qk = spaces["kernel"]
+    rest = Qk - np.outer(one, one @ Qk)
+    return {"K_triv": one[:, None], "K_std": _orthonormal(rest, B - 1), "G": spaces["G"],
+            "L": spaces["L"], "M": spaces["M"]}
+
+
+def operator_spectrum(T: np.ndarray, B: int, tol: float = 1e-6) -> list[Eigenspace]:
+    """Every eigenvalue of an operator on Sym(B) that commutes with permutations, with its
+    space and dimension (THEORY.md spectrum table; ``T`` in :func:`sym_basis` coordinates).
+
+    The trivial isotypic part ``span(11^T, G)`` and the standard part ``K_std + L`` are
+    compressed to their blocks ``[[a, b], [c, d]]`` (kernel-type copy first; on the standard
+    part each entry is a multiple of the identity, the scalar read off the trace). If a block
+    is triangular within ``tol`` (the forward map kills the kernel, the backward map has its
+    range in the hyperplane matrices), ``a`` is the ``kernel`` eigenvalue and ``d`` the ``G``
+    or ``L`` one, and the two kernel eigenvalues merge into one entry of dimension ``B``
+    when they agree within ``tol``; otherwise both eigenvalues of the block carry the block's
+    name. ``M`` is a scalar block. ``spread`` measures the departure of each compressed
+    piece from a multiple of the identity, ``leak`` the coupling of its isotypic part to the
+    others (both 0 in exact arithmetic); ``raw_multiplicity`` counts the eigenvalues of
+    ``T`` itself within ``tol`` of the value.
+    """
+    Q = _isotypic_bases(B)
+    raw = np.sort(_real_eigvals(T))
+    parts = {"G": np.hstack([Q["K_triv"], Q["G"]]), "L": np.hstack([Q["K_std"], Q["L"]]),
+             "M": Q["M"]}
+
+    def count(value):
+        return int(np.sum(np.abs(raw - value) <= tol))
+
+    def leak(name):
+        P = parts[name]
+        others = np.hstack([parts[m] for m in parts if m != name])
+        return float(max(np.linalg.norm(others.T @ T @ P), np.linalg.norm(P.T @ T @ others)))
+
+    out: list[Eigenspace] = []
+    kernels = []
+    for name, kname, dim in (("G", "K_triv", 1), ("L", "K_std", B - 1)):
+        Qk, Qh = Q[kname], Q[name]
+        blocks = [[Qk.T @ T @ Qk, Qk.T @ T @ Qh], [Qh.T @ T @ Qk, Qh.T @ T @ Qh]]
+        a, d = (float(np.trace(blocks[i][i])) / dim for i in (0, 1))
+        spread = float(max(np.linalg.norm(blocks[i][i] - np.eye(dim) * v)
+                           for i, v in ((0, a), (1, d))))
+        lk = leak(name)
+        off = min(np.linalg.norm(blocks[0][1]), np.linalg.norm(blocks[1][0])) / math.sqrt(dim)
+        if off <= tol:
+            kernels.append((dim, a, spread, lk))
+            out.append(Eigenspace(name, dim, d, spread, lk, count(d), np.array([d])))
+            continue
+        ev = np.sort(_real_eigvals(parts[name].T @ T @ parts[name]))
+        for half in (ev[dim:], ev[:dim]):  # larger eigenvalue first
+            value = float(np.mean(half))
+            out.append(Eigenspace(name, dim, value, float(half.max() - half.min()), lk,
+                                  count(value), half))
+    QM = Q["M"]
+    ev = _real_eigvals(QM.T @ T @ QM)
+    value = float(np.mean(ev))
+    out.append(Eigenspace("M", QM.shape[1], value, float(ev.max() - ev.min()), leak("M"),
+                          count(value), np.sort(ev)))
+    if len(kernels) == 2 and abs(kernels[0][1] - kernels[1][1]) <= tol:
+        (d1, a1, s1, l1), (d2, a2, s2, l2) = kernels
+        value = (d1 * a1 + d2 * a2) / (d1 + d2)
+        kernels = [(B, value, max(s1, s2, abs(a1 - a2)), max(l1, l2))]
+    head = [Eigenspace("kernel", dim, a, spread, lk, count(a), np.array([a]))
+            for dim, a, spread, lk in kernels]
+    return head + out
+
+
+def spectrum(act, B: int, direction: str = "forward", tol: float = 1e-6) -> list[Eigenspace]:
+    """:func:`operator_spectrum` of the forward Jacobian (finite differences of the Laplace
+    map) or of the backward operator (entrywise Gaussian integrals) at the BSB1 point."""
+    if direction == "forward":
+        T = forward_jacobian(act, B)
+    elif direction == "backward":
+        T = backward_operator(act, B)
+    else:
+        raise ValueError(f"direction must be 'forward' or 'backward' (got {direction!r})")
+    return operator_spectrum(T, B, tol)

@@ -141,6 +141,17 @@ def _generated_forms():
     return moments, gen
 
 
+def _float_forms(deriv: Derivation, names) -> tuple[list, dict]:
+    """Moments and float64 functions ``fn(B, *moments)`` for ``names``: the shipped generated
+    module for the BSB1 quantities, the derivation's own moment forms (lean numpy lambdify)
+    for any other quantity (e.g. the eigenvalues of a spectrum)."""
+    fmoments, gen = _generated_forms()
+    if all(hasattr(gen, n) for n in names):
+        return fmoments, {n: getattr(gen, n) for n in names}
+    return list(deriv.moments), {n: _moment_function(deriv[n], deriv.moments, "numpy")
+                                 for n in names}
+
+
 # -- closed forms ------------------------------------------------------------------------
 
 
@@ -320,8 +331,15 @@ def _with_relations(deriv: Derivation, nums: dict, digits: int) -> dict:
 # -- stability of the BSB1 point -----------------------------------------------------------
 
 
-def _stability(numbers: dict) -> tuple[bool | None, str]:
-    lam = [numbers.get(k) for k in ("lambda_L", "lambda_M")]
+#: The forward eigenvalues that decide whether the BSB1 point attracts (lambda_G = 0).
+FORWARD_TOP = ("lambda_L", "lambda_M")
+
+
+def stability(numbers: dict, names=FORWARD_TOP) -> tuple[bool | None, str]:
+    """``(bsb1_stable, note)``: stable iff the largest of the forward eigenvalues ``names``
+    (those outside the kernel) is below 1; None where that is undecided within the digits
+    achieved, or a number is missing."""
+    lam = [numbers.get(k) for k in names]
     if any(n is None or n.value is None for n in lam):
         return None, "forward spectrum not available"
     digits = min(n.digits for n in lam)
@@ -349,8 +367,7 @@ def _moment_numbers(deriv: Derivation, names: list[str], finite: list[int], digi
     act = deriv.activation
     out: dict = {}
     if digits <= FLOAT_DIGITS:
-        fmoments, gen = _generated_forms()
-        fns = {n: getattr(gen, n) for n in names}
+        fmoments, fns = _float_forms(deriv, names)
         values, errors, route = _float_moments(act, fmoments, finite)
         out = _float_table(names, fns, finite, fmoments, values, errors, route)
     qs = [deriv[n] for n in names]
@@ -399,6 +416,6 @@ def analyze(deriv: Derivation, batch_sizes, digits: int = 16) -> list[Analysis]:
         nums = {q.name: closed_number(q, Bv, digits) for q in closed}
         nums.update(moment_nums.get(key, {}))
         an = Analysis(act, Bv, _with_relations(deriv, nums, digits))
-        an.bsb1_stable, an.stability_note = _stability(an.numbers)
+        an.bsb1_stable, an.stability_note = stability(an.numbers)
         results.append(an)
     return results

@@ -20,6 +20,7 @@ import numpy as np
 
 from bnmft.derive import B as B_SYM
 from bnmft.derive import Derivation, check_batch_sizes
+from bnmft.progress import progress
 
 from . import sphere
 from .evaluate import NumericalFailure, analyze, numbers_from_moments
@@ -31,6 +32,8 @@ DEFAULT_BATCH_SIZES = (4, 6, 8, 32, 1000, 10**6)
 #: Largest batch size for the brute-force Jacobian (its cost grows like B^6).
 BRUTE_FORCE_MAX_B = 8
 BRUTE_FORCE_DIGITS = 10
+#: The brute-force backward operator needs ``E[phi'(z)^2] < oo``: degree ``alpha > 1/2``.
+BACKWARD_MIN_ALPHA = 0.5
 
 
 def unavailable_routes(deriv: Derivation) -> dict[str, str]:
@@ -242,9 +245,85 @@ def _gegenbauer_checks(act, deriv, Bv, digits, refs) -> list[Check]:
             ref = refs[name]
             out.append(Check(name, Bv, nums[name].route, nums[name].value, ref.value, ref.route,
                              ref.digits, digits))
-        if hasattr(gegenbauer, "gradient_rate_thm9_mp"):
+        if hasattr(gegenbauer, "gradient_rate_thm9_mp") and "gradient_rate" in refs:
             rate, _err = gegenbauer.gradient_rate_thm9_mp(act, Bv, digits + 2)
             ref = refs["gradient_rate"]
             out.append(Check("gradient_rate", Bv, "Gegenbauer sum, paper Thm 9 (mpmath)", rate,
                              ref.value, ref.route, ref.digits, digits))
+    return out
+
+
+# -- spectra -----------------------------------------------------------------------------------
+
+
+def verify_spectrum(spec, batch_sizes=(6, 8, 32), digits: int = 20) -> list[Check]:
+    """Every eigenvalue of a :class:`~bnmft.derive.Spectrum` against the mpmath sphere
+    quadrature of its moment form: the closed form (SymPy evalf) where there is one, the
+    fast float route otherwise, the Cartesian and Gegenbauer quadratures, and for
+    positive-homogeneous ``phi`` at ``B <= 8`` the brute-force operators (finite-difference
+    Jacobian of the Laplace map; entrywise Gaussian integrals of the backward map), each
+    eigenvalue matched by its space. Infinite eigenvalues are not checked."""
+    with mpmath.workdps(digits + 15):
+        return _verify_spectrum(spec, batch_sizes, digits)
+
+
+def _verify_spectrum(spec, batch_sizes, digits: int) -> list[Check]:
+    from .spectrum import analyze_spectrum
+
+    deriv, act = spec.derivation, spec.activation
+    checks: list[Check] = []
+    open_ = [q.name for q in deriv.quantities if q.expr is None]
+    for Bv in progress(list(batch_sizes), "spectrum verification"):
+        try:
+            refs = _references(deriv, Bv, digits)
+        except QuadratureError as err:
+            raise NumericalFailure(f"reference at B={Bv}: {err}") from None
+
+        def add(name, route, value, required, note=""):
+            ref = refs[name]
+            checks.append(Check(name, Bv, route, value, ref.value, ref.route, ref.digits,
+                                required, note))
+
+        for name in refs:
+            q = deriv[name]
+            if q.expr is not None:
+                value = q.expr.evalf(digits + 10, subs={B_SYM: Bv})
+                add(name, "SymPy evalf of the closed form", mpmath.mpf(value), digits)
+        if open_:
+            (fast,) = analyze_spectrum(spec, [Bv], min(digits, FLOAT_DIGITS))
+            for e in fast.entries:
+                if e.name in open_ and e.name in refs:
+                    add(e.name, "fast route: " + e.number.route, e.number.value,
+                        min(digits, FLOAT_DIGITS))
+            checks.extend(_gegenbauer_checks(act, deriv, Bv, digits, refs))
+        checks.extend(_cartesian_checks(act, deriv, Bv, digits, refs))
+        checks.extend(_brute_force_spectrum_checks(spec, Bv, digits, refs))
+    return checks
+
+
+def _brute_force_spectrum_checks(spec, Bv, digits, refs) -> list[Check]:
+    """Brute-force operators of :mod:`.bruteforce` (positive-homogeneous phi, small B): every
+    eigenvalue read off per space (:func:`~.bruteforce.operator_spectrum`)."""
+    hom = spec.activation.homogeneous
+    if hom is None or not hom.alpha > 0 or Bv > BRUTE_FORCE_MAX_B:
+        return []
+    from . import bruteforce
+
+    routes = {"forward": "brute-force Jacobian of the Laplace map",
+              "backward": "brute-force backward operator (entrywise Gaussian integrals)"}
+    out = []
+    for direction, route in routes.items():
+        entries = [e for e in spec.direction(direction) if e.name in refs]
+        if not entries:
+            continue
+        if direction == "backward" and not hom.alpha > BACKWARD_MIN_ALPHA:
+            continue
+        found = {es.space: es for es in bruteforce.spectrum(spec.activation, Bv, direction)}
+        for e in entries:
+            ref = refs[e.name]
+            es = found.get(e.space)
+            value = mpmath.mpf(es.eigenvalue) if es is not None else None
+            out.append(Check(e.name, Bv, route, value, ref.value, ref.route, ref.digits,
+                             min(digits, BRUTE_FORCE_DIGITS),
+                             "" if es is not None else f"no {e.space} space found"))
     return out
