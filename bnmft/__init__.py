@@ -8,7 +8,8 @@ Public API (stable), one function per stage of the pipeline (:mod:`bnmft.pipelin
 * :func:`analyze` -- numbers for given batch sizes, to a requested number of digits;
 * :func:`generate` -- generated numpy / C sources of the closed forms;
 * :func:`verify` -- every route against independent mpmath references;
-* :func:`report` -- all of the above for one activation (:class:`Report`).
+* :func:`report` -- all of the above for one activation (:class:`Report`);
+* :func:`vanilla` -- the baseline without batchnorm: ``q*``, ``c*``, ``chi_1``, depth scales.
 
 Each accepts a spec string, an :class:`Activation` or a :class:`Derivation`. The stages are
 the subpackages ``bnmft.derive``, ``bnmft.numerics`` and ``bnmft.codegen``; no public name
@@ -32,6 +33,7 @@ _LAZY = {
     "generate": "bnmft.pipeline",
     "verify": "bnmft.pipeline",
     "report": "bnmft.pipeline",
+    "vanilla": "bnmft.pipeline",
     "Report": "bnmft.pipeline",
 }
 

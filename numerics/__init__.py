@@ -9,13 +9,16 @@ The stage's interface:
   (:class:`Check` objects), :func:`unavailable_routes` for those that cannot run;
 * :func:`numbers_from_moments` -- quantities from sphere moments computed by any route;
 * :func:`decimal_string`, :data:`FLOAT_DIGITS`, :data:`MAX_DIGITS` -- printing and limits;
-* :class:`NumericalFailure` -- a route that did not converge.
+* :class:`NumericalFailure` -- a route that did not converge;
+* :func:`analyze_vanilla` -- fixed points, slopes and depth scales of a vanilla network
+  (:class:`VanillaAnalysis`).
 
 It takes derivations from ``bnmft.derive`` and never derives on its own.
 """
 
 from .evaluate import Analysis, NumericalFailure, analyze, closed_number, numbers_from_moments
 from .precision import FLOAT_DIGITS, MAX_DIGITS, Number, agreeing_digits, decimal_string
+from .vanilla import VanillaAnalysis, analyze_vanilla
 from .verify import DEFAULT_BATCH_SIZES, Check, unavailable_routes, verify
 
 __all__ = [
@@ -26,8 +29,10 @@ __all__ = [
     "MAX_DIGITS",
     "Number",
     "NumericalFailure",
+    "VanillaAnalysis",
     "agreeing_digits",
     "analyze",
+    "analyze_vanilla",
     "closed_number",
     "decimal_string",
     "numbers_from_moments",
