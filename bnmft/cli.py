@@ -262,6 +262,14 @@ def _report_shortfalls(results, digits: int) -> int:
 def cmd_analyze(args) -> int:
     from bnmft import pipeline
 
+    if args.no_batchnorm:
+        return cmd_analyze_vanilla(args)
+    if args.sigma_w is not None or args.sigma_b is not None or args.q0 is not None:
+        raise InputError("--sigma-w, --sigma-b and --q0 need --no-batchnorm (with batchnorm "
+                         "and eps = 0 the maps do not depend on them)")
+    if args.batch_size is None:
+        raise InputError("the following arguments are required: --batch-size "
+                         "(or --no-batchnorm)")
     act = _activation(args)
     sizes = _batch_sizes(args.batch_size)
     results = pipeline.analyze(act, sizes, args.digits)
@@ -287,6 +295,55 @@ def _number_lines(an, digits: int) -> list[str]:
         text = num.text(digits) if num.reaches(digits) else "(not converged)"
         lines.append(f"  {key:22s} {text:>{digits + 8}s}   [{num.route}]")
     return lines
+
+
+# -- analyze --no-batchnorm (vanilla networks) ------------------------------------------------
+
+_VANILLA_ORDER = ("q_star", "c_star", "chi_1", "chi_q", "chi_c", "xi_q", "xi_c")
+
+
+def cmd_analyze_vanilla(args) -> int:
+    """``analyze ACT --no-batchnorm``: fixed points, slopes and depth scales of the vanilla
+    network (``bnmft.pipeline.vanilla``)."""
+    from bnmft import pipeline
+    from bnmft.derive import ParameterError
+
+    if args.batch_size is not None:
+        raise InputError("--batch-size has no meaning with --no-batchnorm")
+    act = _activation(args)
+    sigma_w = "1" if args.sigma_w is None else args.sigma_w
+    sigma_b = "0" if args.sigma_b is None else args.sigma_b
+    try:
+        res = pipeline.vanilla(act, sigma_w, sigma_b, args.digits,
+                               "1" if args.q0 is None else args.q0)
+    except ParameterError as err:
+        raise InputError(str(err)) from None
+    for note in res.notes:
+        print(f"bnmft: note: {note}", file=sys.stderr)
+    status = 0
+    if res.fixed_point != "unbounded":
+        for line in res.shortfalls(args.digits):
+            print(f"bnmft: not converged: {line}", file=sys.stderr)
+            status = EXIT_NUMERICAL
+
+    def shown(num):
+        return num.text(args.digits) if num.reaches(args.digits) else None
+
+    if args.json:
+        row = {"activation": act.name, "sigma_w": sigma_w, "sigma_b": sigma_b,
+               "phase": res.phase, "fixed_point": res.fixed_point}
+        row.update({key: shown(res.numbers[key]) for key in _VANILLA_ORDER})
+        row["notes"] = list(res.notes)
+        print(json.dumps(row, indent=2))
+        return status
+    print(f"activation {act.name}, no batchnorm, sigma_w = {sigma_w}, sigma_b = {sigma_b}")
+    print(f"  {'phase':12s} {res.phase or '-'}")
+    print(f"  {'fixed point':12s} {res.fixed_point}")
+    for key in _VANILLA_ORDER:
+        num = res.numbers[key]
+        text = shown(num) or "(none)"
+        print(f"  {key:12s} {text:>{args.digits + 8}s}   [{num.route}]")
+    return status
 
 
 # -- derive ------------------------------------------------------------------------------------
@@ -681,6 +738,19 @@ def _examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
+def _vanilla_options(a) -> None:
+    """``analyze --no-batchnorm`` and its parameters."""
+    v = a.add_argument_group("vanilla network (no batchnorm)")
+    v.add_argument("--no-batchnorm", action="store_true",
+                   help="the baseline without batchnorm: q*, c*, chi_1, xi_q, xi_c, phase")
+    v.add_argument("--sigma-w", default=None,
+                   help="weight standard deviation (weights N(0, sigma_w^2/N)); default 1")
+    v.add_argument("--sigma-b", default=None,
+                   help="bias standard deviation (biases N(0, sigma_b^2)); default 0")
+    v.add_argument("--q0", default=None,
+                   help="input length q0 the length map is iterated from (default 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bnmft import __version__
     from bnmft.numerics.precision import MAX_DIGITS
@@ -734,6 +804,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print JSON: one object per batch size (a list for several), numbers "
                         "as decimal strings, null where the digits were not reached "
                         "(default: text)")
+    for action in a._actions:  # --no-batchnorm needs no batch size
+        if action.dest == "batch_size":
+            action.required = False
+            action.help = action.help.replace("(required)", "(required unless --no-batchnorm)")
+    _vanilla_options(a)
     a.set_defaults(func=cmd_analyze)
 
     d = command("derive", "closed forms in B (or the moment definitions)",

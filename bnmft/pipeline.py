@@ -83,6 +83,28 @@ def verify_spectrum(act, batch_sizes=(6, 8, 32), digits: int = 20, **parameters)
     return _verify(spectrum_derivation(act, **parameters), list(batch_sizes), digits)
 
 
+def vanilla(act, sigma_w="1", sigma_b="0", digits: int = 16, q0="1"):
+    """The vanilla baseline (no batchnorm): derive the length and correlation maps of ``act``
+    (``bnmft.derive.derive_vanilla``) and find ``q*``, ``c*``, ``chi_1``, ``chi_q``,
+    ``chi_c``, ``xi_q``, ``xi_c`` and the phase for weights ``N(0, sigma_w^2/N)`` and biases
+    ``N(0, sigma_b^2)`` (``bnmft.numerics.analyze_vanilla``; ``q*`` is reached from ``q0``).
+
+    ``sigma_w``, ``sigma_b``, ``q0`` are numbers or exact expressions (``"sqrt(2)"``); bad
+    values raise :class:`~bnmft.derive.ParameterError`.
+    """
+    from bnmft.derive import derive_vanilla, vanilla_parameter
+    from bnmft.numerics import analyze_vanilla
+
+    if isinstance(act, Derivation):
+        act = act.activation
+    if not isinstance(act, Activation):
+        act = activation(act)
+    sw = vanilla_parameter(sigma_w, "sigma_w", positive=True)
+    sb = vanilla_parameter(sigma_b, "sigma_b", positive=False)
+    start = vanilla_parameter(q0, "q0", positive=True)
+    return analyze_vanilla(derive_vanilla(act), sw, sb, digits, start)
+
+
 #: Most batch sizes a report verifies (verification costs seconds per batch size).
 REPORT_VERIFY_MAX = 6
 

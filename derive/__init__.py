@@ -19,6 +19,10 @@ The stage's interface; later stages (``numerics``, ``codegen``) use only these n
 * :func:`numpy_function` -- a lean numpy lambdify for forms and relations;
 * :class:`InvalidInput`, :func:`check_batch_sizes` -- refused input, one documented
   ``ValueError`` with a one-line message.
+* :func:`derive_vanilla` -- the vanilla (no batchnorm) length and correlation maps and their
+  slopes (:class:`VanillaDerivation` of :class:`VanillaForm` in :class:`GaussianMoment`
+  symbols and :data:`VANILLA_SYMBOLS`), :data:`VANILLA_QUANTITIES`, :data:`VANILLA_RELATIONS`
+  (depth scales), :func:`vanilla_parameter` (``sigma_w``, ``sigma_b``; :class:`ParameterError`).
 """
 
 from .activation import Activation, ActivationError, symbolic_activation
@@ -32,6 +36,12 @@ from .quantity import Derivation, DerivedQuantity, Provenance, SpectralEntry, Sp
 from .spectrum import derive_spectrum
 from .symbols import B, BSB1_DOMAIN, x
 from .ultrasymmetric import UltrasymmetricOperator
+from .vanilla import QUANTITIES as VANILLA_QUANTITIES
+from .vanilla import RELATIONS as VANILLA_RELATIONS
+from .vanilla import SYMBOLS as VANILLA_SYMBOLS
+from .vanilla import GaussianMoment, ParameterError, VanillaDerivation, VanillaForm
+from .vanilla import derive_vanilla
+from .vanilla import parameter as vanilla_parameter
 
 __all__ = [
     "Activation",
@@ -41,6 +51,8 @@ __all__ = [
     "Derivation",
     "DerivedQuantity",
     "InvalidInput",
+    "GaussianMoment",
+    "ParameterError",
     "Point",
     "Provenance",
     "QUANTITIES",
@@ -56,10 +68,17 @@ __all__ = [
     "moment_forms",
     "UltrasymmetricOperator",
     "derive_spectrum",
+    "VANILLA_QUANTITIES",
+    "VANILLA_RELATIONS",
+    "VANILLA_SYMBOLS",
+    "VanillaDerivation",
+    "VanillaForm",
+    "derive_vanilla",
     "moments_in",
     "moments_of",
     "numpy_function",
     "parse_activation",
     "symbolic_activation",
+    "vanilla_parameter",
     "x",
 ]

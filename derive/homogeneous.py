@@ -93,21 +93,23 @@ def convergence_condition(mo: SphereMoment, hom: Homogeneous) -> sp.Basic:
     return sp.And(*conds)
 
 
-def sphere_moment(mo: SphereMoment, hom: Homogeneous, corr=RHO) -> sp.Expr:
-    """Closed form of a sphere moment of a homogeneous activation, as a function of ``B``.
+def unit_gaussian_moment(points, hom: Homogeneous, corr=c) -> sp.Expr:
+    """``E[prod_k g_k^m phi(g_k)^p phi'(g_k)^q]`` for unit Gaussians ``g`` (two points: of
+    correlation ``corr``), one factor ``(m, p, q)`` per :class:`Point`.
 
-    ``corr`` is the correlation of two coordinates of ``g ~ N(0, G)``, ``-1/(B-1)``; pass
-    the symbol ``c`` to keep it symbolic (for presentation in terms of dual kernels).
+    One point: ``(P + N) E[g^d 1{g > 0}]`` (half moment); two points: the four sign
+    quadrants, ``sum P_or_N P_or_N M(d1, d2; +-corr)`` with the orthant moment ``M`` (a mixed
+    quadrant sees the correlation of ``g_1`` and ``-g_2``). Raises :class:`DivergentMoment`
+    where the integral diverges.
     """
-    sig2 = (B - 1) / B  # variance of one coordinate of g ~ N(0, G)
+    mo = SphereMoment(tuple(points))
     if mo.arity == 1:
         d, P, N = hom.point_power(mo.points[0])
         if P == 0 and N == 0:
             return sp.Integer(0)
         if convergence_condition(mo, hom) is sp.false:
             raise DivergentMoment(f"{mo.name} diverges (|z|^{d} near 0)")
-        gauss = (P + N) * sig2 ** (d / 2) * half_moment(d)
-        return gauss / _decoupling(d)
+        return (P + N) * half_moment(d)
     (d1, P1, N1), (d2, P2, N2) = (hom.point_power(p) for p in mo.points)
     if (P1 == 0 and N1 == 0) or (P2 == 0 and N2 == 0):
         return sp.Integer(0)
@@ -118,4 +120,20 @@ def sphere_moment(mo: SphereMoment, hom: Homogeneous, corr=RHO) -> sp.Expr:
         for s2, c2 in ((1, P2), (-1, N2)):
             if c1 != 0 and c2 != 0:
                 total += c1 * c2 * _orthant(d1, d2, s1 * s2 * corr)
-    return total * sig2 ** ((d1 + d2) / 2) / _decoupling(d1 + d2)
+    return total
+
+
+def sphere_moment(mo: SphereMoment, hom: Homogeneous, corr=RHO) -> sp.Expr:
+    """Closed form of a sphere moment of a homogeneous activation, as a function of ``B``.
+
+    ``corr`` is the correlation of two coordinates of ``g ~ N(0, G)``, ``-1/(B-1)``; pass
+    the symbol ``c`` to keep it symbolic (for presentation in terms of dual kernels).
+    Decoupling: the Gaussian moment of ``g ~ N(0, G)`` (unit moment times ``sigma^d``,
+    ``sigma^2 = (B-1)/B``) divided by the chi moment ``E[(r^2/B)^{d/2}]``.
+    """
+    gauss = unit_gaussian_moment(mo.points, hom, corr)
+    if gauss == 0:
+        return sp.Integer(0)
+    sig2 = (B - 1) / B  # variance of one coordinate of g ~ N(0, G)
+    degree = sum(hom.point_power(p)[0] for p in mo.points)
+    return gauss * sig2 ** (degree / 2) / _decoupling(degree)

@@ -13,7 +13,9 @@ The stage's interface:
   :class:`~bnmft.derive.Spectrum` (:class:`SpectrumAnalysis`: space, dimension, Number);
 * :func:`numbers_from_moments` -- quantities from sphere moments computed by any route;
 * :func:`decimal_string`, :data:`FLOAT_DIGITS`, :data:`MAX_DIGITS` -- printing and limits;
-* :class:`NumericalFailure` -- a route that did not converge.
+* :class:`NumericalFailure` -- a route that did not converge;
+* :func:`analyze_vanilla` -- fixed points, slopes and depth scales of a vanilla network
+  (:class:`VanillaAnalysis`).
 
 It takes derivations from ``bnmft.derive`` and never derives on its own.
 """
@@ -21,6 +23,7 @@ It takes derivations from ``bnmft.derive`` and never derives on its own.
 from .evaluate import Analysis, NumericalFailure, analyze, closed_number, numbers_from_moments
 from .spectrum import SpectrumAnalysis, SpectrumNumber, analyze_spectrum
 from .precision import FLOAT_DIGITS, MAX_DIGITS, Number, agreeing_digits, decimal_string
+from .vanilla import VanillaAnalysis, analyze_vanilla
 from .verification import DEFAULT_BATCH_SIZES, Check, unavailable_routes, verify, verify_spectrum
 
 __all__ = [
@@ -33,9 +36,11 @@ __all__ = [
     "NumericalFailure",
     "SpectrumAnalysis",
     "SpectrumNumber",
+    "VanillaAnalysis",
     "agreeing_digits",
     "analyze",
     "analyze_spectrum",
+    "analyze_vanilla",
     "closed_number",
     "decimal_string",
     "numbers_from_moments",
