@@ -34,7 +34,7 @@ from bnmft.progress import progress
 
 from . import sphere
 from .gaussian_limit import limit_moments
-from .precision import FLOAT_DIGITS, INF, Number, digits_from_error
+from .precision import FLOAT_DIGITS, INF, Number, digits_from_error, shortfalls
 
 #: Quadrature error estimates (differences of refinement levels) are estimates, not bounds:
 #: a quantity from high-precision moments claims one digit less than its propagated estimate
@@ -60,13 +60,7 @@ class Analysis:
     stability_note: str = ""
 
     def shortfalls(self, digits: int) -> list[str]:
-        out = []
-        for name, num in self.numbers.items():
-            if num.value is None:
-                out.append(f"{name}: {num.note or 'not computed'}")
-            elif num.digits < digits:
-                out.append(f"{name}: only {num.digits:.1f} digits ({num.route})")
-        return out
+        return shortfalls(self.numbers, digits)
 
 
 # -- error propagation ---------------------------------------------------------------------

@@ -126,6 +126,18 @@ class Number:
         return f"Number({shown}, digits={digits}, route={self.route!r})"
 
 
+def shortfalls(numbers: dict, digits: float) -> list[str]:
+    """One line per number in ``{name: Number}`` that did not converge or has fewer than
+    ``digits`` digits (what the CLI reports instead of printing it)."""
+    out = []
+    for name, num in numbers.items():
+        if num.value is None:
+            out.append(f"{name}: {num.note or 'not computed'}")
+        elif num.digits < digits:
+            out.append(f"{name}: only {num.digits:.1f} digits ({num.route})")
+    return out
+
+
 def agreeing_digits(a, b) -> float:
     """Significant decimal digits on which ``a`` and ``b`` agree (``inf`` if identical).
 

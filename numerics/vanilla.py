@@ -38,7 +38,7 @@ from bnmft.derive import VANILLA_SYMBOLS, VanillaDerivation
 
 from . import gaussian_quadrature as gq
 from .evaluate import _exact_number, _propagate
-from .precision import FLOAT_DIGITS, INF, Number, digits_from_error
+from .precision import FLOAT_DIGITS, INF, Number, digits_from_error, shortfalls
 
 Q_SYM, C_SYM, SIGMA_W2, SIGMA_B2 = VANILLA_SYMBOLS
 
@@ -70,13 +70,7 @@ class VanillaAnalysis:
     notes: list[str] = field(default_factory=list)
 
     def shortfalls(self, digits: int) -> list[str]:
-        out = []
-        for name, num in self.numbers.items():
-            if num.value is None:
-                out.append(f"{name}: {num.note or 'not computed'}")
-            elif num.digits < digits:
-                out.append(f"{name}: only {num.digits:.1f} digits ({num.route})")
-        return out
+        return shortfalls(self.numbers, digits)
 
 
 # -- evaluating the maps ---------------------------------------------------------------------
