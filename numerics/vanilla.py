@@ -216,6 +216,12 @@ def _exact_sign(expr: sp.Expr) -> int:
     return 1 if value > 0 else -1
 
 
+def _is_exact(num: Number) -> bool:
+    """The value came from an exact expression: exact (a binary fraction), or a rational
+    rounded at its working precision (``0.7``; its claim is then finite, its formula exact)."""
+    return num.digits == INF or num.note == "rational, rounded"
+
+
 def _exact(expr: sp.Expr, digits: int, route: str) -> Number:
     expr = sp.simplify(expr) if not expr.is_Rational else expr
     return _exact_number(expr, digits, route)
@@ -415,7 +421,7 @@ def _slopes_at_q(vd, sw2, sb2, lo, hi, digits, out) -> None:
                 out.numbers[name] = _exact(lim.subs({SIGMA_W2: sw2, SIGMA_B2: sb2}), digits,
                                            route)
         return
-    if vd.closed and qn.digits == INF:
+    if vd.closed and _is_exact(qn):
         exact_q = _exact_q(vd, sw2, sb2, out)
         for name in ("chi_1", "chi_q"):
             expr = _substituted(vd, name, sw2, sb2, exact_q)

@@ -405,7 +405,8 @@ def test_every_option_of_every_command_has_help():
     import argparse
 
     parser, commands = _subcommands()
-    assert set(commands) == {"analyze", "derive", "codegen", "verify", "gegenbauer", "report"}
+    assert set(commands) == {"analyze", "derive", "codegen", "verify", "gegenbauer", "report",
+                             "spectrum"}
     for name, sub in {"bnmft": parser, **commands}.items():
         for action in sub._actions:
             if isinstance(action, argparse._SubParsersAction):

@@ -249,7 +249,9 @@ def test_high_precision_fixed_point_against_mpmath_findroot():
 def test_relu_closed_forms_and_criticality():
     res = pipeline.vanilla("relu", "1.2", "0.1", digits=30)
     n = res.numbers
-    assert n["q_star"].digits == math.inf  # sigma_b^2 / (1 - sigma_w^2/2) = 0.01/0.28 = 1/28
+    # sigma_b^2 / (1 - sigma_w^2/2) = 0.01/0.28 = 1/28: exact, but not a binary fraction, so it
+    # claims the digits it was rounded to (at least the 30 asked for), not "exact"
+    assert n["q_star"].digits >= 30
     with mpmath.workdps(50):
         assert n["q_star"].text(30) == mpmath.nstr(mpmath.mpf(1) / 28, 30, strip_zeros=False)
     assert n["chi_1"].text(5) == "0.72000" and n["c_star"].text(3) == "1.00"
