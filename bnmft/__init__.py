@@ -9,7 +9,9 @@ Public API (stable), one function per stage of the pipeline (:mod:`bnmft.pipelin
 * :func:`generate` -- generated numpy / C sources of the closed forms;
 * :func:`verify` -- every route against independent mpmath references;
 * :func:`report` -- all of the above for one activation (:class:`Report`);
-* :func:`vanilla` -- the baseline without batchnorm: ``q*``, ``c*``, ``chi_1``, depth scales.
+* :func:`vanilla` -- the baseline without batchnorm: ``q*``, ``c*``, ``chi_1``, depth scales;
+* :func:`transition`, :func:`transition_structure` -- the BSB1 -> BSB2 transition and the
+  block structure beyond it.
 
 Each accepts a spec string, an :class:`Activation` or a :class:`Derivation`. The stages are
 the subpackages ``bnmft.derive``, ``bnmft.numerics`` and ``bnmft.codegen``; no public name
@@ -34,6 +36,8 @@ _LAZY = {
     "verify": "bnmft.pipeline",
     "report": "bnmft.pipeline",
     "vanilla": "bnmft.pipeline",
+    "transition": "bnmft.pipeline",
+    "transition_structure": "bnmft.pipeline",
     "Report": "bnmft.pipeline",
 }
 
