@@ -88,10 +88,16 @@ def test_no_transition_at_b4_is_a_clear_error(capsys):
     assert len(err.strip().splitlines()) == 1 and "no sign change" in err
 
 
-def test_beta_transition_of_relu_against_network_monte_carlo():
+@pytest.fixture(scope="module")
+def relu_beta_b8():
+    (tr,) = pipeline.transition("relu", [8], digits=8, vary="beta", bracket=(-1, 0))
+    return tr
+
+
+def test_beta_transition_of_relu_against_network_monte_carlo(relu_beta_b8):
     """relu(x + beta) at B = 8: the root in beta by the float routes, against the batchnorm
     network's own forward map sampled either side (no moment form involved)."""
-    (tr,) = pipeline.transition("relu", [8], digits=8, vary="beta", bracket=(-1, 0))
+    tr = relu_beta_b8
     beta = float(tr.value.value)
     assert tr.value.digits >= 8 and tr.eigenspace == "L" and -0.65 < beta < -0.5
     for shift, below in ((0.1, True), (-0.1, False)):
@@ -99,6 +105,15 @@ def test_beta_transition_of_relu_against_network_monte_carlo():
                                           samples=100_000, seed=3)
         lam = est["lambda_L"]
         assert (lam.mean < 1) is below and abs(lam.mean - 1) > 4 * lam.stderr
+
+
+def test_gamma_transition_follows_from_the_beta_transition_by_homogeneity(relu_beta_b8):
+    """relu(gamma x + beta) = gamma relu(x + beta/gamma) and the eigenvalues do not see the
+    factor gamma, so at beta = -1/2 the gamma transition is -1/2 / beta_transition."""
+    (tr,) = pipeline.transition("relu", [8], digits=8, vary="gamma", beta="-0.5")
+    expected = -0.5 / float(relu_beta_b8.value.value)
+    assert tr.eigenspace == "L" and tr.value.digits >= 8
+    assert float(tr.value.value) == pytest.approx(expected, rel=1e-7)
 
 
 # -- the block structure ----------------------------------------------------------------------
