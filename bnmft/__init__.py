@@ -13,7 +13,9 @@ Public API (stable), one function per stage of the pipeline (:mod:`bnmft.pipelin
   backward spectra at the BSB1 point (derived, evaluated, verified).
 * :class:`InvalidInput` -- the ``ValueError`` raised for input bnmft refuses (an
   activation it cannot handle, a batch size outside 4..10^15 or ``math.inf``); one line.
-* :func:`vanilla` -- the baseline without batchnorm: ``q*``, ``c*``, ``chi_1``, depth scales.
+* :func:`vanilla` -- the baseline without batchnorm: ``q*``, ``c*``, ``chi_1``, depth scales;
+* :func:`transition`, :func:`transition_structure` -- the BSB1 -> BSB2 transition and the
+  block structure beyond it.
 
 Each accepts a spec string, an :class:`Activation` or a :class:`Derivation`. The stages are
 the subpackages ``bnmft.derive``, ``bnmft.numerics`` and ``bnmft.codegen``; no public name
@@ -39,6 +41,8 @@ _LAZY = {
     "verify": "bnmft.pipeline",
     "report": "bnmft.pipeline",
     "vanilla": "bnmft.pipeline",
+    "transition": "bnmft.pipeline",
+    "transition_structure": "bnmft.pipeline",
     "Report": "bnmft.pipeline",
     "spectrum_derivation": "bnmft.pipeline",
     "spectrum": "bnmft.pipeline",

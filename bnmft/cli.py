@@ -1,4 +1,5 @@
-"""Command line: ``bnmft analyze | derive | codegen | verify | report | gegenbauer``.
+"""Command line: ``bnmft analyze | derive | codegen | verify | report | gegenbauer |
+transition``.
 
 Bad input (batch size below 4, unknown or unsupported activation, digits out of range,
 unwritable output) is one line on stderr and exit status 2. A number that does not reach
@@ -711,6 +712,96 @@ def cmd_spectrum(args) -> int:
               "checks agree to the required digits", file=sys.stderr)
         if failed:
             status = EXIT_NUMERICAL
+
+
+# -- transition --------------------------------------------------------------------------------
+
+
+def _bracket(text: str) -> tuple:
+    """``a,b`` (numbers or exact expressions, a < b)."""
+    from bnmft.derive.parse import ParseError, parse_expression
+
+    parts = [t.strip() for t in str(text).split(",")]
+    if len(parts) != 2:
+        raise InputError(f"--bracket needs two values a,b (got '{text}')")
+    values = []
+    for part in parts:
+        try:
+            v = parse_expression(part)
+        except ParseError as err:
+            raise InputError(f"bad --bracket value '{part}': {err}") from None
+        if v.free_symbols or not v.is_real or not v.is_finite:
+            raise InputError(f"--bracket values must be finite real numbers (got '{part}')")
+        values.append(v)
+    if not values[0] < values[1]:
+        raise InputError(f"--bracket needs a < b (got '{text}')")
+    return tuple(values)
+
+
+def _structure_offset(value, offset):
+    return offset if offset is not None else 0.08 * max(abs(float(value)), 1.0)
+
+
+def cmd_transition(args) -> int:
+    """``transition``: ``alpha_transition(B)`` (or the transition in ``gamma``/``beta``) per
+    batch size; ``--show-structure`` adds the blocks of the iterated covariance map on both
+    sides."""
+    from bnmft import pipeline
+    from bnmft.derive import ActivationError
+    from bnmft.numerics import NoSignChange
+
+    sizes = _batch_sizes(args.batch_size)
+    if math.inf in sizes:
+        raise InputError("transition needs finite batch sizes")
+    parameter = args.vary or "alpha"
+    bracket = _bracket(args.bracket) if args.bracket else None
+    if args.vary is None and args.activation.split(":")[0] != "alpha_relu":
+        raise InputError(f"'{args.activation}': the alpha transition is for alpha_relu; give "
+                         "--vary gamma or --vary beta for other activations")
+    if args.vary is None and (args.gamma is not None or args.beta is not None):
+        raise InputError("--gamma/--beta apply with --vary (alpha is varied otherwise)")
+    if args.offset is not None and not args.offset > 0:
+        raise InputError(f"--offset must be > 0 (got {args.offset})")
+    try:
+        results = pipeline.transition(args.activation, sizes, args.digits, bracket, args.vary,
+                                      args.gamma, args.beta)
+    except NoSignChange as err:
+        raise InputError(str(err)) from None
+    except ActivationError as err:
+        raise InputError(str(err)) from None
+    status = 0
+    rows = []
+    for tr in results:
+        num = tr.value
+        ok = num.reaches(args.digits)
+        if not ok:
+            print(f"bnmft: not converged at B={tr.batch_size}: {parameter}_transition: "
+                  f"{num.note or f'only {num.digits:.1f} digits'}", file=sys.stderr)
+            status = EXIT_NUMERICAL
+        row = {"batch_size": tr.batch_size,
+               f"{parameter}_transition": num.text(args.digits) if ok else None,
+               "eigenspace": tr.eigenspace}
+        if args.show_structure and num.value is not None:
+            offset = _structure_offset(num.value, args.offset)
+            row["structure"] = []
+            for side, value in (("below", float(num.value) - offset),
+                                ("above", float(num.value) + offset)):
+                shown = f"{value:.6g}"
+                st = pipeline.transition_structure(args.activation, tr.batch_size, parameter,
+                                                   shown, args.gamma, args.beta)
+                row["structure"].append({"side": side, parameter: shown, **st.to_json()})
+                row.setdefault("_text", []).append((side, shown, st))
+        rows.append((tr, row))
+    if args.json:
+        print(json.dumps([{k: v for k, v in r.items() if k != "_text"} for _, r in rows],
+                         indent=2))
+        return status
+    for tr, row in rows:
+        text = row[f"{parameter}_transition"] or "(not converged)"
+        print(f"{args.activation}, B = {tr.batch_size}: {parameter}_transition = {text}   "
+              f"[eigenspace {tr.eigenspace}; {tr.value.route}]")
+        for side, shown, st in row.get("_text", []):
+            print(f"  {side} ({parameter} = {shown}): " + "\n  ".join(st.describe()))
     return status
 
 
@@ -883,6 +974,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default bnmft-output/<activation>)")
     r.set_defaults(func=cmd_report)
+
+    t = command("transition", "where the BSB1 point stops attracting (alpha_relu: "
+                "alpha_transition(B); any phi: the gamma or beta of phi(gamma x + beta))",
+                "bnmft transition alpha_relu --batch-size 8,16,32 --digits 20",
+                "bnmft transition tanh --vary gamma --batch-size 8 --json")
+    common(t)
+    t.add_argument("--vary", choices=["gamma", "beta"], default=None,
+                   help="vary gamma or beta of phi(gamma x + beta) instead of alpha "
+                        "(default: alpha of alpha_relu)")
+    t.add_argument("--bracket", default=None, metavar="A,B",
+                   help="search interval a,b (default 1,10 for alpha; negative values such "
+                        "as -1,0 are accepted)")
+    t.add_argument("--show-structure", action="store_true",
+                   help="iterate the covariance map on both sides and report its blocks "
+                        "(default: off)")
+    t.add_argument("--offset", type=float, default=None, metavar="DELTA",
+                   help="distance from the transition for --show-structure "
+                        "(default 8%% of the value, at least 0.08)")
+    t.add_argument("--json", action="store_true",
+                   help="print JSON: a list of {batch_size, alpha_transition, eigenspace} "
+                        "(default: text)")
+    t.set_defaults(func=cmd_transition)
     return p
 
 

@@ -105,6 +105,61 @@ def vanilla(act, sigma_w="1", sigma_b="0", digits: int = 16, q0="1"):
     return analyze_vanilla(derive_vanilla(act), sw, sb, digits, start)
 
 
+def transition(act="alpha_relu", batch_sizes=(8,), digits: int = 16, bracket=None,
+               vary: str | None = None, gamma=None, beta=None):
+    """Where the BSB1 point stops attracting (``max(lambda_L, lambda_M) = 1``), per batch size.
+
+    Without ``vary``: ``alpha_transition(B)`` of ``alpha``-ReLU from the derivation with
+    symbolic ``alpha`` (``act`` must be ``"alpha_relu"``). With ``vary="gamma"`` or ``"beta"``:
+    the transition in that parameter of ``phi(gamma x + beta)`` for any ``phi`` (the other
+    one fixed by ``gamma``/``beta``). Returns ``bnmft.numerics.transition.Transition`` objects;
+    a bracket without a certified sign change raises ``NoSignChange``.
+    """
+    from bnmft import numerics as tr
+    from bnmft.derive import symbolic_activation
+
+    sizes = [int(b) for b in batch_sizes]
+    if vary is None:
+        name = act if isinstance(act, str) else getattr(act, "name", "")
+        if name.split(":")[0].split(" ")[0] != "alpha_relu":
+            raise ValueError("the alpha transition is defined for alpha_relu; use vary='gamma' "
+                             "or 'beta' for other activations")
+        if gamma is not None or beta is not None:
+            raise ValueError("gamma/beta cannot be combined with the symbolic alpha derivation")
+        deriv = derive(symbolic_activation("alpha_relu"))
+        return tr.alpha_transitions(deriv, sizes, digits, bracket or tr.ALPHA_BRACKET)
+    if vary not in ("gamma", "beta"):
+        raise ValueError(f"vary must be 'gamma' or 'beta' (got {vary!r})")
+    spec = act.name if isinstance(act, Activation) else act
+
+    def make(value):
+        if vary == "gamma":
+            return derive(activation(spec, gamma=value, beta=beta))
+        return derive(activation(spec, gamma=gamma, beta=value))
+
+    return tr.parameter_transitions(make, vary, sizes, digits,
+                                    bracket or tr.PARAMETER_BRACKETS[vary])
+
+
+def transition_structure(act, batch_size: int, parameter: str | None = None, value=None,
+                         gamma=None, beta=None, **options):
+    """The block structure the iterated covariance map settles into at one parameter value
+    (``bnmft.numerics.transition.covariance_structure``): ``alpha_relu`` at ``alpha = value``
+    (``parameter`` ``"alpha"``), or ``phi(gamma x + beta)`` with ``parameter`` set to ``value``."""
+    from bnmft.numerics import covariance_structure
+
+    spec = act.name if isinstance(act, Activation) else act
+    if parameter == "alpha":
+        phi = activation(f"alpha_relu:{value}")
+    elif parameter == "gamma":
+        phi = activation(spec, gamma=value, beta=beta)
+    elif parameter == "beta":
+        phi = activation(spec, gamma=gamma, beta=value)
+    else:
+        phi = activation(spec, gamma=gamma, beta=beta) if not isinstance(act, Activation) else act
+    return covariance_structure(phi, int(batch_size), **options)
+
+
 #: Most batch sizes a report verifies (verification costs seconds per batch size).
 REPORT_VERIFY_MAX = 6
 

@@ -15,7 +15,11 @@ The stage's interface:
 * :func:`decimal_string`, :data:`FLOAT_DIGITS`, :data:`MAX_DIGITS` -- printing and limits;
 * :class:`NumericalFailure` -- a route that did not converge;
 * :func:`analyze_vanilla` -- fixed points, slopes and depth scales of a vanilla network
-  (:class:`VanillaAnalysis`).
+  (:class:`VanillaAnalysis`);
+* :func:`alpha_transitions`, :func:`parameter_transitions` -- where the BSB1 point stops
+  attracting (:class:`Transition`; :class:`NoSignChange` for a bracket without one), and
+  :func:`covariance_structure` -- the blocks the iterated covariance map settles into
+  (:class:`Structure`).
 
 It takes derivations from ``bnmft.derive`` and never derives on its own.
 """
@@ -23,27 +27,37 @@ It takes derivations from ``bnmft.derive`` and never derives on its own.
 from .evaluate import Analysis, NumericalFailure, analyze, closed_number, numbers_from_moments
 from .spectrum import SpectrumAnalysis, SpectrumNumber, analyze_spectrum
 from .precision import FLOAT_DIGITS, MAX_DIGITS, Number, agreeing_digits, decimal_string
+from .transition import ALPHA_BRACKET, PARAMETER_BRACKETS, NoSignChange, Structure, Transition
+from .transition import alpha_transitions, covariance_structure, parameter_transitions
 from .vanilla import VanillaAnalysis, analyze_vanilla
 from .verification import DEFAULT_BATCH_SIZES, Check, unavailable_routes, verify, verify_spectrum
 
 __all__ = [
+    "ALPHA_BRACKET",
     "Analysis",
     "Check",
     "DEFAULT_BATCH_SIZES",
     "FLOAT_DIGITS",
     "MAX_DIGITS",
     "Number",
+    "NoSignChange",
     "NumericalFailure",
     "SpectrumAnalysis",
     "SpectrumNumber",
+    "PARAMETER_BRACKETS",
+    "Structure",
+    "Transition",
     "VanillaAnalysis",
     "agreeing_digits",
+    "alpha_transitions",
     "analyze",
     "analyze_spectrum",
     "analyze_vanilla",
     "closed_number",
+    "covariance_structure",
     "decimal_string",
     "numbers_from_moments",
+    "parameter_transitions",
     "unavailable_routes",
     "verify",
     "verify_spectrum",
