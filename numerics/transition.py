@@ -372,6 +372,8 @@ def covariance_structure(act, B: int, *, method: str | None = None, max_iter: in
     """
     from scipy.optimize import root
 
+    from bnmft.progress import progress
+
     from . import bruteforce as bf
 
     if method is None:
@@ -395,7 +397,7 @@ def covariance_structure(act, B: int, *, method: str | None = None, max_iter: in
 
     def iterate(until_step: float, need_stable: bool) -> float:
         d = math.inf
-        while state["it"] < max_iter:
+        for _ in progress(range(state["it"], max_iter), "covariance map iterations"):
             state["it"] += 1
             new = step(state["S"])
             d = float(np.max(np.abs(new - state["S"])) / np.max(np.abs(new)))
