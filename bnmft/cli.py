@@ -712,6 +712,7 @@ def cmd_spectrum(args) -> int:
               "checks agree to the required digits", file=sys.stderr)
         if failed:
             status = EXIT_NUMERICAL
+    return status
 
 
 # -- transition --------------------------------------------------------------------------------
