@@ -117,6 +117,19 @@ def _root(sigma: np.ndarray, q: float) -> np.ndarray:
     return np.linalg.cholesky(sigma + q * np.ones((B, B)) / B)
 
 
+
+def _normalised(act, g: np.ndarray):
+    """Pre-activations ``h`` at the BSB1 point from standard normal rows ``g`` (common random
+    numbers), their batch-normalised direction ``u = G h / |G h|``, the norm ``r = |G h|``
+    and ``phi'(sqrt(B) u)``."""
+    B = g.shape[1]
+    q, _, sigma = _bsb1_point(act, g)
+    h = g @ _root(sigma, q).T
+    ch = h - h.mean(axis=1, keepdims=True)
+    r = np.linalg.norm(ch, axis=1)
+    u = ch / r[:, None]
+    return u, r, act.numpy_derivative(np.sqrt(B) * u)
+
 def eigen_directions(B: int) -> dict[str, np.ndarray]:
     """One eigenvector of each forward eigenspace (THEORY.md, forward linearisation):
     ``G`` itself; ``G diag(e_1 - 1/B) G`` in L; ``(e1-e2)(e3-e4)^T + sym`` in M."""
@@ -181,12 +194,7 @@ def network_gradient_rate(act: Activation, B: int, samples: int = 200_000, block
     rows = []
     for _ in range(blocks):
         g = rng.standard_normal((per_block, B))
-        q, _, sigma = _bsb1_point(act, g)
-        h = g @ _root(sigma, q).T
-        ch = h - h.mean(axis=1, keepdims=True)
-        r = np.linalg.norm(ch, axis=1)
-        u = ch / r[:, None]
-        d = act.numpy_derivative(np.sqrt(B) * u)
+        u, r, d = _normalised(act, g)
         # G diag(d) (I - u u^T) G = G diag(d) G - (G (d*u)) u^T   (u = G u)
         Gd = G[None] * d[:, None, :]  # G diag(d)
         Gd = Gd @ G
@@ -280,12 +288,7 @@ def _backward_images(act: Activation, g: np.ndarray, dirs: dict) -> dict:
     """``E[J^T D J]`` for every direction, ``J = diag(phi'(z)) sqrt(B)/|G h| (G - u u^T)``
     (the derivative of ``phi(BN h)``, see :func:`network_gradient_rate`)."""
     n, B = g.shape
-    q, _, sigma = _bsb1_point(act, g)
-    h = g @ _root(sigma, q).T
-    ch = h - h.mean(axis=1, keepdims=True)
-    r = np.linalg.norm(ch, axis=1)
-    u = ch / r[:, None]
-    d = act.numpy_derivative(np.sqrt(B) * u)
+    u, r, d = _normalised(act, g)
     G = np.eye(B) - 1.0 / B
     P = G[None] - u[:, :, None] * u[:, None, :]
     J = (d * np.sqrt(B) / r[:, None])[:, :, None] * P  # J[n, c, a]

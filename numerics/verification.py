@@ -130,6 +130,22 @@ def verify(deriv: Derivation, batch_sizes=DEFAULT_BATCH_SIZES, digits: int = 30)
         return _verify(deriv, batch_sizes, digits)
 
 
+def _reference_checks(deriv: Derivation, Bv: int, digits: int, checks: list):
+    """The references at ``Bv`` and ``add(name, route, value, required, note="")``, which
+    appends a :class:`Check` of ``value`` against the reference of ``name`` to ``checks``."""
+    try:
+        refs = _references(deriv, Bv, digits)
+    except QuadratureError as err:
+        raise NumericalFailure(f"reference at B={Bv}: {err}") from None
+
+    def add(name, route, value, required, note=""):
+        ref = refs[name]
+        checks.append(Check(name, Bv, route, value, ref.value, ref.route, ref.digits,
+                            required, note))
+
+    return refs, add
+
+
 def _verify(deriv: Derivation, batch_sizes, digits: int) -> list[Check]:
     act = deriv.activation
     skip = _infinite_names(deriv)
@@ -138,15 +154,7 @@ def _verify(deriv: Derivation, batch_sizes, digits: int) -> list[Check]:
     closed = {n: q for n, q in deriv.closed.items() if n not in skip}
     open_ = [q.name for q in deriv.quantities if q.expr is None]
     for Bv in batch_sizes:
-        try:
-            refs = _references(deriv, Bv, digits)
-        except QuadratureError as err:
-            raise NumericalFailure(f"reference at B={Bv}: {err}") from None
-
-        def add(name, route, value, required, note=""):
-            ref = refs[name]
-            checks.append(Check(name, Bv, route, value, ref.value, ref.route, ref.digits,
-                                required, note))
+        refs, add = _reference_checks(deriv, Bv, digits, checks)
 
         for name, q in closed.items():
             # evalf with subs: substituting first would expand gamma(B/2) exactly
@@ -274,15 +282,7 @@ def _verify_spectrum(spec, batch_sizes, digits: int) -> list[Check]:
     checks: list[Check] = []
     open_ = [q.name for q in deriv.quantities if q.expr is None]
     for Bv in progress(list(batch_sizes), "spectrum verification"):
-        try:
-            refs = _references(deriv, Bv, digits)
-        except QuadratureError as err:
-            raise NumericalFailure(f"reference at B={Bv}: {err}") from None
-
-        def add(name, route, value, required, note=""):
-            ref = refs[name]
-            checks.append(Check(name, Bv, route, value, ref.value, ref.route, ref.digits,
-                                required, note))
+        refs, add = _reference_checks(deriv, Bv, digits, checks)
 
         for name in refs:
             q = deriv[name]
