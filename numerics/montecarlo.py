@@ -24,10 +24,13 @@ class Estimate:
     stderr: float
 
 
-def batchnorm(h: np.ndarray) -> np.ndarray:
-    """``BN(h) = sqrt(B) G h / |G h|`` row by row (no epsilon)."""
+def batchnorm(h: np.ndarray, eps: float = 0.0) -> np.ndarray:
+    """``BN_eps(h) = (h - mean h) / sqrt(var h + eps)`` row by row, with the biased batch
+    variance ``var h = |G h|^2 / B``; at ``eps = 0`` this is ``sqrt(B) G h / |G h|``."""
     c = h - h.mean(axis=1, keepdims=True)
-    return np.sqrt(h.shape[1]) * c / np.linalg.norm(c, axis=1, keepdims=True)
+    if eps == 0:
+        return np.sqrt(h.shape[1]) * c / np.linalg.norm(c, axis=1, keepdims=True)
+    return c / np.sqrt(np.mean(c * c, axis=1, keepdims=True) + eps)
 
 
 def sample_sphere(B: int, n: int, rng: np.random.Generator) -> np.ndarray:
