@@ -9,9 +9,11 @@ quantities' standard errors from the spread of the quantities over those blocks.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import brentq
 
 from bnmft.derive import QUANTITIES
 from bnmft.derive import B as B_SYM
@@ -101,13 +103,19 @@ def monte_carlo(deriv: Derivation, B: int, samples: int = 200_000, blocks: int =
 FORWARD = ("lambda_G", "lambda_L", "lambda_M")
 
 
+def _pair_moments(f: np.ndarray) -> tuple[float, float]:
+    """``E[f_1^2]`` over all diagonal entries and ``E[f_1 f_2]`` over all ordered pairs."""
+    n, B = f.shape
+    q = float(np.mean(f * f))
+    qc = float((np.sum(f.sum(axis=1) ** 2) - np.sum(f * f)) / (n * B * (B - 1)))
+    return q, qc
+
+
 def _bsb1_point(act: Activation, g: np.ndarray) -> tuple[float, float, np.ndarray]:
     """``q*``, ``c*`` and ``Sigma* = q* ((1 - c*) I + c* 1 1^T)`` sampled from normal draws
     ``g`` (``BN(g)`` has the BSB1 law, so ``phi(BN g)`` samples ``F(I)``)."""
-    n, B = g.shape
-    f = act.numpy(batchnorm(g))
-    q = float(np.mean(f * f))
-    qc = float((np.sum(f.sum(axis=1) ** 2) - np.sum(f * f)) / (n * B * (B - 1)))
+    B = g.shape[1]
+    q, qc = _pair_moments(act.numpy(batchnorm(g)))
     c = qc / q
     return q, c, q * ((1.0 - c) * np.eye(B) + c * np.ones((B, B)))
 
@@ -119,6 +127,104 @@ def _root(sigma: np.ndarray, q: float) -> np.ndarray:
     B = sigma.shape[0]
     return np.linalg.cholesky(sigma + q * np.ones((B, B)) / B)
 
+
+# -- the BSB1 fixed point with eps > 0 and sigma_w ----------------------------------------------
+
+
+class NoFixedPoint(ArithmeticError):
+    """The covariance map has no nonzero BSB1 fixed point (the batch covariance decays to 0)."""
+
+
+@dataclass
+class FixedPointEstimate:
+    """The BSB1 fixed point ``Sigma* = q* ((1 - c*) I + c* 1 1^T)``, ``G Sigma* G = s* G``."""
+
+    s_star: Estimate
+    q_star: Estimate
+    c_star: Estimate
+
+
+@dataclass
+class _Point:
+    """The fixed point found on one block of samples."""
+
+    s: float
+    q: float
+    c: float
+    sigma: np.ndarray
+
+
+def _fixed_point(act: Activation, g: np.ndarray, epsilon: float = 0.0,
+                 sigma_w: float = 1.0) -> _Point | None:
+    """The BSB1 fixed point on the normal samples ``g`` (common random numbers for every
+    ``s``), or None if there is no nonzero one.
+
+    ``BN_eps h`` depends on ``h`` only through ``G h``, and ``G Sigma* G = s* G``, so
+    ``h = sqrt(s) g`` has the right law: ``s*`` solves ``S(s) = s`` with
+    ``S(s) = sigma_w^2 E[phi(y_1)^2 - phi(y_1) phi(y_2)]``, ``y = BN_eps(sqrt(s) g)``;
+    then ``q* = sigma_w^2 E[phi(y_1)^2]``, ``c* = E[phi(y_1) phi(y_2)] / E[phi(y_1)^2]``.
+    At ``eps = 0``, ``S`` is constant (``s* = s0``); otherwise the root of ``S(s)/s - 1`` in
+    ``log s`` is bracketed by scanning from ``s0`` by factors of 2 (down to ``1e-12 s0``).
+    """
+    if epsilon < 0:
+        raise ValueError(f"eps must be >= 0 (got {epsilon!r})")
+    w2 = sigma_w**2
+    q0, c0, _ = _bsb1_point(act, g)
+    if epsilon == 0:
+        q, c = w2 * q0, c0
+        s = q * (1.0 - c)
+    else:
+        s0 = w2 * q0 * (1.0 - c0)
+        if not s0 > 0:
+            return None
+
+        def f(u):
+            m1, m2 = _pair_moments(act.numpy(batchnorm(math.sqrt(math.exp(u)) * g, epsilon)))
+            return w2 * (m1 - m2) / math.exp(u) - 1.0
+
+        u0 = math.log(s0)
+        f0 = f(u0)
+        u, step = u0, (math.log(2.0) if f0 > 0 else -math.log(2.0))
+        while f0 != 0:
+            un = u + step
+            if abs(un - u0) > 12 * math.log(10.0):
+                return None
+            fn = f(un)
+            if fn == 0 or (fn > 0) != (f0 > 0):
+                u = brentq(f, min(u, un), max(u, un), xtol=1e-13)
+                break
+            u = un
+        s = math.exp(u)
+        m1, m2 = _pair_moments(act.numpy(batchnorm(math.sqrt(s) * g, epsilon)))
+        q, c = w2 * m1, m2 / m1
+    B = g.shape[1]
+    return _Point(s, q, c, q * ((1.0 - c) * np.eye(B) + c * np.ones((B, B))))
+
+
+def _fixed_point_or_raise(act, g, epsilon, sigma_w) -> _Point:
+    point = _fixed_point(act, g, epsilon, sigma_w)
+    if point is None:
+        raise NoFixedPoint(f"no nonzero BSB1 fixed point at eps = {epsilon:g}, "
+                           f"sigma_w = {sigma_w:g} (the batch covariance decays to 0)")
+    return point
+
+
+def network_fixed_point(act: Activation, B: int, epsilon: float = 0.0, sigma_w: float = 1.0,
+                        samples: int = 200_000, blocks: int = 20,
+                        seed: int = 0) -> FixedPointEstimate | None:
+    """``s*``, ``q*``, ``c*`` of the batchnorm network's covariance map ``Sigma -> sigma_w^2
+    E[phi(BN_eps h) phi(BN_eps h)^T]`` by Monte Carlo (see :func:`_fixed_point`), the root
+    found block by block; standard errors from the spread over blocks. None if some block
+    has no nonzero fixed point (e.g. relu with ``sigma_w^2 / eps`` small)."""
+    rng = np.random.default_rng(seed)
+    per_block = max(samples // blocks, 2)
+    rows = []
+    for _ in range(blocks):
+        point = _fixed_point(act, rng.standard_normal((per_block, B)), epsilon, sigma_w)
+        if point is None:
+            return None
+        rows.append([point.s, point.q, point.c])
+    return FixedPointEstimate(*_estimates(rows))
 
 
 def _normalised(act, g: np.ndarray):
