@@ -5,6 +5,10 @@ batchnorm (THEORY.md, the sphere picture). Sphere moments are sample means over 
 ``B`` (one-point) or ``B(B-1)`` (two-point, all ordered pairs) coordinates of each sample;
 their standard errors come from the spread over independent blocks of samples, and the
 quantities' standard errors from the spread of the quantities over those blocks.
+
+The network's own maps (forward covariance map, backward gradient map) are sampled directly,
+also with a regularised batchnorm ``(h - mean h) / sqrt(var h + eps)`` and weight scale
+``sigma_w``; with ``eps > 0`` their BSB1 fixed point is a root of the sampled scalar map.
 """
 
 from __future__ import annotations
@@ -227,17 +231,23 @@ def network_fixed_point(act: Activation, B: int, epsilon: float = 0.0, sigma_w: 
     return FixedPointEstimate(*_estimates(rows))
 
 
-def _normalised(act, g: np.ndarray):
-    """Pre-activations ``h`` at the BSB1 point from standard normal rows ``g`` (common random
-    numbers), their batch-normalised direction ``u = G h / |G h|``, the norm ``r = |G h|``
-    and ``phi'(sqrt(B) u)``."""
-    B = g.shape[1]
-    q, _, sigma = _bsb1_point(act, g)
-    h = g @ _root(sigma, q).T
+def layer_jacobian(act: Activation, h: np.ndarray, epsilon: float = 0.0) -> np.ndarray:
+    """``J[n] = d phi(BN_eps h[n]) / d h[n]`` for each row ``h[n]``: with ``y = BN_eps h`` and
+    ``sigma_b = sqrt(|G h|^2 / B + eps)``, ``J = diag(phi'(y)) (G - (G h)(G h)^T / (B
+    sigma_b^2)) / sigma_b = diag(phi'(y)) (G - y y^T / B) / sigma_b`` (at ``eps = 0``:
+    ``diag(phi'(y)) sqrt(B)/|G h| (G - u u^T)``, ``u = G h/|G h|``). ``J[n, c, a] = dy_c/dh_a``."""
+    B = h.shape[1]
     ch = h - h.mean(axis=1, keepdims=True)
-    r = np.linalg.norm(ch, axis=1)
-    u = ch / r[:, None]
-    return u, r, act.numpy_derivative(np.sqrt(B) * u)
+    sigma_b = np.sqrt(np.mean(ch * ch, axis=1) + epsilon)
+    y = batchnorm(h, epsilon)
+    P = (np.eye(B) - 1.0 / B)[None] - y[:, :, None] * y[:, None, :] / B
+    return (act.numpy_derivative(y) / sigma_b[:, None])[:, :, None] * P
+
+
+def _at_fixed_point(point: _Point, g: np.ndarray, sigma: np.ndarray | None = None) -> np.ndarray:
+    """Pre-activations ``h ~ N(0, sigma)`` (default ``Sigma*``) from the normal rows ``g``."""
+    return g @ _root(point.sigma if sigma is None else sigma, point.q).T
+
 
 def eigen_directions(B: int) -> dict[str, np.ndarray]:
     """One eigenvector of each forward eigenspace (THEORY.md, forward linearisation):
@@ -253,65 +263,67 @@ def eigen_directions(B: int) -> dict[str, np.ndarray]:
 
 
 def network_forward_eigenvalues(act: Activation, B: int, samples: int = 200_000,
-                                blocks: int = 20, seed: int = 0,
-                                rel_step: float = 1e-2) -> dict[str, Estimate]:
+                                blocks: int = 20, seed: int = 0, rel_step: float = 1e-2,
+                                epsilon: float = 0.0, sigma_w: float = 1.0
+                                ) -> dict[str, Estimate]:
     """``lambda_G``, ``lambda_L``, ``lambda_M`` of the batchnorm network's covariance map
-    ``F(Sigma) = E_{h ~ N(0, Sigma)}[phi(BN h) phi(BN h)^T]`` at its BSB1 fixed point, by Monte
-    Carlo: no moment form and no derived formula is used.
+    ``F(Sigma) = sigma_w^2 E_{h ~ N(0, Sigma)}[phi(BN_eps h) phi(BN_eps h)^T]`` at its BSB1
+    fixed point, by Monte Carlo: no moment form and no derived formula is used.
 
-    ``Sigma* = q* ((1 - c*) I + c* 1 1^T)`` with ``q*``, ``c*`` sampled from ``F(I)`` (the BSB1
-    law); for an eigenvector ``D`` of the Jacobian, ``lambda = <D, F(Sigma* + tD) -
-    F(Sigma* - tD)> / (2 t <D, D>)`` (``<D, J{D}> = lambda <D, D>`` because the rest of
-    ``J{D}`` lies in the kernel ``{v 1^T + 1 v^T}``, orthogonal to ``D``). Both sides use the
-    same normal samples (common random numbers, Cholesky square roots), so the difference
-    quotient carries sampling noise of order ``1/sqrt(samples)``, not ``1/t``.
+    ``Sigma* = q* ((1 - c*) I + c* 1 1^T)`` is found on each block's samples
+    (:func:`_fixed_point`; at ``eps = 0`` sampled from the BSB1 law); for an eigenvector ``D``
+    of the Jacobian, ``lambda = <D, F(Sigma* + tD) - F(Sigma* - tD)> / (2 t <D, D>)``
+    (``<D, J{D}> = lambda <D, D>`` because the rest of ``J{D}`` lies in the kernel
+    ``{v 1^T + 1 v^T}``, orthogonal to ``D``). Both sides use the same normal samples (common
+    random numbers, Cholesky square roots), so the difference quotient carries sampling noise
+    of order ``1/sqrt(samples)``, not ``1/t``. ``lambda_G = dS/ds`` at ``s*``: 0 at ``eps = 0``
+    (scale invariance), not with ``eps > 0``. Raises :class:`NoFixedPoint` if there is none.
     """
     rng = np.random.default_rng(seed)
     per_block = max(samples // blocks, 2)
     dirs = eigen_directions(B)
+    w2 = sigma_w**2
     rows = []
     for _ in range(blocks):
         g = rng.standard_normal((per_block, B))
-        q, c, sigma = _bsb1_point(act, g)
-        t = rel_step * q * (1.0 - c)
+        point = _fixed_point_or_raise(act, g, epsilon, sigma_w)
+        t = rel_step * point.q * (1.0 - point.c)
         row = []
         for name in FORWARD:
             D = dirs[name]
             side = []
             for sign in (1.0, -1.0):
-                y = act.numpy(batchnorm(g @ _root(sigma + sign * t * D, q).T))
-                side.append(np.einsum("ni,ij,nj->", y, D, y) / per_block)
+                h = _at_fixed_point(point, g, point.sigma + sign * t * D)
+                y = act.numpy(batchnorm(h, epsilon))
+                side.append(w2 * np.einsum("ni,ij,nj->", y, D, y) / per_block)
             row.append((side[0] - side[1]) / (2.0 * t * float(np.sum(D * D))))
         rows.append(row)
     return dict(zip(FORWARD, _estimates(rows)))
 
 
 def network_gradient_rate(act: Activation, B: int, samples: int = 200_000, blocks: int = 20,
-                          seed: int = 0) -> Estimate:
+                          seed: int = 0, epsilon: float = 0.0,
+                          sigma_w: float = 1.0) -> Estimate:
     """Gradient explosion rate of the batchnorm network by Monte Carlo of its backward map.
 
-    ``delta^l = J^T W^T delta^{l+1}`` with ``J = d phi(BN h)/dh = diag(phi'(z)) sqrt(B)/|G h|
-    (I - u u^T) G`` (``z = BN h``, ``u = G h/|G h|``). Averaging over weights (variance
-    ``sigma_w^2 / N``, which cancels against the scale of ``h``), the gradient covariance
-    evolves by ``Pi -> E_h[J^T Pi J]``, ``h ~ N(0, Sigma*)``; its top eigenvector is ``G``, so
-    the rate is ``E||G J G||_F^2 / (B - 1)``. ``Sigma*`` is sampled as in
+    ``delta^l = J^T W^T delta^{l+1}`` with ``J = d phi(BN_eps h)/dh`` (:func:`layer_jacobian`).
+    Averaging over weights (variance ``sigma_w^2 / N``), the gradient covariance evolves by
+    ``Pi -> sigma_w^2 E_h[J^T Pi J]``, ``h ~ N(0, Sigma*)`` (at ``eps = 0`` the ``sigma_w^2``
+    cancels against the scale of ``h``; with ``eps > 0`` it does not); its top eigenvector is
+    ``G``, so the rate is ``sigma_w^2 E||G J G||_F^2 / (B - 1)``. ``Sigma*`` is found as in
     :func:`network_forward_eigenvalues`. No moment form and no derived formula is used.
     """
     rng = np.random.default_rng(seed)
     per_block = max(samples // blocks, 2)
-    G = np.eye(B) - 1.0 / B
+    w2 = sigma_w**2
     rows = []
     for _ in range(blocks):
         g = rng.standard_normal((per_block, B))
-        u, r, d = _normalised(act, g)
-        # G diag(d) (I - u u^T) G = G diag(d) G - (G (d*u)) u^T   (u = G u)
-        Gd = G[None] * d[:, None, :]  # G diag(d)
-        Gd = Gd @ G
-        du = d * u
-        Gdu = du - du.mean(axis=1, keepdims=True)
-        M = Gd - Gdu[:, :, None] * u[:, None, :]
-        frob = np.einsum("nij,nij->n", M, M) * B / r**2
-        rows.append(float(frob.mean()) / (B - 1))
+        point = _fixed_point_or_raise(act, g, epsilon, sigma_w)
+        J = layer_jacobian(act, _at_fixed_point(point, g), epsilon)
+        GJ = J - J.mean(axis=1, keepdims=True)  # G J = G J G (J 1 = 0)
+        frob = np.einsum("nij,nij->n", GJ, GJ)
+        rows.append(w2 * float(frob.mean()) / (B - 1))
     return _estimates(rows)[0]
 
 
@@ -377,47 +389,48 @@ def _block_rows(images: dict, dirs: dict) -> list[float]:
     return row
 
 
-def _forward_images(act: Activation, g: np.ndarray, dirs: dict, rel_step: float) -> dict:
-    """``J{D} ~ (F(Sigma* + tD) - F(Sigma* - tD)) / 2t`` for every direction, common random
-    numbers ``g`` on both sides."""
-    q, c, sigma = _bsb1_point(act, g)
-    t = rel_step * q * (1.0 - c)
+def _forward_images(act: Activation, g: np.ndarray, point: _Point, dirs: dict,
+                    rel_step: float, epsilon: float, w2: float) -> dict:
+    """``J{D} ~ (F(Sigma* + tD) - F(Sigma* - tD)) / 2t`` for every direction, ``F(Sigma) =
+    sigma_w^2 E[phi(BN_eps h) phi(BN_eps h)^T]``, common random numbers ``g`` on both sides."""
+    t = rel_step * point.q * (1.0 - point.c)
     n = len(g)
     out = {}
     for name, D in dirs.items():
         side = []
         for sign in (1.0, -1.0):
-            y = act.numpy(batchnorm(g @ _root(sigma + sign * t * D, q).T))
-            side.append(y.T @ y / n)
+            y = act.numpy(batchnorm(_at_fixed_point(point, g, point.sigma + sign * t * D),
+                                    epsilon))
+            side.append(w2 * (y.T @ y) / n)
         out[name] = (side[0] - side[1]) / (2.0 * t)
     return out
 
 
-def _backward_images(act: Activation, g: np.ndarray, dirs: dict) -> dict:
-    """``E[J^T D J]`` for every direction, ``J = diag(phi'(z)) sqrt(B)/|G h| (G - u u^T)``
-    (the derivative of ``phi(BN h)``, see :func:`network_gradient_rate`)."""
-    n, B = g.shape
-    u, r, d = _normalised(act, g)
-    G = np.eye(B) - 1.0 / B
-    P = G[None] - u[:, :, None] * u[:, None, :]
-    J = (d * np.sqrt(B) / r[:, None])[:, :, None] * P  # J[n, c, a]
+def _backward_images(act: Activation, g: np.ndarray, point: _Point, dirs: dict,
+                     epsilon: float, w2: float) -> dict:
+    """``sigma_w^2 E[J^T D J]`` for every direction, ``J = d phi(BN_eps h)/dh``
+    (:func:`layer_jacobian`), ``h ~ N(0, Sigma*)``."""
+    J = layer_jacobian(act, _at_fixed_point(point, g), epsilon)  # J[n, c, a]
     Jt = np.ascontiguousarray(np.swapaxes(J, 1, 2))
-    return {name: np.mean(Jt @ D @ J, axis=0) for name, D in dirs.items()}
+    return {name: w2 * np.mean(Jt @ D @ J, axis=0) for name, D in dirs.items()}
 
 
 def network_spectrum(act: Activation, B: int, direction: str = "forward",
                      samples: int = 100_000, blocks: int = 20, seed: int = 0,
-                     rel_step: float = 1e-2) -> list[BlockEstimate]:
+                     rel_step: float = 1e-2, epsilon: float = 0.0,
+                     sigma_w: float = 1.0) -> list[BlockEstimate]:
     """Every eigenvalue of the batchnorm network's forward covariance map (Jacobian at the
     BSB1 point, by common-random-number differences as in :func:`network_forward_eigenvalues`)
-    or of its backward map ``Pi -> E[J^T Pi J]`` (as in :func:`network_gradient_rate`), by
+    or of its backward map ``Pi -> sigma_w^2 E[J^T Pi J]`` (as in :func:`network_gradient_rate`), by
     Monte Carlo, piece by piece.
 
     The map is applied to one matrix of each copy of each irreducible piece
     (:func:`isotypic_directions`) and its image projected back: the 2 x 2 blocks of the
     trivial (``G``) and standard (``L``) parts and the scalar on ``M``, each entry and each
     block eigenvalue with a standard error from the spread over blocks of samples. No moment
-    form, no derived formula, and no assumption on the shape of the blocks is used.
+    form, no derived formula, and no assumption on the shape of the blocks is used. With
+    ``eps > 0`` the fixed point is found on each block's samples (:func:`_fixed_point`);
+    raises :class:`NoFixedPoint` if there is none.
     """
     if direction not in ("forward", "backward"):
         raise ValueError(f"direction must be 'forward' or 'backward' (got {direction!r})")
@@ -427,10 +440,11 @@ def network_spectrum(act: Activation, B: int, direction: str = "forward",
     rows = []
     for _ in range(blocks):
         g = rng.standard_normal((per_block, B))
+        point = _fixed_point_or_raise(act, g, epsilon, sigma_w)
         if direction == "forward":
-            images = _forward_images(act, g, dirs, rel_step)
+            images = _forward_images(act, g, point, dirs, rel_step, epsilon, sigma_w**2)
         else:
-            images = _backward_images(act, g, dirs)
+            images = _backward_images(act, g, point, dirs, epsilon, sigma_w**2)
         rows.append(_block_rows(images, dirs))
     est = iter(_estimates(rows))
     out = []
