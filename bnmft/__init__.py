@@ -15,7 +15,10 @@ Public API (stable), one function per stage of the pipeline (:mod:`bnmft.pipelin
   activation it cannot handle, a batch size outside 4..10^15 or ``math.inf``); one line.
 * :func:`vanilla` -- the baseline without batchnorm: ``q*``, ``c*``, ``chi_1``, depth scales;
 * :func:`transition`, :func:`transition_structure` -- the BSB1 -> BSB2 transition and the
-  block structure beyond it.
+  block structure beyond it;
+* ``epsilon=``, ``sigma_w=`` of :func:`analyze` and :func:`spectrum` -- batchnorm with
+  ``eps > 0``; :func:`regularised_derivation`, :func:`verify_regularised`,
+  :func:`epsilon_scan` (where the signal dies and where gradients stop exploding).
 
 Each accepts a spec string, an :class:`Activation` or a :class:`Derivation`. The stages are
 the subpackages ``bnmft.derive``, ``bnmft.numerics`` and ``bnmft.codegen``; no public name
@@ -47,6 +50,9 @@ _LAZY = {
     "spectrum_derivation": "bnmft.pipeline",
     "spectrum": "bnmft.pipeline",
     "verify_spectrum": "bnmft.pipeline",
+    "regularised_derivation": "bnmft.pipeline",
+    "verify_regularised": "bnmft.pipeline",
+    "epsilon_scan": "bnmft.pipeline",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

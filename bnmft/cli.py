@@ -235,14 +235,23 @@ _JSON_ORDER = (
 )
 
 
-def _analysis_json(an, digits: int) -> dict:
+def _analysis_json(an, digits: int, args=None) -> dict:
+    """One batch size as JSON; with ``--epsilon`` or ``--sigma-w`` also ``epsilon``,
+    ``sigma_w``, ``regime`` and (eps > 0) ``s_star``; null where a number is not available."""
     row: dict = {"activation": an.activation.name, "batch_size": _bs_label(an.batch_size)}
-    for key in _JSON_ORDER:
+    keys = _JSON_ORDER
+    if args is not None and (args.epsilon is not None or args.sigma_w is not None):
+        row["epsilon"] = "0" if args.epsilon is None else args.epsilon
+        row["sigma_w"] = "1" if args.sigma_w is None else args.sigma_w
+        row["regime"] = getattr(an, "regime", "fixed point")
+        if "s_star" in an.numbers or row["regime"] != "fixed point":
+            keys = ("s_star",) + keys
+    for key in keys:
         if key == "bsb1_stable":
             row[key] = an.bsb1_stable
             continue
-        num = an.numbers[key]
-        row[key] = num.text(digits) if num.reaches(digits) else None
+        num = an.numbers.get(key)
+        row[key] = num.text(digits) if num is not None and num.reaches(digits) else None
     return row
 
 
@@ -264,31 +273,85 @@ def cmd_analyze(args) -> int:
     from bnmft import pipeline
 
     if args.no_batchnorm:
+        if args.epsilon is not None:
+            raise InputError("--epsilon is batchnorm's eps: it has no meaning with "
+                             "--no-batchnorm")
+        args.digits = 16 if args.digits is None else args.digits
         return cmd_analyze_vanilla(args)
-    if args.sigma_w is not None or args.sigma_b is not None or args.q0 is not None:
-        raise InputError("--sigma-w, --sigma-b and --q0 need --no-batchnorm (with batchnorm "
-                         "and eps = 0 the maps do not depend on them)")
+    if args.sigma_b is not None or args.q0 is not None:
+        raise InputError("--sigma-b and --q0 need --no-batchnorm (biases before batchnorm "
+                         "drop out, and batchnorm forgets the input length)")
     if args.batch_size is None:
         raise InputError("the following arguments are required: --batch-size "
                          "(or --no-batchnorm)")
+    eps, sw = _bn_parameters(args)
     act = _activation(args)
     sizes = _batch_sizes(args.batch_size)
-    results = pipeline.analyze(act, sizes, args.digits)
-    status = _report_shortfalls(results, args.digits)
+    digits = _default_digits(args, act, eps)
+    results = pipeline.analyze(act, sizes, digits, eps, sw)
+    status = _report_shortfalls(results, digits)
+    _report_regimes(results)
     if args.json:
-        rows = [_analysis_json(an, args.digits) for an in results]
+        rows = [_analysis_json(an, digits, args) for an in results]
         print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
         return status
     for an in results:
-        print(f"activation {act.name}, B = {_bs_label(an.batch_size)}")
-        print("\n".join(_number_lines(an, args.digits)))
+        print(_analysis_header(act, an, args))
+        print("\n".join(_number_lines(an, digits)))
     return status
+
+
+def _bn_parameters(args):
+    """``--epsilon`` and ``--sigma-w`` of a batchnorm network as exact numbers (checked
+    before any derivation runs)."""
+    from bnmft.derive import ParameterError
+    from bnmft.numerics import check_parameters
+
+    try:
+        return check_parameters("0" if args.epsilon is None else args.epsilon,
+                                "1" if args.sigma_w is None else args.sigma_w)
+    except ParameterError as err:
+        raise InputError(str(err)) from None
+
+
+def _default_digits(args, act, eps) -> int:
+    """``--digits`` or its default: 16, but 12 (float64) for eps > 0 with a phi that is not
+    positive-homogeneous, which has no high-precision route yet (said on stderr)."""
+    from bnmft.numerics import FLOAT_DIGITS
+
+    if args.digits is not None:
+        return args.digits
+    if not eps.is_zero and act.homogeneous is None:
+        print(f"bnmft: note: eps > 0 with a phi that is not positive-homogeneous: float64 "
+              f"route, {FLOAT_DIGITS - 1} digits by default", file=sys.stderr)
+        return FLOAT_DIGITS - 1
+    return 16
+
+
+def _analysis_header(act, an, args) -> str:
+    head = f"activation {act.name}, B = {_bs_label(an.batch_size)}"
+    if args.epsilon is not None:
+        head += f", eps = {args.epsilon}"
+    if args.sigma_w is not None or args.epsilon is not None:
+        head += f", sigma_w = {'1' if args.sigma_w is None else args.sigma_w}"
+    return head
+
+
+def _report_regimes(results) -> None:
+    """A dead signal (eps > 0) is a regime: one line on stderr, no numbers, exit 0."""
+    for an in results:
+        if getattr(an, "regime", "fixed point") != "fixed point":
+            print(f"bnmft: note: B={_bs_label(an.batch_size)}: {an.regime}: {an.note}",
+                  file=sys.stderr)
 
 
 def _number_lines(an, digits: int) -> list[str]:
     """One line per quantity: the value to ``digits`` (if achieved) and its route."""
+    if getattr(an, "regime", "fixed point") != "fixed point":
+        return [f"  {'regime':22s} {an.regime}"]
     lines = []
-    for key in _JSON_ORDER:
+    keys = (("s_star",) if "s_star" in an.numbers else ()) + _JSON_ORDER
+    for key in keys:
         if key == "bsb1_stable":
             lines.append(f"  {key:22s} {an.bsb1_stable}")
             continue
@@ -652,14 +715,18 @@ def cmd_gegenbauer(args) -> int:
 
 
 def _spectrum_parameters(args) -> dict:
-    """Parameters of the linear maps besides the activation and B (none yet; see
-    :data:`bnmft.derive.spectrum.PARAMETERS`)."""
-    return {}
+    """``epsilon``, ``sigma_w`` of the maps (exact numbers, checked before any derivation)."""
+    eps, sw = _bn_parameters(args)
+    return {"epsilon": eps, "sigma_w": sw}
 
 
-def _spectrum_json(res, digits: int) -> dict:
+def _spectrum_json(res, digits: int, args=None) -> dict:
     row: dict = {"activation": res.activation.name, "batch_size": res.batch_size,
                  "bsb1_stable": res.bsb1_stable}
+    if args is not None and (args.epsilon is not None or args.sigma_w is not None):
+        row["epsilon"] = "0" if args.epsilon is None else args.epsilon
+        row["sigma_w"] = "1" if args.sigma_w is None else args.sigma_w
+        row["regime"] = res.regime
     for direction in ("forward", "backward"):
         row[direction] = [
             {"space": e.space, "dim": e.dim,
@@ -671,8 +738,10 @@ def _spectrum_json(res, digits: int) -> dict:
 def _spectrum_lines(res, digits: int) -> list[str]:
     width = max(digits + 8, 12)
     lines = [f"activation {res.activation.name}, B = {res.batch_size}, "
-             f"bsb1_stable {res.bsb1_stable}",
-             f"  {'map':9s} {'space':7s} {'dim':>10s}  {'eigenvalue':>{width}s}   route"]
+             f"bsb1_stable {res.bsb1_stable}"]
+    if res.regime != "fixed point":
+        return lines + [f"  regime {res.regime}"]
+    lines.append(f"  {'map':9s} {'space':7s} {'dim':>10s}  {'eigenvalue':>{width}s}   route")
     for direction in ("forward", "backward"):
         for e in getattr(res, direction):
             num = e.number
@@ -686,27 +755,34 @@ def _spectrum_lines(res, digits: int) -> list[str]:
 def cmd_spectrum(args) -> int:
     from bnmft import pipeline
 
+    params = _spectrum_parameters(args)
     act = _activation(args)
     sizes = _batch_sizes(args.batch_size)
     if math.inf in sizes:
         raise InputError("spectrum needs finite batch sizes (the dimensions grow with B)")
-    params = _spectrum_parameters(args)
-    results = pipeline.spectrum(act, sizes, args.digits, **params)
-    status = _report_shortfalls(results, args.digits)
+    digits = _default_digits(args, act, params["epsilon"])
+    results = pipeline.spectrum(act, sizes, digits, **params)
+    status = _report_shortfalls(results, digits)
+    _report_regimes(results)
     for res in results:
         for line in res.unavailable():
             print(f"bnmft: not available at B={res.batch_size}: {line}", file=sys.stderr)
             status = EXIT_NUMERICAL
     if args.json:
-        rows = [_spectrum_json(res, args.digits) for res in results]
+        rows = [_spectrum_json(res, digits, args) for res in results]
         print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
     else:
-        print("\n\n".join("\n".join(_spectrum_lines(res, args.digits)) for res in results))
+        print("\n\n".join("\n".join(_spectrum_lines(res, digits)) for res in results))
     if args.verify:
-        checks = pipeline.verify_spectrum(act, sizes, args.digits, **params)
+        if params["epsilon"].is_zero:
+            checks, notes = pipeline.verify_spectrum(act, sizes, digits), []
+        else:
+            checks, notes = pipeline.verify_regularised(act, sizes, digits, **params)
         if not args.json:
             print()
-            print("\n".join(_verify_table(checks, args.digits)))
+            print("\n".join(_verify_table(checks, digits)))
+        for note in notes:
+            print(f"bnmft: note: {note}", file=sys.stderr)
         failed = [c for c in checks if not c.ok]
         print(f"bnmft: spectrum verification: {len(checks) - len(failed)} of {len(checks)} "
               "checks agree to the required digits", file=sys.stderr)
@@ -830,17 +906,30 @@ def _examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
-def _vanilla_options(a) -> None:
-    """``analyze --no-batchnorm`` and its parameters."""
+def _network_options(a) -> None:
+    """The network's parameters: batchnorm's ``eps``, ``sigma_w``, and ``--no-batchnorm``
+    with the vanilla parameters."""
+    _bn_options(a)
     v = a.add_argument_group("vanilla network (no batchnorm)")
     v.add_argument("--no-batchnorm", action="store_true",
                    help="the baseline without batchnorm: q*, c*, chi_1, xi_q, xi_c, phase")
-    v.add_argument("--sigma-w", default=None,
-                   help="weight standard deviation (weights N(0, sigma_w^2/N)); default 1")
     v.add_argument("--sigma-b", default=None,
                    help="bias standard deviation (biases N(0, sigma_b^2)); default 0")
     v.add_argument("--q0", default=None,
                    help="input length q0 the length map is iterated from (default 1)")
+
+
+def _bn_options(a) -> None:
+    """``--epsilon`` and ``--sigma-w`` of the batchnorm network."""
+    a.add_argument("--epsilon", default=None, metavar="E",
+                   help="batchnorm's eps, y = (h - mean h)/sqrt(var h + eps): a number or "
+                        "exact expression >= 0 such as 1e-3 or 1/10 (default 0, the "
+                        "scale-free theory)")
+    a.add_argument("--sigma-w", default=None, metavar="W",
+                   help="weight standard deviation, weights N(0, sigma_w^2/N): a number or "
+                        "exact expression > 0 such as 1.5 or sqrt(2) (default 1); with "
+                        "batchnorm only eps/sigma_w^2 matters, and at eps = 0 only q* "
+                        "(times sigma_w^2)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -880,9 +969,11 @@ def build_parser() -> argparse.ArgumentParser:
                        else "default " + ",".join(map(_size_label, batch_default)))
             sp_.add_argument("--batch-size", required=batch_default is None, metavar="B",
                              help=f"{batch_help} ({default})")
-        if digits:
+        if digits or digits is None:
+            shown = (f"default {digits}" if digits else "default 16; 12 for eps > 0 with a "
+                     "phi that is not positive-homogeneous (float64 route)")
             sp_.add_argument("--digits", type=_digits, default=digits, metavar="D",
-                             help=f"significant digits, 1 to {MAX_DIGITS} (default {digits})")
+                             help=f"significant digits, 1 to {MAX_DIGITS} ({shown})")
         sp_.add_argument("--quiet", action="store_true",
                          help="no progress bars on stderr (bars appear only on a terminal, "
                               "for work that takes more than a few seconds; default: shown)")
@@ -890,8 +981,9 @@ def build_parser() -> argparse.ArgumentParser:
     a = command("analyze", "numbers for every BSB1 quantity",
                 "bnmft analyze relu --batch-size 6,8,32 --digits 30 --json",
                 "bnmft analyze 'tanh(2*x) + 0.1' --batch-size 8:4096:8 --digits 12",
-                "bnmft analyze tanh --gamma 0.5 --beta -0.1 --batch-size inf")
-    common(a)
+                "bnmft analyze tanh --gamma 0.5 --beta -0.1 --batch-size inf",
+                "bnmft analyze relu --batch-size 32 --epsilon 1e-3 --sigma-w 1.2")
+    common(a, digits=None)
     a.add_argument("--json", action="store_true",
                    help="print JSON: one object per batch size (a list for several), numbers "
                         "as decimal strings, null where the digits were not reached "
@@ -900,7 +992,7 @@ def build_parser() -> argparse.ArgumentParser:
         if action.dest == "batch_size":
             action.required = False
             action.help = action.help.replace("(required)", "(required unless --no-batchnorm)")
-    _vanilla_options(a)
+    _network_options(a)
     a.set_defaults(func=cmd_analyze)
 
     d = command("derive", "closed forms in B (or the moment definitions)",
@@ -957,8 +1049,10 @@ def build_parser() -> argparse.ArgumentParser:
     spc = command("spectrum", "forward and backward eigenvalues at the BSB1 point (space, "
                   "dimension, eigenvalue)",
                   "bnmft spectrum relu --batch-size 8 --digits 20 --json",
-                  "bnmft spectrum tanh --batch-size 8 --verify")
-    common(spc)
+                  "bnmft spectrum tanh --batch-size 8 --verify",
+                  "bnmft spectrum relu --batch-size 8 --epsilon 0.01 --sigma-w 1.5")
+    common(spc, digits=None)
+    _bn_options(spc)
     spc.add_argument("--json", action="store_true",
                      help="one JSON object per batch size (a list for several); default: text")
     spc.add_argument("--verify", action="store_true",

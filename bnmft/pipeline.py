@@ -30,11 +30,44 @@ def derivation(act, gamma=None, beta=None) -> Derivation:
     return derive(act)
 
 
-def analyze(act, batch_sizes, digits: int = 16):
-    """Stage 3: every quantity at each batch size, to ``digits`` significant digits."""
-    from bnmft.numerics import analyze as _analyze
+def regularised_derivation(act, gamma=None, beta=None):
+    """Stage 1-2 for batchnorm with ``eps > 0``: the fixed-point map and both spectra as a
+    :class:`~bnmft.derive.RegularisedDerivation` (radial moments; closed forms in Tricomi U
+    for positive-homogeneous ``phi``)."""
+    from bnmft.derive import RegularisedDerivation, derive_regularised
 
-    return _analyze(derivation(act), batch_sizes, digits)
+    if isinstance(act, RegularisedDerivation):
+        return act
+    if isinstance(act, Derivation):
+        act = act.activation
+    if not isinstance(act, Activation):
+        act = activation(act, gamma=gamma, beta=beta)
+    return derive_regularised(act)
+
+
+def analyze(act, batch_sizes, digits: int = 16, epsilon="0", sigma_w="1"):
+    """Stage 3: every quantity at each batch size, to ``digits`` significant digits.
+
+    ``epsilon`` (batchnorm's eps, >= 0) and ``sigma_w`` (weights ``N(0, sigma_w^2/N)``, > 0)
+    are numbers or exact expressions. At ``eps = 0`` the maps are scale invariant: every
+    value is that of ``sigma_w = 1`` except ``q*``, which scales by ``sigma_w^2``
+    (:class:`~bnmft.numerics.Analysis` objects). At ``eps > 0`` the fixed point depends on
+    ``eps / sigma_w^2`` (:class:`~bnmft.numerics.RegularisedAnalysis` objects, which also
+    carry ``s_star``, both spectra and the regime)."""
+    from bnmft.numerics import analyze as _analyze
+    from bnmft.numerics import analyze_regularised, check_parameters, scale_number
+
+    eps, sw = check_parameters(epsilon, sigma_w)
+    if not eps.is_zero:
+        from bnmft.derive import check_batch_sizes
+
+        sizes = check_batch_sizes(batch_sizes, finite=True)
+        return analyze_regularised(regularised_derivation(act), sizes, eps, sw, digits)
+    results = _analyze(derivation(act), batch_sizes, digits)
+    if sw != 1:
+        for an in results:
+            an.numbers["q_star"] = scale_number(an.numbers["q_star"], sw**2, "sigma_w^2")
+    return results
 
 
 def generate(act, langs=("numpy", "c"), module: str | None = None) -> dict[str, dict[str, str]]:
@@ -68,19 +101,42 @@ def spectrum_derivation(act, gamma=None, beta=None, **parameters):
     return derive_spectrum(act, **parameters)
 
 
-def spectrum(act, batch_sizes, digits: int = 16, **parameters):
+def spectrum(act, batch_sizes, digits: int = 16, epsilon="0", sigma_w="1", **parameters):
     """Stage 3 for spectra: every forward and backward eigenvalue (space, dimension, number)
-    at each finite batch size (:class:`~bnmft.numerics.SpectrumAnalysis` objects)."""
-    from bnmft.numerics import analyze_spectrum
+    at each finite batch size (:class:`~bnmft.numerics.SpectrumAnalysis` objects). With
+    ``epsilon > 0`` the maps of the regularised network at its fixed point (``sigma_w``
+    matters through ``eps/sigma_w^2``); at ``eps = 0`` neither depends on ``sigma_w``."""
+    from bnmft.numerics import analyze_regularised, analyze_spectrum, check_parameters
 
+    eps, sw = check_parameters(epsilon, sigma_w)
+    if not eps.is_zero:
+        rd = regularised_derivation(act)
+        return [res.spectrum(rd) for res in
+                analyze_regularised(rd, list(batch_sizes), eps, sw, digits)]
     return analyze_spectrum(spectrum_derivation(act, **parameters), list(batch_sizes), digits)
 
 
-def verify_spectrum(act, batch_sizes=(6, 8, 32), digits: int = 20, **parameters):
-    """Stage 5 for spectra: every eigenvalue against independent references."""
+def verify_spectrum(act, batch_sizes=(6, 8, 32), digits: int = 20, epsilon="0", sigma_w="1",
+                    **parameters):
+    """Stage 5 for spectra: every eigenvalue against independent references (``eps > 0``:
+    :func:`verify_regularised`, whose notes are dropped here)."""
+    from bnmft.numerics import check_parameters
     from bnmft.numerics import verify_spectrum as _verify
 
+    eps, _ = check_parameters(epsilon, sigma_w)
+    if not eps.is_zero:
+        return verify_regularised(act, batch_sizes, digits, epsilon, sigma_w)[0]
     return _verify(spectrum_derivation(act, **parameters), list(batch_sizes), digits)
+
+
+def verify_regularised(act, batch_sizes=(6, 8, 32), digits: int = 20, epsilon="1/100",
+                       sigma_w="1"):
+    """Stage 5 for ``eps > 0``: ``(checks, notes)``, every number against independent routes
+    (closed forms vs radial quadrature for positive-homogeneous phi; Monte Carlo of the
+    network for any phi at small B)."""
+    from bnmft.numerics import verify_regularised as _verify
+
+    return _verify(regularised_derivation(act), list(batch_sizes), epsilon, sigma_w, digits)
 
 
 def vanilla(act, sigma_w="1", sigma_b="0", digits: int = 16, q0="1"):

@@ -15,6 +15,10 @@ The stage's interface; later stages (``numerics``, ``codegen``) use only these n
   frozen :class:`Spectrum` of :class:`SpectralEntry` objects (space, dimension, eigenvalue
   as a :class:`DerivedQuantity` of kind ``"eigenvalue"``), from ultrasymmetric operators
   (:class:`UltrasymmetricOperator`);
+* :func:`derive_regularised` -- batchnorm with ``eps > 0`` and weight scale ``sigma_w``
+  (:data:`EPS`, :data:`SIGMA_W`): the scale equation of the fixed point, ``q*``, ``c*`` and
+  both spectra in :class:`RadialMoment` symbols (closed forms in :class:`TricomiU` for
+  positive-homogeneous ``phi``), gathered in a frozen :class:`RegularisedDerivation`;
 * :class:`SphereMoment`, :class:`Point` -- the moments the forms are written in;
 * :func:`numpy_function` -- a lean numpy lambdify for forms and relations;
 * :class:`InvalidInput`, :func:`check_batch_sizes` -- refused input, one documented
@@ -29,6 +33,8 @@ from .activation import Activation, ActivationError, symbolic_activation
 from .activation import activation as parse_activation
 from .bsb1 import QUANTITIES, RATE, RELATIONS, TRAINABLE_DEPTH_FACTOR, compose, moment_forms
 from .derivation import derive
+from .epsilon import EPS, SIGMA_W, RadialMoment, RegularisedDerivation, TricomiU
+from .epsilon import derive_regularised
 from .errors import InvalidInput, check_batch_sizes
 from .moments import Point, SphereMoment, moments_in, moments_of
 from .numpyfn import numpy_function
@@ -44,6 +50,12 @@ from .vanilla import derive_vanilla
 from .vanilla import parameter as vanilla_parameter
 
 __all__ = [
+    "EPS",
+    "RadialMoment",
+    "RegularisedDerivation",
+    "SIGMA_W",
+    "TricomiU",
+    "derive_regularised",
     "Activation",
     "ActivationError",
     "B",

@@ -185,8 +185,8 @@ def _derive_spectrum_cached(act: Activation) -> Spectrum:
     return Spectrum(activation=act, entries=tuple(entries), derivation=deriv)
 
 
-#: Parameters of the linear maps besides the activation and ``B`` (none at ``eps = 0``; a
-#: regularised batchnorm would add its ``eps`` here).
+#: Parameters of the linear maps besides the activation and ``B`` (none at ``eps = 0``; the
+#: regularised batchnorm, ``eps > 0``, is derived by :mod:`.epsilon`).
 PARAMETERS: tuple[str, ...] = ()
 
 

@@ -21,19 +21,32 @@ The stage's interface:
   :func:`covariance_structure` -- the blocks the iterated covariance map settles into
   (:class:`Structure`).
 
+* :func:`analyze_regularised` -- batchnorm with ``eps > 0`` and ``sigma_w``: the fixed
+  point of the scale equation, ``q*``, ``c*`` and both spectra (:class:`RegularisedAnalysis`;
+  a dead signal is the regime ``"no nonzero fixed point"``), :func:`check_parameters`;
+  :func:`scale_number` (``q*`` times ``sigma_w^2`` at ``eps = 0``).
+
 It takes derivations from ``bnmft.derive`` and never derives on its own.
 """
 
 from .evaluate import Analysis, NumericalFailure, analyze, closed_number, numbers_from_moments
 from .spectrum import SpectrumAnalysis, SpectrumNumber, analyze_spectrum
 from .precision import FLOAT_DIGITS, MAX_DIGITS, Number, agreeing_digits, decimal_string
+from .precision import scale_number
+from .epsilon import NoFixedPoint, RegularisedAnalysis, analyze_regularised, check_parameters
 from .transition import ALPHA_BRACKET, PARAMETER_BRACKETS, NoSignChange, Structure, Transition
 from .transition import alpha_transitions, covariance_structure, parameter_transitions
 from .vanilla import VanillaAnalysis, analyze_vanilla
 from .verification import DEFAULT_BATCH_SIZES, Check, unavailable_routes, verify, verify_spectrum
+from .verification import verify_regularised
 
 __all__ = [
     "ALPHA_BRACKET",
+    "NoFixedPoint",
+    "RegularisedAnalysis",
+    "analyze_regularised",
+    "check_parameters",
+    "scale_number",
     "Analysis",
     "Check",
     "DEFAULT_BATCH_SIZES",
@@ -61,4 +74,5 @@ __all__ = [
     "unavailable_routes",
     "verify",
     "verify_spectrum",
+    "verify_regularised",
 ]

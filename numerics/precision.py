@@ -176,3 +176,32 @@ def digits_from_error(value, error) -> float:
         value = abs(mpmath.mpf(value))
         scale = value if value != 0 else mpmath.mpf(1)
         return max(0.0, float(-mpmath.log10(mpmath.mpf(error) / scale)))
+
+
+def scale_number(num: Number, factor, what: str) -> Number:
+    """``num`` times an exact positive SymPy number ``factor`` (e.g. ``sigma_w^2``), named
+    ``what`` in the route. The product is formed with 64 guard bits beyond the value's own
+    mantissa, so it keeps the digits ``num`` had (an exact product of binary fractions stays
+    exact; otherwise the claim is capped by the working precision; a float64 value stays a
+    float64 and keeps at most 15 digits)."""
+    if num.value is None:
+        return num
+    import sympy as sp
+
+    factor = sp.nsimplify(factor)
+    bits = num.value._mpf_[3] if isinstance(num.value, mpmath.mpf) else 53
+    prec = bits + 64
+    with mpmath.workprec(prec):
+        f = mpmath.mpf(sp.N(factor, int(prec / 3.3) + 10)._mpf_)
+        value = mpmath.mpf(num.value) * f
+        exact = num.digits == INF and factor.is_Rational and _dyadic(factor)
+        digits = INF if exact else min(num.digits, prec * math.log10(2) - 2)
+        if isinstance(num.value, float):
+            value, digits = float(value), min(digits, 15.0)
+    return Number(value, digits, f"{num.route}; times {what}", num.note)
+
+
+def _dyadic(q) -> bool:
+    """A rational whose denominator is a power of two (a finite binary fraction)."""
+    d = int(q.q)
+    return d & (d - 1) == 0

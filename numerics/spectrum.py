@@ -45,6 +45,9 @@ class SpectrumAnalysis:
     backward: list[SpectrumNumber] = field(default_factory=list)
     bsb1_stable: bool | None = None
     stability_note: str = ""
+    #: ``"fixed point"``, or (eps > 0) ``"no nonzero fixed point"`` with no eigenvalues
+    regime: str = "fixed point"
+    note: str = ""
 
     @property
     def entries(self) -> list[SpectrumNumber]:

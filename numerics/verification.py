@@ -327,3 +327,116 @@ def _brute_force_spectrum_checks(spec, Bv, digits, refs) -> list[Check]:
                              min(digits, BRUTE_FORCE_DIGITS),
                              "" if es is not None else f"no {e.space} space found"))
     return out
+
+
+# -- batchnorm with eps > 0 ---------------------------------------------------------------------
+
+#: Largest batch size at which the network Monte Carlo runs in ``verify_regularised`` (its
+#: cost and memory grow like ``B^2`` per sample).
+MONTE_CARLO_MAX_B = 16
+
+#: Monte Carlo agreement is checked to the digits of this many standard errors.
+MONTE_CARLO_SIGMAS = 4
+
+
+def _monte_carlo_check(name, Bv, num, mean, stderr, route) -> Check:
+    """``num`` against a Monte Carlo estimate: required (and confirmed) digits are those of
+    ``MONTE_CARLO_SIGMAS`` standard errors, so the check passes iff the difference is
+    within that many standard errors."""
+    ref_digits = digits_from_error(mean, MONTE_CARLO_SIGMAS * stderr) if stderr else 0.0
+    return Check(name, Bv, f"{num.route} vs {route}", num.value, mean, route, ref_digits,
+                 ref_digits)
+
+
+def verify_regularised(rd, batch_sizes, epsilon, sigma_w="1", digits: int = 20,
+                       samples: int = 100_000) -> tuple[list[Check], list[str]]:
+    """Every ``eps > 0`` number against independent routes, and notes on what did not run.
+
+    * positive-homogeneous ``phi``: the closed forms (Tricomi U, their own root of the closed
+      scale equation) against the mpmath radial quadrature of the closed sphere moments, at
+      ``digits``; the float64 route against the same reference;
+    * any ``phi``: the float64 route (or the closed forms) against Monte Carlo of the
+      network's own maps (fixed point by common-random-number root finding, forward Jacobian
+      by differences, backward map by the exact layer Jacobian; ``B <= MONTE_CARLO_MAX_B``),
+      to the digits of ``MONTE_CARLO_SIGMAS`` standard errors.
+    A dead signal must be dead on both routes."""
+    from . import montecarlo
+    from .epsilon import (CLOSED_MAX_B, ROUTE_FLOAT, ROUTE_MP, NoFixedPoint, _mp_numbers,
+                          analyze_regularised, check_parameters)
+
+    eps, sw = check_parameters(epsilon, sigma_w)
+    sizes = check_batch_sizes(batch_sizes, finite=True)
+    act = rd.activation
+    homogeneous = act.homogeneous is not None and rd.scale_map.expr is not None
+    checks: list[Check] = []
+    notes: list[str] = []
+    names = ["s_star", "q_star", "c_star"] + [e.name for e in rd.entries
+                                             if e.space != "kernel" and not e.note]
+    for Bv in progress(sizes, "eps > 0 verification"):
+        (main,) = analyze_regularised(rd, [Bv], eps, sw, digits)
+        mc_fp = None
+        if Bv <= MONTE_CARLO_MAX_B:
+            mc_fp = montecarlo.network_fixed_point(act, Bv, float(eps), float(sw),
+                                                   samples=samples, seed=Bv)
+        if main.regime != "fixed point":
+            notes.append(f"B={Bv}: no nonzero fixed point ({main.note})"
+                         + ("" if mc_fp is None and Bv <= MONTE_CARLO_MAX_B else
+                            "; Monte Carlo not run" if Bv > MONTE_CARLO_MAX_B else
+                            "; FAIL: Monte Carlo finds one"))
+            if mc_fp is not None:
+                checks.append(Check("s_star", Bv, "no nonzero fixed point", None,
+                                    mc_fp.s_star.mean, "Monte Carlo of the network", 0.0, 1.0,
+                                    "Monte Carlo finds a fixed point"))
+            continue
+        if homogeneous:
+            try:
+                with mpmath.workdps(digits + 25):
+                    ref, ref_err = _mp_numbers(rd, Bv, eps, sw, digits)
+            except NoFixedPoint as err:
+                checks.append(Check("s_star", Bv, main.numbers["s_star"].route,
+                                    main.numbers["s_star"].value, None, ROUTE_MP, 0.0, digits,
+                                    str(err)))
+                continue
+            fast = None
+            if main.numbers["s_star"].route != ROUTE_FLOAT:
+                (fast,) = analyze_regularised(rd, [Bv], eps, sw, FLOAT_DIGITS, route="float")
+            for name in names:
+                rd_digits = min(digits_from_error(ref[name], ref_err[name]), digits + 5)
+                num = main.numbers[name]
+                checks.append(Check(name, Bv, f"{num.route} vs {ROUTE_MP}", num.value,
+                                    ref[name], ROUTE_MP, rd_digits, min(digits, num.digits)))
+                if fast is not None:
+                    fnum = fast.numbers[name]
+                    checks.append(Check(name, Bv, f"{fnum.route} vs {ROUTE_MP}", fnum.value,
+                                        ref[name], ROUTE_MP, rd_digits,
+                                        min(FLOAT_DIGITS, fnum.digits)))
+            if Bv > CLOSED_MAX_B:
+                notes.append(f"B={Bv}: closed forms not evaluated above B = {CLOSED_MAX_B} "
+                             "(Tricomi series too slow); radial quadrature checked instead")
+        if mc_fp is None:
+            if Bv <= MONTE_CARLO_MAX_B:
+                checks.append(Check("s_star", Bv, main.numbers["s_star"].route,
+                                    main.numbers["s_star"].value, None,
+                                    "Monte Carlo of the network", 0.0, 1.0,
+                                    "Monte Carlo finds no fixed point"))
+            else:
+                notes.append(f"B={Bv}: Monte Carlo of the network not run above B = "
+                             f"{MONTE_CARLO_MAX_B}")
+            continue
+        mc_route = f"Monte Carlo of the network ({samples:,} samples)"
+        for name in ("s_star", "q_star", "c_star"):
+            est = getattr(mc_fp, name)
+            checks.append(_monte_carlo_check(name, Bv, main.numbers[name], est.mean, est.stderr,
+                                             mc_route))
+        for direction in ("forward", "backward"):
+            blocks = montecarlo.network_spectrum(act, Bv, direction, samples=samples,
+                                                 seed=Bv + 1, epsilon=float(eps),
+                                                 sigma_w=float(sw))
+            for blk in blocks:
+                name = f"{direction}_{blk.space}"
+                if name not in main.numbers:
+                    continue
+                est = blk.eigenvalues[blk.space]
+                checks.append(_monte_carlo_check(name, Bv, main.numbers[name], est.mean,
+                                                 est.stderr, mc_route))
+    return checks, notes

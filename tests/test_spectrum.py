@@ -231,7 +231,12 @@ def test_pipeline_api():
     assert [(e.space, e.dim) for e in res.backward] == [("kernel", 6), ("G", 1), ("L", 5),
                                                         ("M", 9)]
     with pytest.raises(TypeError, match="unknown spectrum parameter"):
-        bnmft.spectrum("relu", [6], 12, epsilon=1e-3)
+        bnmft.spectrum("relu", [6], 12, delta=1e-3)
+    # eps > 0 is the regularised network: the forward G eigenvalue is no longer 0
+    (reg,) = bnmft.spectrum("relu", [6], 12, epsilon="1e-3")
+    assert [(e.space, e.dim) for e in reg.forward] == [("kernel", 6), ("G", 1), ("L", 5),
+                                                       ("M", 9)]
+    assert 0 < reg.forward[1].number.value < 0.01
 
 
 coefficient = st.integers(-100, 100).map(lambda k: k / 100)
