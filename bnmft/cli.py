@@ -585,10 +585,16 @@ def cmd_verify(args) -> int:
     from bnmft import pipeline
     from bnmft.numerics import DEFAULT_BATCH_SIZES, unavailable_routes
 
+    eps, sw = _bn_parameters(args)
     act = _activation(args)
     sizes = _batch_sizes(args.batch_size) if args.batch_size else list(DEFAULT_BATCH_SIZES)
     if math.inf in sizes:
         raise InputError("verify needs finite batch sizes")
+    if not eps.is_zero:
+        return _verify_regularised(act, sizes, args, eps, sw)
+    if args.sigma_w is not None:
+        raise InputError("--sigma-w needs --epsilon > 0 in verify (at eps = 0 nothing but q* "
+                         "depends on it)")
     deriv = pipeline.derivation(act)
     checks = pipeline.verify(deriv, sizes, args.digits)
     for line in _verify_table(checks, args.digits):
@@ -599,6 +605,29 @@ def cmd_verify(args) -> int:
         print(f"not run: {route}: {why}")
     print(f"\n{len(checks) - len(failed)} of {len(checks)} checks agree to the required digits "
           f"(references: {'; '.join(sorted(refs))})")
+    if failed:
+        print(f"bnmft: verification failed for {len(failed)} checks", file=sys.stderr)
+        return EXIT_NUMERICAL
+    return 0
+
+
+def _verify_regularised(act, sizes, args, eps, sw) -> int:
+    """``verify --epsilon E``: every eps > 0 number against its independent routes."""
+    from bnmft import pipeline
+    from bnmft.numerics import FLOAT_DIGITS
+
+    digits = args.digits
+    if act.homogeneous is None and digits > FLOAT_DIGITS:
+        print(f"bnmft: note: eps > 0 with a phi that is not positive-homogeneous: float64 "
+              f"route, checked at {FLOAT_DIGITS - 1} digits", file=sys.stderr)
+        digits = FLOAT_DIGITS - 1
+    checks, notes = pipeline.verify_regularised(act, sizes, digits, eps, sw)
+    for line in _verify_table(checks, digits):
+        print(line)
+    for note in notes:
+        print(f"note: {note}")
+    failed = [c for c in checks if not c.ok]
+    print(f"\n{len(checks) - len(failed)} of {len(checks)} checks agree to the required digits")
     if failed:
         print(f"bnmft: verification failed for {len(failed)} checks", file=sys.stderr)
         return EXIT_NUMERICAL
@@ -789,6 +818,50 @@ def cmd_spectrum(args) -> int:
         if failed:
             status = EXIT_NUMERICAL
     return status
+
+
+# -- epsilon-scan --------------------------------------------------------------------------------
+
+
+def cmd_epsilon_scan(args) -> int:
+    from bnmft import pipeline
+
+    _, sw = _bn_parameters(args)
+    act = _activation(args)
+    sizes = _batch_sizes(args.batch_size)
+    if math.inf in sizes:
+        raise InputError("epsilon-scan needs finite batch sizes")
+    scans = pipeline.epsilon_scan(act, sizes, sw)
+    sw_text = "1" if args.sigma_w is None else args.sigma_w
+
+    def shown(num, cap=None):
+        if num is None or num.value is None or num.digits < 1:
+            return None
+        return num.text(max(1, min(math.floor(num.digits), cap or 12)))
+
+    if args.json:
+        rows = [{"activation": act.name, "batch_size": sc.batch_size, "sigma_w": sw_text,
+                 "eps_signal": shown(sc.eps_signal), "eps_gradient": shown(sc.eps_gradient),
+                 "rate_at_signal": shown(sc.rate_at_signal, 6), "notes": sc.notes}
+                for sc in scans]
+        print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
+        return 0
+    for sc in scans:
+        lo, hi = sc.eps_range
+        print(f"activation {act.name}, B = {sc.batch_size}, sigma_w = {sw_text} "
+              f"(eps scanned from {lo:.0e} to {hi:.0e})")
+        sig = shown(sc.eps_signal)
+        print(f"  {'eps_signal':15s} {sig or '(none)':>16s}   nonzero fixed point for eps below "
+              "it; the signal dies with depth beyond")
+        grad = shown(sc.eps_gradient)
+        print(f"  {'eps_gradient':15s} {grad or '(none)':>16s}   gradient_rate = 1 on the "
+              "fixed-point branch")
+        rate = shown(sc.rate_at_signal, 6)
+        if rate is not None:
+            print(f"  {'rate_at_signal':15s} {rate:>16s}   gradient_rate just below eps_signal")
+        for note in sc.notes:
+            print(f"  note: {note}")
+    return 0
 
 
 # -- transition --------------------------------------------------------------------------------
@@ -1028,9 +1101,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_codegen)
 
     v = command("verify", "compare every route with independent references",
-                "bnmft verify relu --digits 30", "bnmft verify tanh --batch-size 5,40")
+                "bnmft verify relu --digits 30", "bnmft verify tanh --batch-size 5,40",
+                "bnmft verify relu --epsilon 1e-2 --batch-size 6,64 --digits 25")
     common(v, digits=30, batch_default=DEFAULT_BATCH_SIZES,
            batch_help=_BATCH_HELP.replace(" or inf (the limit B -> oo)", ", finite"))
+    _bn_options(v)
     v.set_defaults(func=cmd_verify)
 
     gg = command("gegenbauer", "Gegenbauer coefficients a_k, c_k and the Thm 9 sums",
@@ -1069,6 +1144,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default bnmft-output/<activation>)")
     r.set_defaults(func=cmd_report)
+
+    es = command("epsilon-scan", "where, as eps grows, the signal dies (eps_signal) and the "
+                 "gradients stop exploding (eps_gradient), paper Fig 4c,d",
+                 "bnmft epsilon-scan tanh --batch-size 8",
+                 "bnmft epsilon-scan relu --batch-size 8,32 --sigma-w 1.5 --json")
+    common(es, digits=0)
+    es.add_argument("--sigma-w", default=None, metavar="W",
+                    help="weight standard deviation (default 1); only eps/sigma_w^2 matters")
+    es.add_argument("--json", action="store_true", help="print JSON (default: text)")
+    es.set_defaults(func=cmd_epsilon_scan, epsilon=None)
 
     t = command("transition", "where the BSB1 point stops attracting (alpha_relu: "
                 "alpha_transition(B); any phi: the gamma or beta of phi(gamma x + beta))",

@@ -139,6 +139,17 @@ def verify_regularised(act, batch_sizes=(6, 8, 32), digits: int = 20, epsilon="1
     return _verify(regularised_derivation(act), list(batch_sizes), epsilon, sigma_w, digits)
 
 
+def epsilon_scan(act, batch_sizes=(8,), sigma_w="1"):
+    """Where, as batchnorm's ``eps`` grows, the nonzero fixed point disappears
+    (``eps_signal``) and where the gradient rate falls through 1 (``eps_gradient``), per
+    batch size (:class:`~bnmft.numerics.EpsilonScan` objects; paper Fig 4c,d)."""
+    from bnmft.derive import check_batch_sizes
+    from bnmft.numerics import epsilon_scan as _scan
+
+    rd = regularised_derivation(act)
+    return [_scan(rd, b, sigma_w) for b in check_batch_sizes(batch_sizes, finite=True)]
+
+
 def vanilla(act, sigma_w="1", sigma_b="0", digits: int = 16, q0="1"):
     """The vanilla baseline (no batchnorm): derive the length and correlation maps of ``act``
     (``bnmft.derive.derive_vanilla``) and find ``q*``, ``c*``, ``chi_1``, ``chi_q``,

@@ -24,7 +24,8 @@ The stage's interface:
 * :func:`analyze_regularised` -- batchnorm with ``eps > 0`` and ``sigma_w``: the fixed
   point of the scale equation, ``q*``, ``c*`` and both spectra (:class:`RegularisedAnalysis`;
   a dead signal is the regime ``"no nonzero fixed point"``), :func:`check_parameters`;
-  :func:`scale_number` (``q*`` times ``sigma_w^2`` at ``eps = 0``).
+  :func:`scale_number` (``q*`` times ``sigma_w^2`` at ``eps = 0``); :func:`epsilon_scan`
+  (:class:`EpsilonScan`: the eps where the signal dies and where gradients stop exploding).
 
 It takes derivations from ``bnmft.derive`` and never derives on its own.
 """
@@ -34,6 +35,7 @@ from .spectrum import SpectrumAnalysis, SpectrumNumber, analyze_spectrum
 from .precision import FLOAT_DIGITS, MAX_DIGITS, Number, agreeing_digits, decimal_string
 from .precision import scale_number
 from .epsilon import NoFixedPoint, RegularisedAnalysis, analyze_regularised, check_parameters
+from .epsilon import EpsilonScan, epsilon_scan
 from .transition import ALPHA_BRACKET, PARAMETER_BRACKETS, NoSignChange, Structure, Transition
 from .transition import alpha_transitions, covariance_structure, parameter_transitions
 from .vanilla import VanillaAnalysis, analyze_vanilla
@@ -43,6 +45,8 @@ from .verification import verify_regularised
 __all__ = [
     "ALPHA_BRACKET",
     "NoFixedPoint",
+    "EpsilonScan",
+    "epsilon_scan",
     "RegularisedAnalysis",
     "analyze_regularised",
     "check_parameters",

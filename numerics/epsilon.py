@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 
 import mpmath
 import numpy as np
@@ -48,7 +48,8 @@ SCALARS = ("s_star", "q_star", "c_star", "lambda_G", "lambda_L", "lambda_M", "gr
            "depth_scale", "max_trainable_depth")
 
 #: Below this fraction of the eps = 0 scale the signal counts as dead (exactly scaled
-#: moments; interpolated moments resolve the scale equation down to ``_DEAD_TABLE``).
+#: moments; interpolated moments resolve the scale equation down to ``_DEAD_TABLE`` or
+#: ten times their own interpolation error, whichever is larger).
 _DEAD = 1e-15
 _DEAD_TABLE = 1e-9
 
@@ -112,21 +113,42 @@ class _Scaled:
         return self.base.numpy_derivative(self.rho * z)
 
 
-def _chebyshev_points(n: int) -> np.ndarray:
-    """First-kind Chebyshev points mapped to ``rho`` in ``(0, 1)``."""
-    return (1 + np.cos(np.pi * (np.arange(n) + 0.5) / n)) / 2
+def _chebyshev_points(n: int, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
+    """First-kind Chebyshev points mapped to ``rho`` in ``(lo, hi)``."""
+    return lo + (hi - lo) * (1 + np.cos(np.pi * (np.arange(n) + 0.5) / n)) / 2
+
+
+def _pieces(act, Bv: int) -> list[float]:
+    """Breakpoints of ``rho`` in ``[0, 1]``: where a kink ``k != 0`` of ``phi`` enters the
+    support ``|z| <= sqrt(B-1)`` of a sphere coordinate (``rho = |k| / sqrt(B-1)``); the
+    moments are smooth on each piece, not across."""
+    edge = math.sqrt(Bv - 1)
+    cuts = sorted({abs(k) / edge for k in act.kink_floats if k != 0 and abs(k) / edge < 1})
+    return [0.0, *[c for c in cuts if c > 1e-3], 1.0]
 
 
 @dataclass
 class _MomentTable:
-    """Chebyshev interpolants of sphere moments as functions of ``rho`` (two resolutions)."""
+    """Piecewise Chebyshev interpolants of sphere moments as functions of ``rho`` (two
+    resolutions): ``coarse[mo]``, ``fine[mo]`` are lists of ``(lo, hi, coefficients)``."""
 
     coarse: dict
     fine: dict
+    #: largest coarse - fine difference relative to each moment's scale (on a probe grid)
+    error: float = 0.0
 
     def values(self, mo, rho: np.ndarray, fine: bool = True) -> np.ndarray:
-        coef = (self.fine if fine else self.coarse)[mo]
-        return np.polynomial.chebyshev.chebval(2 * rho - 1, coef)
+        return _piecewise((self.fine if fine else self.coarse)[mo], rho)
+
+
+def _piecewise(pieces, rho: np.ndarray) -> np.ndarray:
+    out = np.empty_like(rho)
+    for i, (lo, hi, coef) in enumerate(pieces):
+        mask = (rho >= lo) & ((rho < hi) if i < len(pieces) - 1 else (rho <= hi))
+        if np.any(mask):
+            out[mask] = np.polynomial.chebyshev.chebval((2 * rho[mask] - lo - hi) / (hi - lo),
+                                                        coef)
+    return out
 
 
 def _sphere_level(act, moments, Bv: int, max_level: int = 8) -> int:
@@ -141,37 +163,47 @@ def _sphere_level(act, moments, Bv: int, max_level: int = 8) -> int:
     return max_level - 1
 
 
-def _fit(act, moments, Bv: int, n: int, level: int) -> dict:
-    pts = _chebyshev_points(n)
-    rows = [sphere.moments_float(_Scaled(act, float(r)), moments, Bv, level) for r in pts]
-    return {mo: np.polynomial.chebyshev.chebfit(2 * pts - 1, [row[mo] for row in rows], n - 1)
-            for mo in moments}
+def _fit(act, moments, Bv: int, n: int, level: int, cuts) -> dict:
+    out = {mo: [] for mo in moments}
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        pts = _chebyshev_points(n, lo, hi)
+        rows = [sphere.moments_float(_Scaled(act, float(r)), moments, Bv, level) for r in pts]
+        x = (2 * pts - lo - hi) / (hi - lo)
+        for mo in moments:
+            out[mo].append((lo, hi, np.polynomial.chebyshev.chebfit(
+                x, [row[mo] for row in rows], n - 1)))
+    return out
 
 
 def _table(act, moments, Bv: int, sizes=(24, 48, 96, 192)) -> _MomentTable:
-    """Coarse and fine tables (the fine one with twice the points; both at the sphere rule
-    level that has converged at ``rho = 1``), doubled until they agree to 1e-13 of each moment's scale or the last size is reached
-    (kinks away from 0 move with ``rho``: the moments are smooth but converge slowly)."""
+    """Coarse and fine tables (the fine one with twice the points per piece; both at the
+    sphere rule level that has converged at ``rho = 1``), doubled until they agree to 1e-13
+    of each moment's scale or the last size is reached."""
     level = _sphere_level(act, moments, Bv)
-    coarse = _fit(act, moments, Bv, sizes[0], level)
-    probe = _chebyshev_points(97)
-    for n in sizes[1:]:
-        fine = _fit(act, moments, Bv, n, level)
+    cuts = _pieces(act, Bv)
+    points = max(12, sizes[0] // (len(cuts) - 1))
+    coarse = _fit(act, moments, Bv, points, level, cuts)
+    probe = np.concatenate([_chebyshev_points(49, lo, hi) for lo, hi in zip(cuts, cuts[1:])])
+    worst = math.inf
+    while points < sizes[-1]:
+        points *= 2
+        fine = _fit(act, moments, Bv, points, level, cuts)
         worst = 0.0
         for mo in moments:
-            a = np.polynomial.chebyshev.chebval(2 * probe - 1, coarse[mo])
-            b = np.polynomial.chebyshev.chebval(2 * probe - 1, fine[mo])
+            a, b = _piecewise(coarse[mo], probe), _piecewise(fine[mo], probe)
             worst = max(worst, float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)))
         if worst < 1e-13:
             break
         coarse = fine
-    return _MomentTable(coarse, fine)
+    return _MomentTable(coarse, fine, worst)
 
 
 def _radial_rule(Bv: int, a: float, nodes: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes ``r`` and normalised weights of the law of ``r = sqrt(k)``, ``k ~ chi^2_{B-1}``.
 
-    X"""
+    Composite Gauss-Legendre on ``[max(0, r0 - 12), r0 + 12]`` (``r0`` the mode; the
+    log-density falls by more than 70 outside) in unit pieces (the peak's width is about
+    0.7), split geometrically towards 0 around ``sqrt(a)`` where ``rho`` has its poles."""
     n = Bv - 1
     r0 = math.sqrt(max(n - 1, 0.0))
     lo, hi = max(0.0, r0 - 12.0), r0 + 12.0
@@ -198,8 +230,8 @@ def _radial_rule(Bv: int, a: float, nodes: int) -> tuple[np.ndarray, np.ndarray]
 class _FloatModel:
     """Radial moments at one batch size from the moment table (float64)."""
 
-    def __init__(self, rd: RegularisedDerivation, Bv: int, eps: float):
-        self.rd, self.Bv, self.eps = rd, Bv, eps
+    def __init__(self, rd: RegularisedDerivation, Bv: int):
+        self.rd, self.Bv = rd, Bv
         self.moments = sorted({r.moment for r in rd.radials if r.moment is not None},
                               key=lambda mo: (mo.arity, mo.points))
         self.scaling = None
@@ -211,21 +243,30 @@ class _FloatModel:
         else:
             self.table = _table(rd.activation, self.moments, Bv)
 
+    @property
+    def dead(self) -> float:
+        """Fraction of the eps = 0 scale below which the sign of ``S(s) - s`` is not
+        resolved: exact scaling resolves it to ``_DEAD``; a table to its own error."""
+        if self.scaling is not None:
+            return _DEAD
+        return max(_DEAD_TABLE, 10 * self.table.error)
+
     def _moment(self, mo, rho, fine):
         if self.scaling is not None:
             value, deg = self.scaling[mo]
             return value * rho**deg
         return self.table.values(mo, rho, fine)
 
-    def radials(self, s: float, fine: bool = True) -> dict:
-        a = self.Bv * self.eps / s
+    def radials(self, s: float, eps: float, fine: bool = True, only=None) -> dict:
+        """Radial moments at scale ``s`` (``only``: a subset of them)."""
+        a = self.Bv * eps / s
         r, w = _radial_rule(self.Bv, a, 40 if fine else 20)
         k = r * r
         kbar = float(np.dot(w, k))
         rho = np.sqrt(k / (k + a)) if a > 0 else np.ones_like(k)
         cache = {}
         out = {}
-        for rm in self.rd.radials:
+        for rm in (self.rd.radials if only is None else only):
             if rm.moment is None:
                 val = 1.0
             else:
@@ -236,6 +277,12 @@ class _FloatModel:
             weight = k ** (rm.m - 1) * (k - kbar) if rm.centred else k**rm.m
             out[rm] = float(np.dot(w, weight * rho**rm.p * val))
         return out
+
+
+@lru_cache(maxsize=64)
+def _float_model(rd: RegularisedDerivation, Bv: int) -> _FloatModel:
+    """The moment table of ``rd`` at ``Bv`` (independent of eps and sigma_w), cached."""
+    return _FloatModel(rd, Bv)
 
 
 @cache
@@ -367,19 +414,22 @@ def _assemble(rd, Bv, values: dict, errors: dict, route: str, digits: int, cap: 
 
 def _float_numbers(rd: RegularisedDerivation, Bv: int, eps: float, sw: float, digits: int,
                    solve_only: bool = False):
-    model = _FloatModel(rd, Bv, eps)
+    model = _float_model(rd, Bv)
+    needed = radials_in(rd.scale_map.moment_form)
     evaluable = [q for q in rd.evaluable]
     res = []
     for fine in ((True,) if solve_only else (False, True)):
         def S_of(s, fine=fine):
-            return float(_eval(rd.scale_map, model.radials(s, fine), Bv, eps, sw, s))
-        s0 = sw * sw * float(_eval(rd.scale_map, model.radials(1.0, fine), Bv, 0.0, 1.0, 1.0))
+            return float(_eval(rd.scale_map, model.radials(s, eps, fine, needed), Bv, eps, sw,
+                               s))
+        s0 = sw * sw * float(_eval(rd.scale_map, model.radials(1.0, 0.0, fine, needed), Bv,
+                                   0.0, 1.0, 1.0))
         # interpolated moments carry an absolute error ~1e-16: below ~1e-9 of the scale the
         # sign of S(s) - s is not resolved, so the scan stops there
-        s = _solve_scale(S_of, s0, 1e-15, _DEAD if model.scaling is not None else _DEAD_TABLE)
+        s = _solve_scale(S_of, s0, 1e-15, model.dead)
         if solve_only:
             return {"s_star": s}, {}
-        rad = model.radials(s, fine)
+        rad = model.radials(s, eps, fine)
         vals = {"s_star": s}
         vals.update({q.name: float(_eval(q, rad, Bv, eps, sw, s)) for q in evaluable
                      if q.name != "scale_map"})
@@ -618,3 +668,126 @@ def closed_form_value(q: DerivedQuantity, Bv: int, epsilon, sigma_w, s_star, dps
         if val.has(TricomiU) or not val.is_number or not val.is_Float:
             return None
         return mpmath.mpf(val._mpf_)  # created at this precision (not rounded to 53 bits)
+
+
+# -- where the signal dies and where gradients stop exploding -----------------------------------
+
+
+@dataclass
+class EpsilonScan:
+    """For one activation, batch size and ``sigma_w``: ``eps_signal``, beyond which the
+    nonzero fixed point is gone (the signal dies with depth), and ``eps_gradient``, where the
+    gradient rate on the fixed-point branch falls through 1 (None if it stays above 1 up to
+    ``eps_signal``; ``rate_at_signal`` is its value just below). Both are :class:`Number`
+    objects (value None where not found in the scanned range ``[eps_min, eps_max]``)."""
+
+    activation: object
+    batch_size: int
+    sigma_w: object
+    eps_signal: Number
+    eps_gradient: Number
+    rate_at_signal: Number | None = None
+    eps_range: tuple = ()
+    notes: list = field(default_factory=list)
+
+
+#: Range scanned, in units of ``sigma_w^2`` (only ``eps / sigma_w^2`` matters).
+SCAN_RANGE = (1e-8, 1e4)
+_SCAN_ROUTE = "bisection on the float64 scale equation"
+
+
+def _alive(rd, Bv, eps, sw) -> bool:
+    try:
+        _float_numbers(rd, Bv, eps, sw, FLOAT_DIGITS, solve_only=True)
+        return True
+    except NoFixedPoint:
+        return False
+
+
+def _rate(rd, Bv, eps, sw) -> tuple[float, float]:
+    """Gradient rate on the branch at ``eps`` and its absolute error (float64 route)."""
+    values, errors = _float_numbers(rd, Bv, eps, sw, FLOAT_DIGITS)
+    names = [e.name for e in rd.entries if e.direction == "backward" and e.space != "kernel"
+             and not e.note]
+    top = max(names, key=lambda n: values[n])
+    return values[top], errors[top]
+
+
+def epsilon_scan(rd: RegularisedDerivation, Bv: int, sigma_w="1", points: int = 25
+                 ) -> EpsilonScan:
+    """Locate ``eps_signal`` (bisection in ``log eps`` on the existence of a nonzero root of
+    the scale equation) and ``eps_gradient`` (the first sign change of ``rate - 1`` on a
+    logarithmic grid of ``points`` values below ``eps_signal``, refined by bisection), both
+    by the float64 route; digits from the bracket, the resolution of the scale equation
+    near a vanishing root, and the rate's own error over its slope (paper Fig 4c,d)."""
+    _, sw_exact = check_parameters("1", sigma_w)
+    sw = float(sw_exact)
+    lo_eps, hi_eps = SCAN_RANGE[0] * sw * sw, SCAN_RANGE[1] * sw * sw
+    scan = EpsilonScan(rd.activation, Bv, sw_exact, Number(None, 0.0, _SCAN_ROUTE),
+                       Number(None, 0.0, _SCAN_ROUTE), eps_range=(lo_eps, hi_eps))
+    if not _alive(rd, Bv, lo_eps, sw):
+        scan.notes.append(f"no nonzero fixed point even at eps = {lo_eps:.0e}")
+        return scan
+    dead_frac = _float_model(rd, Bv).dead
+    if _alive(rd, Bv, hi_eps, sw):
+        scan.notes.append(f"a nonzero fixed point exists up to eps = {hi_eps:.0e}")
+        top = hi_eps
+    else:
+        grid = np.geomspace(lo_eps, hi_eps, 13)
+        a = lo_eps
+        for e in grid[1:]:
+            if not _alive(rd, Bv, float(e), sw):
+                b = float(e)
+                break
+            a = float(e)
+        tol = 10 * dead_frac
+        while b - a > tol * b:
+            mid = math.sqrt(a * b)
+            if _alive(rd, Bv, mid, sw):
+                a = mid
+            else:
+                b = mid
+        # Near a continuous loss the root vanishes linearly, s* ~ C (eps_signal - eps), and
+        # roots below dead_frac * s0 are not resolved: the location is uncertain by about
+        # dead_frac * s0 / C (C from the root at 1e-3 below; a jump has no such spread).
+        s0 = _float_numbers(rd, Bv, a * 1e-12, sw, FLOAT_DIGITS, solve_only=True)[0]["s_star"]
+        probe = a * (1 - 1e-3)
+        s_probe = _float_numbers(rd, Bv, probe, sw, FLOAT_DIGITS, solve_only=True)[0]["s_star"]
+        spread = dead_frac * s0 / (s_probe / (b - probe)) + (b - a)
+        digits = min(-math.log10(spread / b) - 1.5, 12.0)
+        scan.eps_signal = Number(b, max(digits, 0.0), _SCAN_ROUTE)
+        top = probe
+        rate, err = _rate(rd, Bv, probe, sw)
+        scan.rate_at_signal = Number(rate, min(digits_from_error(rate, err), 6.0),
+                                     "float64 route at 1e-3 below eps_signal")
+        if abs(rate - 1) < 1e-2:
+            scan.notes.append("gradient_rate tends to 1 as eps -> eps_signal: the explosion "
+                              "ends where the signal dies")
+    grid = np.geomspace(lo_eps, top * (1 - 1e-9), points)
+    prev = None
+    for e in grid:
+        r, _ = _rate(rd, Bv, float(e), sw)
+        if prev is not None and (prev[1] - 1) * (r - 1) < 0:
+            a, b = prev[0], float(e)
+            ra = prev[1]
+            while b - a > 1e-12 * b:
+                mid = math.sqrt(a * b)
+                rm, _ = _rate(rd, Bv, mid, sw)
+                if (rm - 1) * (ra - 1) > 0:
+                    a, ra = mid, rm
+                else:
+                    b = mid
+            root = math.sqrt(a * b)
+            r1, e1 = _rate(rd, Bv, root * (1 - 1e-4), sw)
+            r2, e2 = _rate(rd, Bv, root * (1 + 1e-4), sw)
+            slope = abs(r2 - r1) / (2e-4 * root)
+            err = max(e1, e2) / slope if slope > 0 else root
+            scan.eps_gradient = Number(root, max(min(digits_from_error(root, err) - 1, 12.0),
+                                                 0.0), "bisection on the float64 gradient rate")
+            break
+        prev = (float(e), r)
+    else:
+        scan.notes.append("gradient_rate stays above 1 on the whole fixed-point branch"
+                          if prev is not None and prev[1] > 1 else
+                          "gradient_rate stays below 1 on the whole fixed-point branch")
+    return scan
