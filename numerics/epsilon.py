@@ -35,6 +35,8 @@ from bnmft.derive import RELATIONS, DerivedQuantity, InvalidInput, Provenance
 from bnmft.derive.epsilon import (EPS, S, SIGMA_W, RegularisedDerivation, TricomiU,
                                   radials_in)
 
+from bnmft.progress import progress
+
 from . import sphere
 from .evaluate import _related_number
 from .precision import FLOAT_DIGITS, INF, Number, digits_from_error
@@ -151,6 +153,11 @@ def _piecewise(pieces, rho: np.ndarray) -> np.ndarray:
     return out
 
 
+def _slopes(pieces):
+    """The derivative in ``rho`` of a piecewise Chebyshev interpolant, piece by piece."""
+    return [(lo, hi, np.polynomial.chebyshev.chebder(c) * 2 / (hi - lo)) for lo, hi, c in pieces]
+
+
 def _sphere_level(act, moments, Bv: int, max_level: int = 8) -> int:
     """Smallest rule level at which the sphere moments of ``phi(rho z)`` at ``rho = 1`` (the
     most oscillatory case) agree with the next level to 1e-14 relative."""
@@ -178,7 +185,7 @@ def _fit(act, moments, Bv: int, n: int, level: int, cuts) -> dict:
 def _table(act, moments, Bv: int, sizes=(24, 48, 96, 192)) -> _MomentTable:
     """Coarse and fine tables (the fine one with twice the points per piece; both at the
     sphere rule level that has converged at ``rho = 1``), doubled until they agree to 1e-13
-    of each moment's scale or the last size is reached."""
+    of each moment's scale, values and slopes, or the last size is reached."""
     level = _sphere_level(act, moments, Bv)
     cuts = _pieces(act, Bv)
     points = max(12, sizes[0] // (len(cuts) - 1))
@@ -192,6 +199,9 @@ def _table(act, moments, Bv: int, sizes=(24, 48, 96, 192)) -> _MomentTable:
         for mo in moments:
             a, b = _piecewise(coarse[mo], probe), _piecewise(fine[mo], probe)
             worst = max(worst, float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)))
+            # lambda_G and the other centred radial means see the slope in rho
+            da, db = _piecewise(_slopes(coarse[mo]), probe), _piecewise(_slopes(fine[mo]), probe)
+            worst = max(worst, float(np.max(np.abs(da - db)) / max(np.max(np.abs(db)), 1e-300)))
         if worst < 1e-13:
             break
         coarse = fine
@@ -600,7 +610,7 @@ def analyze_regularised(rd: RegularisedDerivation, batch_sizes, epsilon, sigma_w
     homogeneous = rd.activation.homogeneous is not None and all(
         not e.note for e in rd.entries)
     out = []
-    for Bv in batch_sizes:
+    for Bv in progress(list(batch_sizes), "eps > 0 quantities"):
         if Bv == INF or int(Bv) != Bv or Bv < 4:
             raise InvalidInput(f"eps > 0 needs finite integer batch sizes >= 4 (got {Bv})")
         Bv = int(Bv)
