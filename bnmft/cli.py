@@ -16,8 +16,8 @@ import re
 import sys
 from pathlib import Path
 
-from bnmft.derive import errors
-from bnmft.derive.errors import InvalidInput
+# no SymPy, numpy or mpmath before a command runs (--help stays quick)
+from bnmft.limits import DEFAULT_BATCH_SIZES, MAX_BATCH_SIZES, MAX_DIGITS
 
 EXIT_BAD_INPUT = 2
 EXIT_NUMERICAL = 1
@@ -101,10 +101,6 @@ def _dashed(token: str) -> bool:
 # -- argument helpers ----------------------------------------------------------------------
 
 
-#: Largest finite batch size (integers are exact in float64 up to 2^53 ~ 9e15).
-MAX_BATCH_SIZE = errors.MAX_BATCH_SIZE
-#: Most batch sizes one call evaluates.
-MAX_BATCH_SIZES = errors.MAX_BATCH_SIZES
 #: One batch size as typed: ASCII digits, optionally a decimal point and an exponent (``1e6``).
 _SIZE = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?\Z")
 
@@ -121,6 +117,8 @@ def _ascii(text: str, what: str) -> str:
 
 def _batch_sizes(text: str) -> list:
     """``32``, ``8,16,32``, ``8:4096:4`` (inclusive range), ``inf``, ``1e6``."""
+    from bnmft.derive import errors
+
     _ascii(text, "batch size")
     items = text.split(",")
     out: list = []
@@ -185,8 +183,6 @@ def _terms(value: str) -> int:
 
 
 def _digits(value: str) -> int:
-    from bnmft.numerics.precision import MAX_DIGITS
-
     d = _integer(value, "--digits")
     if not 1 <= d <= MAX_DIGITS:
         raise InputError(f"--digits must be between 1 and {MAX_DIGITS} (got {d})")
@@ -583,7 +579,7 @@ def _verify_table(checks, digits: int) -> list[str]:
 
 def cmd_verify(args) -> int:
     from bnmft import pipeline
-    from bnmft.numerics import DEFAULT_BATCH_SIZES, unavailable_routes
+    from bnmft.numerics import unavailable_routes
 
     eps, sw = _bn_parameters(args)
     act = _activation(args)
@@ -1007,8 +1003,6 @@ def _bn_options(a) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from bnmft import __version__
-    from bnmft.numerics.precision import MAX_DIGITS
-    from bnmft.numerics.verification import DEFAULT_BATCH_SIZES
 
     raw = argparse.RawDescriptionHelpFormatter
     p = _Parser(
@@ -1179,6 +1173,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _refused(err: Exception) -> int:
+    print(f"bnmft: error: {err}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -1186,9 +1185,14 @@ def main(argv=None) -> int:
 
         set_enabled(not getattr(args, "quiet", False))
         return args.func(args)
-    except (InputError, InvalidInput) as err:  # the library's refusals: ActivationError, ...
-        print(f"bnmft: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except InputError as err:
+        return _refused(err)
+    except ValueError as err:  # the library's refusals: InvalidInput (ActivationError, ...)
+        from bnmft.derive.errors import InvalidInput
+
+        if not isinstance(err, InvalidInput):
+            raise
+        return _refused(err)
     except ArithmeticError as err:  # a route that did not converge: say which, print no number
         print(f"bnmft: numerical failure: {err}", file=sys.stderr)
         return EXIT_NUMERICAL

@@ -12,12 +12,7 @@ import math
 import numbers
 import operator
 
-#: Smallest batch size: the BSB1 formulas hold for ``B >= 4`` (paper, Sec. 3.1).
-MIN_BATCH_SIZE = 4
-#: Largest finite batch size (integers are exact in float64 up to 2^53 ~ 9e15).
-MAX_BATCH_SIZE = 10**15
-#: Most batch sizes one call evaluates.
-MAX_BATCH_SIZES = 1_000_000
+from bnmft.limits import MAX_BATCH_SIZE, MAX_BATCH_SIZES, MIN_BATCH_SIZE
 
 
 class InvalidInput(ValueError):

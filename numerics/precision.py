@@ -16,12 +16,11 @@ from dataclasses import dataclass
 
 import mpmath
 
+from bnmft.limits import MAX_DIGITS
+
 #: Significant digits a float64 route can be trusted with (rounding of ~1e-16 amplified by
 #: a few dozen operations and quadrature sums).
 FLOAT_DIGITS = 13
-
-#: Largest ``--digits`` accepted (mpmath quadrature cost grows quickly beyond this).
-MAX_DIGITS = 60
 
 INF = math.inf
 

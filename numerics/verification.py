@@ -20,6 +20,7 @@ import numpy as np
 
 from bnmft.derive import B as B_SYM
 from bnmft.derive import Derivation, check_batch_sizes
+from bnmft.limits import DEFAULT_BATCH_SIZES
 from bnmft.progress import progress
 
 from . import sphere
@@ -27,8 +28,6 @@ from .evaluate import NumericalFailure, analyze, numbers_from_moments
 from .precision import FLOAT_DIGITS, agreeing_digits, digits_from_error
 from .sphere import QuadratureError
 
-#: Batch sizes checked when none are given.
-DEFAULT_BATCH_SIZES = (4, 6, 8, 32, 1000, 10**6)
 #: Largest batch size for the brute-force Jacobian (its cost grows like B^6).
 BRUTE_FORCE_MAX_B = 8
 BRUTE_FORCE_DIGITS = 10
