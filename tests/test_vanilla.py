@@ -396,6 +396,10 @@ def test_cli_no_batchnorm_bad_input(capsys, argv):
     assert len(err.strip().splitlines()) == 1 and err.startswith("bnmft: error:")
 
 
-def test_cli_sigma_without_no_batchnorm_is_bad_input(capsys):
-    status, _, err = run(capsys, "analyze", "relu", "--batch-size", "8", "--sigma-w", "2")
+def test_cli_sigma_b_without_no_batchnorm_is_bad_input(capsys):
+    """Biases before batchnorm drop out: --sigma-b (and --q0) need --no-batchnorm. --sigma-w
+    is a parameter of the batchnorm network too (tests/test_epsilon.py)."""
+    status, _, err = run(capsys, "analyze", "relu", "--batch-size", "8", "--sigma-b", "2")
+    assert status == 2 and "--no-batchnorm" in err
+    status, _, err = run(capsys, "analyze", "relu", "--batch-size", "8", "--q0", "2")
     assert status == 2 and "--no-batchnorm" in err
