@@ -816,6 +816,43 @@ def cmd_spectrum(args) -> int:
     return status
 
 
+# -- sheet -------------------------------------------------------------------------------------
+
+
+def cmd_sheet(args) -> int:
+    """``sheet ACT... --out FILE``: the formula sheet as .tex, .md or .pdf (atomic write)."""
+    from bnmft import sheet
+    from bnmft.derive.activation import ActivationError, activation
+
+    out = Path(args.out)
+    kind = out.suffix.lower()
+    if kind not in (".tex", ".md", ".pdf"):
+        raise InputError(f"--out must end in .tex, .md or .pdf (got '{args.out}')")
+    acts = []
+    for spec in args.activations:
+        try:
+            acts.append(activation(spec))
+        except ActivationError as err:
+            raise InputError(str(err)) from None
+    sizes = _batch_sizes(args.batch_size) if args.batch_size else list(sheet.TABLE_BATCH_SIZES)
+    built = sheet.build(acts, sizes, args.digits)
+    try:
+        if kind == ".pdf":
+            sheet.compile_pdf(sheet.to_latex(built), out, sheet.markers(built))
+        else:
+            from bnmft.codegen.files import atomic_write_text
+
+            text = sheet.to_latex(built) if kind == ".tex" else sheet.to_markdown(built)
+            atomic_write_text(out, text)
+    except sheet.SheetError as err:
+        print(f"bnmft: error: {err}", file=sys.stderr)
+        return EXIT_NUMERICAL
+    except OSError as err:
+        raise InputError(f"cannot write {out}: {err.strerror}") from None
+    print(out)
+    return 0
+
+
 # -- epsilon-scan --------------------------------------------------------------------------------
 
 
@@ -1138,6 +1175,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default bnmft-output/<activation>)")
     r.set_defaults(func=cmd_report)
+
+    sh = command("sheet", "a formula sheet for papers: closed forms with provenance, domain, "
+                 "verified digits, definitions and a table of numbers",
+                 "bnmft sheet relu leaky_relu:0.2 --out relu.tex",
+                 "bnmft sheet relu tanh --out sheet.pdf --batch-size 4,32,inf")
+    sh.takes_dash_values = True
+    sh.add_argument("activations", nargs="+", metavar="activation", help=_ACTIVATION_HELP)
+    sh.add_argument("--out", required=True, metavar="FILE",
+                    help="output file: .tex (standalone LaTeX), .md (Markdown) or .pdf "
+                         "(compiled with latexmk/pdflatex) (required)")
+    sh.add_argument("--batch-size", default=None, metavar="B",
+                    help=f"{_BATCH_HELP} for the table of numbers (default 4,8,32,1024,inf)")
+    sh.add_argument("--digits", type=_digits, default=12, metavar="D",
+                    help=f"digits in the table, 1 to {MAX_DIGITS} (default 12)")
+    sh.add_argument("--quiet", action="store_true",
+                    help="no progress bars on stderr (default: shown on a terminal)")
+    sh.set_defaults(func=cmd_sheet)
 
     es = command("epsilon-scan", "where, as eps grows, the signal dies (eps_signal) and the "
                  "gradients stop exploding (eps_gradient), paper Fig 4c,d",
