@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bnmft.paths import cache_dir
+
 from .errors import CodegenError
 from .files import atomic_write_bytes, atomic_write_text
 from .prepare import check_identifier
@@ -48,15 +50,6 @@ _COMPILE_TIMEOUT_S = 300
 _PROTOTYPE = re.compile(
     r"^void ([A-Za-z_][A-Za-z0-9_]*)\(size_t n, const double \*B, double \*out\);$", re.M
 )
-
-
-def cache_dir() -> Path:
-    """Root of the cache: ``$BNMFT_CACHE_DIR``, ``$XDG_CACHE_HOME/bnmft`` or ``~/.cache/bnmft``."""
-    explicit = os.environ.get("BNMFT_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "bnmft"
 
 
 def find_compiler() -> list[str]:

@@ -157,7 +157,19 @@ def compose(name: str, values: dict[str, sp.Expr]) -> sp.Expr:
 
 @cache
 def moment_forms() -> dict[str, MomentForm]:
-    """Every BSB1 quantity as an exact function of sphere moments."""
+    """Every BSB1 quantity as an exact function of sphere moments (read from the disk cache
+    of :mod:`.formcache` when this code derived them before)."""
+    from . import formcache
+
+    cached = formcache.load("moment_forms")
+    if cached is not None and set(cached) == set(QUANTITIES):
+        return {n: MomentForm(n, *cached[n]) for n in QUANTITIES}
+    forms = _derive_moment_forms()
+    formcache.store("moment_forms", {n: (f.expr, f.provenance) for n, f in forms.items()})
+    return forms
+
+
+def _derive_moment_forms() -> dict[str, MomentForm]:
     fw = forward_eigenvalues()
     qs, qc = q_star_form(), qc_star_form()
     rate = gradient_rate_form()
