@@ -816,6 +816,31 @@ def cmd_spectrum(args) -> int:
     return status
 
 
+# -- export ------------------------------------------------------------------------------------
+
+
+def cmd_export(args) -> int:
+    """``export ACT... --out DIR``: a standalone pip-installable package (numpy + C)."""
+    from bnmft import pipeline
+    from bnmft.codegen import CodegenError
+    from bnmft.derive.activation import ActivationError, activation
+
+    acts = []
+    for spec in args.activations:
+        try:
+            acts.append(activation(spec))
+        except ActivationError as err:
+            raise InputError(str(err)) from None
+    try:
+        out = pipeline.export(acts, args.out, args.package)
+    except CodegenError as err:
+        raise InputError(str(err)) from None
+    except OSError as err:
+        raise InputError(f"cannot write {args.out}: {err.strerror}") from None
+    print(out)
+    return 0
+
+
 # -- sheet -------------------------------------------------------------------------------------
 
 
@@ -1175,6 +1200,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default bnmft-output/<activation>)")
     r.set_defaults(func=cmd_report)
+
+    ex = command("export", "a standalone pip-installable package of the generated numpy and "
+                 "C modules (needs numpy only), with formulas and verified digits",
+                 "bnmft export relu leaky_relu:0.2 --out relu-pkg",
+                 "bnmft export relu --out pkg --package relu_bn")
+    ex.takes_dash_values = True
+    ex.add_argument("activations", nargs="+", metavar="activation", help=_ACTIVATION_HELP)
+    ex.add_argument("--out", required=True, metavar="DIR",
+                    help="package folder, written as a whole; an earlier export there is "
+                         "replaced (required)")
+    ex.add_argument("--package", default="bnmft_generated", type=_module, metavar="NAME",
+                    help="import name of the package (default bnmft_generated)")
+    ex.add_argument("--quiet", action="store_true",
+                    help="no progress bars on stderr (default: shown on a terminal)")
+    ex.set_defaults(func=cmd_export)
 
     sh = command("sheet", "a formula sheet for papers: closed forms with provenance, domain, "
                  "verified digits, definitions and a table of numbers",

@@ -139,6 +139,31 @@ def verify_regularised(act, batch_sizes=(6, 8, 32), digits: int = 20, epsilon="1
     return _verify(regularised_derivation(act), list(batch_sizes), epsilon, sigma_w, digits)
 
 
+#: Batch sizes and digits at which ``export`` verifies the generated modules.
+EXPORT_VERIFY_BATCH_SIZES = (6, 32, 1000)
+EXPORT_VERIFY_DIGITS = 16
+
+
+def export(acts, out, package: str = "bnmft_generated"):
+    """Stage 4-5 for code: a standalone pip-installable package of the generated numpy and C
+    modules of ``acts`` in folder ``out`` (written as a whole), with the digits each generated
+    numpy function was verified to against the mpmath references (least over
+    :data:`EXPORT_VERIFY_BATCH_SIZES`). Returns the folder."""
+    from bnmft.codegen.export import ExportItem, render_package, write_package
+
+    items = []
+    for act in acts:
+        deriv = derivation(act)
+        checks = verify(deriv, list(EXPORT_VERIFY_BATCH_SIZES), EXPORT_VERIFY_DIGITS)
+        digits: dict = {}
+        for ch in checks:
+            if ch.route == "generated numpy module":
+                digits[ch.quantity] = min(digits.get(ch.quantity, math.inf), ch.digits)
+        items.append(ExportItem(deriv, module_name(deriv.activation.name), digits))
+    files = render_package(items, package, verify_batch_sizes=EXPORT_VERIFY_BATCH_SIZES)
+    return write_package(files, out)
+
+
 def epsilon_scan(act, batch_sizes=(8,), sigma_w="1"):
     """Where, as batchnorm's ``eps`` grows, the nonzero fixed point disappears
     (``eps_signal``) and where the gradient rate falls through 1 (``eps_gradient``), per

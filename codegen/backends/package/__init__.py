@@ -1,0 +1,1 @@
+"""Templates of a standalone, pip-installable package of generated modules (bnmft export)."""

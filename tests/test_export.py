@@ -1,0 +1,92 @@
+"""``bnmft export``: a standalone package of generated modules, installed into a fresh virtual
+environment without SymPy, mpmath, scipy or bnmft, and checked against bnmft's numbers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import venv
+
+import mpmath
+import pytest
+
+from bnmft import pipeline
+from bnmft.cli import main
+from bnmft.codegen import CodegenError
+from bnmft.codegen.export import ExportItem, render_package, write_package
+
+BATCH = [4, 5, 8, 33, 1000, 10**6]
+
+
+def test_render_is_reproducible_and_complete():
+    items = [ExportItem(pipeline.derivation("relu"), "relu", {"q_star": float("inf")})]
+    a = render_package(items, "pkg")
+    b = render_package(items, "pkg")
+    assert a == b
+    assert set(a) == {"pyproject.toml", "README.md", "pkg/__init__.py", "pkg/loader.py",
+                      "pkg/relu.py", "pkg/c/relu.c", "pkg/c/relu.h"}
+    assert 'dependencies = ["numpy"]' in a["pyproject.toml"]
+    assert "'q_star': 'exact'" in a["pkg/__init__.py"]
+    with pytest.raises(CodegenError, match="two activations"):
+        render_package(items * 2, "pkg")
+
+
+def test_write_is_whole_and_refuses_foreign_folders(tmp_path):
+    items = [ExportItem(pipeline.derivation("relu"), "relu", {})]
+    files = render_package(items, "pkg")
+    out = write_package(files, tmp_path / "out")
+    assert (out / "pkg" / "c" / "relu.c").is_file()
+    write_package(files, out)  # an earlier export is replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folders left
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    with pytest.raises(CodegenError, match="not a bnmft export"):
+        write_package(files, foreign)
+    assert (foreign / "notes.txt").read_text() == "keep"
+
+
+def test_cli_refuses_activation_without_closed_forms(tmp_path, capsys):
+    assert main(["export", "tanh", "--out", str(tmp_path / "t")]) == 2
+    assert "no closed forms" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
+
+
+def test_installs_and_runs_without_sympy(tmp_path):
+    out = tmp_path / "pkg"
+    assert main(["export", "relu", "leaky_relu:0.2", "--out", str(out)]) == 0
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    py = str(env_dir / "bin" / "python")
+    for args in (["numpy"], [str(out)]):
+        subprocess.run([py, "-m", "pip", "install", "-q", *args], check=True,
+                       capture_output=True, timeout=600)
+    script = (
+        "import json, sys, bnmft_generated as g\n"
+        f"B = {BATCH!r}\n"
+        "out = {}\n"
+        "for m in ('relu', 'leaky_relu_0_2'):\n"
+        "    c = g.load_c(m)\n"
+        "    for q in g.MODULES[m]:\n"
+        "        out[m + ':' + q] = [list(map(float, getattr(getattr(g, m), q)(B))),\n"
+        "                            list(map(float, getattr(c, q)(B)))]\n"
+        "out['loaded'] = [k for k in ('sympy', 'mpmath', 'scipy', 'bnmft') if k in sys.modules]\n"
+        "out['verified'] = g.VERIFIED\n"
+        "print(json.dumps(out))\n")
+    run = subprocess.run([py, "-c", script], check=True, capture_output=True, text=True,
+                         cwd=tmp_path, timeout=600, env={"HOME": str(tmp_path), "PATH":
+                                                         "/usr/bin:/bin"})
+    got = json.loads(run.stdout)
+    assert got["loaded"] == []
+    for spec, module in (("relu", "relu"), ("leaky_relu:0.2", "leaky_relu_0_2")):
+        deriv = pipeline.derivation(spec)
+        for name, q in deriv.closed.items():
+            np_vals, c_vals = got[f"{module}:{name}"]
+            for Bv, a, b in zip(BATCH, np_vals, c_vals):
+                ref = mpmath.mpf(q.expr.evalf(30, subs={q.parameters[0]: Bv}))
+                scale = max(abs(ref), mpmath.mpf(1e-300))
+                assert abs(a - ref) <= 1e-13 * scale, (module, name, Bv, a, ref)
+                assert abs(b - a) <= 1e-14 * scale, (module, name, Bv, a, b)
+        verified = got["verified"][module]
+        assert all(v == "exact" or v >= 13 for v in verified.values()), verified
