@@ -3,7 +3,8 @@
 Checks what the numpy/C backends can express (the function's arguments, first ``B``;
 elementary functions only), computes the source hash written into every generated header,
 rewrites ill-conditioned parts (:mod:`.stability`) and runs common-subexpression elimination,
-so that both backends print the same temporaries in the same order.
+so that both backends print the same temporaries in the same order. :func:`fuse` runs one CSE
+over all functions of a module at once, for a kernel that evaluates them together.
 """
 
 from __future__ import annotations
@@ -130,15 +131,16 @@ def source_sha256(exprs: Mapping[str, sp.Expr]) -> str:
 class Prepared:
     """One function ready for printing.
 
-    ``spec.expr`` is the source expression (hashed and documented); ``temporaries`` and
-    ``result`` are the CSE of its numerically stable rewrite in the argument names (what is
-    printed); ``notes`` says which rewrites were made and why.
+    ``spec.expr`` is the source expression (hashed and documented); ``stable`` its numerically
+    stable rewrite in the argument names; ``temporaries`` and ``result`` the CSE of ``stable``
+    (what is printed); ``notes`` says which rewrites were made and why.
     """
 
     spec: FunctionSpec
     notes: tuple[str, ...]
     temporaries: tuple[tuple[sp.Symbol, sp.Expr], ...]
     result: sp.Expr
+    stable: sp.Expr
 
     @property
     def name(self) -> str:
@@ -221,7 +223,7 @@ def _prepare_function(f: FunctionSpec) -> Prepared:
         temps, (result,) = sp.cse([stable], symbols=sp.numbered_symbols("x"), order="canonical")
     else:
         temps, result = [], stable
-    return Prepared(spec=f, notes=notes, temporaries=tuple(temps), result=result)
+    return Prepared(spec=f, notes=notes, temporaries=tuple(temps), result=result, stable=stable)
 
 
 def prepare(spec: ModuleSpec) -> PreparedModule:
@@ -242,3 +244,27 @@ def prepare(spec: ModuleSpec) -> PreparedModule:
         sha256=source_sha256({f.name: f.expr for f in spec.functions}),
         functions=functions,
     )
+
+
+@dataclass(frozen=True)
+class Fused:
+    """All functions of a module evaluated together: ``temporaries`` shared by every result,
+    ``results`` in the module's function order (the CSE of their ``stable`` expressions)."""
+
+    temporaries: tuple[tuple[sp.Symbol, sp.Expr], ...]
+    results: tuple[sp.Expr, ...]
+
+    @property
+    def is_constant(self) -> bool:
+        """True if no result depends on the arguments."""
+        return not self.temporaries and not any(r.free_symbols for r in self.results)
+
+
+def fuse(module: PreparedModule) -> Fused:
+    """One CSE over the stabilised expressions of every function of ``module``: a
+    sub-expression common to several functions (``acos(1/(B - 1))``, a root, a division) is
+    computed once for all of them."""
+    temps, results = sp.cse(
+        [q.stable for q in module.functions], symbols=sp.numbered_symbols("x"), order="canonical"
+    )
+    return Fused(temporaries=tuple(temps), results=tuple(results))
