@@ -7,7 +7,7 @@ backend printer -> jinja2 templates).
 Public API:
 
 * :func:`generate` -- ``{filename: text}`` of a derivation's closed forms, for
-  ``lang="numpy"`` or ``lang="c"``;
+  ``lang="numpy"`` or ``lang="c"`` (one C kernel per quantity and the fused ``NAME_all``);
 * :func:`render_module` -- ``{filename: text}`` of any :class:`ModuleSpec`;
 * :func:`write_sources` -- write those files atomically into a directory;
 * :func:`load_c` -- compile C sources on demand (cached) and return callables;
