@@ -260,11 +260,50 @@ class Fused:
         return not self.temporaries and not any(r.free_symbols for r in self.results)
 
 
+def _divides(expr: sp.Expr) -> bool:
+    """True if ``expr`` is a product with a factor ``1/d`` (printed as one division)."""
+    return expr.is_Mul and any(f.is_Pow and f.exp.is_negative for f in expr.args)
+
+
+def _only_in_divisions(t: sp.Symbol, exprs: list[sp.Expr]) -> bool:
+    """True if ``t`` occurs in ``exprs`` only as a factor of products that divide already."""
+    for expr in exprs:
+        if expr == t:
+            return False
+        for node in sp.preorder_traversal(expr):
+            if t in node.args and not _divides(node):
+                return False
+    return True
+
+
+def _fold_reciprocals(temps: list, results: list) -> tuple[list, list]:
+    """Fold each temporary ``t = 1/e`` that occurs only as a factor of products ``a/d`` into
+    them: ``t`` holds ``e`` instead (or, for a symbol ``e``, is dropped) and those products
+    read ``a/(d t)``: one division fewer, the same number of multiplications. Temporaries are
+    then renumbered ``x0, x1, ...``."""
+    k = 0
+    while k < len(temps):
+        t, e = temps[k]
+        later = [x for _, x in temps[k + 1 :]] + results
+        if e.is_Pow and e.exp == -1 and _only_in_divisions(t, later):
+            base = e.base
+            back = {t: 1 / base} if base.is_Symbol else {t: 1 / t}
+            kept = [] if base.is_Symbol else [(t, base)]
+            temps = temps[:k] + kept + [(s, x.xreplace(back)) for s, x in temps[k + 1 :]]
+            results = [x.xreplace(back) for x in results]
+        k += 1
+    names = {s: sp.Symbol(f"x{i}") for i, (s, _) in enumerate(temps)}
+    temps = [(names[s], x.xreplace(names)) for s, x in temps]
+    return temps, [x.xreplace(names) for x in results]
+
+
 def fuse(module: PreparedModule) -> Fused:
     """One CSE over the stabilised expressions of every function of ``module``: a
     sub-expression common to several functions (``acos(1/(B - 1))``, a root, a division) is
-    computed once for all of them."""
+    computed once for all of them; a shared reciprocal used only in divisions is folded into
+    them (:func:`_fold_reciprocals`)."""
     temps, results = sp.cse(
         [q.stable for q in module.functions], symbols=sp.numbered_symbols("x"), order="canonical"
     )
+    temps, results = _fold_reciprocals(list(temps), list(results))
     return Fused(temporaries=tuple(temps), results=tuple(results))

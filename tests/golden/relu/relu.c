@@ -122,9 +122,9 @@ void relu_all(size_t n, const double *B,
         const double x5 = 3*b;
         const double x6 = x0*x3;
         const double x7 = b*x6;
-        const double x8 = 1.0/(1 - x4);
-        const double x9 = x8/(b + 1);
-        const double x10 = x8*(b + x4 + x6 - 2)/(b - 3);
+        const double x8 = 1 - x4;
+        const double x9 = 1/(x8*(b + 1));
+        const double x10 = (b + x4 + x6 - 2)/(x8*(b - 3));
         const double x11 = 1.0/log(x10);
         if (q_star) q_star[i] = 1.0/2.0;
         if (c_star) c_star[i] = x4;
