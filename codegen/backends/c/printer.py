@@ -3,10 +3,11 @@
 ``void NAME_<quantity>(size_t n, const double *B, double *out)`` writes ``out[i] = f(B[i])``
 for ``i < n``. ``void NAME_all(size_t n, const double *B, double *q1, double *q2, ...)`` (one
 output per quantity, in the module's order) writes every ``q_k[i] = f_k(B[i])`` in one pass,
-with the sub-expressions common to the quantities computed once (:func:`~...prepare.fuse`); a
-NULL output is skipped. Kernels keep no state (thread-safe), need only ``<math.h>`` (link
-``-lm``) and may be called in place (an output may be ``B``: each element is read before it is
-written). The fused loop carries ``#pragma omp parallel for`` under ``#ifdef _OPENMP``.
+the sub-expressions common to the quantities computed once
+(:func:`bnmft.codegen.prepare.fuse`); a NULL output is skipped. Kernels keep no state
+(thread-safe), need only ``<math.h>`` (link ``-lm``) and may be called in place (an output may
+be ``B``: each element is read before it is written). The fused loop carries
+``#pragma omp parallel for`` under ``#ifdef _OPENMP``.
 
 The printer is SymPy's :class:`~sympy.printing.c.C99CodePrinter` with these changes:
 
