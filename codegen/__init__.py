@@ -7,10 +7,11 @@ backend printer -> jinja2 templates).
 Public API:
 
 * :func:`generate` -- ``{filename: text}`` of a derivation's closed forms, for
-  ``lang="numpy"`` or ``lang="c"``;
+  ``lang="numpy"`` or ``lang="c"`` (one C kernel per quantity and the fused ``NAME_all``);
 * :func:`render_module` -- ``{filename: text}`` of any :class:`ModuleSpec`;
 * :func:`write_sources` -- write those files atomically into a directory;
-* :func:`load_c` -- compile C sources on demand (cached) and return callables;
+* :func:`load_c` -- compile C sources on demand (cached) and return callables (one per
+  quantity, and ``all``: every quantity in one pass of the fused kernel);
 * :func:`load_numpy` -- import a generated numpy module from its text;
 * :class:`CodegenError` -- everything this stage refuses, with a one-line message.
 """

@@ -50,6 +50,10 @@ _COMPILE_TIMEOUT_S = 300
 _PROTOTYPE = re.compile(
     r"^void ([A-Za-z_][A-Za-z0-9_]*)\(size_t n, const double \*B, double \*out\);$", re.M
 )
+#: The fused kernel ``void NAME_all(size_t n, const double *B, double *q1, ...);`` (NAME
+#: filled in), and one of its output parameters.
+_FUSED_PROTOTYPE = r"^void {}_all\(size_t n, const double \*B,([^;()]*)\);$"
+_OUTPUT = re.compile(r"double \*([A-Za-z_][A-Za-z0-9_]*)\Z")
 
 
 def find_compiler() -> list[str]:
@@ -179,29 +183,39 @@ def build_c(sources: Mapping[str, str], module: str | None = None) -> Path:
 
 
 class CModule:
-    """A loaded generated C library: one attribute per quantity, ``f(B) -> ndarray``, plus
-    ``module``, ``path`` and ``names`` (quantities cannot take those names)."""
+    """A loaded generated C library: one attribute per quantity, ``f(B) -> ndarray``, the fused
+    ``all(B) -> {quantity: ndarray}``, plus ``module``, ``path`` and ``names`` (quantities
+    cannot take those names)."""
 
-    RESERVED = frozenset({"module", "path", "names"})
+    RESERVED = frozenset({"module", "path", "names", "all"})
 
-    def __init__(self, module: str, path: Path, functions: dict[str, Callable]) -> None:
+    def __init__(
+        self, module: str, path: Path, functions: dict[str, Callable], fused: Callable
+    ) -> None:
         self.module = module
         self.path = path
         self.names = tuple(functions)
         for name, fn in functions.items():
             setattr(self, name, fn)
+        self.all = fused
 
     def __repr__(self) -> str:
         return f"<CModule {self.module} from {self.path} ({', '.join(self.names)})>"
+
+
+def _as_input(B) -> np.ndarray:
+    """``B`` as a C-contiguous float64 array of its own shape (0-d kept)."""
+    arr = np.asarray(B, dtype=np.float64)
+    if not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr).reshape(arr.shape)  # keeps 0-d shapes
+    return arr
 
 
 def _wrap(ffi, lib, symbol: str, name: str) -> Callable:
     kernel = getattr(lib, symbol)
 
     def call(B) -> np.ndarray:
-        arr = np.asarray(B, dtype=np.float64)
-        if not arr.flags.c_contiguous:
-            arr = np.ascontiguousarray(arr).reshape(arr.shape)  # keeps 0-d shapes
+        arr = _as_input(B)
         out = np.empty(arr.shape, dtype=np.float64)
         if arr.size:
             kernel(arr.size, ffi.from_buffer("double[]", arr), ffi.from_buffer("double[]", out))
@@ -213,28 +227,103 @@ def _wrap(ffi, lib, symbol: str, name: str) -> Callable:
     return call
 
 
+def _output_array(name: str, array, shape: tuple[int, ...]) -> np.ndarray:
+    """``array`` if the fused kernel can write ``name`` into it in place."""
+    ok = (
+        isinstance(array, np.ndarray)
+        and array.dtype == np.float64
+        and array.shape == shape
+        and array.flags.c_contiguous
+        and array.flags.writeable
+    )
+    if not ok:
+        raise CodegenError(
+            f"out[{name!r}] must be a writeable C-contiguous float64 array of shape {shape}"
+        )
+    return array
+
+
+def _wrap_fused(ffi, lib, symbol: str, outputs: tuple[str, ...]) -> Callable:
+    kernel = getattr(lib, symbol)
+
+    def fused(B, names=None, out=None) -> dict[str, np.ndarray]:
+        arr = _as_input(B)
+        given = dict(out or {})
+        if names is None:
+            wanted = set(given or outputs)
+        else:
+            wanted = {names} if isinstance(names, str) else set(names)
+            wanted |= set(given)
+        unknown = sorted(wanted - set(outputs))
+        if unknown:
+            raise CodegenError(f"{symbol} has no output {unknown[0]!r}")
+        # New outputs are the rows of one block: one allocation, fewer page faults.
+        block = np.empty((len(wanted - set(given)), *arr.shape), dtype=np.float64)
+        fresh = (block[j, ...] for j in range(len(block)))  # arrays, 0-d ones included
+        result = {
+            name: _output_array(name, given[name], arr.shape) if name in given else next(fresh)
+            for name in outputs
+            if name in wanted
+        }
+        if arr.size:
+            pointers = [
+                ffi.from_buffer("double[]", result[name]) if name in result else ffi.NULL
+                for name in outputs
+            ]
+            kernel(arr.size, ffi.from_buffer("double[]", arr), *pointers)
+        return result
+
+    fused.__name__ = fused.__qualname__ = "all"
+    fused.__doc__ = (
+        f"all(B, names=None, out=None): the quantities in names (default: all, or those of out)"
+        f" at B in one pass of the fused C kernel {symbol}, as {{quantity: float64 array of B's"
+        " shape} in module order (new arrays are rows of one block); out maps quantities to"
+        " arrays to write in place."
+    )
+    fused._lib = lib  # keep the library loaded as long as the callable exists
+    return fused
+
+
+def _fused_outputs(h_text: str, module: str) -> tuple[str, tuple[str, ...]] | None:
+    """``(symbol, output names)`` of the fused prototype in the header, if it has one."""
+    found = re.findall(_FUSED_PROTOTYPE.format(re.escape(module)), h_text, re.M)
+    if len(found) != 1:
+        return None
+    outputs = tuple(_OUTPUT.match(p.strip()) for p in found[0].split(","))
+    if not all(outputs):
+        return None
+    return f"{module}_all", tuple(m.group(1) for m in outputs)
+
+
 def load_c(sources: Mapping[str, str], module: str | None = None) -> CModule:
     """Compile (or reuse from the cache) and load generated C ``sources``; return a
-    :class:`CModule` whose attributes are the quantities as numpy-in/numpy-out callables."""
+    :class:`CModule` whose attributes are the quantities as numpy-in/numpy-out callables and
+    ``all``, the fused kernel (every quantity in one pass, as a dict)."""
     import cffi
 
     module, _, h_text = _c_files(sources, module)
-    path = build_c(sources, module)
     symbols = _PROTOTYPE.findall(h_text)
     prefix = f"{module}_"
     if not symbols or any(not s.startswith(prefix) for s in symbols):
         raise CodegenError(f"{module}.h has no bnmft kernel prototypes")
+    names = tuple(s[len(prefix):] for s in symbols)
+    fused = _fused_outputs(h_text, module)
+    if fused is None or fused[1] != names:
+        raise CodegenError(f"{module}.h lacks {module}_all over its kernels, in their order")
+    path = build_c(sources, module)
     ffi = cffi.FFI()
     ffi.cdef("\n".join(f"void {s}(size_t n, const double *B, double *out);" for s in symbols))
+    outputs = ", ".join(f"double *{name}" for name in fused[1])
+    ffi.cdef(f"void {fused[0]}(size_t n, const double *B, {outputs});")
     try:
         lib = ffi.dlopen(str(path))
     except OSError as err:
         raise CodegenError(f"cannot load {path}: {err}") from None
-    functions = {s[len(prefix):]: _wrap(ffi, lib, s, s[len(prefix):]) for s in symbols}
+    functions = {name: _wrap(ffi, lib, s, name) for s, name in zip(symbols, names)}
     clash = sorted(CModule.RESERVED & set(functions))
     if clash:
         raise CodegenError(f"quantity name {clash[0]!r} clashes with a CModule attribute")
-    return CModule(module, path, functions)
+    return CModule(module, path, functions, _wrap_fused(ffi, lib, *fused))
 
 
 def load_numpy(sources: Mapping[str, str] | str, module: str | None = None):

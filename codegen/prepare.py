@@ -3,7 +3,8 @@
 Checks what the numpy/C backends can express (the function's arguments, first ``B``;
 elementary functions only), computes the source hash written into every generated header,
 rewrites ill-conditioned parts (:mod:`.stability`) and runs common-subexpression elimination,
-so that both backends print the same temporaries in the same order.
+so that both backends print the same temporaries in the same order. :func:`fuse` runs one CSE
+over all functions of a module at once, for a kernel that evaluates them together.
 """
 
 from __future__ import annotations
@@ -130,15 +131,16 @@ def source_sha256(exprs: Mapping[str, sp.Expr]) -> str:
 class Prepared:
     """One function ready for printing.
 
-    ``spec.expr`` is the source expression (hashed and documented); ``temporaries`` and
-    ``result`` are the CSE of its numerically stable rewrite in the argument names (what is
-    printed); ``notes`` says which rewrites were made and why.
+    ``spec.expr`` is the source expression (hashed and documented); ``stable`` its numerically
+    stable rewrite in the argument names; ``temporaries`` and ``result`` the CSE of ``stable``
+    (what is printed); ``notes`` says which rewrites were made and why.
     """
 
     spec: FunctionSpec
     notes: tuple[str, ...]
     temporaries: tuple[tuple[sp.Symbol, sp.Expr], ...]
     result: sp.Expr
+    stable: sp.Expr
 
     @property
     def name(self) -> str:
@@ -221,7 +223,7 @@ def _prepare_function(f: FunctionSpec) -> Prepared:
         temps, (result,) = sp.cse([stable], symbols=sp.numbered_symbols("x"), order="canonical")
     else:
         temps, result = [], stable
-    return Prepared(spec=f, notes=notes, temporaries=tuple(temps), result=result)
+    return Prepared(spec=f, notes=notes, temporaries=tuple(temps), result=result, stable=stable)
 
 
 def prepare(spec: ModuleSpec) -> PreparedModule:
@@ -242,3 +244,66 @@ def prepare(spec: ModuleSpec) -> PreparedModule:
         sha256=source_sha256({f.name: f.expr for f in spec.functions}),
         functions=functions,
     )
+
+
+@dataclass(frozen=True)
+class Fused:
+    """All functions of a module evaluated together: ``temporaries`` shared by every result,
+    ``results`` in the module's function order (the CSE of their ``stable`` expressions)."""
+
+    temporaries: tuple[tuple[sp.Symbol, sp.Expr], ...]
+    results: tuple[sp.Expr, ...]
+
+    @property
+    def is_constant(self) -> bool:
+        """True if no result depends on the arguments."""
+        return not self.temporaries and not any(r.free_symbols for r in self.results)
+
+
+def _divides(expr: sp.Expr) -> bool:
+    """True if ``expr`` is a product with a factor ``1/d`` (printed as one division)."""
+    return expr.is_Mul and any(f.is_Pow and f.exp.is_negative for f in expr.args)
+
+
+def _only_in_divisions(t: sp.Symbol, exprs: list[sp.Expr]) -> bool:
+    """True if ``t`` occurs in ``exprs`` only as a factor of products that divide already."""
+    for expr in exprs:
+        if expr == t:
+            return False
+        for node in sp.preorder_traversal(expr):
+            if t in node.args and not _divides(node):
+                return False
+    return True
+
+
+def _fold_reciprocals(temps: list, results: list) -> tuple[list, list]:
+    """Fold each temporary ``t = 1/e`` that occurs only as a factor of products ``a/d`` into
+    them: ``t`` holds ``e`` instead (or, for a symbol ``e``, is dropped) and those products
+    read ``a/(d t)``: one division fewer, the same number of multiplications. Temporaries are
+    then renumbered ``x0, x1, ...``."""
+    k = 0
+    while k < len(temps):
+        t, e = temps[k]
+        later = [x for _, x in temps[k + 1 :]] + results
+        if e.is_Pow and e.exp == -1 and _only_in_divisions(t, later):
+            base = e.base
+            back = {t: 1 / base} if base.is_Symbol else {t: 1 / t}
+            kept = [] if base.is_Symbol else [(t, base)]
+            temps = temps[:k] + kept + [(s, x.xreplace(back)) for s, x in temps[k + 1 :]]
+            results = [x.xreplace(back) for x in results]
+        k += 1
+    names = {s: sp.Symbol(f"x{i}") for i, (s, _) in enumerate(temps)}
+    temps = [(names[s], x.xreplace(names)) for s, x in temps]
+    return temps, [x.xreplace(names) for x in results]
+
+
+def fuse(module: PreparedModule) -> Fused:
+    """One CSE over the stabilised expressions of every function of ``module``: a
+    sub-expression common to several functions (``acos(1/(B - 1))``, a root, a division) is
+    computed once for all of them; a shared reciprocal used only in divisions is folded into
+    them (:func:`_fold_reciprocals`)."""
+    temps, results = sp.cse(
+        [q.stable for q in module.functions], symbols=sp.numbered_symbols("x"), order="canonical"
+    )
+    temps, results = _fold_reciprocals(list(temps), list(results))
+    return Fused(temporaries=tuple(temps), results=tuple(results))

@@ -1,8 +1,13 @@
-"""C99 backend: ``NAME.c`` / ``NAME.h`` with one loop kernel per quantity.
+"""C99 backend: ``NAME.c`` / ``NAME.h`` with one loop kernel per quantity and a fused one.
 
 ``void NAME_<quantity>(size_t n, const double *B, double *out)`` writes ``out[i] = f(B[i])``
-for ``i < n``. Kernels keep no state (thread-safe), need only ``<math.h>`` (link ``-lm``) and
-may be called in place (``out == B``: each element is read before it is written).
+for ``i < n``. ``void NAME_all(size_t n, const double *B, double *q1, double *q2, ...)`` (one
+output per quantity, in the module's order) writes every ``q_k[i] = f_k(B[i])`` in one pass,
+the sub-expressions common to the quantities computed once
+(:func:`bnmft.codegen.prepare.fuse`); a NULL output is skipped. Kernels keep no state
+(thread-safe), need only ``<math.h>`` (link ``-lm``) and may be called in place (an output may
+be ``B``: each element is read before it is written). The fused loop carries
+``#pragma omp parallel for`` under ``#ifdef _OPENMP``.
 
 The printer is SymPy's :class:`~sympy.printing.c.C99CodePrinter` with these changes:
 
@@ -17,15 +22,28 @@ The printer is SymPy's :class:`~sympy.printing.c.C99CodePrinter` with these chan
 
 from __future__ import annotations
 
+import re
+
 import sympy as sp
-from sympy.printing.c import C99CodePrinter
+from sympy.printing.c import C99CodePrinter, known_functions_C99
 
 from ...errors import CodegenError
-from ...prepare import PreparedModule
+from ...prepare import PreparedModule, fuse
 from ...render import WIDTH, doc_lines, environment, header_lines, one_line, wrap
 
 _ENV = environment(__file__)
 _CONSTANT_DIGITS = 36
+#: Suffix of the fused kernel ``NAME_all`` (no quantity may be named so).
+FUSED_SUFFIX = "all"
+#: Identifiers the fused kernel's body may use besides its parameters: an output parameter
+#: named so would shadow them (<math.h> functions and macros, stddef's names).
+_BODY_NAMES = frozenset(
+    {v for v in known_functions_C99.values() if isinstance(v, str)}
+    | {"pow", "fabs", "sqrt", "cbrt", "INFINITY", "NAN", "HUGE_VAL", "NULL", "size_t"}
+)
+#: Identifiers the fused kernel declares itself (CSE temporaries) or at file scope (constants),
+#: and the names C reserves (a leading ``__`` or ``_`` + capital, e.g. ``_OPENMP``).
+_BODY_PATTERN = re.compile(r"x[0-9]+\Z|bnmft_|__|_[A-Z]")
 
 
 class CKernelPrinter(C99CodePrinter):
@@ -59,6 +77,60 @@ def comment_safe(line: str) -> str:
     return line.replace("*/", "* /").replace("/*", "/ *").replace("??", "?\\?")
 
 
+#: Header paragraph on calling the kernels (``{fused}``: the fused kernel's name).
+_CONVENTION = (
+    "Each kernel sets out[i] = f(B[i]) for 0 <= i < n, and {fused} every quantity in one pass. "
+    "Kernels are stateless (thread-safe), need only <math.h> (link with -lm), and may run in "
+    "place (out == B)."
+)
+#: Documentation of the fused kernel (``{fused}``: its name, ``{first}``: the first output).
+_FUSED_DOC = (
+    "{fused}: every quantity above in one pass over the n elements of B ({first}[i] = "
+    "{first}(B[i]) and so on), one output array per quantity in the order above. "
+    "Sub-expressions that the quantities share are computed once per element "
+    "(common-subexpression elimination across all of them), so a value may differ from the "
+    "single kernel's in the last bits. A NULL output is skipped (the shared sub-expressions are "
+    "still computed); any output may be B. Compiled with OpenMP (-fopenmp), the loop over i "
+    "runs in parallel."
+)
+
+
+def _comment(text: str) -> list[str]:
+    """``text`` wrapped into comment lines (after `` * ``)."""
+    return [comment_safe(line) for line in wrap(text, WIDTH - 3)]
+
+
+def _check_output_name(module: str, name: str) -> str:
+    """``name`` if it can be an output parameter of ``{module}_all`` and stay distinct from it."""
+    if name == FUSED_SUFFIX:
+        raise CodegenError(
+            f"quantity name {name!r}: {module}_{name} is the fused kernel; rename the quantity"
+        )
+    if name in _BODY_NAMES or _BODY_PATTERN.match(name):
+        raise CodegenError(
+            f"quantity name {name!r} would shadow a name used inside {module}_{FUSED_SUFFIX} "
+            "(a <math.h> function, a temporary, a constant or a reserved C name); rename it"
+        )
+    return name
+
+
+def _fused(module: PreparedModule, printer: CKernelPrinter) -> dict:
+    """Template context of ``{module}_all``: outputs, shared temporaries, one result each."""
+    fused = fuse(module)
+    symbol = f"{module.spec.name}_{FUSED_SUFFIX}"
+    return {
+        "symbol": symbol,
+        "doc": _comment(_FUSED_DOC.format(fused=symbol, first=module.functions[0].name)),
+        "indent": " " * len(f"void {symbol}("),
+        "constant": fused.is_constant,
+        "temporaries": [(printer.doprint(s), printer.doprint(e)) for s, e in fused.temporaries],
+        "outputs": [
+            (_check_output_name(module.spec.name, q.name), printer.doprint(r))
+            for q, r in zip(module.functions, fused.results)
+        ],
+    }
+
+
 def render(module: PreparedModule) -> dict[str, str]:
     """``{module}.c`` and ``{module}.h`` for ``module`` (functions of ``B`` only; the spec's
     numpy constants have no C counterpart, the header notes carry the same facts)."""
@@ -81,13 +153,16 @@ def render(module: PreparedModule) -> dict[str, str]:
                 "result": printer.doprint(q.result),
             }
         )
+    fused = _fused(module, printer)  # before the constants are collected: it may use some
     context = {
         "header": [comment_safe(line) for line in header_lines(module)],
         "title": comment_safe(one_line(spec.title)),
-        "description": [[comment_safe(ln) for ln in wrap(p, WIDTH - 3)] for p in spec.description],
+        "description": [_comment(p) for p in spec.description],
+        "convention": _comment(_CONVENTION.format(fused=fused["symbol"])),
         "module": spec.name,
         "guard": f"BNMFT_{spec.name.upper()}_H",
         "kernels": kernels,
+        "fused": fused,
         "constants": sorted(printer.constants.items()),
     }
     return {

@@ -98,3 +98,41 @@ void relu_max_trainable_depth(size_t n, const double *B, double *out)
         out[i] = 16/log((b + x0*x2 + x3 - 2)/((1 - x3)*(b - 3)));
     }
 }
+
+void relu_all(size_t n, const double *B,
+              double *q_star,
+              double *c_star,
+              double *lambda_G,
+              double *lambda_L,
+              double *lambda_M,
+              double *gradient_rate,
+              double *depth_scale,
+              double *max_trainable_depth)
+{
+#ifdef _OPENMP
+#pragma omp parallel for
+#endif
+    for (size_t i = 0; i < n; ++i) {
+        const double b = B[i];
+        const double x0 = 1.0/bnmft_pi;
+        const double x1 = 1.0/(b - 1);
+        const double x2 = pow(b, 2);
+        const double x3 = bnmft_pi - acos(-x1);
+        const double x4 = x0*(-x1*x3 + x1*sqrt(-2*b + x2));
+        const double x5 = 3*b;
+        const double x6 = x0*x3;
+        const double x7 = b*x6;
+        const double x8 = 1 - x4;
+        const double x9 = 1/(x8*(b + 1));
+        const double x10 = (b + x4 + x6 - 2)/(x8*(b - 3));
+        const double x11 = 1.0/log(x10);
+        if (q_star) q_star[i] = 1.0/2.0;
+        if (c_star) c_star[i] = x4;
+        if (lambda_G) lambda_G[i] = 0;
+        if (lambda_L) lambda_L[i] = x1*x9*(-x2*x4 + x2 + x4*x5 - 2*x4 - x5 + x7 + 2);
+        if (lambda_M) lambda_M[i] = x7*x9;
+        if (gradient_rate) gradient_rate[i] = x10;
+        if (depth_scale) depth_scale[i] = x11;
+        if (max_trainable_depth) max_trainable_depth[i] = 16*x11;
+    }
+}

@@ -6,8 +6,9 @@
  *
  * Closed-form BSB1 quantities for activation relu, as C99 kernels.
  *
- * Each kernel sets out[i] = f(B[i]) for 0 <= i < n. Kernels are stateless (thread-safe),
- * need only <math.h> (link with -lm), and may run in place (out == B).
+ * Each kernel sets out[i] = f(B[i]) for 0 <= i < n, and relu_all every quantity in one pass.
+ * Kernels are stateless (thread-safe), need only <math.h> (link with -lm), and may run in place
+ * (out == B).
  */
 #ifndef BNMFT_RELU_H
 #define BNMFT_RELU_H
@@ -162,6 +163,24 @@ void relu_depth_scale(size_t n, const double *B, double *out);
  *     B >= 4
  */
 void relu_max_trainable_depth(size_t n, const double *B, double *out);
+
+/*
+ * relu_all: every quantity above in one pass over the n elements of B (q_star[i] = q_star(B[i]) and
+ * so on), one output array per quantity in the order above. Sub-expressions that the quantities
+ * share are computed once per element (common-subexpression elimination across all of them), so a
+ * value may differ from the single kernel's in the last bits. A NULL output is skipped (the shared
+ * sub-expressions are still computed); any output may be B. Compiled with OpenMP (-fopenmp), the
+ * loop over i runs in parallel.
+ */
+void relu_all(size_t n, const double *B,
+              double *q_star,
+              double *c_star,
+              double *lambda_G,
+              double *lambda_L,
+              double *lambda_M,
+              double *gradient_rate,
+              double *depth_scale,
+              double *max_trainable_depth);
 
 #ifdef __cplusplus
 }
