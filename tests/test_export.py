@@ -68,6 +68,8 @@ def test_installs_and_runs_without_sympy(tmp_path):
         "out = {}\n"
         "for m in ('relu', 'leaky_relu_0_2'):\n"
         "    c = g.load_c(m)\n"
+        "    fused = c.all(B)\n"
+        "    out[m + ':all'] = {q: list(map(float, v)) for q, v in fused.items()}\n"
         "    for q in g.MODULES[m]:\n"
         "        out[m + ':' + q] = [list(map(float, getattr(getattr(g, m), q)(B))),\n"
         "                            list(map(float, getattr(c, q)(B)))]\n"
@@ -88,5 +90,7 @@ def test_installs_and_runs_without_sympy(tmp_path):
                 scale = max(abs(ref), mpmath.mpf(1e-300))
                 assert abs(a - ref) <= 1e-13 * scale, (module, name, Bv, a, ref)
                 assert abs(b - a) <= 1e-14 * scale, (module, name, Bv, a, b)
+            for Bv, f, a in zip(BATCH, got[f"{module}:all"][name], np_vals):
+                assert abs(f - a) <= 1e-14 * max(abs(a), 1e-300), (module, name, Bv, f, a)
         verified = got["verified"][module]
         assert all(v == "exact" or v >= 13 for v in verified.values()), verified
