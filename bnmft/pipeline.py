@@ -59,8 +59,11 @@ def analyze(act, batch_sizes, digits: int = 16, epsilon="0", sigma_w="1"):
 
     eps, sw = check_parameters(epsilon, sigma_w)
     if not eps.is_zero:
-        from bnmft.derive import check_batch_sizes
+        from bnmft.derive import InvalidInput, check_batch_sizes
 
+        if any(b == math.inf for b in batch_sizes):
+            raise InvalidInput("eps > 0 needs finite batch sizes (the limit B -> oo is not "
+                               "derived for eps > 0)")
         sizes = check_batch_sizes(batch_sizes, finite=True)
         return analyze_regularised(regularised_derivation(act), sizes, eps, sw, digits)
     results = _analyze(derivation(act), batch_sizes, digits)

@@ -257,6 +257,8 @@ def radial_power_mean(m: int, p: int) -> sp.Expr:
 
     (substitute ``k = a t`` in the chi-square integral and compare with DLMF 13.4.4)."""
     n = B - 1
+    if p == 0:  # a chi-square moment: E[k^m] = 2^m Gamma(n/2 + m) / Gamma(n/2)
+        return sp.gammasimp(2**m * sp.gamma(n / 2 + m) / sp.gamma(n / 2))
     alpha = n / 2 + m + sp.Rational(p, 2)
     return (A ** (n / 2 + m) * sp.gamma(alpha) / (2 ** (n / 2) * sp.gamma(n / 2))
             * TricomiU(alpha, n / 2 + m + 1, A / 2))
@@ -275,6 +277,8 @@ def _closed_substitution(act: Activation, radials) -> tuple[dict, set] | None:
         value = radial_power_mean(r.m, r.p + extra)
         if r.centred:
             value -= (B - 1) * radial_power_mean(r.m - 1, r.p + extra)
+            if r.p + extra == 0:
+                value = sp.simplify(value)  # E[k - (B-1)] = 0 exactly
         return value
 
     for r in radials:

@@ -277,6 +277,9 @@ class _FloatModel:
         cache = {}
         out = {}
         for rm in (self.rd.radials if only is None else only):
+            if self.scaling is not None and rm.moment is not None and \
+                    rm.moment not in self.scaling:
+                continue  # a divergent moment (phi' with a Dirac mass): its entries have notes
             if rm.moment is None:
                 val = 1.0
             else:
@@ -412,8 +415,12 @@ def _assemble(rd, Bv, values: dict, errors: dict, route: str, digits: int, cap: 
     for name, v in values.items():
         d = min(digits_from_error(v, errors[name]) - 0.5, cap) if errors[name] else cap
         nums[name] = Number(v, max(d, 0.0), route)
+    for e in rd.entries:
+        if e.note:
+            nums[e.name] = Number(None, 0.0, "not available", e.note)
     backward = [e.name for e in rd.entries if e.direction == "backward" and e.space != "kernel"]
-    top = max(backward, key=lambda n: nums[n].value)
+    missing = [n for n in backward if nums[n].value is None]
+    top = missing[0] if missing else max(backward, key=lambda n: nums[n].value)
     nums["lambda_G"], nums["lambda_L"], nums["lambda_M"] = (
         nums["forward_G"], nums["forward_L"], nums["forward_M"])
     nums["gradient_rate"] = nums[top]
@@ -607,8 +614,9 @@ def analyze_regularised(rd: RegularisedDerivation, batch_sizes, epsilon, sigma_w
     eps, sw = check_parameters(epsilon, sigma_w)
     if eps.is_zero:
         raise InvalidInput("analyze_regularised needs eps > 0 (eps = 0 is the scale-free theory)")
-    homogeneous = rd.activation.homogeneous is not None and all(
-        not e.note for e in rd.entries)
+    # closed forms (and the exactly scaled radial route) for every quantity that has one;
+    # entries needing divergent moments (phi' with a Dirac mass) are reported as such
+    homogeneous = rd.activation.homogeneous is not None and rd.scale_map.expr is not None
     out = []
     for Bv in progress(list(batch_sizes), "eps > 0 quantities"):
         if Bv == INF or int(Bv) != Bv or Bv < 4:
