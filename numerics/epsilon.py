@@ -765,14 +765,25 @@ def epsilon_scan(rd: RegularisedDerivation, Bv: int, sigma_w="1", points: int = 
                 a = mid
             else:
                 b = mid
-        # Near a continuous loss the root vanishes linearly, s* ~ C (eps_signal - eps), and
-        # roots below dead_frac * s0 are not resolved: the location is uncertain by about
-        # dead_frac * s0 / C (C from the root at 1e-3 below; a jump has no such spread).
-        s0 = _float_numbers(rd, Bv, a * 1e-12, sw, FLOAT_DIGITS, solve_only=True)[0]["s_star"]
+        # A continuous loss (the root vanishes linearly, s* ~ C (eps_signal - eps)) is located
+        # only as well as small roots are resolved; there the bisection is checked against
+        # a quadratic extrapolation of the branch to s* = 0 from three points below, and the
+        # claim is the digits on which the two agree. A jump (the root stays of order s0)
+        # is located to the bisection's width.
+        def root(e):
+            return _float_numbers(rd, Bv, e, sw, FLOAT_DIGITS, solve_only=True)[0]["s_star"]
+
+        s0 = root(a * 1e-12)
         probe = a * (1 - 1e-3)
-        s_probe = _float_numbers(rd, Bv, probe, sw, FLOAT_DIGITS, solve_only=True)[0]["s_star"]
-        spread = dead_frac * s0 / (s_probe / (b - probe)) + (b - a)
-        digits = min(-math.log10(spread / b) - 1.5, 12.0)
+        s_probe = root(probe)
+        if s_probe < 1e-2 * s0:
+            es = [a * (1 - j * 1e-4) for j in (1, 2, 3)]
+            ss = [root(e) for e in es]
+            coef = np.polyfit(ss, es, 2)  # eps as a function of s* near the end of the branch
+            spread = abs(float(coef[-1]) - b) + (b - a)
+        else:
+            spread = (b - a) + 1e-15 * b
+        digits = min(-math.log10(spread / b) - 0.3, 12.0)
         scan.eps_signal = Number(b, max(digits, 0.0), _SCAN_ROUTE)
         top = probe
         rate, err = _rate(rd, Bv, probe, sw)
