@@ -80,7 +80,10 @@ class DerivedQuantity:
         """Names of the quantities ``relation`` is written in (empty for a primary one)."""
         if self.relation is None:
             return ()
-        return tuple(sorted(str(s) for s in self.relation.free_symbols))
+        if "_depends_on" not in self.__dict__:  # cached: asked for at every batch size
+            names = tuple(sorted(str(s) for s in self.relation.free_symbols))
+            object.__setattr__(self, "_depends_on", names)
+        return self.__dict__["_depends_on"]
 
     @property
     def moments(self) -> list[SphereMoment]:

@@ -5,6 +5,8 @@ The stage's interface:
 
 * :func:`analyze` -- every quantity of a derivation at given batch sizes (:class:`Analysis`
   of :class:`Number` objects: value at its computed precision, digits achieved, route);
+  closed forms at ``digits <= FLOAT_DIGITS`` through float64 kernels over all batch sizes
+  at once (``float_kernels=False``: mpmath at each);
 * :func:`verify` -- every route against the mpmath sphere-quadrature reference
   (:class:`Check` objects), :func:`unavailable_routes` for those that cannot run;
   :func:`verify_spectrum` the same per eigenvalue of a spectrum (and the brute-force

@@ -5,7 +5,10 @@ Route selection (every number carries the route that produced it and the digits 
 achieved; a number short of the request is reported as such, never padded):
 
 * closed form: the derived expression in mpmath at two working precisions; the digits on
-  which they agree are the digits achieved (``B = inf``: SymPy's limit of the closed form);
+  which they agree are the digits achieved (``B = inf``: SymPy's limit of the closed form).
+  Up to :data:`~.precision.FLOAT_DIGITS` digits, first float64 kernels over all batch sizes
+  at once (:mod:`.closed_float`, each value with a rounding-error bound); a value is kept
+  where its bound gives the digits asked for and fixes their rounding, mpmath elsewhere;
 * otherwise, up to :data:`~.precision.FLOAT_DIGITS` digits: float64 moments (Gegenbauer /
   Funk-Hecke for smooth ``phi``, hyperspherical quadrature split at kinks otherwise) with
   error estimates propagated through the moment forms (the shipped generated module
@@ -192,6 +195,193 @@ def closed_number(q: DerivedQuantity, Bv, digits: int) -> Number:
     return Number(v2, min(achieved, digits + 15), route)
 
 
+@lru_cache(maxsize=256)
+def _constant_closed(q: DerivedQuantity, Bv, digits: int) -> Number:
+    """A closed form that does not depend on ``B`` (``Bv``: any finite batch size, or
+    ``inf``, whose route names the limit)."""
+    return closed_number(q, Bv, digits)
+
+
+# -- closed forms in float64, vectorised over B ----------------------------------------------
+
+#: Notes of the numbers the float64 kernels give (their route is "closed form", as in mpmath).
+FLOAT64_NOTE = "float64"
+EXTENDED_NOTE = "extended precision"
+_FAST_NOTES = (FLOAT64_NOTE, EXTENDED_NOTE)
+#: Most digits a value from the extended-precision kernels claims (64 bits: ~19.3 digits).
+EXTENDED_CLAIM = 18.0
+
+
+@lru_cache(maxsize=512)
+def _closed_kernel(q: DerivedQuantity, stabilize: bool):
+    from .closed_float import Unsupported, compile_closed
+
+    try:
+        return compile_closed(q.expr, stabilize)
+    except Unsupported:
+        return None
+
+
+@lru_cache(maxsize=64)
+def _relation_kernel(q: DerivedQuantity):
+    from .closed_float import Unsupported, compile_relation
+
+    try:
+        return compile_relation(q.relation)
+    except Unsupported:
+        return None
+
+
+@dataclass
+class _FloatTable:
+    """One quantity over the batch sizes: values (``numpy.longdouble``, which holds float64
+    and extended values alike), absolute error bounds, digits claimed, ``ok`` where the value
+    is certified, ``extended`` where it came from the extended-precision kernels."""
+
+    v: np.ndarray
+    e: np.ndarray
+    claim: np.ndarray
+    ok: np.ndarray
+    extended: np.ndarray
+    #: ``evaluate(idx, precision)``: ``(values, bounds)`` anew at ``idx`` (set by the maker)
+    evaluate: object = None
+
+    def inputs(self, idx, prec):
+        """``(values, bounds)`` at ``idx`` in ``prec`` (the rounding to float64 is added)."""
+        v = self.v[idx].astype(prec.dtype)
+        return v, self.e[idx] + np.abs((v - self.v[idx]).astype(float))
+
+    def numbers(self) -> list:
+        """One :class:`Number` per element (None where not certified): a float64, or where
+        the value is of extended precision an mpmath number holding all its bits."""
+        out = [Number(v, c, "closed form", FLOAT64_NOTE) if ok else None for v, c, ok in
+               zip(self.v.astype(float).tolist(), self.claim.tolist(), self.ok.tolist())]
+        bits = np.finfo(np.longdouble).nmant + 1
+        for j in np.flatnonzero(self.ok & self.extended).tolist():
+            m, ex = np.frexp(self.v[j])
+            with mpmath.workprec(bits + 8):
+                value = mpmath.mpf((int(np.ldexp(m, bits)), int(ex) - bits))
+            out[j] = Number(value, float(self.claim[j]), "closed form", EXTENDED_NOTE)
+        return out
+
+
+def _staged(kernels: list, inputs, n: int, digits: int) -> _FloatTable:
+    """Run ``kernels`` (makers of kernels of one expression, called only when needed; a maker
+    may give None) on what is not yet certified: each in float64, then in extended precision.
+    ``inputs(idx, prec)``: the kernel inputs at ``idx``. A value is certified where its bound
+    gives ``digits`` digits and fixes their rounding (so that the digits printed are those of
+    the exact value, as on the mpmath route)."""
+    from .closed_float import EXTENDED, FLOAT64, claimed_digits, rounding_certain
+
+    t = _FloatTable(np.zeros(n, np.longdouble), np.full(n, math.inf), np.zeros(n),
+                    np.zeros(n, bool), np.zeros(n, bool))
+    for make in kernels:
+        for prec, most in ((FLOAT64, None), (EXTENDED, EXTENDED_CLAIM)):
+            idx = np.flatnonzero(~t.ok)
+            if not idx.size:
+                return t
+            kernel = make()
+            if prec is None or kernel is None:
+                continue
+            v, e = kernel(inputs(idx, prec), prec)
+            claim = claimed_digits(v, e) if most is None else claimed_digits(v, e, most)
+            good = (claim >= digits) & rounding_certain(v, e, digits)
+            at = idx[good]
+            t.v[at], t.e[at], t.claim[at], t.ok[at] = v[good], e[good], claim[good], True
+            t.extended[at] = most is not None
+    return t
+
+
+def _float_closed(closed: list, finite: list[int], digits: int) -> dict:
+    """``{name: _FloatTable}`` of the closed forms that depend on ``B``, over ``finite``. The
+    kernels are compiled as derived and, for what that leaves uncertified, with the sums that
+    cancel at large ``B`` rewritten."""
+    Barr = np.asarray(finite, dtype=float)
+
+    def inputs(idx, prec):
+        return {"B": (Barr[idx].astype(prec.dtype), 0.0)}
+
+    out = {}
+    for q in closed:
+        if q.expr.is_number or _closed_kernel(q, False) is None:
+            continue
+        makers = [lambda q=q: _closed_kernel(q, False), lambda q=q: _closed_kernel(q, True)]
+        t = out[q.name] = _staged(makers, inputs, len(finite), digits)
+        t.evaluate = lambda idx, prec, q=q: _closed_kernel(q, False)(inputs(idx, prec), prec)
+    return out
+
+
+def _float_relations(deriv: Derivation, table: dict, digits: int) -> None:
+    """Add to ``table`` the quantities defined through those in it (``xi = 1/log(rate)``),
+    vectorised, with the inputs' bounds carried through: in float64 on their float64 values,
+    then in extended precision on their extended-precision values (evaluated anew)."""
+    from .closed_float import FLOAT64
+
+    for q in deriv.quantities:
+        if q.relation is None or not all(n in table for n in q.depends_on):
+            continue
+        kernel = _relation_kernel(q)
+        if kernel is None:
+            continue
+        n = len(table[q.depends_on[0]].v)
+
+        def inputs(idx, prec, q=q):
+            if prec is FLOAT64:
+                return {name: table[name].inputs(idx, prec) for name in q.depends_on}
+            return {name: table[name].evaluate(idx, prec) for name in q.depends_on}
+
+        t = _staged([lambda k=kernel: k], inputs, n, digits)
+        t.evaluate = lambda idx, prec, k=kernel, inputs=inputs: k(inputs(idx, prec), prec)
+        table[q.name] = t
+
+
+def _closed_numbers(deriv, plan, Bv, j, fast: dict, digits: int, memo: dict) -> dict:
+    """The closed forms and the relations on them at one batch size (``plan``: from
+    :func:`_closed_plan`): from ``fast`` where it holds a certified value (``j``: the index
+    there), mpmath otherwise. A relation not certified in ``fast`` is evaluated on the mpmath
+    numbers of its inputs, as without ``fast``."""
+
+    def fast_number(name):
+        return fast[name][j] if j is not None and name in fast else None
+
+    closed, relations = plan
+    nums = {}
+    for q, constant in closed:
+        if constant:
+            key = (q.name, Bv == INF)
+            if key not in memo:
+                memo[key] = _constant_closed(q, INF if Bv == INF else 8, digits)
+            nums[q.name] = memo[key]
+        else:
+            nums[q.name] = fast_number(q.name) or closed_number(q, Bv, digits)
+    for q, names, constant in relations:
+        if not all(n in nums for n in names):
+            continue
+        num = fast_number(q.name)
+        if num is None:
+            inputs = {n: closed_number(deriv[n], Bv, digits)
+                      if nums[n].note in _FAST_NOTES else nums[n]
+                      for n in names}
+            if constant:  # the same at every finite B
+                key = (q.name, Bv == INF)
+                if key not in memo:
+                    memo[key] = _related_number(q, inputs, digits)
+                num = memo[key]
+            else:
+                num = _related_number(q, inputs, digits)
+        nums[q.name] = num
+    return nums
+
+
+def _closed_plan(deriv: Derivation, closed: list):
+    """What :func:`_closed_numbers` asks of each quantity, worked out once: the closed forms
+    with whether they are constant, the relations with their inputs and whether those are."""
+    const = {q.name: q.expr.is_number for q in closed}
+    relations = [(q, q.depends_on, all(const.get(n, False) for n in q.depends_on))
+                 for q in deriv.quantities if q.relation is not None]
+    return [(q, const[q.name]) for q in closed], relations
+
+
 # -- moment routes -------------------------------------------------------------------------
 
 
@@ -342,6 +532,14 @@ def stability(numbers: dict, names=FORWARD_TOP) -> tuple[bool | None, str]:
     if any(n is None or n.value is None for n in lam):
         return None, "forward spectrum not available"
     digits = min(n.digits for n in lam)
+    if digits != INF and all(type(n.value) is float for n in lam):  # the same test in floats,
+        top = max(n.value for n in lam)  # decided there unless within 1e-9 of the threshold
+        tolerance, margin = abs(top) * 10.0**-digits, abs(top - 1.0)
+        if margin < tolerance * (1 - 1e-9):
+            return None, "largest forward eigenvalue equals 1 within accuracy (marginal)"
+        if margin > tolerance * (1 + 1e-9):
+            return (True, "") if top < 1 else (
+                False, f"largest forward eigenvalue {mpmath.nstr(mpmath.mpf(top), 8)} > 1")
     with mpmath.workprec(max(64, *(_bits(n.value) + 10 for n in lam))):
         top = max(mpmath.mpf(n.value) for n in lam)
         tolerance = abs(top) * mpmath.mpf(10) ** (-digits) if digits != INF else 0
@@ -396,10 +594,13 @@ def _limit_numbers(deriv: Derivation, names: list[str], digits: int) -> dict:
         return _mp_numbers(fns, None, moments, vals, errs, "Gaussian limit (mpmath)")
 
 
-def analyze(deriv: Derivation, batch_sizes, digits: int = 16) -> list[Analysis]:
+def analyze(deriv: Derivation, batch_sizes, digits: int = 16,
+            float_kernels: bool = True) -> list[Analysis]:
     """:class:`Analysis` of every quantity of ``deriv`` for each batch size (``math.inf``
     allowed), each number to ``digits`` significant digits or marked as falling short.
-    Batch sizes outside the theory raise :class:`~bnmft.derive.InvalidInput`."""
+    Batch sizes outside the theory raise :class:`~bnmft.derive.InvalidInput`.
+    ``float_kernels=False``: closed forms in mpmath at every batch size, also at ``digits <=
+    FLOAT_DIGITS`` (the same digits printed, more claimed, slower)."""
     batch_sizes = check_batch_sizes(batch_sizes)
     act = deriv.activation
     primary = [q for q in deriv.quantities if q.relation is None]
@@ -409,12 +610,26 @@ def analyze(deriv: Derivation, batch_sizes, digits: int = 16) -> list[Analysis]:
     moment_nums = _moment_numbers(deriv, open_, finite, digits) if open_ and finite else {}
     if open_ and INF in batch_sizes:
         moment_nums[INF] = _limit_numbers(deriv, open_, digits)
+    fast: dict = {}
+    if float_kernels and closed and finite and digits <= FLOAT_DIGITS:
+        tables = _float_closed(closed, finite, digits)
+        _float_relations(deriv, tables, digits)
+        fast = {name: t.numbers() for name, t in tables.items()}
+    index = {b: j for j, b in enumerate(finite)}
+    plan = _closed_plan(deriv, closed)
+    memo: dict = {}
     results = []
     for Bv in progress(batch_sizes, "closed forms" if closed else "quantities"):
         key = INF if Bv == INF else int(Bv)
-        nums = {q.name: closed_number(q, Bv, digits) for q in closed}
+        nums = _closed_numbers(deriv, plan, Bv, index.get(key), fast, digits, memo)
         nums.update(moment_nums.get(key, {}))
         an = Analysis(act, Bv, _with_relations(deriv, nums, digits))
         an.bsb1_stable, an.stability_note = stability(an.numbers)
+        if an.bsb1_stable is None and any(
+                n in an.numbers and an.numbers[n].note in _FAST_NOTES for n in FORWARD_TOP):
+            # undecided within the digits of float64: decide on the mpmath numbers
+            an.bsb1_stable, an.stability_note = stability({
+                n: closed_number(deriv[n], Bv, digits) if num.note in _FAST_NOTES else num
+                for n, num in ((n, an.numbers.get(n)) for n in FORWARD_TOP) if num})
         results.append(an)
     return results

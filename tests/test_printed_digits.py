@@ -32,7 +32,8 @@ from bnmft.cli import main
 
 CLOSED = ["relu", "leaky_relu", "leaky_relu:0.2", "alpha_relu:1.5", "linear"]
 QUADRATURE = ["tanh", "gelu", "relu(x + 0.5)", "Max(x, 0) + 0.1*tanh(x)"]
-DIGITS = [16, 25, 30, 50]
+#: 12 and 13: closed forms through the float64 kernels (the rest through mpmath)
+DIGITS = [12, 13, 16, 25, 30, 50]
 SIZES = [5, 8, 33, 512, 10**6]
 #: Quadrature routes in the default run: (activation, B, digits).
 QUADRATURE_DEFAULT = {("tanh", 8, 30), ("relu(x + 0.5)", 5, 16)}
