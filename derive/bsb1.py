@@ -161,11 +161,13 @@ def moment_forms() -> dict[str, MomentForm]:
     of :mod:`.formcache` when this code derived them before)."""
     from . import formcache
 
-    cached = formcache.load("moment_forms")
+    state = sp.srepr(sorted(RELATIONS.items(), key=str)) + f"|{TRAINABLE_DEPTH_FACTOR}"
+    cached = formcache.load("moment_forms", state)
     if cached is not None and set(cached) == set(QUANTITIES):
         return {n: MomentForm(n, *cached[n]) for n in QUANTITIES}
     forms = _derive_moment_forms()
-    formcache.store("moment_forms", {n: (f.expr, f.provenance) for n, f in forms.items()})
+    formcache.store("moment_forms", {n: (f.expr, f.provenance) for n, f in forms.items()},
+                    state)
     return forms
 
 

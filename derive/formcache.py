@@ -20,27 +20,29 @@ import sympy as sp
 _SOURCES = ("bsb1.py", "moments.py", "gaussian.py", "symbols.py", "formcache.py")
 
 
-def _key() -> str:
+def _key(extra: str = "") -> str:
+    """sha256 of SymPy's version, the derivation code and ``extra`` (state the forms depend
+    on beyond the code, such as the relations in force)."""
     here = Path(__file__).parent
-    h = hashlib.sha256(sp.__version__.encode())
+    h = hashlib.sha256(sp.__version__.encode() + b"\0" + extra.encode())
     for name in _SOURCES:
         h.update(name.encode() + b"\0" + (here / name).read_bytes())
     return h.hexdigest()[:32]
 
 
-def _path(name: str) -> Path:
+def _path(name: str, extra: str = "") -> Path:
     from bnmft.paths import cache_dir
 
-    return cache_dir() / "derive" / f"{name}-{_key()}.json"
+    return cache_dir() / "derive" / f"{name}-{_key(extra)}.json"
 
 
-def load(name: str):
+def load(name: str, extra: str = ""):
     """``(moments, {key: (expr, provenance)})`` from the cache, or None. Each sphere moment
     is re-created (registering its symbol) before the expressions are read."""
     from .moments import Point, SphereMoment
 
     try:
-        data = json.loads(_path(name).read_text())
+        data = json.loads(_path(name, extra).read_text())
         for points in data["moments"]:
             SphereMoment(tuple(Point(*pt) for pt in points)).symbol  # noqa: B018 (registers)
         forms = {k: (sp.sympify(v[0]), v[1]) for k, v in data["forms"].items()}
@@ -49,7 +51,7 @@ def load(name: str):
     return forms
 
 
-def store(name: str, forms: dict) -> None:
+def store(name: str, forms: dict, extra: str = "") -> None:
     """Write ``{key: (expr, provenance)}`` (best effort: an unwritable cache is skipped)."""
     from .moments import moments_in
 
@@ -62,6 +64,6 @@ def store(name: str, forms: dict) -> None:
     try:
         from bnmft.codegen.files import atomic_write_text
 
-        atomic_write_text(_path(name), json.dumps(data))
+        atomic_write_text(_path(name, extra), json.dumps(data))
     except OSError:
         pass
