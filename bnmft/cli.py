@@ -208,6 +208,19 @@ def _activation(args):
         raise InputError(str(err)) from None
 
 
+def _activations(specs) -> list:
+    """Several activation specs (``export``, ``sheet``), each refused with one line."""
+    from bnmft.derive.activation import ActivationError, activation
+
+    out = []
+    for spec in specs:
+        try:
+            out.append(activation(spec))
+        except ActivationError as err:
+            raise InputError(str(err)) from None
+    return out
+
+
 def _bs_label(b) -> object:
     return "inf" if b == math.inf else int(b)
 
@@ -823,14 +836,8 @@ def cmd_export(args) -> int:
     """``export ACT... --out DIR``: a standalone pip-installable package (numpy + C)."""
     from bnmft import pipeline
     from bnmft.codegen import CodegenError
-    from bnmft.derive.activation import ActivationError, activation
 
-    acts = []
-    for spec in args.activations:
-        try:
-            acts.append(activation(spec))
-        except ActivationError as err:
-            raise InputError(str(err)) from None
+    acts = _activations(args.activations)
     try:
         out = pipeline.export(acts, args.out, args.package)
     except CodegenError as err:
@@ -847,18 +854,12 @@ def cmd_export(args) -> int:
 def cmd_sheet(args) -> int:
     """``sheet ACT... --out FILE``: the formula sheet as .tex, .md or .pdf (atomic write)."""
     from bnmft import sheet
-    from bnmft.derive.activation import ActivationError, activation
 
     out = Path(args.out)
     kind = out.suffix.lower()
     if kind not in (".tex", ".md", ".pdf"):
         raise InputError(f"--out must end in .tex, .md or .pdf (got '{args.out}')")
-    acts = []
-    for spec in args.activations:
-        try:
-            acts.append(activation(spec))
-        except ActivationError as err:
-            raise InputError(str(err)) from None
+    acts = _activations(args.activations)
     sizes = _batch_sizes(args.batch_size) if args.batch_size else list(sheet.TABLE_BATCH_SIZES)
     built = sheet.build(acts, sizes, args.digits)
     try:
@@ -1103,9 +1104,18 @@ def build_parser() -> argparse.ArgumentParser:
                      "phi that is not positive-homogeneous (float64 route)")
             sp_.add_argument("--digits", type=_digits, default=digits, metavar="D",
                              help=f"significant digits, 1 to {MAX_DIGITS} ({shown})")
+        quiet(sp_)
+
+    def quiet(sp_):
         sp_.add_argument("--quiet", action="store_true",
                          help="no progress bars on stderr (bars appear only on a terminal, "
                               "for work that takes more than a few seconds; default: shown)")
+
+    def several(sp_):
+        """Commands over several activations (``export``, ``sheet``)."""
+        sp_.takes_dash_values = True
+        sp_.add_argument("activations", nargs="+", metavar="activation", help=_ACTIVATION_HELP)
+        quiet(sp_)
 
     a = command("analyze", "numbers for every BSB1 quantity",
                 "bnmft analyze relu --batch-size 6,8,32 --digits 30 --json",
@@ -1205,23 +1215,19 @@ def build_parser() -> argparse.ArgumentParser:
                  "C modules (needs numpy only), with formulas and verified digits",
                  "bnmft export relu leaky_relu:0.2 --out relu-pkg",
                  "bnmft export relu --out pkg --package relu_bn")
-    ex.takes_dash_values = True
-    ex.add_argument("activations", nargs="+", metavar="activation", help=_ACTIVATION_HELP)
+    several(ex)
     ex.add_argument("--out", required=True, metavar="DIR",
                     help="package folder, written as a whole; an earlier export there is "
                          "replaced (required)")
     ex.add_argument("--package", default="bnmft_generated", type=_module, metavar="NAME",
                     help="import name of the package (default bnmft_generated)")
-    ex.add_argument("--quiet", action="store_true",
-                    help="no progress bars on stderr (default: shown on a terminal)")
     ex.set_defaults(func=cmd_export)
 
     sh = command("sheet", "a formula sheet for papers: closed forms with provenance, domain, "
                  "verified digits, definitions and a table of numbers",
                  "bnmft sheet relu leaky_relu:0.2 --out relu.tex",
                  "bnmft sheet relu tanh --out sheet.pdf --batch-size 4,32,inf")
-    sh.takes_dash_values = True
-    sh.add_argument("activations", nargs="+", metavar="activation", help=_ACTIVATION_HELP)
+    several(sh)
     sh.add_argument("--out", required=True, metavar="FILE",
                     help="output file: .tex (standalone LaTeX), .md (Markdown) or .pdf "
                          "(compiled with latexmk/pdflatex) (required)")
@@ -1229,8 +1235,6 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"{_BATCH_HELP} for the table of numbers (default 4,8,32,1024,inf)")
     sh.add_argument("--digits", type=_digits, default=12, metavar="D",
                     help=f"digits in the table, 1 to {MAX_DIGITS} (default 12)")
-    sh.add_argument("--quiet", action="store_true",
-                    help="no progress bars on stderr (default: shown on a terminal)")
     sh.set_defaults(func=cmd_sheet)
 
     es = command("epsilon-scan", "where, as eps grows, the signal dies (eps_signal) and the "

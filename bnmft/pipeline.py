@@ -30,6 +30,15 @@ def derivation(act, gamma=None, beta=None) -> Derivation:
     return derive(act)
 
 
+def _activation_of(act, gamma=None, beta=None) -> Activation:
+    """The :class:`Activation` of a spec string, an Activation or any derived object."""
+    if isinstance(act, Activation):
+        return act
+    if hasattr(act, "activation"):
+        return act.activation
+    return activation(act, gamma=gamma, beta=beta)
+
+
 def regularised_derivation(act, gamma=None, beta=None):
     """Stage 1-2 for batchnorm with ``eps > 0``: the fixed-point map and both spectra as a
     :class:`~bnmft.derive.RegularisedDerivation` (radial moments; closed forms in Tricomi U
@@ -38,11 +47,7 @@ def regularised_derivation(act, gamma=None, beta=None):
 
     if isinstance(act, RegularisedDerivation):
         return act
-    if isinstance(act, Derivation):
-        act = act.activation
-    if not isinstance(act, Activation):
-        act = activation(act, gamma=gamma, beta=beta)
-    return derive_regularised(act)
+    return derive_regularised(_activation_of(act, gamma, beta))
 
 
 def analyze(act, batch_sizes, digits: int = 16, epsilon="0", sigma_w="1"):
@@ -97,11 +102,7 @@ def spectrum_derivation(act, gamma=None, beta=None, **parameters):
 
     if isinstance(act, Spectrum):
         return act
-    if isinstance(act, Derivation):
-        act = act.activation
-    if not isinstance(act, Activation):
-        act = activation(act, gamma=gamma, beta=beta)
-    return derive_spectrum(act, **parameters)
+    return derive_spectrum(_activation_of(act, gamma, beta), **parameters)
 
 
 def spectrum(act, batch_sizes, digits: int = 16, epsilon="0", sigma_w="1", **parameters):

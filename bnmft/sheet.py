@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import sympy as sp
@@ -86,9 +87,6 @@ def build(acts, batch_sizes=TABLE_BATCH_SIZES, digits: int = 12,
 def _formulas(deriv) -> dict[str, sp.Expr]:
     """The presented form of each primary quantity: compact closed form, closed form, or the
     definition in sphere moments (a relation is shown in the names it refers to)."""
-    from bnmft.derive.quantity import J, Jp
-    from bnmft.derive.symbols import B
-
     out = {}
     for q in deriv.quantities:
         if q.relation is not None:
@@ -99,21 +97,16 @@ def _formulas(deriv) -> dict[str, sp.Expr]:
         else:
             names = {mo.symbol: sp.Symbol(mo.latex()) for mo in q.moments}
             out[q.name] = q.moment_form.xreplace(names)
-    del J, Jp, B
     return out
 
 
-def _latex_names(deriv) -> dict:
-    from bnmft.derive.quantity import _LATEX_NAMES
-
-    return dict(_LATEX_NAMES)
-
-
+@cache
 def latex_block(deriv) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """``([(name, latex)], [(k_i, latex)])``: the formulas with shared sub-expressions named
     (only those whose LaTeX is longer than a few symbols)."""
+    from bnmft.derive.quantity import _LATEX_NAMES as names
+
     forms = _formulas(deriv)
-    names = _latex_names(deriv)
     primary = [n for n in forms if deriv[n].relation is None]
     exprs = [forms[n] for n in primary]
     fresh = sp.numbered_symbols("k_")
@@ -143,11 +136,14 @@ def _prose(text: str) -> str:
     return _escape(text).replace("->", r"$\to$")
 
 
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "_": r"\_", "&": r"\&", "%": r"\%", "#": r"\#",
+                "^": r"\^{}", "$": r"\$", "{": r"\{", "}": r"\}"}
+
+
 def _escape(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("&", r"\&"), ("%", r"\%"),
-                 ("#", r"\#"), ("^", r"\^{}"), ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
-        text = text.replace(a, b) if a != "\\" else text.replace(a, "\0")
-    return text.replace("\0", r"\textbackslash{}")
+    """Plain text for LaTeX: every special character escaped (one pass, so that escapes are
+    not escaped again)."""
+    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in text)
 
 
 def _number(an, name, digits) -> str:

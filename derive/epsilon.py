@@ -96,7 +96,8 @@ class RadialMoment:
         inner = [self.weight_text]
         inner.append(f"rho^{self.p}" if self.p else "")
         if self.moment is not None:
-            pts = "*".join(_scaled_text(p, f"z{i + 1}") for i, p in enumerate(self.moment.points))
+            pts = "*".join(p.text(f"z{i + 1}", f"rho z{i + 1}")
+                           for i, p in enumerate(self.moment.points))
             inner.append(f"E[{pts}]")
         return "R[" + (" ".join(t for t in inner if t) or "1") + "]"
 
@@ -113,27 +114,10 @@ class RadialMoment:
             parts = [f"k^{{{self.m}}}" if self.m not in (0, 1) else ("k" if self.m else "")]
         parts.append(rf"\rho^{{{self.p}}}" if self.p else "")
         if self.moment is not None:
-            pts = r"\,".join(_scaled_latex(p, f"z_{i + 1}")
+            pts = r"\,".join(p.latex(f"z_{i + 1}", rf"\rho z_{i + 1}")
                               for i, p in enumerate(self.moment.points))
             parts.append(rf"\mathbb{{E}}[{pts}]")
         return r"\mathbb{E}_k\left[" + r"\,".join(t for t in parts if t) + r"\right]"
-
-
-def _scaled_text(pt, var: str) -> str:
-    """``z^m phi(rho z)^p dphi(rho z)^q`` (the sphere coordinate itself is not scaled)."""
-    parts = [var if pt.m == 1 else f"{var}^{pt.m}"] if pt.m else []
-    for name, power in (("phi", pt.p), ("dphi", pt.q)):
-        if power:
-            parts.append(f"{name}(rho {var})" + ("" if power == 1 else f"^{power}"))
-    return "*".join(parts) or "1"
-
-
-def _scaled_latex(pt, var: str) -> str:
-    parts = [var if pt.m == 1 else f"{var}^{{{pt.m}}}"] if pt.m else []
-    for name, power in ((r"\phi", pt.p), (r"\phi'", pt.q)):
-        if power:
-            parts.append(rf"{name}(\rho {var})" + ("" if power == 1 else f"^{{{power}}}"))
-    return " ".join(parts) or "1"
 
 
 def radials_in(expr: sp.Expr) -> list[RadialMoment]:
@@ -264,15 +248,32 @@ def radial_power_mean(m: int, p: int) -> sp.Expr:
             * TricomiU(alpha, n / 2 + m + 1, A / 2))
 
 
+@cache
+def scaled_sphere_moments(act: Activation, moments: tuple) -> dict:
+    """For positive-homogeneous ``phi`` of degree ``alpha``: ``{moment: (value at rho = 1,
+    degree in rho)}``, ``M(rho) = rho^(alpha p + (alpha - 1) q) M(1)`` (closed sphere
+    moments, ``c = -1/(B-1)``); moments that diverge are left out."""
+    hom = act.homogeneous
+    subs, divergent = _moment_closed_forms(act, moments)
+    return {mo: (subs[mo.symbol].subs(c, RHO),
+                 sum(hom.alpha * pt.p + (hom.alpha - 1) * pt.q for pt in mo.points))
+            for mo in moments if mo not in divergent}
+
+
+def sphere_moments_of(radials) -> tuple:
+    """The distinct sphere moments of some radial moments, in a deterministic order."""
+    return tuple(sorted({r.moment for r in radials if r.moment is not None},
+                        key=lambda mo: (mo.arity, mo.points)))
+
+
 def _closed_substitution(act: Activation, radials) -> tuple[dict, set] | None:
     """``{radial symbol: closed form in a}`` for positive-homogeneous ``phi``, and the radial
     moments whose sphere moment diverges; None for other ``phi``."""
-    hom = act.homogeneous
-    if hom is None:
+    if act.homogeneous is None:
         return None
-    sphere = [r.moment for r in radials if r.moment is not None]
-    subs, divergent = _moment_closed_forms(act, sphere)
+    scaled = scaled_sphere_moments(act, sphere_moments_of(radials))
     out, bad = {}, set()
+
     def mean(r, extra):
         value = radial_power_mean(r.m, r.p + extra)
         if r.centred:
@@ -284,13 +285,11 @@ def _closed_substitution(act: Activation, radials) -> tuple[dict, set] | None:
     for r in radials:
         if r.moment is None:
             out[r.symbol] = mean(r, 0)
-            continue
-        if r.moment in divergent:
+        elif r.moment not in scaled:
             bad.add(r)
-            continue
-        degree = sum(hom.alpha * pt.p + (hom.alpha - 1) * pt.q for pt in r.moment.points)
-        closed = subs[r.moment.symbol].subs(c, RHO)  # two sphere coordinates: c = -1/(B-1)
-        out[r.symbol] = closed * mean(r, degree)
+        else:
+            closed, degree = scaled[r.moment]
+            out[r.symbol] = closed * mean(r, degree)
     return out, bad
 
 

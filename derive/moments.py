@@ -46,22 +46,26 @@ class Point:
     p: int
     q: int
 
-    def text(self, var: str) -> str:
+    def text(self, var: str, arg: str | None = None) -> str:
+        """``z^m phi(z)^p dphi(z)^q`` in ``var``; ``arg``: the argument of phi if not ``var``
+        (``"rho z1"`` for the moments of ``phi(rho z)``)."""
+        arg = var if arg is None else arg
         parts = []
         if self.m:
             parts.append(var if self.m == 1 else f"{var}^{self.m}")
         for name, power in (("phi", self.p), ("dphi", self.q)):
             if power:
-                parts.append(f"{name}({var})" + ("" if power == 1 else f"^{power}"))
+                parts.append(f"{name}({arg})" + ("" if power == 1 else f"^{power}"))
         return "*".join(parts) or "1"
 
-    def latex(self, var: str) -> str:
+    def latex(self, var: str, arg: str | None = None) -> str:
+        arg = var if arg is None else arg
         parts = []
         if self.m:
             parts.append(var if self.m == 1 else f"{var}^{{{self.m}}}")
         for name, power in ((r"\phi", self.p), (r"\phi'", self.q)):
             if power:
-                base = f"{name}({var})"
+                base = f"{name}({arg})"
                 parts.append(base if power == 1 else rf"{name}({var})^{{{power}}}")
         return " ".join(parts) or "1"
 

@@ -32,8 +32,8 @@ import sympy as sp
 
 from bnmft.derive import B as B_SYM
 from bnmft.derive import RELATIONS, DerivedQuantity, InvalidInput, Provenance
-from bnmft.derive.epsilon import (EPS, S, SIGMA_W, RegularisedDerivation, TricomiU,
-                                  radials_in)
+from bnmft.derive.epsilon import (EPS, S, SIGMA_W, RegularisedDerivation, radials_in,
+                                  scaled_sphere_moments, sphere_moments_of)
 
 from bnmft.progress import progress
 
@@ -242,14 +242,12 @@ class _FloatModel:
 
     def __init__(self, rd: RegularisedDerivation, Bv: int):
         self.rd, self.Bv = rd, Bv
-        self.moments = sorted({r.moment for r in rd.radials if r.moment is not None},
-                              key=lambda mo: (mo.arity, mo.points))
+        self.moments = list(sphere_moments_of(rd.radials))
         self.scaling = None
         if rd.activation.homogeneous is not None:
             # M(rho) = rho^deg M(1): exact, and exact relative accuracy as rho -> 0
-            vals, degree = _closed_sphere(rd)
-            self.scaling = {mo: (float(sp.N(v.subs(B_SYM, Bv), 20)), float(degree[mo]))
-                            for mo, v in vals.items()}
+            self.scaling = {mo: (float(sp.N(v.subs(B_SYM, Bv), 20)), float(deg)) for mo, (v, deg)
+                            in _scaled(rd).items()}
         else:
             self.table = _table(rd.activation, self.moments, Bv)
 
@@ -352,7 +350,7 @@ def _solve_scale(S_of, s0, tol_rel, dead=_DEAD):
             hi, ghi = lo, glo
     # bisection in log s: robust, and the map is cheap
     while hi - lo > tol_rel * hi:
-        mid = (lo * hi) ** 0.5 if not isinstance(lo, mpmath.mpf) else mpmath.sqrt(lo * hi)
+        mid = math.sqrt(lo * hi)
         if gap(mid) > 0:
             lo = mid
         else:
@@ -459,23 +457,9 @@ def _float_numbers(rd: RegularisedDerivation, Bv: int, eps: float, sw: float, di
 # -- mpmath route (positive-homogeneous phi) ---------------------------------------------------
 
 
-def _closed_sphere(rd: RegularisedDerivation) -> dict:
-    """``{sphere moment: exact value at rho = 1}`` and ``{moment: degree in rho}``."""
-    from bnmft.derive.derivation import _moment_closed_forms
-    from bnmft.derive.symbols import RHO, c
-
-    act = rd.activation
-    hom = act.homogeneous
-    moments = sorted({r.moment for r in rd.radials if r.moment is not None},
-                     key=lambda mo: (mo.arity, mo.points))
-    subs, divergent = _moment_closed_forms(act, moments)
-    vals, degree = {}, {}
-    for mo in moments:
-        if mo in divergent:
-            continue
-        vals[mo] = subs[mo.symbol].subs(c, RHO)
-        degree[mo] = sum(hom.alpha * pt.p + (hom.alpha - 1) * pt.q for pt in mo.points)
-    return vals, degree
+def _scaled(rd: RegularisedDerivation) -> dict:
+    """``{moment: (closed value at rho = 1, degree)}`` of a positive-homogeneous ``phi``."""
+    return scaled_sphere_moments(rd.activation, sphere_moments_of(rd.radials))
 
 
 def _mp_radial_mean(Bv: int, a, m: int, p, centred: bool = False) -> mpmath.mpf:
@@ -509,10 +493,11 @@ def _mp_radial_mean(Bv: int, a, m: int, p, centred: bool = False) -> mpmath.mpf:
 
 
 def _mp_numbers_at(rd, Bv, eps_exact, sw_exact, dps: int, s_start: float):
-    vals, degree = _closed_sphere(rd)
+    scaled = _scaled(rd)
+    degree = {mo: deg for mo, (_, deg) in scaled.items()}
     with mpmath.workdps(dps):
         eps, sw = _mp(eps_exact, dps), _mp(sw_exact, dps)
-        sphere_mp = {mo: _mp(v.subs(B_SYM, Bv), dps) for mo, v in vals.items()}
+        sphere_mp = {mo: _mp(v.subs(B_SYM, Bv), dps) for mo, (v, _) in scaled.items()}
         cache: dict = {}
 
         def radials(s):
@@ -667,25 +652,6 @@ def closed_numbers(rd: RegularisedDerivation, Bv: int, epsilon, sigma_w, dps: in
             return {k: +v for k, v in out.items()}
     except (mpmath.libmp.NoConvergence, ZeroDivisionError, ValueError):
         return None
-
-
-def closed_form_value(q: DerivedQuantity, Bv: int, epsilon, sigma_w, s_star, dps: int = 30):
-    """The closed form of ``q`` (positive-homogeneous ``phi``) at ``s = s_star``, by SymPy
-    evaluation of its Tricomi functions at ``dps`` digits; None where mpmath's series do not
-    converge within their term budget (large ``B`` with ``a = B eps/s`` of order ``B``)."""
-    if q.expr is None:
-        return None
-    eps, sw = check_parameters(epsilon, sigma_w)
-    with mpmath.workdps(dps + 10):
-        expr = q.expr.subs({B_SYM: Bv, EPS: eps, SIGMA_W: sw,
-                            S: sp.Float(mpmath.mpf(s_star), dps + 10)})
-        try:
-            val = sp.N(expr, dps + 5, maxn=200)
-        except (mpmath.libmp.NoConvergence, ValueError):
-            return None
-        if val.has(TricomiU) or not val.is_number or not val.is_Float:
-            return None
-        return mpmath.mpf(val._mpf_)  # created at this precision (not rounded to 53 bits)
 
 
 # -- where the signal dies and where gradients stop exploding -----------------------------------
