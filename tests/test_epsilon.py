@@ -161,8 +161,10 @@ def test_relu_signal_threshold():
         assert scan.rate_at_signal.value > 1.3
 
 
-@pytest.mark.parametrize("spec,sw,exact", [("tanh", "1", 1), ("tanh(2*x)", "1", 4),
-                                           ("tanh", "1.5", 2.25)])
+@pytest.mark.parametrize("spec,sw,exact", [
+    ("tanh", "1", 1),
+    pytest.param("tanh(2*x)", "1", 4, marks=pytest.mark.slow),
+    pytest.param("tanh", "1.5", 2.25, marks=pytest.mark.slow)])
 def test_smooth_signal_threshold_is_sigma_w_squared_phi_prime_zero_squared(spec, sw, exact):
     """For phi smooth at 0, ``E[phi(rho z1)^2 - phi(rho z1) phi(rho z2)] ~ rho^2 phi'(0)^2
     B/(B-1)`` and ``E[rho^2] ~ s (B-1)/(B eps)``: the threshold is ``sw^2 phi'(0)^2``, for every
@@ -177,7 +179,8 @@ def test_smooth_signal_threshold_is_sigma_w_squared_phi_prime_zero_squared(spec,
 # -- two routes -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spec", ["relu", "alpha_relu:1.5", "leaky_relu:0.1"])
+@pytest.mark.parametrize("spec", ["relu", pytest.param("alpha_relu:1.5", marks=pytest.mark.slow),
+                                  pytest.param("leaky_relu:0.1", marks=pytest.mark.slow)])
 def test_closed_forms_against_radial_quadrature(spec):
     checks, notes = bnmft.verify_regularised(spec, [5, 64], 25, "1/10", "1.2")
     assert checks and all(c.ok for c in checks), [c for c in checks if not c.ok][:3]
