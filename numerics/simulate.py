@@ -209,7 +209,7 @@ def layer_backward(bk, W, delta, y, sb, dphi):
 def _one_network(bk, act: Activation, B, N, L, epsilon, sigma_w, seed, sample, push):
     """Per-layer rows of one sampled network (layers 1..L): q, c, distance to BSB1, the
     linear response of the projections on ``D_L``, ``D_M`` to the input push, and the squared
-    gradient norm.
+    gradient norm; and the last layer's batch covariance.
 
     The network is run on the inputs ``z R_+^T`` and ``z R_-^T`` (``R_+- R_+-^T = I +- t
     (D_L/|D_L| + D_M/|D_M|)``, the same normal rows ``z`` and the same weights); the
@@ -252,6 +252,7 @@ def _one_network(bk, act: Activation, B, N, L, epsilon, sigma_w, seed, sample, p
             nearest = (q - qc) * np.eye(B) + qc
             dist = float(np.linalg.norm(sigma - nearest) / np.linalg.norm(nearest))
             rows[layer - 1, :3] = (q, qc / q, dist)
+            sigma_last = sigma
     delta = bk.normal(_seed(seed, sample, L + 1), (N, B))
     for layer in range(L, 0, -1):
         if layer < L:
@@ -259,7 +260,7 @@ def _one_network(bk, act: Activation, B, N, L, epsilon, sigma_w, seed, sample, p
                                    act.numpy_derivative)
         d = bk.numpy(delta)
         rows[layer - 1, 5] = float(np.sum(d * d))
-    return rows
+    return rows, sigma_last
 
 
 # -- many networks ------------------------------------------------------------------------------
@@ -306,6 +307,8 @@ class Simulation:
     forward_rate_M: Measurement | None = None
     q_star: Measurement | None = None
     c_star: Measurement | None = None
+    #: the last layer's batch covariance of every network, shape (S, B, B)
+    final_covariance: np.ndarray | None = None
     estimator: str = ("geometric mean of per-layer ratios |delta^l|^2/|delta^(l+1)|^2 "
                       "past the burn-in")
 
@@ -368,9 +371,11 @@ def simulate(act: Activation, batch_size: int, width: int, depth: int, samples: 
     if burn < 0:
         raise InvalidInput(f"burn-in must be >= 0 (got {burn})")
     it = range(samples) if progress is None else progress(range(samples))
-    data = np.stack([_one_network(bk, act, B, N, L, float(epsilon), float(sigma_w), int(seed),
-                                  i, INPUT_PUSH) for i in it])
+    nets = [_one_network(bk, act, B, N, L, float(epsilon), float(sigma_w), int(seed), i,
+                         INPUT_PUSH) for i in it]
+    data = np.stack([rows for rows, _ in nets])
     sim = Simulation(act, B, N, L, samples, seed, float(epsilon), float(sigma_w), bk.name, burn)
+    sim.final_covariance = np.stack([sigma for _, sigma in nets])
     sim.q = _stats(data[:, :, 0])
     sim.c = _stats(data[:, :, 1])
     sim.distance = _stats(data[:, :, 2])
