@@ -1465,9 +1465,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(tu, batch=False, digits=0)
     tg = tu.add_argument_group("target (one of)")
     tg.add_argument("--target-depth", default=None, metavar="L",
-                    help="16 xi = L, a number > 0")
+                    help="16 xi = L, a number > 0 (this or --target-rate is required)")
     tg.add_argument("--target-rate", default=None, metavar="R",
-                    help="gradient_rate = R, a number > 1")
+                    help="gradient_rate = R, a number > 1 (this or --target-depth is "
+                         "required)")
     tu.add_argument("--vary", required=True, choices=["gamma", "beta", "eps"],
                     help="the parameter to tune: gamma or beta of phi(gamma x + beta) "
                          "(scanned over [1e-3, 10] and [-4, 4]) or batchnorm's eps (over "

@@ -34,7 +34,7 @@ RANGES = {
     # no digits); the rate there is far above any trainable target anyway
     "gamma": ("log", 1e-3, 10.0, 25),
     "beta": ("lin", -4.0, 4.0, 33),
-    "eps": ("log", 1e-6, 1e2, 33),
+    "eps": ("log", 1e-6, 1e2, 17),
 }
 
 
