@@ -453,3 +453,19 @@ def tune(act, target_depth=None, vary: str = "gamma", batch_size: int = 32, sigm
     shown = decimal_string(res.value, max(1, math.floor(res.digits)))
     res.text = shown
     return res, at(shown)
+
+
+def width_bias(act, batch_size: int, widths=(64, 128, 256, 512), depth: int = 30,
+               samples: int = 16, seed: int = 0, epsilon="0", sigma_w="1",
+               backend: str = "numpy") -> dict:
+    """The finite-width bias of every simulated measurement: ``{width: {name: (mean - theory,
+    stderr)}}`` (:func:`simulate` at each width). The theory is the ``N -> oo`` limit, so an
+    ``O(1/N)`` bias shows as ``N (mean - theory)`` roughly constant across widths."""
+    out: dict = {}
+    for n in widths:
+        sim = simulate(act, batch_size, n, depth, samples, seed, epsilon, sigma_w,
+                       backend=backend)
+        out[n] = {name: (m.mean - m.theory, m.stderr)
+                  for name, m in sim.measurements().items()
+                  if m.mean is not None and m.theory is not None}
+    return out

@@ -43,7 +43,10 @@ spread):
 Finite width biases every estimate by ``O(1/N)`` (the theory is the ``N -> oo`` limit; its
 ``1/N`` corrections, e.g. from the fluctuation of ``Sigma^l`` around ``Sigma*``, enter the
 next layer's averages at second order). The bias can be measured with
-:func:`width_bias`; README.md lists measured values.
+:func:`bnmft.pipeline.width_bias`; README.md lists measured values: at L = 30, 16 networks,
+``N (c* - theory)`` is about -0.75 for relu (B = 16) and ``N (q* - theory)`` about +0.28 for
+tanh (B = 8) at N = 64 ... 512, constant as ``O(1/N)`` says, while the gradient rate's bias
+stays below its standard error (``|N bias| <~ 2``).
 
 Backends: ``numpy`` (float64), ``torch`` (float64 on the CPU; optional, ``pip install
 bnmft[torch]``). phi is always evaluated by the Activation's numpy function, so both backends
