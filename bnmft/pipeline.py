@@ -372,7 +372,6 @@ def simulate(act, batch_size: int, width: int = 512, depth: int = 30, samples: i
     act = _activation_of(act, gamma, beta)
     sim = _simulate(act, batch_size, width, depth, samples, seed, float(eps), float(sw),
                     backend, burn_in, progress)
-    sim.theory_notes = []
     if theory:
         an = analyze(act, [int(batch_size)], 12, eps, sw)[0]
         if getattr(an, "regime", "fixed point") != "fixed point":

@@ -278,6 +278,8 @@ class Measurement:
     stderr: float | None
     theory: float | None = None
     note: str = ""
+    #: the theory's :class:`~bnmft.numerics.precision.Number` (for printing its digits)
+    theory_number: object = None
 
     @property
     def deviation(self) -> float | None:
@@ -312,6 +314,8 @@ class Simulation:
     c_star: Measurement | None = None
     #: the last layer's batch covariance of every network, shape (S, B, B)
     final_covariance: np.ndarray | None = None
+    #: where the theory has no value (e.g. no nonzero fixed point at this eps)
+    theory_notes: list = field(default_factory=list)
     estimator: str = ("geometric mean of per-layer ratios |delta^l|^2/|delta^(l+1)|^2 "
                       "past the burn-in")
 

@@ -150,7 +150,8 @@ def test_relu_rate_falls_with_beta(b1, b2):
     assert rate("relu", 16, beta=repr(lo)) > rate("relu", 16, beta=repr(hi))
 
 
-@settings(max_examples=2, deadline=None)
+@pytest.mark.slow
+@settings(max_examples=3, deadline=None)
 @given(d1=st.integers(15, 200), d2=st.integers(15, 200))
 def test_tuned_gamma_falls_with_the_target_depth(d1, d2):
     """A deeper target needs a more linear tanh: the tuned gamma is monotone in L."""
