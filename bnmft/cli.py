@@ -1137,10 +1137,9 @@ def cmd_tune(args) -> int:
         raise InputError("--epsilon cannot be fixed while eps is varied")
     B = _integer(args.batch_size, "--batch-size")
     eps, sw = _bn_parameters(args)
-    act = _activation(args)
+    _activation(args)  # a bad activation is refused before the scan
     res, check = pipeline.tune(args.activation, depth, args.vary, B, sw, eps, args.gamma,
                                args.beta, rate)
-    del act
     num_depth = check.numbers.get("max_trainable_depth")
     num_rate = check.numbers.get("gradient_rate")
 

@@ -55,6 +55,9 @@ class Tuned:
     bracket: tuple
     evaluations: int
     notes: list = field(default_factory=list)
+    #: set by ``bnmft.tune``: the batch size and the value as printed (to ``digits``)
+    batch_size: int | None = None
+    text: str | None = None
 
 
 def grid(parameter: str, scale: float = 1.0) -> np.ndarray:
