@@ -204,8 +204,8 @@ def test_torch_backend_computes_the_same_network():
 
 @pytest.mark.skipif(not sm.torch_available(), reason="PyTorch not installed")
 def test_torch_backend_agrees_with_theory(capsys):
-    status, out, err = run(capsys, "simulate", "relu", "--batch-size", "8", "--width", "256",
-                           "--depth", "20", "--samples", "8", "--backend", "torch", "--json")
+    status, out, err = run(capsys, "simulate", "relu", "--batch-size", "8", "--width", "128",
+                           "--depth", "16", "--samples", "8", "--backend", "torch", "--json")
     row = json.loads(out)
     assert row["backend"] == "torch"
     theory = bnmft.analyze("relu", [8], 12)[0].numbers

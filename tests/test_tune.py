@@ -26,9 +26,9 @@ def significant(text: str) -> int:
 def depth_at(spec, vary, value_text, B, gamma=None, beta=None):
     """16 xi from an independent call of analyze at the printed value."""
     if vary == "gamma":
-        an = bnmft.analyze(activation(spec, gamma=value_text, beta=beta), [B], 13)[0]
+        an = bnmft.analyze(activation(spec, gamma=value_text, beta=beta), [B], 12)[0]
     elif vary == "beta":
-        an = bnmft.analyze(activation(spec, gamma=gamma, beta=value_text), [B], 13)[0]
+        an = bnmft.analyze(activation(spec, gamma=gamma, beta=value_text), [B], 12)[0]
     else:
         an = bnmft.analyze(spec, [B], 12, value_text, "1")[0]
     return float(an.numbers["max_trainable_depth"].value), an.numbers["gradient_rate"]
