@@ -49,13 +49,15 @@ tanh (B = 8) at N = 64 ... 512, constant as ``O(1/N)`` says, while the gradient 
 stays below its standard error (``|N bias| <~ 2``).
 
 Backends: ``numpy`` (float64), ``torch`` (float64 on the CPU; optional, ``pip install
-bnmft[torch]``). phi is always evaluated by the Activation's numpy function, so both backends
-compute the same network; their random streams differ (per-layer seeds from
-``numpy.random.SeedSequence(seed, spawn_key=(sample, layer))``).
+bnmft[torch]``): matrix products and batchnorm steps in torch. Both draw their normals from
+numpy's Generator (per-layer seeds ``numpy.random.SeedSequence(seed, spawn_key=(sample,
+layer))``) and evaluate phi by the Activation's numpy function, so the two backends compute
+the same networks (equal to rounding). torch runs with :data:`TORCH_THREADS` threads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -71,6 +73,9 @@ INPUT_PUSH = 0.3
 WEIGHT_BUDGET = 256 * 2**20
 #: A mean projection below this many standard errors is noise: the forward fit stops there.
 NOISE_SIGMAS = 4.0
+#: Intra-op threads of the torch backend while it simulates (BENCHMARKS.md: on two shared
+#: cores one thread ran the N x N by N x B products several times faster than two).
+TORCH_THREADS = 1
 
 
 class SimulationFailure(ArithmeticError):
@@ -106,6 +111,9 @@ def _seed(seed: int, sample: int, layer: int) -> np.random.SeedSequence:
 class _NumpyBackend:
     name = "numpy"
 
+    def threads(self):
+        return contextlib.nullcontext()
+
     def normal(self, ss, shape):
         return np.random.default_rng(ss).standard_normal(shape)
 
@@ -138,10 +146,20 @@ class _TorchBackend:
             raise InvalidInput("backend torch needs PyTorch (pip install 'bnmft[torch]')") from None
         self.torch = torch
 
+    @contextlib.contextmanager
+    def threads(self):
+        """Run with :data:`TORCH_THREADS` intra-op threads, restoring the caller's setting."""
+        before = self.torch.get_num_threads()
+        self.torch.set_num_threads(TORCH_THREADS)
+        try:
+            yield
+        finally:
+            self.torch.set_num_threads(before)
+
     def normal(self, ss, shape):
-        g = self.torch.Generator()
-        g.manual_seed(int(ss.generate_state(1, np.uint64)[0] & np.uint64(2**63 - 1)))
-        return self.torch.randn(*shape, generator=g, dtype=self.torch.float64)
+        # numpy's Generator draws float64 normals about twice as fast as torch.randn here,
+        # and the same stream makes both backends compute the same network
+        return self.torch.from_numpy(np.random.default_rng(ss).standard_normal(shape))
 
     def asarray(self, a):
         return self.torch.as_tensor(np.asarray(a, dtype=np.float64))
@@ -378,8 +396,9 @@ def simulate(act: Activation, batch_size: int, width: int, depth: int, samples: 
     if burn < 0:
         raise InvalidInput(f"burn-in must be >= 0 (got {burn})")
     it = range(samples) if progress is None else progress(range(samples))
-    nets = [_one_network(bk, act, B, N, L, float(epsilon), float(sigma_w), int(seed), i,
-                         INPUT_PUSH) for i in it]
+    with bk.threads():
+        nets = [_one_network(bk, act, B, N, L, float(epsilon), float(sigma_w), int(seed), i,
+                             INPUT_PUSH) for i in it]
     data = np.stack([rows for rows, _ in nets])
     sim = Simulation(act, B, N, L, samples, seed, float(epsilon), float(sigma_w), bk.name, burn)
     sim.final_covariance = np.stack([sigma for _, sigma in nets])
