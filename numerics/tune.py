@@ -38,6 +38,10 @@ RANGES = {
 }
 
 
+#: Digits a rate must have to take part in the bracket scan and the root polishing.
+MIN_RATE_DIGITS = 6
+
+
 class Unreachable(InvalidInput):
     """No value of the parameter in its range gives the target (one line; exit status 2)."""
 
@@ -86,7 +90,9 @@ def find_value(rate: Callable[[float], Number | None], parameter: str, target_ra
 
     def F(v):
         n = num(v)
-        if n is None or n.value is None or not float(n.value) > 0:
+        # a rate short of MIN_RATE_DIGITS counts as no value (as outside the range)
+        if n is None or n.value is None or not n.digits >= MIN_RATE_DIGITS or not float(
+                n.value) > 0:
             return math.nan
         return math.log(float(n.value)) - log_target
 
@@ -113,7 +119,13 @@ def find_value(rate: Callable[[float], Number | None], parameter: str, target_ra
                           f"{_depth(lo):.6g}]), the target rate is {target_rate:.6g}{extra}")
     a, b = bracket
     xtol = 1e-14 * max(abs(a), abs(b))
-    root = brentq(F, a, b, xtol=xtol, rtol=1e-15, maxiter=200)
+    try:
+        root = brentq(F, a, b, xtol=xtol, rtol=1e-15, maxiter=200)
+    except (ValueError, RuntimeError) as err:  # a rate without digits inside the bracket
+        raise ArithmeticError(f"root of 16 xi = L in {parameter} on [{a:.6g}, {b:.6g}] not "
+                              f"found: {err}") from None
+    if not math.isfinite(F(root)):
+        raise ArithmeticError(f"the gradient rate at {parameter} = {root:.6g} has no digits")
     n = num(root)
     rate_digits = min(float(n.digits), 15.0)
     h = 1e-5 * max(abs(root), 1e-3 if parameter == "beta" else abs(root))
