@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bnmft
+import bnmft.pipeline
 from bnmft.cli import main
 from bnmft.numerics import simulate as sm
 from bnmft.numerics.montecarlo import layer_jacobian
@@ -218,3 +219,17 @@ def test_torch_backend_prints_what_numpy_prints(capsys):
         assert rows[name].pop("backend") == name
     assert rows["torch"] == rows["numpy"]
     assert th.get_num_threads() == threads  # the backend restores the caller's setting
+
+
+@pytest.mark.slow
+def test_finite_width_bias_of_c_star_is_order_one_over_n():
+    """relu, B = 16: c* of the finite network is biased low by a constant / N (README table):
+    N (mean - theory) agrees between N = 128 and 512 and is resolved away from 0."""
+    bias = bnmft.pipeline.width_bias("relu", 16, widths=(128, 512), depth=30, samples=16,
+                                     seed=21)
+    (b1, e1), (b2, e2) = (bias[n]["c_star"] for n in (128, 512))
+    scaled = [(128 * b1, 128 * e1), (512 * b2, 512 * e2)]
+    for value, err in scaled:
+        assert value < -5 * err  # resolved, and negative
+    (v1, s1), (v2, s2) = scaled
+    assert abs(v1 - v2) < 3 * math.hypot(s1, s2)
