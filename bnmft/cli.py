@@ -1,5 +1,5 @@
 """Command line: ``bnmft analyze | derive | codegen | verify | report | gegenbauer |
-transition``.
+transition | simulate | tune`` (and more; ``bnmft --help``).
 
 Bad input (batch size below 4, unknown or unsupported activation, digits out of range,
 unwritable output) is one line on stderr and exit status 2. A number that does not reach
@@ -1014,6 +1014,166 @@ def cmd_transition(args) -> int:
     return status
 
 
+# -- simulate and tune ---------------------------------------------------------------------------
+
+
+def _measured_text(mean: float, stderr: float) -> tuple[str, str]:
+    """A sampled mean and its standard error, both to the decimal of the error's second
+    significant digit (no digit beyond what the sampling resolves)."""
+    if not stderr > 0:
+        return f"{mean:.12g}", "0"
+    decimals = max(0, 1 - math.floor(math.log10(stderr)))
+    return f"{mean:.{decimals}f}", f"{stderr:.{decimals}f}"
+
+
+def _theory_text(m) -> str | None:
+    num = getattr(m, "theory_number", None)
+    if num is None:
+        return None
+    return num.text(max(1, math.floor(min(10.0, num.digits))))
+
+
+def _measurement_json(m, estimator: str | None = None) -> dict:
+    if m.mean is None:
+        return {"mean": None, "stderr": None, "theory": _theory_text(m), "deviation": None,
+                "note": m.note}
+    mean, err = _measured_text(m.mean, m.stderr)
+    dev = m.deviation
+    out = {"mean": mean, "stderr": err, "theory": _theory_text(m),
+           "deviation": None if dev is None else round(dev, 2), "layers": m.note}
+    if estimator:
+        out["estimator"] = estimator
+    return out
+
+
+def _estimate_json(e) -> dict:
+    mean, err = _measured_text(e.mean, e.stderr)
+    return {"mean": mean, "stderr": err}
+
+
+def cmd_simulate(args) -> int:
+    """``simulate``: sampled finite networks against the theory (``bnmft.simulate``)."""
+    from bnmft import pipeline
+    from bnmft.progress import progress
+
+    B = _integer(args.batch_size, "--batch-size")
+    N, L, S = (_integer(args.width, "--width"), _integer(args.depth, "--depth"),
+               _integer(args.samples, "--samples"))
+    seed = _integer(args.seed, "--seed")
+    burn = None if args.burn_in is None else _integer(args.burn_in, "--burn-in")
+    eps, sw = _bn_parameters(args)
+    from bnmft.numerics.simulate import check_network
+
+    check_network(B, N, L, S, args.backend, float(eps), float(sw))
+    act = _activation(args)
+    sim = pipeline.simulate(act, B, N, L, S, seed, eps, sw, backend=args.backend, burn_in=burn,
+                            progress=lambda it: progress(it, "networks", total=S))
+    status = 0
+    for note in sim.theory_notes:
+        _warn(note)
+    for name, m in sim.measurements().items():
+        if m.mean is None:
+            print(f"bnmft: not measured: {name}: {m.note}", file=sys.stderr)
+            status = EXIT_NUMERICAL
+    eps_text = "0" if args.epsilon is None else args.epsilon
+    sw_text = "1" if args.sigma_w is None else args.sigma_w
+    if args.json:
+        row = {"activation": act.name, "batch_size": B, "width": N, "depth": L, "samples": S,
+               "seed": seed, "epsilon": eps_text, "sigma_w": sw_text, "backend": sim.backend,
+               "burn_in": sim.burn_in}
+        for name, m in sim.measurements().items():
+            row[name] = _measurement_json(m, sim.estimator if name == "gradient_rate" else None)
+        row["layers"] = [{"layer": i + 1, "q": _estimate_json(q), "c": _estimate_json(c),
+                          "distance": _estimate_json(d), "gradient_norm": _estimate_json(g)}
+                         for i, (q, c, d, g) in enumerate(zip(sim.q, sim.c, sim.distance,
+                                                              sim.gradient_norm))]
+        print(json.dumps(row, indent=2))
+        return status
+    print(f"{act.name}, B = {B}, width {N}, depth {L}, {S} networks (seed {seed}, "
+          f"{sim.backend}), eps = {eps_text}, sigma_w = {sw_text}")
+    print(f"  {'quantity':15s} {'measured':>24s} {'theory':>14s} {'(meas-theory)/stderr':>22s}")
+    for name, m in sim.measurements().items():
+        theory = _theory_text(m) or "-"
+        if m.mean is None:
+            print(f"  {name:15s} {'(not measured)':>24s} {theory:>14s}")
+            continue
+        mean, err = _measured_text(m.mean, m.stderr)
+        dev = "-" if m.deviation is None else f"{m.deviation:+.2f}"
+        print(f"  {name:15s} {mean + ' +- ' + err:>24s} {theory:>14s} {dev:>22s}   "
+              f"[{m.note}]")
+    print(f"  gradient_rate: {sim.estimator}")
+    print(f"  {'layer':>5s} {'q':>20s} {'c':>20s} {'distance to BSB1':>20s} "
+          f"{'|delta|^2/|delta_L|^2':>26s}")
+    for i, (q, c, d, g) in enumerate(zip(sim.q, sim.c, sim.distance, sim.gradient_norm)):
+        cells = [" +- ".join(_measured_text(e.mean, e.stderr)) for e in (q, c, d, g)]
+        print(f"  {i + 1:5d} {cells[0]:>20s} {cells[1]:>20s} {cells[2]:>20s} {cells[3]:>26s}")
+    return status
+
+
+def _positive_float(text: str, what: str) -> float:
+    try:
+        value = float(_ascii(str(text), what))
+    except ValueError:
+        raise InputError(f"{what} must be a number (got '{text}')") from None
+    if not (math.isfinite(value) and value > 0):
+        raise InputError(f"{what} must be a finite number > 0 (got '{text}')")
+    return value
+
+
+def cmd_tune(args) -> int:
+    """``tune``: the gamma, beta or eps at which 16 xi reaches a target (``bnmft.tune``)."""
+    from bnmft import pipeline
+
+    if (args.target_depth is None) == (args.target_rate is None):
+        raise InputError("give exactly one of --target-depth and --target-rate")
+    depth = None if args.target_depth is None else _positive_float(args.target_depth,
+                                                                   "--target-depth")
+    rate = None if args.target_rate is None else _positive_float(args.target_rate,
+                                                                 "--target-rate")
+    if rate is not None and not rate > 1:
+        raise InputError(f"--target-rate must be > 1 (got '{args.target_rate}'); gradients "
+                         "explode in every batchnorm network at a fixed point with eps = 0")
+    if args.vary == "eps" and args.epsilon is not None:
+        raise InputError("--epsilon cannot be fixed while eps is varied")
+    B = _integer(args.batch_size, "--batch-size")
+    eps, sw = _bn_parameters(args)
+    _activation(args)  # a bad activation is refused before the scan
+    res, check = pipeline.tune(args.activation, depth, args.vary, B, sw, eps, args.gamma,
+                               args.beta, rate)
+    num_depth = check.numbers.get("max_trainable_depth")
+    num_rate = check.numbers.get("gradient_rate")
+
+    def shown(num):
+        if num is None or num.value is None or num.digits < 1:
+            return None
+        return num.text(max(1, math.floor(min(12.0, num.digits))))
+
+    digits = max(1, math.floor(res.digits))
+    if args.json:
+        row = {"activation": check.activation.name, "batch_size": B, "vary": args.vary,
+               "value": res.text, "digits": digits,
+               "target_depth": args.target_depth, "target_rate": f"{res.target_rate:.15g}",
+               "max_trainable_depth": shown(num_depth), "gradient_rate": shown(num_rate),
+               "sigma_w": "1" if args.sigma_w is None else args.sigma_w,
+               "bracket": [f"{v:.6g}" for v in res.bracket], "evaluations": res.evaluations,
+               "notes": res.notes}
+        if args.vary != "eps":
+            row["epsilon"] = "0" if args.epsilon is None else args.epsilon
+        print(json.dumps(row, indent=2))
+        return 0
+    target = (f"16 xi = {args.target_depth}" if depth is not None
+              else f"gradient_rate = {args.target_rate}")
+    print(f"{args.activation}, B = {B}: {args.vary} = {res.text}   ({digits} digits; target "
+          f"{target}, gradient_rate {res.target_rate:.15g})")
+    print(f"  check (analyze at {args.vary} = {res.text}): max_trainable_depth = "
+          f"{shown(num_depth)}, gradient_rate = {shown(num_rate)}")
+    print(f"  bracket [{res.bracket[0]:.6g}, {res.bracket[1]:.6g}], {res.evaluations} "
+          "evaluations of the theory")
+    for note in res.notes:
+        print(f"  note: {note}")
+    return 0
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 
@@ -1268,6 +1428,55 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print JSON: a list of {batch_size, alpha_transition, eigenspace} "
                         "(default: text)")
     t.set_defaults(func=cmd_transition)
+
+    sim = command("simulate", "finite networks of width N against the theory: batch covariance "
+                  "per layer, forward rates, gradient norms and the gradient explosion rate "
+                  "with standard errors over sampled networks",
+                  "bnmft simulate relu --batch-size 16 --width 512 --depth 30 --samples 8",
+                  "bnmft simulate tanh --batch-size 8 --epsilon 1e-3 --sigma-w 1.2 --json",
+                  "bnmft simulate relu --batch-size 16 --backend torch")
+    common(sim, batch=False, digits=0)
+    sim.add_argument("--batch-size", required=True, metavar="B",
+                     help="batch size B, an integer >= 4 (required)")
+    sim.add_argument("--width", default="512", metavar="N",
+                     help="width N of every layer, an integer >= 2 (default 512)")
+    sim.add_argument("--depth", default="30", metavar="L",
+                     help="number of layers L, an integer >= 1 (default 30)")
+    sim.add_argument("--samples", default="8", metavar="S",
+                     help="independently sampled networks S, an integer >= 2 (default 8)")
+    sim.add_argument("--seed", default="0", metavar="SEED",
+                     help="seed of numpy's SeedSequence (default 0)")
+    sim.add_argument("--burn-in", default=None, metavar="K",
+                     help="layers dropped at each end of the gradient-rate estimate and at the "
+                          "input for q*, c* (default min(5, (L-2)//3))")
+    sim.add_argument("--backend", default="numpy", metavar="NAME",
+                     help="numpy (float64) or torch (float64 on the CPU, needs PyTorch) "
+                          "(default numpy)")
+    _bn_options(sim)
+    sim.add_argument("--json", action="store_true", help="print JSON (default: text)")
+    sim.set_defaults(func=cmd_simulate)
+
+    tu = command("tune", "the gamma, beta or eps at which the predicted maximum trainable "
+                 "depth 16 xi reaches a target (or the gradient rate a target rate)",
+                 "bnmft tune tanh --target-depth 30 --vary gamma",
+                 "bnmft tune relu --target-depth 60 --vary beta --batch-size 16 --json",
+                 "bnmft tune tanh --target-rate 1.2 --vary eps --batch-size 8")
+    common(tu, batch=False, digits=0)
+    tg = tu.add_argument_group("target (one of)")
+    tg.add_argument("--target-depth", default=None, metavar="L",
+                    help="16 xi = L, a number > 0 (this or --target-rate is required)")
+    tg.add_argument("--target-rate", default=None, metavar="R",
+                    help="gradient_rate = R, a number > 1 (this or --target-depth is "
+                         "required)")
+    tu.add_argument("--vary", required=True, choices=["gamma", "beta", "eps"],
+                    help="the parameter to tune: gamma or beta of phi(gamma x + beta) "
+                         "(scanned over [1e-3, 10] and [-4, 4]) or batchnorm's eps (over "
+                         "[1e-6, 100] sigma_w^2) (required)")
+    tu.add_argument("--batch-size", default="32", metavar="B",
+                    help="batch size B, an integer from 4 to 10^15 (default 32)")
+    _bn_options(tu)
+    tu.add_argument("--json", action="store_true", help="print JSON (default: text)")
+    tu.set_defaults(func=cmd_tune)
     return p
 
 

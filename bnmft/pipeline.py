@@ -344,3 +344,127 @@ def write_report_files(rep: Report, out: Path, text: str, latex: str) -> list[Pa
     atomic_write_text(report_path, text + listing)
     paths.append(report_path)
     return paths
+
+
+def _float_parameter(text, what: str, positive: bool) -> float:
+    from bnmft.derive import vanilla_parameter
+
+    return float(vanilla_parameter(text, what, positive))
+
+
+def simulate(act, batch_size: int, width: int = 512, depth: int = 30, samples: int = 8,
+             seed: int = 0, epsilon="0", sigma_w="1", gamma=None, beta=None,
+             backend: str = "numpy", burn_in: int | None = None, theory: bool = True,
+             progress=None):
+    """Sampled finite networks against the theory (``bnmft.numerics.simulate``): per-layer
+    batch covariance (``q``, ``c``, distance to BSB1), forward rates, gradient norms and the
+    gradient explosion rate over ``samples`` networks of width ``width`` and depth ``depth``,
+    each measurement with the theory's value at the same ``eps``, ``sigma_w`` (from
+    :func:`analyze`: ``gradient_rate``, ``lambda_L``, ``lambda_M``, ``q_star``, ``c_star``).
+    Returns a :class:`~bnmft.numerics.simulate.Simulation`; its ``theory_notes`` say where
+    the theory has no value (no nonzero fixed point)."""
+    from bnmft.numerics import check_parameters
+    from bnmft.numerics.simulate import check_network
+    from bnmft.numerics.simulate import simulate as _simulate
+
+    eps, sw = check_parameters(epsilon, sigma_w)
+    check_network(batch_size, width, depth, samples, backend, float(eps), float(sw))
+    act = _activation_of(act, gamma, beta)
+    sim = _simulate(act, batch_size, width, depth, samples, seed, float(eps), float(sw),
+                    backend, burn_in, progress)
+    if theory:
+        an = analyze(act, [int(batch_size)], 12, eps, sw)[0]
+        if getattr(an, "regime", "fixed point") != "fixed point":
+            sim.theory_notes.append(f"theory: {an.regime} at eps = {eps}, sigma_w = {sw}")
+        keys = {"gradient_rate": "gradient_rate", "forward_rate_L": "lambda_L",
+                "forward_rate_M": "lambda_M", "q_star": "q_star", "c_star": "c_star"}
+        for name, m in sim.measurements().items():
+            num = an.numbers.get(keys[name])
+            if num is not None and num.value is not None and num.digits >= 6:
+                m.theory = float(num.value)
+                m.theory_number = num
+    return sim
+
+
+#: Parameters ``tune`` can vary.
+TUNABLE = ("gamma", "beta", "eps")
+
+
+def tune(act, target_depth=None, vary: str = "gamma", batch_size: int = 32, sigma_w="1",
+         epsilon="0", gamma=None, beta=None, target_rate=None):
+    """The value of ``vary`` (``gamma`` or ``beta`` of ``phi(gamma x + beta)``, or batchnorm's
+    ``eps``) at which the predicted maximum trainable depth ``16 xi`` equals ``target_depth``
+    (or the gradient rate equals ``target_rate``), by a bracket scan and ``brentq`` on the
+    theory's gradient rate (``bnmft.numerics.tune``; eps > 0: the regularised route).
+
+    Returns ``(Tuned, check)``: the value with its digits, and :func:`analyze` at the value as
+    printed to those digits (``check.numbers["max_trainable_depth"]``). Raises
+    ``bnmft.numerics.tune.Unreachable`` (an :class:`InvalidInput`) if no value in the range
+    reaches the target."""
+    from bnmft.derive import InvalidInput
+    from bnmft.derive.errors import check_batch_size
+    from bnmft.numerics import check_parameters
+    from bnmft.numerics.precision import decimal_string
+    from bnmft.numerics.tune import find_value, target_from_depth
+
+    if vary not in TUNABLE:
+        raise InvalidInput(f"--vary must be gamma, beta or eps (got {vary!r})")
+    if (target_depth is None) == (target_rate is None):
+        raise InvalidInput("give exactly one of a target depth and a target rate")
+    B = check_batch_size(batch_size, finite=True)
+    eps, sw = check_parameters(epsilon, sigma_w)
+    if vary == "eps" and not eps.is_zero:
+        raise InvalidInput("--epsilon cannot be fixed while eps is varied")
+    spec = act.name if isinstance(act, Activation) else act
+    base = _activation_of(act, gamma, beta) if not isinstance(act, Activation) else act
+    if vary in ("gamma", "beta") and isinstance(act, Activation) and (gamma or beta):
+        raise InvalidInput("give the activation as a spec string to combine it with gamma/beta")
+    target = target_from_depth(float(target_depth)) if target_rate is None else float(target_rate)
+
+    def at(v_text):
+        if vary == "gamma":
+            a, e = activation(spec, gamma=v_text, beta=beta), eps
+        elif vary == "beta":
+            a, e = activation(spec, gamma=gamma, beta=v_text), eps
+        else:
+            a, e = base, v_text
+        return analyze(a, [B], 12, e, sw)[0]
+
+    def rate(v):
+        if vary == "gamma" and v == 0:
+            return None
+        an = at(repr(v))
+        if getattr(an, "regime", "fixed point") != "fixed point":
+            return None
+        return an.numbers.get("gradient_rate")
+
+    def describe(r):
+        if vary == "eps" or not eps.is_zero:
+            return ""
+        lin = (B - 2) / (B - 3)
+        if r <= lin:
+            return (f"no phi reaches it: the linear phi has the least rate (B-2)/(B-3) = "
+                    f"{lin:.6g} at B = {B}, 16 xi = {16 / math.log(lin):.6g}")
+        return ""
+
+    res = find_value(rate, vary, target, float(sw) ** 2 if vary == "eps" else 1.0, describe)
+    res.batch_size = B
+    shown = decimal_string(res.value, max(1, math.floor(res.digits)))
+    res.text = shown
+    return res, at(shown)
+
+
+def width_bias(act, batch_size: int, widths=(64, 128, 256, 512), depth: int = 30,
+               samples: int = 16, seed: int = 0, epsilon="0", sigma_w="1",
+               backend: str = "numpy") -> dict:
+    """The finite-width bias of every simulated measurement: ``{width: {name: (mean - theory,
+    stderr)}}`` (:func:`simulate` at each width). The theory is the ``N -> oo`` limit, so an
+    ``O(1/N)`` bias shows as ``N (mean - theory)`` roughly constant across widths."""
+    out: dict = {}
+    for n in widths:
+        sim = simulate(act, batch_size, n, depth, samples, seed, epsilon, sigma_w,
+                       backend=backend)
+        out[n] = {name: (m.mean - m.theory, m.stderr)
+                  for name, m in sim.measurements().items()
+                  if m.mean is not None and m.theory is not None}
+    return out
