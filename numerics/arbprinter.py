@@ -227,9 +227,19 @@ def ball_function(expr: sp.Expr, symbols, complex_mode: bool = False):
     ball = acb if complex_mode else arb
 
     def fn(*args, analytic: bool = False):
-        values = {s: a if isinstance(a, (arb, acb)) else ball(a) for s, a in zip(symbols, args)}
+        values = {s: _as_ball(a, complex_mode) for s, a in zip(symbols, args)}
         return node((values, analytic))
     return fn
+
+
+def _as_ball(value, complex_mode: bool):
+    """A ball as is; an int exactly; anything SymPy reads (Rational, '7/3') through the
+    printer, so that it is enclosed exactly rather than rounded through a float."""
+    if isinstance(value, (arb, acb)):
+        return value
+    if isinstance(value, int):
+        return (acb if complex_mode else arb)(value)
+    return ArbPrinter(complex_mode)._print(sp.sympify(value))((({}, False)))
 
 
 def evaluate(expr: sp.Expr, values=None, complex_mode: bool = False,
