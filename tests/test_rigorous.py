@@ -176,10 +176,10 @@ def test_alpha_relu_forward_eigenvalues_contain_the_project_value():
 
 
 def test_tanh_two_integral_routes_contain_references():
-    checks = bnmft.verify_rigorous("tanh", [8], 12)
+    checks = bnmft.verify_rigorous("tanh", [4], 12)
     assert all(c.ok for c in checks)
-    ref = reference("tanh", 8, 40)
-    numbers = bnmft.analyze("tanh", [8], digits=25)[0].numbers
+    ref = reference("tanh", 4, 40)
+    numbers = bnmft.analyze("tanh", [4], digits=25)[0].numbers
     for c in checks:
         assert c.first.route != c.second.route
         want = ref.get(c.quantity, numbers[c.quantity].value)  # lambda_L, lambda_M: project
@@ -188,20 +188,38 @@ def test_tanh_two_integral_routes_contain_references():
             assert enc.digits >= 12
 
 
-def test_erf_contains_thm4_and_thm7_quadratures():
-    from bnmft.numerics.references import fixed_point, gradient_rate
+def _erf_checks(B: int, digits: int) -> dict:
+    return {c.quantity: c for c in bnmft.verify_rigorous("erf", [B], digits)}
 
-    checks = {c.quantity: c for c in bnmft.verify_rigorous("erf", [4], 12)}
+
+def test_erf_contains_thm4_quadrature_and_project_values():
+    """q*, c* against mpmath's quad of paper Thm 4; the eigenvalues and the rate against the
+    project's (non-rigorous) high-precision values."""
+    from bnmft.numerics.references import fixed_point
+
+    checks = _erf_checks(4, 12)
+    assert all(c.ok for c in checks.values())
+    with mpmath.workdps(30):
+        q, cs = fixed_point(mpmath.erf, 4, dps=20)
+    numbers = bnmft.analyze("erf", [4], digits=25)[0].numbers
+    for name, c in checks.items():
+        want = {"q_star": q, "c_star": cs}.get(name, numbers[name].value)
+        for enc in (c.first, c.second):
+            # mpmath's quad is good to ~20 digits here: the ball widened by 1e-18
+            assert contains(enc.ball + arb(0, 1e-18), want), name
+            assert enc.digits >= 12
+
+
+@pytest.mark.slow
+def test_erf_rate_contains_thm7_quadrature():
+    from bnmft.numerics.references import gradient_rate
+
+    checks = _erf_checks(4, 12)
     with mpmath.workdps(40):
-        q, cs = fixed_point(mpmath.erf, 4, dps=30)
         rate = gradient_rate(mpmath.erf, lambda z: 2 * mpmath.exp(-z * z) / mpmath.sqrt(mpmath.pi),
                              4, dps=30)
-    for name, want in (("q_star", q), ("c_star", cs), ("gradient_rate", rate)):
-        for enc in (checks[name].first, checks[name].second):
-            # mpmath's quad is good to ~30 digits: inside the ball widened by 1e-25
-            assert contains(enc.ball + arb(0, 1e-25), want), name
-            assert enc.digits >= 12
-    assert all(c.ok for c in checks.values())
+    for enc in (checks["gradient_rate"].first, checks["gradient_rate"].second):
+        assert contains(enc.ball + arb(0, 1e-25), rate)
 
 
 # -- a perturbed closed form is caught ------------------------------------------------------------
@@ -350,9 +368,9 @@ def test_api_bad_input():
 # -- invariants -----------------------------------------------------------------------------------
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(st.fractions(min_value=-3, max_value=3, max_denominator=20),
-       st.integers(min_value=4, max_value=300))
+       st.integers(min_value=4, max_value=100))
 def test_leaky_slopes_and_batch_sizes_overlap(slope, B):
     """For any slope and batch size the two routes overlap and certify the digits."""
     checks = bnmft.verify_rigorous(f"leaky_relu:{slope.numerator}/{slope.denominator}", [B], 15)
