@@ -31,7 +31,8 @@ Smooth ``phi`` (no kinks: tanh, erf): the polar integral is computed as a nested
 the hyperspherical angles of paper Thm 4 (``z1 = -sqrt(B-1) cos t1``, ``z2 = (cos t1 -
 sqrt(B(B-2)) sin t1 cos t2) / sqrt(B-1)``, weights ``sin^(B-3) t1 sin^(B-4) t2``) for two
 coordinates and the ``x`` form above for one, each normalised by the quadrature of its own
-weight. Nested quadrature in Arb: the outer integrator evaluates its integrand at nodes
+weight. Two moments share one complex integral (real and imaginary part). Nested quadrature in
+Arb: the outer integrator evaluates its integrand at nodes
 (point balls: the inner integral is computed by ``acb.integral`` to full accuracy) and on
 complex balls around sub-intervals for its error bound; there the inner integral is
 enclosed by ``sum width_k * F(theta, psi-ball_k)`` over a fixed partition of the inner
@@ -68,11 +69,13 @@ def _tolerances(bits: int):
     return dict(rel_tol=tol, abs_tol=tol)
 
 
-def _integral(fn, a, b, bits: int, what: str) -> arb:
-    value = acb.integral(fn, a, b, **_tolerances(bits)).real
+def _integral(fn, a, b, bits: int, what: str, complex_value: bool = False):
+    """``acb.integral`` to ``2^-bits`` (relative and absolute); the real part, or the
+    complex ball if ``complex_value``."""
+    value = acb.integral(fn, a, b, **_tolerances(bits))
     if not value.is_finite():
         raise RigorousFailure(f"the rigorous quadrature of {what} gave no finite enclosure")
-    return value
+    return value if complex_value else value.real
 
 
 def _power(z, e: sp.Rational, analytic: bool):
@@ -85,7 +88,7 @@ def _power(z, e: sp.Rational, analytic: bool):
     return z.pow(acb(int(e.p)) / int(e.q), analytic=analytic)
 
 
-def _nested(outer, inner, a, b, c, d, bits: int, what: str) -> arb:
+def _nested(outer, inner, a, b, c, d, bits: int, what: str) -> acb:
     """``Int_a^b Int_c^d`` with ``outer(theta, analytic) -> (factor, state)`` and
     ``inner(state, psi, analytic)``: the integrand is ``factor * inner``."""
     threshold = arb(2) ** (-(bits // 2))
@@ -104,7 +107,7 @@ def _nested(outer, inner, a, b, c, d, bits: int, what: str) -> arb:
                 val += width * inner(state, acb(ball), False)
         return factor * val
 
-    return _integral(f, a, b, bits, what)
+    return _integral(f, a, b, bits, what, complex_value=True)
 
 
 # -- positive-homogeneous phi: pieces at the kinks, radius separated -----------------------
@@ -199,8 +202,28 @@ def _one_point_x(act: Activation, pt: Point, B: int, bits: int) -> arb:
     return value / mass
 
 
-def _two_point_polar(act: Activation, mo: SphereMoment, B: int, bits: int) -> arb:
-    f1, f2 = (_point_function(act, p) for p in mo.points)
+def _packed(functions):
+    """``[(f1, f2), ...]`` (at most two pairs) as one complex integrand: pair ``k`` is
+    multiplied by ``i^k``. On the real line each product is real, so the real and imaginary
+    parts of the integral are the two moments; the sum is holomorphic wherever each
+    product is, so Arb's error bound for the complex integral covers both parts."""
+    unit = (acb(1), acb(0, 1))
+
+    def combine(z1, z2, an):
+        total = acb(0)
+        for k, (f1, f2) in enumerate(functions):
+            total += unit[k] * f1(z1, analytic=an) * f2(z2, analytic=an)
+        return total
+    return combine
+
+
+def _unpack(value: acb, count: int) -> list[arb]:
+    return [value.real, value.imag][:count]
+
+
+def _two_point_polar(act: Activation, mos, B: int, bits: int) -> list[arb]:
+    """Two moments at once (real and imaginary part), nested polar quadrature."""
+    F = _packed([tuple(_point_function(act, p) for p in mo.points) for mo in mos])
     pi = arb.pi()
     BB = arb(B * (B - 2))
 
@@ -212,30 +235,33 @@ def _two_point_polar(act: Activation, mo: SphereMoment, B: int, bits: int) -> ar
     def inner(state, psi, an):
         rc, rs = state
         s = psi.sin()
-        return s * psi.cos() ** (B - 4) * f1(rc * s, analytic=an) * f2(rs * s, analytic=an)
+        return s * psi.cos() ** (B - 4) * F(rc * s, rs * s, an)
 
-    total = _nested(outer, inner, 0, 2 * pi, 0, pi / 2, bits, mo.name)
-    return (B - 3) * BB.sqrt() / (2 * pi) * total
+    names = " and ".join(mo.name for mo in mos)
+    total = _nested(outer, inner, 0, 2 * pi, 0, pi / 2, bits, names)
+    return [v * (B - 3) * BB.sqrt() / (2 * pi) for v in _unpack(total, len(mos))]
 
 
-def _two_point_angles(act: Activation, mo: SphereMoment, B: int, bits: int) -> arb:
-    f1, f2 = (_point_function(act, p) for p in mo.points)
+def _two_point_angles(act: Activation, mos, B: int, bits: int) -> list[arb]:
+    """Two moments at once, nested quadrature in the Thm 4 angles ``t1``, ``t2``."""
+    F = _packed([tuple(_point_function(act, p) for p in mo.points) for mo in mos])
     pi = arb.pi()
     root = arb(B - 1).sqrt()
     spread = arb(B * (B - 2)).sqrt() / root
 
     def outer(t1, an):
         c1 = t1.cos()
-        return t1.sin() ** (B - 3) * f1(-root * c1, analytic=an), (c1 / root, spread * t1.sin())
+        return t1.sin() ** (B - 3), (-root * c1, c1 / root, spread * t1.sin())
 
     def inner(state, t2, an):
-        a, b = state
-        return t2.sin() ** (B - 4) * f2(a - b * t2.cos(), analytic=an)
+        z1, a, b = state
+        return t2.sin() ** (B - 4) * F(z1, a - b * t2.cos(), an)
 
-    total = _nested(outer, inner, 0, pi, 0, pi, bits, f"{mo.name} (Thm 4 angles)")
+    names = " and ".join(mo.name for mo in mos)
+    total = _nested(outer, inner, 0, pi, 0, pi, bits, f"{names} (Thm 4 angles)")
     m1 = _integral(lambda t, an: t.sin() ** (B - 3), 0, pi, bits, "the weight sin^(B-3)")
     m2 = _integral(lambda t, an: t.sin() ** (B - 4), 0, pi, bits, "the weight sin^(B-4)")
-    return total / (m1 * m2)
+    return [v / (m1 * m2) for v in _unpack(total, len(mos))]
 
 
 # -- entry points --------------------------------------------------------------------------
@@ -259,16 +285,22 @@ def sphere_moments(act: Activation, moments, B: int, bits: int, route: str = "po
     ctx.prec = bits + 20
     try:
         out = {}
+        if act.homogeneous is not None:
+            if route != "polar":
+                raise ValueError("positive-homogeneous phi: only the polar route")
+            for mo in moments:
+                out[mo] = (_one_point_homogeneous(act, mo.points[0], B, bits) if mo.arity == 1
+                           else _two_point_homogeneous(act, mo, B, bits))
+            return out
+        one, two = ((_one_point_t, _two_point_polar) if route == "polar"
+                    else (_one_point_x, _two_point_angles))
+        pairs = [mo for mo in moments if mo.arity == 2]
         for mo in moments:
-            if act.homogeneous is not None:
-                if route != "polar":
-                    raise ValueError("positive-homogeneous phi: only the polar route")
-                one, two = _one_point_homogeneous, _two_point_homogeneous
-            elif route == "polar":
-                one, two = _one_point_t, _two_point_polar
-            else:
-                one, two = _one_point_x, _two_point_angles
-            out[mo] = one(act, mo.points[0], B, bits) if mo.arity == 1 else two(act, mo, B, bits)
-        return out
+            if mo.arity == 1:
+                out[mo] = one(act, mo.points[0], B, bits)
+        for k in range(0, len(pairs), 2):  # two moments per complex integral
+            group = pairs[k:k + 2]
+            out.update(zip(group, two(act, group, B, bits)))
+        return {mo: out[mo] for mo in moments}
     finally:
         ctx.prec = old
