@@ -1243,7 +1243,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="certified enclosures in Arb ball arithmetic (eps = 0): per quantity two "
                         "balls by different routes (closed form and rigorous sphere integrals; "
                         "two integral routes for smooth phi), their overlap and the digits each "
-                        "certifies; batch sizes up to 1000 (smooth phi) or 10^6 (default: off)")
+                        "certifies; batch sizes up to 1000 (smooth phi) or 10^9 (default: off)")
     v.add_argument("--json", action="store_true",
                    help="with --rigorous: print JSON (default: text)")
     v.set_defaults(func=cmd_verify)

@@ -49,7 +49,7 @@ RETRIES = 3
 #: Largest batch sizes: nested 2-D rigorous quadrature (smooth phi) and separated 1-D
 #: integrals (positive-homogeneous phi); both costs grow with the peak of cos^(B-4).
 MAX_B_SMOOTH = 1000
-MAX_B_HOMOGENEOUS = 10**6
+MAX_B_HOMOGENEOUS = 10**9
 
 ROUTE_CLOSED = "closed form (Arb)"
 ROUTE_POLAR = "sphere integrals (acb.integral, polar)"
