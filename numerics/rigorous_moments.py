@@ -85,6 +85,19 @@ def _power(z, e: sp.Rational, analytic: bool):
         return z ** int(e)
     if e.q == 2:
         return z.sqrt(analytic=analytic) ** int(e.p)
+    if e.p > 0:
+        # principal q-th root (exact exponent, unlike exp(e log z)); analytic off (-oo, 0]
+        if not (z.real > 0 or z.imag > 0 or z.imag < 0):
+            if analytic:
+                return acb("nan")
+            # a ball around the branch point z = 0 (Arb's root gives NaN there):
+            # |z^e| <= |z|_max^e encloses every value
+            top = abs(z).upper()
+            if top == 0:
+                return acb(0)
+            bound = (arb(top) ** (arb(int(e.p)) / int(e.q))).upper()
+            return acb(arb(0, bound), arb(0, bound))
+        return z.root(int(e.q)) ** int(e.p)
     return z.pow(acb(int(e.p)) / int(e.q), analytic=analytic)
 
 
@@ -113,8 +126,15 @@ def _nested(outer, inner, a, b, c, d, bits: int, what: str) -> acb:
 # -- positive-homogeneous phi: pieces at the kinks, radius separated -----------------------
 
 
+def _bounded(d, what: str) -> None:
+    if d < 0:
+        raise RigorousFailure(f"{what}: the integrand behaves like |z|^({d}) at the kink z = 0, "
+                              f"unbounded; Arb's quadrature cannot enclose it")
+
+
 def _one_point_homogeneous(act: Activation, pt: Point, B: int, bits: int) -> arb:
     d, P, N = act.homogeneous.point_power(pt)
+    _bounded(d, f"E[{pt.text('z')}]")
     pi = arb.pi()
     total = arb(0)
     for coeff, lo, hi, sign in ((P, 0, pi / 2, 1), (N, pi / 2, pi, -1)):
@@ -132,6 +152,7 @@ def _one_point_homogeneous(act: Activation, pt: Point, B: int, bits: int) -> arb
 
 def _two_point_homogeneous(act: Activation, mo: SphereMoment, B: int, bits: int) -> arb:
     (d1, P1, N1), (d2, P2, N2) = (act.homogeneous.point_power(p) for p in mo.points)
+    _bounded(min(d1, d2), mo.name)
     d = sp.nsimplify(d1 + d2)
     pi = arb.pi()
     quadrants = (  # (sign of z1, sign of z2, coefficient, theta range)
