@@ -36,8 +36,9 @@ Arb: the outer integrator evaluates its integrand at nodes
 (point balls: the inner integral is computed by ``acb.integral`` to full accuracy) and on
 complex balls around sub-intervals for its error bound; there the inner integral is
 enclosed by ``sum width_k * F(theta, psi-ball_k)`` over a fixed partition of the inner
-interval, which is a valid enclosure, and holomorphy in ``theta`` is checked by the
-``analytic`` flag of the ``theta``-dependent branch functions.
+interval, which is a valid enclosure, and holomorphy in ``theta`` is checked by passing
+the outer ``analytic`` flag to every branch function (of the geometry and of phi) on the
+whole ``(theta, psi)`` ball.
 
 Every number here is a ball that contains the exact moment (Arb's quadrature error bounds
 and ball arithmetic); a moment whose ball is not finite raises :class:`RigorousFailure`.
@@ -117,7 +118,9 @@ def _nested(outer, inner, a, b, c, d, bits: int, what: str) -> acb:
             for k in range(_ENCLOSURE_PIECES):
                 # the ball mid +- width/2 covers the k-th piece (outward rounding)
                 ball = arb(c) + width * (2 * k + 1) / 2 + _UNIT * (width / 2)
-                val += width * inner(state, acb(ball), False)
+                # the outer flag: a branch function of phi must be holomorphic on the
+                # whole (theta, psi) ball, which implies holomorphy in theta
+                val += width * inner(state, acb(ball), analytic)
         return factor * val
 
     return _integral(f, a, b, bits, what, complex_value=True)
