@@ -63,7 +63,7 @@ def main() -> None:
             least = min(min(c.first.digits, c.second.digits) for c in checks)
             least_text = "exact" if least == math.inf else str(int(least))
             ok = all(c.ok for c in checks)
-            print(f"{act:16s} {B:>6d} {a:>9.2f} {b:>9.2f} {b / a:>7.1f} {least_text:>10s}  "
+            print(f"{act:16s} {B:>6d} {a:>9.4f} {b:>9.4f} {b / a:>7.1f} {least_text:>10s}  "
                   f"{'yes' if ok else 'NO'}", flush=True)
     print()
     for act, t in totals.items():

@@ -1229,7 +1229,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = command("verify", "compare every route with independent references",
                 "bnmft verify relu --digits 30", "bnmft verify tanh --batch-size 5,40",
-                "bnmft verify relu --epsilon 1e-2 --batch-size 6,64 --digits 25")
+                "bnmft verify relu --epsilon 1e-2 --batch-size 6,64 --digits 25",
+                "bnmft verify tanh --rigorous --batch-size 4,8,32 --json")
     common(v, digits=30, batch_default=DEFAULT_BATCH_SIZES,
            batch_help=_BATCH_HELP.replace(" or inf (the limit B -> oo)", ", finite"))
     _bn_options(v)
