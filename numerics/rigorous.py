@@ -95,19 +95,20 @@ class Enclosure:
         """``(value, radius)``: the value correctly rounded to ``digits`` (at most the
         certified ones) and a radius, rounded up to two digits, such that ``value +- radius``
         contains the ball (so it contains the exact value)."""
-        shown = int(min(digits, self.digits, MAX_SHOWN))
+        if not self.finite:
+            return "none", "inf"
         if self.ball.rad() == 0 and self.ball.mid() == 0:
             return "0", "0"
-        if shown < 1:
-            return decimal_string(_to_mpf(self.ball.mid()), 3), _radius_text(self)
+        # no certified digit: three digits of the midpoint, the radius still covering the ball
+        shown = max(int(min(digits, self.digits, MAX_SHOWN)), 0) or 3
         value = decimal_string(_to_mpf(self.ball.mid()), shown)
         return value, _radius_text(self, decimal.Decimal(value))
 
 
-def _radius_text(enc: Enclosure, centre: decimal.Decimal | None = None) -> str:
+def _radius_text(enc: Enclosure, centre: decimal.Decimal) -> str:
+    """The smallest two-digit ``r`` (rounded up) with ``[lower, upper]`` inside
+    ``centre +- r`` (exact decimal arithmetic)."""
     lo, hi = _exact_decimal(enc.lower()), _exact_decimal(enc.upper())
-    if centre is None:
-        centre = _exact_decimal(_to_mpf(enc.ball.mid()))
     r = max(hi - centre, centre - lo)
     if r == 0:
         return "0"
@@ -184,10 +185,14 @@ class RigorousCheck:
         for enc in (self.first, self.second):
             value, radius = enc.text(self.digits_requested)
             d = enc.digits
+            finite = enc.finite
             routes.append({
-                "route": enc.route, "value": value, "radius": radius,
-                "lower": _outward(enc.lower(), self.digits_requested + 5, down=True),
-                "upper": _outward(enc.upper(), self.digits_requested + 5, down=False),
+                "route": enc.route, "value": value if finite else None,
+                "radius": radius if finite else None,
+                "lower": _outward(enc.lower(), self.digits_requested + 5, down=True)
+                if finite else None,
+                "upper": _outward(enc.upper(), self.digits_requested + 5, down=False)
+                if finite else None,
                 "certified_digits": "exact" if d == math.inf else int(d),
             })
         return {"quantity": self.quantity, "batch_size": self.batch_size,
