@@ -8,6 +8,7 @@ Public API (stable), one function per stage of the pipeline (:mod:`bnmft.pipelin
 * :func:`analyze` -- numbers for given batch sizes, to a requested number of digits;
 * :func:`generate` -- generated numpy / C sources of the closed forms;
 * :func:`verify` -- every route against independent mpmath references;
+* :func:`verify_rigorous` -- two certified enclosures (Arb ball arithmetic) per quantity;
 * :func:`report` -- all of the above for one activation (:class:`Report`);
 * :func:`spectrum_derivation`, :func:`spectrum`, :func:`verify_spectrum` -- the forward and
   backward spectra at the BSB1 point (derived, evaluated, verified).
@@ -44,6 +45,7 @@ _LAZY = {
     "analyze": "bnmft.pipeline",
     "generate": "bnmft.pipeline",
     "verify": "bnmft.pipeline",
+    "verify_rigorous": "bnmft.pipeline",
     "report": "bnmft.pipeline",
     "vanilla": "bnmft.pipeline",
     "transition": "bnmft.pipeline",

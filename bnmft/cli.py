@@ -594,6 +594,12 @@ def cmd_verify(args) -> int:
     from bnmft import pipeline
     from bnmft.numerics import unavailable_routes
 
+    if args.rigorous:
+        return _verify_rigorous(args)
+    if args.json:
+        raise InputError("--json needs --rigorous (verify prints a table)")
+    if args.digits is None:
+        args.digits = 30
     eps, sw = _bn_parameters(args)
     act = _activation(args)
     sizes = _batch_sizes(args.batch_size) if args.batch_size else list(DEFAULT_BATCH_SIZES)
@@ -618,6 +624,61 @@ def cmd_verify(args) -> int:
         print(f"bnmft: verification failed for {len(failed)} checks", file=sys.stderr)
         return EXIT_NUMERICAL
     return 0
+
+
+def _verify_rigorous(args) -> int:
+    """``verify --rigorous``: two certified enclosures (Arb balls) of every quantity."""
+    from bnmft import pipeline
+    from bnmft.numerics.rigorous import ROUTE_NOTES
+
+    if args.epsilon is not None or args.sigma_w is not None:
+        raise InputError("--rigorous encloses the eps = 0 quantities; it takes no "
+                         + ("--epsilon" if args.epsilon is not None else "--sigma-w"))
+    act = _activation(args)
+    sizes = _batch_sizes(args.batch_size) if args.batch_size else [4, 8, 32]
+    if math.inf in sizes:
+        raise InputError("--rigorous needs finite batch sizes")
+    digits = 20 if args.digits is None else args.digits
+    checks = pipeline.verify_rigorous(act, sizes, digits)
+    failed = [c for c in checks if not c.ok]
+    if args.json:
+        print(json.dumps({"activation": act.name, "digits_requested": digits,
+                          "batch_sizes": sizes, "ok": not failed,
+                          "checks": [c.as_dict() for c in checks]}, indent=1))
+    else:
+        for line in _rigorous_table(checks, digits):
+            print(line)
+        routes = sorted({c.first.route for c in checks} | {c.second.route for c in checks})
+        for route in routes:
+            if route in ROUTE_NOTES:
+                print(f"{route}: {ROUTE_NOTES[route]}")
+        print(f"\n{len(checks) - len(failed)} of {len(checks)} quantities: two certified "
+              f"enclosures that overlap, each to at least {digits} digits")
+    for c in failed:
+        for why in c.failures:
+            print(f"bnmft: rigorous check failed: {c.quantity} at B = {c.batch_size}: {why}",
+                  file=sys.stderr)
+    return EXIT_NUMERICAL if failed else 0
+
+
+def _rigorous_table(checks, digits: int) -> list[str]:
+    """One line per route: the enclosure as ``value +- radius`` (the value correctly rounded
+    to the certified digits, at most ``digits``; the interval contains the exact value), the
+    digits the ball certifies and, on each quantity's second line, whether the balls
+    overlap."""
+    rows = []
+    for c in checks:
+        for k, enc in enumerate((c.first, c.second)):
+            value, radius = enc.text(digits)
+            d = enc.digits
+            rows.append((c.quantity if k == 0 else "", str(c.batch_size) if k == 0 else "",
+                         enc.route, f"{value} +- {radius}",
+                         "exact" if d == math.inf else str(int(d)),
+                         ("yes" if c.overlap else "NO") if k == 1 else ""))
+    head = ("quantity", "B", "route", "enclosure", "digits", "overlap")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    fmt = "  ".join(f"{{:{'>' if i in (1, 4) else '<'}{w}}}" for i, w in enumerate(widths))
+    return [fmt.format(*head).rstrip()] + [fmt.format(*r).rstrip() for r in rows]
 
 
 def _verify_regularised(act, sizes, args, eps, sw) -> int:
@@ -1328,10 +1389,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = command("verify", "compare every route with independent references",
                 "bnmft verify relu --digits 30", "bnmft verify tanh --batch-size 5,40",
-                "bnmft verify relu --epsilon 1e-2 --batch-size 6,64 --digits 25")
+                "bnmft verify relu --epsilon 1e-2 --batch-size 6,64 --digits 25",
+                "bnmft verify tanh --rigorous --batch-size 4,8,32 --json")
     common(v, digits=30, batch_default=DEFAULT_BATCH_SIZES,
            batch_help=_BATCH_HELP.replace(" or inf (the limit B -> oo)", ", finite"))
     _bn_options(v)
+    for action in v._actions:  # --rigorous has its own defaults
+        if action.dest == "digits":
+            action.default = None
+            action.help = action.help.replace("(default 30)", "(default 30; 20 with --rigorous)")
+        if action.dest == "batch_size":
+            action.help = action.help[:-1] + "; 4,8,32 with --rigorous)"
+    v.add_argument("--rigorous", action="store_true",
+                   help="certified enclosures in Arb ball arithmetic (eps = 0): per quantity two "
+                        "balls by different routes (closed form and rigorous sphere integrals; "
+                        "two integral routes for smooth phi), their overlap and the digits each "
+                        "certifies; batch sizes up to 1000 (smooth phi) or 10^9 (default: off)")
+    v.add_argument("--json", action="store_true",
+                   help="with --rigorous: print JSON (default: text)")
     v.set_defaults(func=cmd_verify)
 
     gg = command("gegenbauer", "Gegenbauer coefficients a_k, c_k and the Thm 9 sums",

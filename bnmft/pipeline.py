@@ -95,6 +95,28 @@ def verify(act, batch_sizes=None, digits: int = 30):
     return _verify(derivation(act), sizes, digits)
 
 
+def verify_rigorous(act, batch_sizes=(4, 8, 32), digits: int = 20):
+    """Stage 5, certified: two enclosures in Arb ball arithmetic of every quantity (eps = 0)
+    at each finite batch size -- the closed form and rigorous sphere integrals
+    (positive-homogeneous phi), or two rigorous integral routes (smooth phi) -- as
+    :class:`~bnmft.numerics.rigorous.RigorousCheck` objects (overlap, certified digits)."""
+    from bnmft.derive import InvalidInput, check_batch_sizes
+    from bnmft.limits import MAX_DIGITS
+    from bnmft.numerics.rigorous import check_limits
+    from bnmft.numerics.rigorous import verify_rigorous as _verify_rigorous
+    from bnmft.progress import progress
+
+    if isinstance(digits, bool) or not isinstance(digits, int) or not 1 <= digits <= MAX_DIGITS:
+        raise InvalidInput(f"digits must be an integer from 1 to {MAX_DIGITS} (got {digits!r})")
+    sizes = check_batch_sizes(batch_sizes, finite=True)
+    deriv = derivation(act)
+    check_limits(deriv.activation, sizes)
+    out = []
+    for B in progress(sizes, "rigorous enclosures"):
+        out.extend(_verify_rigorous(deriv, [B], digits))
+    return out
+
+
 def spectrum_derivation(act, gamma=None, beta=None, **parameters):
     """Stage 1-2 for spectra: the forward and backward spectra at the BSB1 point as a
     :class:`~bnmft.derive.Spectrum` (``act`` may also be a Derivation or a Spectrum)."""
