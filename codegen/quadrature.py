@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import sympy as sp
@@ -49,6 +50,11 @@ SELF_RTOL = 1e-14
 TENSOR_MIN_B = 64
 TANGENCY_MAX_B = 33
 WINDOW_DIGITS = 30.0
+
+
+class VerificationError(CodegenError):
+    """A generated module did not reach :data:`REQUIRED_RTOL` against the references (or a
+    reference did not converge): nothing is written."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,12 @@ def _description(act, plan: QuadraturePlan) -> list[str]:
     ]
 
 
+def route_text(act, plan: QuadraturePlan) -> str:
+    """How a quadrature module computes its numbers and how far it was verified (one
+    paragraph, for a package README)."""
+    return " ".join(_description(act, plan)[1:])
+
+
 def _sample_moments(source: str, Bs):
     from .jit import load_numpy
 
@@ -189,26 +201,29 @@ SELF_CHECK_BATCH_SIZES = (4, 5, 7, 12, 33, 34, 63, 64, 100, 1000, 10**4, 10**6)
 
 
 def choose_panel(act, module: str) -> float:
-    """The widest panel (in z) whose moments agree with those of half the width to
-    :data:`SELF_RTOL` (relative to the larger of the moment and ``1e-3``... of its scale) at
-    :data:`SELF_CHECK_BATCH_SIZES`. Raises :class:`CodegenError` if none does."""
+    """The widest panel (in z) of :data:`PANEL_WIDTHS` whose moments agree with those of the
+    next, half as wide, to :data:`SELF_RTOL` at :data:`SELF_CHECK_BATCH_SIZES` (relative to
+    each moment, floored at 1e-3 of the largest moment at that B: a moment that vanishes by
+    symmetry only needs absolute accuracy). Raises :class:`VerificationError` if none does."""
     Bs = np.array(SELF_CHECK_BATCH_SIZES, dtype=float)
     previous = None
-    for width in PANEL_WIDTHS + (PANEL_WIDTHS[-1] / 2,):
+    for width in PANEL_WIDTHS:
         plan = QuadraturePlan(width, {}, ())
         _, moms = _sample_moments(_render_numpy(act, module, plan), Bs)
         if previous is not None:
             prev_width, prev = previous
-            scale = np.maximum(np.abs(moms), 1e-300)
+            floor = 1e-3 * np.max(np.abs(moms), axis=0, keepdims=True)
+            scale = np.maximum(np.abs(moms), np.maximum(floor, 1e-300))
             if np.all(np.abs(prev - moms) <= SELF_RTOL * scale):
                 return prev_width
         previous = (width, moms)
-    raise CodegenError(
+    raise VerificationError(
         f"{act.name}: the quadrature did not converge to {SELF_RTOL:g} with panels down to "
-        f"{PANEL_WIDTHS[-1] / 2} in z"
+        f"{PANEL_WIDTHS[-1]} in z"
     )
 
 
+@lru_cache(maxsize=32)
 def _reference(act, Bs, digits: int = 16) -> dict:
     """The project's mpmath route (hyperspherical quadrature at ``digits``): ``{name: [mpf]}``."""
     import bnmft
@@ -218,7 +233,7 @@ def _reference(act, Bs, digits: int = 16) -> dict:
     for res in bnmft.analyze(deriv, list(Bs), digits=digits):
         for name, num in res.numbers.items():
             if num.digits is None or num.digits < 14:
-                raise CodegenError(
+                raise VerificationError(
                     f"{act.name}: the mpmath reference for {name} at B = {res.batch_size} reached "
                     f"only {num.digits} digits; cannot verify the generated module"
                 )
@@ -252,24 +267,30 @@ def verify(act, module: str, panel_z: float, Bs=VERIFY_BATCH_SIZES) -> Quadratur
     plan = QuadraturePlan(panel_z, {}, tuple(Bs))
     mod = load_numpy(_render_numpy(act, module, plan))
     got = mod.all(np.asarray(Bs, dtype=float))
-    ref = _reference(act, Bs)
+    ref = _reference(act, tuple(int(b) for b in Bs))
     verified = {}
     need = -math.log10(REQUIRED_RTOL)
     for name, vals in got.items():
         digits = agreement_digits(vals, ref[name])
-        verified[name] = min(digits, 16.0)
+        verified[name] = math.floor(min(digits, 16.0) * 10) / 10
         if digits < need:
-            raise CodegenError(
+            raise VerificationError(
                 f"{act.name}: generated {name} agrees with the mpmath reference to only "
                 f"{digits:.1f} digits (need {need:g}); refusing to write the module"
             )
     return QuadraturePlan(panel_z, verified, tuple(Bs))
 
 
-def plan_for(act, module: str) -> QuadraturePlan:
-    """Choose the panel width and verify (the expensive step: mpmath references)."""
+def plan_for(act, module: str = "generated") -> QuadraturePlan:
+    """Choose the panel width and verify (the expensive step: mpmath references; cached per
+    activation within a process)."""
     check_supported_activation(act)
-    return verify(act, module, choose_panel(act, module))
+    return _plan(act)
+
+
+@lru_cache(maxsize=32)
+def _plan(act) -> QuadraturePlan:
+    return verify(act, "generated", choose_panel(act, "generated"))
 
 
 # -- rendering ---------------------------------------------------------------------------------
