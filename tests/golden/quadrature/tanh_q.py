@@ -18,7 +18,7 @@ cos^(B-3) d >= 10^-30, the kinks of phi, and for B <= 33 the angles where a kink
 inner coordinate leaves its window). For B < 64 two-coordinate moments are nested angle
 integrals; from B = 64 on a product rule in the two coordinates with the joint density as
 expm1 of its log ratio to the product of the marginals, so that moments of size 1/B keep
-their relative accuracy (valid up to B = 10^6 and beyond).
+their relative accuracy (verified from B = 4 to 10^6; larger B are computed, not verified).
 
 Verified at generation time against bnmft's mpmath sphere quadrature (16 digits) at B = 4,
 5, 8, 32, 63, 64, 1000, 100000, 1000000: every quantity agrees to 14.3 significant digits or
