@@ -325,9 +325,8 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
             "assignments": [(printer.doprint(s), printer.doprint(e)) for s, e in q.temporaries],
             "result": printer.doprint(q.result),
         })
-        doc = doc_lines(q)
+        doc = doc_lines(q, q.spec.arguments)
         doc[0] = f"{q.name}(B) for activation {one_line(act.name)}, elementwise in B."
-        doc[2:2] = []
         functions.append({"name": q.name, "summary": _doc_safe(doc[0]),
                           "doc": _docstring(doc[1:])})
     imported = set(printer.module_imports)
@@ -372,6 +371,35 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
     )
 
 
+#: Relative agreement the compiled C kernels must show with the verified numpy module.
+C_RTOL = 1e-13
+
+
+def check_c_against_numpy(c_sources: dict, numpy_source: str, name: str,
+                          Bs=VERIFY_BATCH_SIZES) -> None:
+    """Compile the C kernels and compare every quantity (single kernels and the fused one)
+    with the numpy module, which was verified against mpmath, at ``Bs``; raises
+    :class:`VerificationError` if they differ by more than :data:`C_RTOL` (relative) or the
+    kernels cannot be compiled."""
+    from .jit import load_c, load_numpy
+
+    try:
+        c = load_c(c_sources)
+    except CodegenError as err:
+        raise VerificationError(f"{name}: cannot compile the C kernels to check them ({err})"
+                                ) from None
+    py = load_numpy(numpy_source)
+    x = np.asarray(Bs, dtype=float)
+    want, fused = py.all(x), c.all(x)
+    for q, ref in want.items():
+        scale = np.maximum(np.abs(ref), 1e-300)
+        for got in (getattr(c, q)(x), fused[q]):
+            if not np.all(np.abs(got - ref) <= C_RTOL * scale):
+                raise VerificationError(
+                    f"{name}: the C kernel {q} differs from the verified numpy module by more "
+                    f"than {C_RTOL:g}; refusing to write the module")
+
+
 def generate_quadrature(act, *, lang: str, module: str, plan: QuadraturePlan | None = None
                         ) -> dict[str, str]:
     """``{filename: text}`` of the quadrature module of ``act`` for ``lang``; ``plan`` (panel
@@ -383,7 +411,9 @@ def generate_quadrature(act, *, lang: str, module: str, plan: QuadraturePlan | N
     if lang == "numpy":
         return {f"{module}.py": _render_numpy(act, module, plan)}
     if lang == "c":
-        return _render_c(act, module, plan)
+        sources = _render_c(act, module, plan)
+        check_c_against_numpy(sources, _render_numpy(act, module, plan), act.name)
+        return sources
     raise CodegenError(f"unknown lang {lang!r}; choose one of c, numpy")
 
 
@@ -413,7 +443,7 @@ def _render_c(act, module: str, plan: QuadraturePlan) -> dict[str, str]:
             "temporaries": [(printer.doprint(s), printer.doprint(e)) for s, e in q.temporaries],
             "result": printer.doprint(q.result),
         })
-        doc = doc_lines(q)
+        doc = doc_lines(q, q.spec.arguments)
         doc[0] = f"{q.name}(B) for activation {one_line(act.name)}: out[i] = {q.name}(B[i])."
         kernels.append({"name": q.name, "doc": [comment_safe(line) for line in doc]})
     from .moment_forms import moment_forms_module
@@ -429,6 +459,8 @@ def _render_c(act, module: str, plan: QuadraturePlan) -> dict[str, str]:
     u, v, w = _rule()
     description = [
         *_description(act, plan),
+        f"These C kernels were compiled at generation and agree with that numpy module to "
+        f"{C_RTOL:g} relative (every kernel and the fused one) at the same batch sizes.",
         "Sphere moments: " + ", ".join(names) + ".",
     ]
     convention = (

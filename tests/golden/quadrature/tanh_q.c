@@ -261,22 +261,28 @@ static int tensor_moments(double B, double *m)
         }
     }
     const double alpha = (B - 5) / 2, one_rho2 = 1 - rho * rho;
+    /* E_ij = E_ji (one node set for both coordinates): the pairs j < i are visited once */
     double S = 0, X[N_MOMENTS] = {0};
     for (size_t i = 0; i < n; ++i) {
-        double Si = 0, Xi[N_MOMENTS] = {0};
-        for (size_t j = 0; j < n; ++j) {
+        double Si = 0, Xi[N_MOMENTS] = {0}, Yi[N_MOMENTS] = {0};
+        for (size_t j = 0; j <= i; ++j) {
             const double t1 = t[i], t2 = t[j];
             const double D = (2 * rho * t1 * t2 - rho * rho * (t1 * t1 + t2 * t2)) / one_rho2
                              - t1 * t1 * t2 * t2;
             const double arg = D / (c2[i] * c2[j]);
-            const double E = arg > -1 ? expm1(alpha * log1p(arg) - lc[i] - lc[j]) : -1.0;
+            double E = arg > -1 ? expm1(alpha * log1p(arg) - lc[i] - lc[j]) : -1.0;
+            if (j == i) E /= 2; /* the diagonal is counted twice below */
             Si += w[j] * E;
-            for (int q = 0; q < N_MOMENTS; ++q)
-                if (moment_points[q][1][0] >= 0) Xi[q] += E * right[q * n + j];
+            for (int q = 0; q < N_MOMENTS; ++q) {
+                if (moment_points[q][1][0] < 0) continue;
+                Xi[q] += E * right[q * n + j];
+                Yi[q] += E * left[q * n + j];
+            }
         }
-        S += w[i] * Si;
+        S += 2 * w[i] * Si;
         for (int q = 0; q < N_MOMENTS; ++q)
-            if (moment_points[q][1][0] >= 0) X[q] += left[q * n + i] * Xi[q];
+            if (moment_points[q][1][0] >= 0)
+                X[q] += left[q * n + i] * Xi[q] + right[q * n + i] * Yi[q];
     }
     for (int q = 0; q < N_MOMENTS; ++q)
         m[q] = moment_points[q][1][0] >= 0 ? fb[q] * gb[q] + (X[q] - S * fb[q] * gb[q]) / (1 + S)

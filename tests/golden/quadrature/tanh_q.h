@@ -22,6 +22,9 @@
  * 32, 63, 64, 1000, 100000, 1000000: every quantity agrees to 14.3 significant digits or more
  * (relative error <= 5.0e-15); per quantity in VERIFIED.
  *
+ * These C kernels were compiled at generation and agree with that numpy module to 1e-13 relative
+ * (every kernel and the fused one) at the same batch sizes.
+ *
  * Sphere moments: m0 = E[phi(z1)^2], m1 = E[phi(z1)*phi(z2)], m2 = E[z1^2*phi(z1)^2], m3 =
  * E[phi(z1)*z2^2*phi(z2)], m4 = E[z1*phi(z1)*z2*phi(z2)], m5 = E[dphi(z1)^2], m6 =
  * E[z1^2*dphi(z1)^2], m7 = E[dphi(z1)*dphi(z2)], m8 = E[z1*dphi(z1)*z2*dphi(z2)].
@@ -53,10 +56,6 @@ int tanh_q_sphere_moments(double B, double *m);
  *
  * Form:
  *     E[phi(z1)^2]
- * Arguments:
- *     m0 = E[phi(z1)^2], m1 = E[phi(z1)*phi(z2)], m2 = E[z1^2*phi(z1)^2], m3 =
- *     E[phi(z1)*z2^2*phi(z2)], m4 = E[z1*phi(z1)*z2*phi(z2)], m5 = E[dphi(z1)^2], m6 =
- *     E[z1^2*dphi(z1)^2], m7 = E[dphi(z1)*dphi(z2)], m8 = E[z1*dphi(z1)*z2*dphi(z2)]
  * Provenance:
  *     paper Thm 4 (eq 13): q* = E[phi(z1)^2] on the sphere
  * Valid for:
@@ -69,10 +68,6 @@ void tanh_q_q_star(size_t n, const double *B, double *out);
  *
  * Form:
  *     E[phi(z1)*phi(z2)]/E[phi(z1)^2]
- * Arguments:
- *     m0 = E[phi(z1)^2], m1 = E[phi(z1)*phi(z2)], m2 = E[z1^2*phi(z1)^2], m3 =
- *     E[phi(z1)*z2^2*phi(z2)], m4 = E[z1*phi(z1)*z2*phi(z2)], m5 = E[dphi(z1)^2], m6 =
- *     E[z1^2*dphi(z1)^2], m7 = E[dphi(z1)*dphi(z2)], m8 = E[z1*dphi(z1)*z2*dphi(z2)]
  * Provenance:
  *     paper Thm 4 (eq 14): q* c* = E[phi(z1) phi(z2)]
  * Valid for:
@@ -85,10 +80,6 @@ void tanh_q_c_star(size_t n, const double *B, double *out);
  *
  * Form:
  *     0
- * Arguments:
- *     m0 = E[phi(z1)^2], m1 = E[phi(z1)*phi(z2)], m2 = E[z1^2*phi(z1)^2], m3 =
- *     E[phi(z1)*z2^2*phi(z2)], m4 = E[z1*phi(z1)*z2*phi(z2)], m5 = E[dphi(z1)^2], m6 =
- *     E[z1^2*dphi(z1)^2], m7 = E[dphi(z1)*dphi(z2)], m8 = E[z1*dphi(z1)*z2*dphi(z2)]
  * Provenance:
  *     forward Jacobian, Rayleigh quotient on G (Schur)
  * Valid for:
@@ -102,10 +93,6 @@ void tanh_q_lambda_G(size_t n, const double *B, double *out);
  * Form:
  *     (2*E[phi(z1)*phi(z2)]*(B - 1)/(B - 2) - 2*E[phi(z1)*z2^2*phi(z2)]*(B - 1)/(B - 2) -
  *     E[phi(z1)^2] + E[z1^2*phi(z1)^2])/(-2*E[phi(z1)*phi(z2)] + 2*E[phi(z1)^2])
- * Arguments:
- *     m0 = E[phi(z1)^2], m1 = E[phi(z1)*phi(z2)], m2 = E[z1^2*phi(z1)^2], m3 =
- *     E[phi(z1)*z2^2*phi(z2)], m4 = E[z1*phi(z1)*z2*phi(z2)], m5 = E[dphi(z1)^2], m6 =
- *     E[z1^2*dphi(z1)^2], m7 = E[dphi(z1)*dphi(z2)], m8 = E[z1*dphi(z1)*z2*dphi(z2)]
  * Provenance:
  *     forward Jacobian, trace minus G and M pieces (Schur)
  * Valid for:
@@ -120,10 +107,6 @@ void tanh_q_lambda_L(size_t n, const double *B, double *out);
  *     (-2*E[phi(z1)*phi(z2)]*(B - 1)/((B - 3)*(B - 2)) + 4*E[phi(z1)*z2^2*phi(z2)]*(B -
  *     1)**2/(B*(B - 3)*(B - 2)) + 2*E[z1*phi(z1)*z2*phi(z2)]*(B - 1)**2/(B*(B -
  *     3)))/(-2*E[phi(z1)*phi(z2)] + 2*E[phi(z1)^2])
- * Arguments:
- *     m0 = E[phi(z1)^2], m1 = E[phi(z1)*phi(z2)], m2 = E[z1^2*phi(z1)^2], m3 =
- *     E[phi(z1)*z2^2*phi(z2)], m4 = E[z1*phi(z1)*z2*phi(z2)], m5 = E[dphi(z1)^2], m6 =
- *     E[z1^2*dphi(z1)^2], m7 = E[dphi(z1)*dphi(z2)], m8 = E[z1*dphi(z1)*z2*dphi(z2)]
  * Provenance:
  *     forward Jacobian, Rayleigh quotient on (e1-e2)(e3-e4)^T + sym (Schur)
  * Valid for:
@@ -138,10 +121,6 @@ void tanh_q_lambda_M(size_t n, const double *B, double *out);
  *     (E[dphi(z1)*dphi(z2)]/(B - 3) + E[dphi(z1)^2]*(B - 1)/(B - 3) +
  *     E[z1*dphi(z1)*z2*dphi(z2)]/(B - 3) - E[z1^2*dphi(z1)^2]/(B - 3))/(-E[phi(z1)*phi(z2)] +
  *     E[phi(z1)^2])
- * Arguments:
- *     m0 = E[phi(z1)^2], m1 = E[phi(z1)*phi(z2)], m2 = E[z1^2*phi(z1)^2], m3 =
- *     E[phi(z1)*z2^2*phi(z2)], m4 = E[z1*phi(z1)*z2*phi(z2)], m5 = E[dphi(z1)^2], m6 =
- *     E[z1^2*dphi(z1)^2], m7 = E[dphi(z1)*dphi(z2)], m8 = E[z1*dphi(z1)*z2*dphi(z2)]
  * Provenance:
  *     backward map, Rayleigh quotient on G (paper Thm 7 form)
  * Valid for:
@@ -158,10 +137,6 @@ void tanh_q_gradient_rate(size_t n, const double *B, double *out);
  *     E[phi(z1)^2]))
  * Definition:
  *     depth_scale = xi = 1/log(gradient_rate) (paper Sec. 4)
- * Arguments:
- *     m0 = E[phi(z1)^2], m1 = E[phi(z1)*phi(z2)], m2 = E[z1^2*phi(z1)^2], m3 =
- *     E[phi(z1)*z2^2*phi(z2)], m4 = E[z1*phi(z1)*z2*phi(z2)], m5 = E[dphi(z1)^2], m6 =
- *     E[z1^2*dphi(z1)^2], m7 = E[dphi(z1)*dphi(z2)], m8 = E[z1*dphi(z1)*z2*dphi(z2)]
  * Provenance:
  *     xi = 1/log(gradient_rate)
  * Valid for:
@@ -178,10 +153,6 @@ void tanh_q_depth_scale(size_t n, const double *B, double *out);
  *     E[phi(z1)^2]))
  * Definition:
  *     max_trainable_depth = 16*depth_scale = 16/log(gradient_rate) (paper Sec. 4)
- * Arguments:
- *     m0 = E[phi(z1)^2], m1 = E[phi(z1)*phi(z2)], m2 = E[z1^2*phi(z1)^2], m3 =
- *     E[phi(z1)*z2^2*phi(z2)], m4 = E[z1*phi(z1)*z2*phi(z2)], m5 = E[dphi(z1)^2], m6 =
- *     E[z1^2*dphi(z1)^2], m7 = E[dphi(z1)*dphi(z2)], m8 = E[z1*dphi(z1)*z2*dphi(z2)]
  * Provenance:
  *     16 xi (paper Sec. 4, Figs 2 and 4)
  * Valid for:

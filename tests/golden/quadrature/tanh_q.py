@@ -319,10 +319,6 @@ def q_star(B):
 
     Form:
         E[phi(z1)^2]
-    Arguments:
-        m0 = E[phi(z1)^2], m1 = E[phi(z1)*phi(z2)], m2 = E[z1^2*phi(z1)^2], m3 =
-        E[phi(z1)*z2^2*phi(z2)], m4 = E[z1*phi(z1)*z2*phi(z2)], m5 = E[dphi(z1)^2], m6 =
-        E[z1^2*dphi(z1)^2], m7 = E[dphi(z1)*dphi(z2)], m8 = E[z1*dphi(z1)*z2*dphi(z2)]
     Provenance:
         paper Thm 4 (eq 13): q* = E[phi(z1)^2] on the sphere
     Valid for:
@@ -337,10 +333,6 @@ def c_star(B):
 
     Form:
         E[phi(z1)*phi(z2)]/E[phi(z1)^2]
-    Arguments:
-        m0 = E[phi(z1)^2], m1 = E[phi(z1)*phi(z2)], m2 = E[z1^2*phi(z1)^2], m3 =
-        E[phi(z1)*z2^2*phi(z2)], m4 = E[z1*phi(z1)*z2*phi(z2)], m5 = E[dphi(z1)^2], m6 =
-        E[z1^2*dphi(z1)^2], m7 = E[dphi(z1)*dphi(z2)], m8 = E[z1*dphi(z1)*z2*dphi(z2)]
     Provenance:
         paper Thm 4 (eq 14): q* c* = E[phi(z1) phi(z2)]
     Valid for:
@@ -355,10 +347,6 @@ def lambda_G(B):
 
     Form:
         0
-    Arguments:
-        m0 = E[phi(z1)^2], m1 = E[phi(z1)*phi(z2)], m2 = E[z1^2*phi(z1)^2], m3 =
-        E[phi(z1)*z2^2*phi(z2)], m4 = E[z1*phi(z1)*z2*phi(z2)], m5 = E[dphi(z1)^2], m6 =
-        E[z1^2*dphi(z1)^2], m7 = E[dphi(z1)*dphi(z2)], m8 = E[z1*dphi(z1)*z2*dphi(z2)]
     Provenance:
         forward Jacobian, Rayleigh quotient on G (Schur)
     Valid for:
@@ -374,10 +362,6 @@ def lambda_L(B):
     Form:
         (2*E[phi(z1)*phi(z2)]*(B - 1)/(B - 2) - 2*E[phi(z1)*z2^2*phi(z2)]*(B - 1)/(B - 2) -
         E[phi(z1)^2] + E[z1^2*phi(z1)^2])/(-2*E[phi(z1)*phi(z2)] + 2*E[phi(z1)^2])
-    Arguments:
-        m0 = E[phi(z1)^2], m1 = E[phi(z1)*phi(z2)], m2 = E[z1^2*phi(z1)^2], m3 =
-        E[phi(z1)*z2^2*phi(z2)], m4 = E[z1*phi(z1)*z2*phi(z2)], m5 = E[dphi(z1)^2], m6 =
-        E[z1^2*dphi(z1)^2], m7 = E[dphi(z1)*dphi(z2)], m8 = E[z1*dphi(z1)*z2*dphi(z2)]
     Provenance:
         forward Jacobian, trace minus G and M pieces (Schur)
     Valid for:
@@ -394,10 +378,6 @@ def lambda_M(B):
         (-2*E[phi(z1)*phi(z2)]*(B - 1)/((B - 3)*(B - 2)) + 4*E[phi(z1)*z2^2*phi(z2)]*(B -
         1)**2/(B*(B - 3)*(B - 2)) + 2*E[z1*phi(z1)*z2*phi(z2)]*(B - 1)**2/(B*(B -
         3)))/(-2*E[phi(z1)*phi(z2)] + 2*E[phi(z1)^2])
-    Arguments:
-        m0 = E[phi(z1)^2], m1 = E[phi(z1)*phi(z2)], m2 = E[z1^2*phi(z1)^2], m3 =
-        E[phi(z1)*z2^2*phi(z2)], m4 = E[z1*phi(z1)*z2*phi(z2)], m5 = E[dphi(z1)^2], m6 =
-        E[z1^2*dphi(z1)^2], m7 = E[dphi(z1)*dphi(z2)], m8 = E[z1*dphi(z1)*z2*dphi(z2)]
     Provenance:
         forward Jacobian, Rayleigh quotient on (e1-e2)(e3-e4)^T + sym (Schur)
     Valid for:
@@ -414,10 +394,6 @@ def gradient_rate(B):
         (E[dphi(z1)*dphi(z2)]/(B - 3) + E[dphi(z1)^2]*(B - 1)/(B - 3) +
         E[z1*dphi(z1)*z2*dphi(z2)]/(B - 3) - E[z1^2*dphi(z1)^2]/(B - 3))/(-E[phi(z1)*phi(z2)] +
         E[phi(z1)^2])
-    Arguments:
-        m0 = E[phi(z1)^2], m1 = E[phi(z1)*phi(z2)], m2 = E[z1^2*phi(z1)^2], m3 =
-        E[phi(z1)*z2^2*phi(z2)], m4 = E[z1*phi(z1)*z2*phi(z2)], m5 = E[dphi(z1)^2], m6 =
-        E[z1^2*dphi(z1)^2], m7 = E[dphi(z1)*dphi(z2)], m8 = E[z1*dphi(z1)*z2*dphi(z2)]
     Provenance:
         backward map, Rayleigh quotient on G (paper Thm 7 form)
     Valid for:
@@ -436,10 +412,6 @@ def depth_scale(B):
         E[phi(z1)^2]))
     Definition:
         depth_scale = xi = 1/log(gradient_rate) (paper Sec. 4)
-    Arguments:
-        m0 = E[phi(z1)^2], m1 = E[phi(z1)*phi(z2)], m2 = E[z1^2*phi(z1)^2], m3 =
-        E[phi(z1)*z2^2*phi(z2)], m4 = E[z1*phi(z1)*z2*phi(z2)], m5 = E[dphi(z1)^2], m6 =
-        E[z1^2*dphi(z1)^2], m7 = E[dphi(z1)*dphi(z2)], m8 = E[z1*dphi(z1)*z2*dphi(z2)]
     Provenance:
         xi = 1/log(gradient_rate)
     Valid for:
@@ -458,10 +430,6 @@ def max_trainable_depth(B):
         E[phi(z1)^2]))
     Definition:
         max_trainable_depth = 16*depth_scale = 16/log(gradient_rate) (paper Sec. 4)
-    Arguments:
-        m0 = E[phi(z1)^2], m1 = E[phi(z1)*phi(z2)], m2 = E[z1^2*phi(z1)^2], m3 =
-        E[phi(z1)*z2^2*phi(z2)], m4 = E[z1*phi(z1)*z2*phi(z2)], m5 = E[dphi(z1)^2], m6 =
-        E[z1^2*dphi(z1)^2], m7 = E[dphi(z1)*dphi(z2)], m8 = E[z1*dphi(z1)*z2*dphi(z2)]
     Provenance:
         16 xi (paper Sec. 4, Figs 2 and 4)
     Valid for:
