@@ -25,7 +25,6 @@ written into the module header, and a module that misses :data:`REQUIRED_RTOL` i
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -174,7 +173,8 @@ def _description(act, plan: QuadraturePlan) -> list[str]:
             f"window). For B < {TENSOR_MIN_B} two-coordinate moments are nested angle integrals; "
             f"from B = {TENSOR_MIN_B} on a product rule in the two coordinates with the joint "
             "density as expm1 of its log ratio to the product of the marginals, so that moments "
-            "of size 1/B keep their relative accuracy (verified from B = 4 to 10^6; larger B are computed, not verified)."
+            "of size 1/B keep their relative accuracy (verified from B = 4 to 10^6; larger B are "
+            "computed, not verified)."
         ),
         (
             f"Verified at generation time against bnmft's mpmath sphere quadrature (16 digits) "
@@ -345,7 +345,8 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
     env = environment(__file__.replace("quadrature.py", "backends/numpy/printer.py"))
     return env.get_template("quadrature.py.jinja").render(
         header=_header(act, module, plan, prepared),
-        title=_doc_safe(f"BSB1 quantities for activation {one_line(act.name)} by sphere quadrature"),
+        title=_doc_safe(
+            f"BSB1 quantities for activation {one_line(act.name)} by sphere quadrature"),
         paragraphs=[[_doc_safe(line) for line in wrap(p, WIDTH - 8)] for p in paragraphs],
         generator=repr(f"bnmft {prepared.version}"),
         sha256=repr(prepared.sha256),
