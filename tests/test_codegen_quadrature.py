@@ -196,3 +196,36 @@ def test_c_is_checked_against_the_verified_numpy_module(generated, monkeypatch):
     monkeypatch.setattr(Q, "C_RTOL", 1e-17)
     with pytest.raises(Q.VerificationError, match="differs from the verified numpy module"):
         Q.generate_quadrature(activation("tanh"), lang="c", module="tanh_q", plan=plan)
+
+
+def test_c_openmp_build_gives_the_serial_values(generated, tmp_path):
+    """The optional OpenMP loop: built with -fopenmp (warning-free under -pedantic), the
+    fused kernel returns bit for bit what the serial build returns."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    _, sources = generated["Min(Max(x, -1), 1)"]
+    write_sources(sources["c"], tmp_path)
+    libs = {}
+    for tag, flags in (("omp", ["-fopenmp"]), ("serial", [])):
+        so = tmp_path / f"lib{tag}.so"
+        run = subprocess.run([cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", "-Werror",
+                              *flags, "-shared", "-fPIC", str(tmp_path / "hardtanh_q.c"), "-o",
+                              str(so), "-lm"], capture_output=True, text=True)
+        if run.returncode and tag == "omp":
+            pytest.skip(f"no OpenMP: {run.stderr.strip()[:80]}")
+        assert run.returncode == 0, run.stderr
+        libs[tag] = ctypes.CDLL(str(so))
+    B = np.array([4.0, 5.0, 8.0, 33.0, 64.0, 1000.0, 1e6])
+    got = {}
+    for tag, lib in libs.items():
+        outs = [np.zeros(len(B)) for _ in range(8)]
+        lib.hardtanh_q_all(ctypes.c_size_t(len(B)), B.ctypes.data_as(ctypes.c_void_p),
+                           *[o.ctypes.data_as(ctypes.c_void_p) for o in outs])
+        got[tag] = np.array(outs)
+    assert np.array_equal(got["omp"], got["serial"])
+    assert np.all(np.isfinite(got["serial"]))
