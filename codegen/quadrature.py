@@ -46,8 +46,14 @@ RULE_NODES = 16
 PANEL_WIDTHS = (2.0, 1.0, 0.5, 0.25)
 #: Self-convergence tolerance of the panel choice.
 SELF_RTOL = 1e-14
+#: From this B on, the product rule: the joint density's non-smooth edge (the ellipse
+#: ``Q = 1``) then carries weight below ``2^-(B-4) < 1e-18`` inside the grid.
 TENSOR_MIN_B = 64
+#: Up to this B the tangency angles of the inner kink lines are outer breakpoints (beyond,
+#: the inner integral is smooth to well below 1e-15 there; cf. ``sphere.Geometry``).
 TANGENCY_MAX_B = 33
+#: The weight window: ``cos^(B-3) d >= 10^-WINDOW_DIGITS`` (integrands grow at most like
+#: ``|z|^6`` or ``e^(2|z|)`` within it for the registered activations).
 WINDOW_DIGITS = 30.0
 
 
