@@ -52,8 +52,9 @@ TENSOR_MIN_B = 64
 #: Up to this B the tangency angles of the inner kink lines are outer breakpoints (beyond,
 #: the inner integral is smooth to well below 1e-15 there; cf. ``sphere.Geometry``).
 TANGENCY_MAX_B = 33
-#: The weight window: ``cos^(B-3) d >= 10^-WINDOW_DIGITS`` (integrands grow at most like
-#: ``|z|^6`` or ``e^(2|z|)`` within it for the registered activations).
+#: The weight window: ``cos^(B-3) d >= 10^-WINDOW_DIGITS`` (the registered activations grow
+#: at most linearly, so the integrands at most like ``z^4``; a faster-growing typed phi whose
+#: tails matter fails the verification rather than passing silently).
 WINDOW_DIGITS = 30.0
 
 
