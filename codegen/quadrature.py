@@ -379,16 +379,29 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
     )
 
 
-#: Relative agreement the compiled C kernels must show with the verified numpy module.
+#: Relative agreement the compiled C kernels must show with the verified numpy module at
+#: least (more is allowed up to what keeps them within REQUIRED_RTOL of the references).
 C_RTOL = 1e-13
 
 
+def c_tolerance(plan: QuadraturePlan, quantity: str) -> float:
+    """Allowed relative C - numpy difference for ``quantity``: the room the numpy module's
+    verified error leaves under :data:`REQUIRED_RTOL` (at least :data:`C_RTOL`), so that by
+    the triangle inequality the C values are within REQUIRED_RTOL of the mpmath references at
+    the verified batch sizes (a depth scale ``1/log(rate)`` with ``rate`` near 1 amplifies
+    the last-bit differences of the two float64 implementations)."""
+    digits = plan.verified.get(quantity)
+    if digits is None:
+        return C_RTOL
+    return max(C_RTOL, REQUIRED_RTOL - 10.0 ** -digits)
+
+
 def check_c_against_numpy(c_sources: dict, numpy_source: str, name: str,
-                          Bs=VERIFY_BATCH_SIZES) -> None:
+                          plan: QuadraturePlan, Bs=VERIFY_BATCH_SIZES) -> None:
     """Compile the C kernels and compare every quantity (single kernels and the fused one)
     with the numpy module, which was verified against mpmath, at ``Bs``; raises
-    :class:`VerificationError` if they differ by more than :data:`C_RTOL` (relative) or the
-    kernels cannot be compiled."""
+    :class:`VerificationError` beyond :func:`c_tolerance` or if the kernels cannot be
+    compiled."""
     from .jit import load_c, load_numpy
 
     try:
@@ -401,11 +414,12 @@ def check_c_against_numpy(c_sources: dict, numpy_source: str, name: str,
     want, fused = py.all(x), c.all(x)
     for q, ref in want.items():
         scale = np.maximum(np.abs(ref), 1e-300)
+        tol = c_tolerance(plan, q)
         for got in (getattr(c, q)(x), fused[q]):
-            if not np.all(np.abs(got - ref) <= C_RTOL * scale):
+            if not np.all(np.abs(got - ref) <= tol * scale):
                 raise VerificationError(
                     f"{name}: the C kernel {q} differs from the verified numpy module by more "
-                    f"than {C_RTOL:g}; refusing to write the module")
+                    f"than {tol:.1e}; refusing to write the module")
 
 
 def generate_quadrature(act, *, lang: str, module: str, plan: QuadraturePlan | None = None
@@ -420,7 +434,7 @@ def generate_quadrature(act, *, lang: str, module: str, plan: QuadraturePlan | N
         return {f"{module}.py": _render_numpy(act, module, plan)}
     if lang == "c":
         sources = _render_c(act, module, plan)
-        check_c_against_numpy(sources, _render_numpy(act, module, plan), act.name)
+        check_c_against_numpy(sources, _render_numpy(act, module, plan), act.name, plan)
         return sources
     raise CodegenError(f"unknown lang {lang!r}; choose one of c, numpy")
 
@@ -467,8 +481,10 @@ def _render_c(act, module: str, plan: QuadraturePlan) -> dict[str, str]:
     u, v, w = _rule()
     description = [
         *_description(act, plan),
-        f"These C kernels were compiled at generation and agree with that numpy module to "
-        f"{C_RTOL:g} relative (every kernel and the fused one) at the same batch sizes.",
+        "These C kernels were compiled at generation and checked against that numpy module at "
+        "the same batch sizes (every kernel and the fused one): each quantity within "
+        f"{REQUIRED_RTOL:g} minus the numpy module's verified error (at least {C_RTOL:g}), so "
+        f"within {REQUIRED_RTOL:g} of the mpmath references there.",
         "Sphere moments: " + ", ".join(names) + ".",
     ]
     convention = (
