@@ -6,7 +6,8 @@ Public API (stable), one function per stage of the pipeline (:mod:`bnmft.pipelin
 * :func:`derivation` -- every BSB1 quantity as a :class:`DerivedQuantity` in a frozen
   :class:`Derivation` (moment forms always, closed forms where they exist);
 * :func:`analyze` -- numbers for given batch sizes, to a requested number of digits;
-* :func:`generate` -- generated numpy / C sources of the closed forms;
+* :func:`generate` -- generated numpy / C sources of the closed forms (for an activation
+  without them: sphere quadrature + moment forms, verified against mpmath when generated);
 * :func:`verify` -- every route against independent mpmath references;
 * :func:`verify_rigorous` -- two certified enclosures (Arb ball arithmetic) per quantity;
 * :func:`report` -- all of the above for one activation (:class:`Report`);

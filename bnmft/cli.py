@@ -542,16 +542,16 @@ def cmd_codegen(args) -> int:
     from bnmft import pipeline
     from bnmft.codegen import CodegenError, write_sources
 
+    from bnmft.codegen.quadrature import VerificationError
+
     deriv = pipeline.derivation(_activation(args))
-    if not deriv.has_closed_forms or deriv.activation.homogeneous is None:
-        raise InputError(
-            f"no closed forms for {deriv.activation.name}: code generation needs a "
-            "positive-homogeneous activation"
-        )
     out = Path(args.out)
     try:
         sources = pipeline.generate(deriv, [args.lang], module=args.module)
         paths = write_sources(sources[args.lang], out)
+    except VerificationError as err:
+        print(f"bnmft: error: {err}", file=sys.stderr)
+        return EXIT_NUMERICAL
     except CodegenError as err:
         raise InputError(str(err)) from None
     except OSError as err:
@@ -898,9 +898,14 @@ def cmd_export(args) -> int:
     from bnmft import pipeline
     from bnmft.codegen import CodegenError
 
+    from bnmft.codegen.quadrature import VerificationError
+
     acts = _activations(args.activations)
     try:
         out = pipeline.export(acts, args.out, args.package)
+    except VerificationError as err:
+        print(f"bnmft: error: {err}", file=sys.stderr)
+        return EXIT_NUMERICAL
     except CodegenError as err:
         raise InputError(str(err)) from None
     except OSError as err:
@@ -1373,9 +1378,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "on for a family named without its parameter, such as alpha_relu)")
     d.set_defaults(func=cmd_derive)
 
-    c = command("codegen", "generate a numpy module or C kernels from the closed forms",
+    c = command("codegen", "generate a numpy module or C kernels (closed forms, or sphere "
+                "quadrature verified against mpmath for any other activation)",
                 "bnmft codegen relu --lang numpy --out gen --module relu_bn",
-                "bnmft codegen leaky_relu:0.2 --lang c --out gen --module leaky")
+                "bnmft codegen leaky_relu:0.2 --lang c --out gen --module leaky",
+                "bnmft codegen tanh --lang c --out gen --module tanh_bn")
     common(c, batch=False, digits=0)
     c.add_argument("--lang", choices=["numpy", "c"], required=True,
                    help="numpy (writes MODULE.py) or c (MODULE.c and MODULE.h) (required)")

@@ -78,13 +78,29 @@ def analyze(act, batch_sizes, digits: int = 16, epsilon="0", sigma_w="1"):
     return results
 
 
-def generate(act, langs=("numpy", "c"), module: str | None = None) -> dict[str, dict[str, str]]:
-    """Stage 4: ``{lang: {filename: source}}`` of the generated modules (closed forms)."""
+def uses_quadrature(deriv) -> bool:
+    """True if ``deriv``'s generated code is the sphere-quadrature module (no closed forms
+    for a positive-homogeneous phi), False for the closed-form modules."""
+    return not (deriv.has_closed_forms and deriv.activation.homogeneous is not None)
+
+
+def generate(act, langs=("numpy", "c"), module: str | None = None, plan=None
+             ) -> dict[str, dict[str, str]]:
+    """Stage 4: ``{lang: {filename: source}}`` of the generated modules: the closed forms, or,
+    for an activation without them, sphere quadrature + moment forms
+    (:mod:`bnmft.codegen.quadrature`; ``plan``, its panel width and verification against the
+    mpmath route, is computed unless given: the verification takes a minute)."""
     from bnmft.codegen import generate as _generate
 
     deriv = derivation(act)
     module = module or module_name(deriv.activation.name)
-    return {lang: _generate(deriv, lang=lang, module=module) for lang in langs}
+    if not uses_quadrature(deriv):
+        return {lang: _generate(deriv, lang=lang, module=module) for lang in langs}
+    from bnmft.codegen.quadrature import generate_quadrature, plan_for
+
+    plan = plan or plan_for(deriv.activation, module)
+    return {lang: generate_quadrature(deriv.activation, lang=lang, module=module, plan=plan)
+            for lang in langs}
 
 
 def verify(act, batch_sizes=None, digits: int = 30):
@@ -180,12 +196,20 @@ def export(acts, out, package: str = "bnmft_generated"):
     items = []
     for act in acts:
         deriv = derivation(act)
+        module = module_name(deriv.activation.name)
+        if uses_quadrature(deriv):
+            from bnmft.codegen.quadrature import plan_for
+
+            plan = plan_for(deriv.activation, module)
+            sources = generate(deriv, ("numpy", "c"), module, plan)
+            items.append(ExportItem(deriv, module, dict(plan.verified), sources, plan))
+            continue
         checks = verify(deriv, list(EXPORT_VERIFY_BATCH_SIZES), EXPORT_VERIFY_DIGITS)
         digits: dict = {}
         for ch in checks:
             if ch.route == "generated numpy module":
                 digits[ch.quantity] = min(digits.get(ch.quantity, math.inf), ch.digits)
-        items.append(ExportItem(deriv, module_name(deriv.activation.name), digits))
+        items.append(ExportItem(deriv, module, digits))
     files = render_package(items, package, verify_batch_sizes=EXPORT_VERIFY_BATCH_SIZES)
     return write_package(files, out)
 

@@ -9,6 +9,9 @@ Public API:
 * :func:`generate` -- ``{filename: text}`` of a derivation's closed forms, for
   ``lang="numpy"`` or ``lang="c"`` (one C kernel per quantity and the fused ``NAME_all``);
 * :func:`render_module` -- ``{filename: text}`` of any :class:`ModuleSpec`;
+* :func:`.quadrature.generate_quadrature` -- ``{filename: text}`` for an activation without
+  closed forms: ``phi``, a sphere-moment quadrature and the moment forms, verified against the
+  mpmath route when generated (:mod:`.quadrature`);
 * :func:`write_sources` -- write those files atomically into a directory;
 * :func:`load_c` -- compile C sources on demand (cached) and return callables (one per
   quantity, and ``all``: every quantity in one pass of the fused kernel);

@@ -39,6 +39,10 @@ class ExportItem:
     derivation: object
     module: str
     verified: dict
+    #: ``{lang: {filename: text}}`` of a sphere-quadrature module (no closed forms), and its
+    #: :class:`~.quadrature.QuadraturePlan`; None for closed forms (generated here).
+    sources: dict | None = None
+    plan: object = None
 
 
 def _digits(value):
@@ -66,22 +70,36 @@ def render_package(items, package: str, dist_name: str | None = None,
         check_module_name(item.module)
         if item.module in modules:
             raise CodegenError(f"two activations export as module {item.module!r}")
-        numpy_src = generate(item.derivation, lang="numpy", module=item.module)
-        c_src = generate(item.derivation, lang="c", module=item.module)
+        if item.sources is None:
+            numpy_src = generate(item.derivation, lang="numpy", module=item.module)
+            c_src = generate(item.derivation, lang="c", module=item.module)
+        else:
+            numpy_src, c_src = item.sources["numpy"], item.sources["c"]
         files.update({f"{package}/{n}": t for n, t in numpy_src.items()})
         files.update({f"{package}/c/{n}": t for n, t in c_src.items()})
-        closed = item.derivation.closed
-        modules[item.module] = list(closed)
-        verified[item.module] = {n: _digits(item.verified.get(n)) for n in closed}
+        if item.sources is None:
+            quantities = {n: (str(q.compact if q.compact is not None else q.expr), q.provenance)
+                          for n, q in item.derivation.closed.items()}
+            route = None
+        else:
+            from .quadrature import route_text
+
+            quantities = {q.name: (str(q.moment_form), q.provenance)
+                          for q in item.derivation.quantities}
+            route = route_text(item.derivation.activation, item.plan)
+        modules[item.module] = list(quantities)
+        verified[item.module] = {n: _digits(item.verified.get(n)) for n in quantities}
         docs.append({
             "name": item.module, "expr": str(item.derivation.activation.expr),
-            "definitions": ", ".join(f"`{k} = {v}`" for k, v in item.derivation.definitions),
+            "definitions": ", ".join(f"`{k} = {v}`" for k, v in item.derivation.definitions)
+                           if item.sources is None else "",
+            "route": route,
             "quantities": [{
-                "name": n, "formula": str(q.compact if q.compact is not None else q.expr),
-                "provenance": str(q.provenance),
+                "name": n, "formula": formula,
+                "provenance": str(provenance),
                 "digits": "-" if _digits(item.verified.get(n)) is None else
                           str(_digits(item.verified.get(n))),
-            } for n, q in closed.items()],
+            } for n, (formula, provenance) in quantities.items()],
         })
     names = [i.derivation.activation.name for i in items]
     context = dict(version=_version(), package=package, modules=modules,

@@ -91,7 +91,7 @@ def test_non_attracting_bsb1_warns_on_one_line(capsys):
         ["analyze", "relu", "--batch-size", "8", "--digits", "1000"],
         ["analyze", "relu"],
         ["frobnicate"],
-        ["codegen", "tanh", "--lang", "numpy", "--out", "x", "--module", "m"],
+        ["codegen", "Heaviside(x - 0.5)", "--lang", "numpy", "--out", "x", "--module", "m"],
         ["codegen", "relu", "--lang", "numpy", "--out", "x", "--module", "not-valid"],
         ["verify", "relu", "--batch-size", "2"],
         ["analyze", "relu", "--batch-size", "1e300"],  # beyond 10^15: use inf

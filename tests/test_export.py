@@ -47,9 +47,10 @@ def test_write_is_whole_and_refuses_foreign_folders(tmp_path):
     assert (foreign / "notes.txt").read_text() == "keep"
 
 
-def test_cli_refuses_activation_without_closed_forms(tmp_path, capsys):
-    assert main(["export", "tanh", "--out", str(tmp_path / "t")]) == 2
-    assert "no closed forms" in capsys.readouterr().err
+def test_cli_refuses_unsupported_activation(tmp_path, capsys):
+    assert main(["export", "relu", "Heaviside(x - 0.5)", "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Dirac" in err
     assert not (tmp_path / "t").exists()
 
 
@@ -94,3 +95,53 @@ def test_installs_and_runs_without_sympy(tmp_path):
                 assert abs(f - a) <= 1e-14 * max(abs(a), 1e-300), (module, name, Bv, f, a)
         verified = got["verified"][module]
         assert all(v == "exact" or v >= 13 for v in verified.values()), verified
+
+
+QUADRATURE_BATCH = [4, 5, 8, 32, 1000, 10**5, 10**6]
+
+
+@pytest.mark.slow
+def test_quadrature_modules_install_and_match_mpmath(tmp_path):
+    """tanh and a kinked non-homogeneous phi (no closed forms): the exported numpy and C
+    modules, in a fresh environment without SymPy, mpmath or bnmft, against bnmft's mpmath
+    route at B = 4 ... 10^6; the README states the route and the verified accuracy."""
+    from bnmft.codegen import quadrature as Q
+    from bnmft.derive.activation import activation
+
+    specs = {"tanh": "tanh", "Min(Max(x, -1), 1)": "Min_Max_x_1_1"}
+    out = tmp_path / "pkg"
+    assert main(["export", *specs, "--out", str(out)]) == 0
+    readme = " ".join((out / "README.md").read_text().split())
+    assert "Gauss-Legendre" in readme and "significant digits" in readme
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    py = str(env_dir / "bin" / "python")
+    for args in (["numpy"], [str(out)]):
+        subprocess.run([py, "-m", "pip", "install", "-q", *args], check=True,
+                       capture_output=True, timeout=600)
+    script = (
+        "import json, sys, bnmft_generated as g\n"
+        f"B = {QUADRATURE_BATCH!r}\n"
+        "out = {}\n"
+        f"for m in {list(specs.values())!r}:\n"
+        "    c = g.load_c(m)\n"
+        "    fused = c.all(B)\n"
+        "    for q in g.MODULES[m]:\n"
+        "        out[m + ':' + q] = [list(map(float, getattr(getattr(g, m), q)(B))),\n"
+        "                            list(map(float, getattr(c, q)(B))),\n"
+        "                            list(map(float, fused[q]))]\n"
+        "out['loaded'] = [k for k in ('sympy', 'mpmath', 'scipy', 'bnmft') if k in sys.modules]\n"
+        "print(json.dumps(out))\n")
+    run = subprocess.run([py, "-c", script], check=True, capture_output=True, text=True,
+                         cwd=tmp_path, timeout=900, env={"HOME": str(tmp_path), "PATH":
+                                                         "/usr/bin:/bin"})
+    got = json.loads(run.stdout)
+    assert got["loaded"] == []
+    for spec, module in specs.items():
+        ref = Q._reference(activation(spec), tuple(Q.VERIFY_BATCH_SIZES))
+        for name, refs in ref.items():
+            for route, values in zip(("numpy", "C", "fused"), got[f"{module}:{name}"]):
+                for Bv, v in zip(QUADRATURE_BATCH, values):
+                    r = refs[Q.VERIFY_BATCH_SIZES.index(Bv)]
+                    err = abs(mpmath.mpf(v) - r) / max(abs(r), mpmath.mpf(1e-300))
+                    assert err <= 1e-12, (module, name, route, Bv, v, r)

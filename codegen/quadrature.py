@@ -1,0 +1,533 @@
+"""Generated modules for activations without closed forms: sphere quadrature + moment forms.
+
+Every BSB1 quantity is a fixed algebraic form of the sphere moments ``m0 ... m8`` of ``phi``
+(:func:`bnmft.derive.bsb1.moment_forms`, shipped as :mod:`bnmft.numerics._moment_forms`). A
+generated module is therefore ``phi`` and ``phi'`` printed by SymPy's numpy / C printers, a
+sphere-moment quadrature whose rule is computed at run time from ``B`` (a Gauss-Legendre rule
+on ``[0, 1]`` baked in as correctly rounded float64 literals, mapped onto panels between the
+breakpoints), and the moment forms printed by the same printers.
+
+The quadrature (paper Thm 4 form, THEORY.md "The sphere picture"):
+
+* ``B < TENSOR_MIN_B``: hyperspherical angles as :func:`bnmft.numerics.sphere.moments_float`
+  (outer ``d1``, inner ``d2`` per outer node), split at the kinks of ``phi`` and, for the
+  inner integral, at the tangency angles of the kink lines;
+* ``B >= TENSOR_MIN_B``: a product rule in the two coordinates with their marginal weights,
+  the joint density entering as ``expm1`` of its log ratio to the product of the marginals
+  (written without cancellation), so that two-point moments of size ``1/B`` keep their
+  relative accuracy (verified up to ``B = 10^6``).
+
+At generation time the panel width is chosen by self-convergence (two rules must agree to
+1e-14 at a spread of batch sizes) and the module is verified against the project's mpmath
+route (``bnmft.analyze`` at 16 digits) at :data:`VERIFY_BATCH_SIZES`; the accuracy reached is
+written into the module header, and a module that misses :data:`REQUIRED_RTOL` is refused.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import sympy as sp
+
+from .errors import CodegenError
+from .prepare import check_module_name, prepare
+from .render import WIDTH, doc_lines, environment, header_lines, one_line, wrap
+
+#: Batch sizes every generated quadrature module is verified at (B from 4 to 10^6).
+VERIFY_BATCH_SIZES = (4, 5, 8, 32, 63, 64, 1000, 10**5, 10**6)
+#: Relative accuracy a generated module must reach at every verified batch size.
+REQUIRED_RTOL = 1e-12
+#: Gauss-Legendre nodes per panel.
+RULE_NODES = 16
+#: Panel widths in z tried (widest first) until two rules agree.
+PANEL_WIDTHS = (2.0, 1.0, 0.5, 0.25)
+#: Self-convergence tolerance of the panel choice.
+SELF_RTOL = 1e-14
+#: From this B on, the product rule: the joint density's non-smooth edge (the ellipse
+#: ``Q = 1``) then carries weight below ``2^-(B-4) < 1e-18`` inside the grid.
+TENSOR_MIN_B = 64
+#: Up to this B the tangency angles of the inner kink lines are outer breakpoints (beyond,
+#: the inner integral is smooth to well below 1e-15 there; cf. ``sphere.Geometry``).
+TANGENCY_MAX_B = 33
+#: The weight window: ``cos^(B-3) d >= 10^-WINDOW_DIGITS`` (the registered activations grow
+#: at most linearly, so the integrands at most like ``z^4``; a faster-growing typed phi whose
+#: tails matter fails the verification rather than passing silently).
+WINDOW_DIGITS = 30.0
+
+
+class VerificationError(CodegenError):
+    """A generated module did not reach :data:`REQUIRED_RTOL` against the references (or a
+    reference did not converge): nothing is written."""
+
+
+@dataclass(frozen=True)
+class QuadraturePlan:
+    """What is baked into a module: the panel width and the verification record."""
+
+    panel_z: float
+    verified: dict  # quantity -> least digits of agreement (float) over the batch sizes
+    verified_batch_sizes: tuple[int, ...]
+
+
+def _float_literals(expr: sp.Expr) -> sp.Expr:
+    """Non-integer rationals as float64 literals (selu's 31-digit constants would otherwise
+    print as integer ratios that overflow C's integer types)."""
+    reps = {r: sp.Float(float(r), 17) for r in expr.atoms(sp.Rational) if not r.is_Integer}
+    return expr.xreplace(reps)
+
+
+def _numpy_printer():
+    from .backends.numpy.printer import NumpyModulePrinter
+
+    class Printer(NumpyModulePrinter):
+        uses_erf = False
+
+        def _print_erf(self, expr):
+            self.uses_erf = True
+            return f"_erf({self._print(expr.args[0])})"
+
+        def _print_Heaviside(self, expr):
+            a = self._print(expr.args[0])
+            return f"numpy.where(({a}) > 0, 1.0, numpy.where(({a}) < 0, 0.0, 0.5))"
+
+        def _nested(self, name, args):
+            out = self._print(args[0])
+            for a in args[1:]:
+                out = f"numpy.{name}({out}, {self._print(a)})"
+            return out
+
+        def _print_Min(self, expr):
+            return self._nested("minimum", sorted(expr.args, key=sp.default_sort_key))
+
+        def _print_Max(self, expr):
+            return self._nested("maximum", sorted(expr.args, key=sp.default_sort_key))
+
+    return Printer()
+
+
+def _c_printer():
+    from .backends.c.printer import CKernelPrinter
+
+    class Printer(CKernelPrinter):
+        def _print_Heaviside(self, expr):
+            a = self._print(expr.args[0])
+            return f"(({a}) > 0 ? 1.0 : (({a}) < 0 ? 0.0 : 0.5))"
+
+    return Printer()
+
+
+def _phi_expressions(act):
+    from bnmft.derive import x
+
+    phi = _float_literals(act.expr).xreplace({x: sp.Symbol("x")})
+    dphi = _float_literals(act.derivative).xreplace({x: sp.Symbol("x")})
+    return phi, dphi
+
+
+def _rule():
+    from bnmft.numerics.rules import gauss_legendre_nodes
+
+    t, w, v = gauss_legendre_nodes(RULE_NODES)
+    return (1 + t) / 2, v, w / 2
+
+
+def _floats(values) -> str:
+    """A tuple of float64 literals, ``repr`` (shortest round-trip, stable)."""
+    return "(" + ", ".join(repr(float(v)) for v in values) + ("," if len(values) == 1 else "") + ")"
+
+
+def _forms():
+    """The prepared moment forms (one per BSB1 quantity, arguments ``B, m0, ...``)."""
+    from .moment_forms import moment_forms_module
+
+    return prepare(moment_forms_module())
+
+
+def check_supported_activation(act) -> None:
+    """Refuse, with one line, what the quadrature modules do not handle."""
+    if act.derivative_has_delta:
+        raise CodegenError(f"{act.name}: phi' has a Dirac mass; its moments are infinite")
+    if act.kink_power != 1:
+        raise CodegenError(
+            f"{act.name}: kinks with a power singularity (phi ~ |x - k|^a, a not an integer) "
+            "are not supported by the generated quadrature yet"
+        )
+    if act.params:
+        names = ", ".join(str(n) for n, _ in act.params if not isinstance(_, (int, sp.Number)))
+        if names:
+            raise CodegenError(f"{act.name}: symbolic parameters ({names}) are not supported")
+
+
+def _description(act, plan: QuadraturePlan) -> list[str]:
+    least = min(plan.verified.values()) if plan.verified else float("nan")
+    sizes = ", ".join(str(b) for b in plan.verified_batch_sizes)
+    return [
+        (
+            f"Activation phi(x) = {one_line(act.expr)} (kinks: "
+            f"{', '.join(str(k) for k in act.kinks) or 'none'}). Every quantity is its moment "
+            "form (bnmft.derive.bsb1.moment_forms, the exchangeable reduction of the forward and "
+            "backward maps at the BSB1 point) evaluated on sphere moments computed by quadrature."
+        ),
+        (
+            "Quadrature (paper Thm 4, hyperspherical angles): a "
+            f"{RULE_NODES}-point Gauss-Legendre rule per panel of width {plan.panel_z} in z, "
+            "panels between breakpoints computed at run time from B (the weight window "
+            f"cos^(B-3) d >= 10^-{WINDOW_DIGITS:g}, the kinks of phi, and for B <= "
+            f"{TANGENCY_MAX_B} the angles where a kink line of the inner coordinate leaves its "
+            f"window). For B < {TENSOR_MIN_B} two-coordinate moments are nested angle integrals; "
+            f"from B = {TENSOR_MIN_B} on a product rule in the two coordinates with the joint "
+            "density as expm1 of its log ratio to the product of the marginals, so that moments "
+            "of size 1/B keep their relative accuracy (verified from B = 4 to 10^6; larger B are "
+            "computed, not verified)."
+        ),
+        (
+            f"Verified at generation time against bnmft's mpmath sphere quadrature (16 digits) "
+            f"at B = {sizes}: every quantity agrees to {least:.1f} significant digits or more "
+            f"(relative error <= {10 ** -least:.1e}); per quantity in VERIFIED."
+        ),
+    ]
+
+
+def route_text(act, plan: QuadraturePlan) -> str:
+    """How a quadrature module computes its numbers and how far it was verified (one
+    paragraph, for a package README)."""
+    return " ".join(_description(act, plan)[1:])
+
+
+def _sample_moments(source: str, Bs):
+    from .jit import load_numpy
+
+    mod = load_numpy(source)
+    return mod, np.array(mod.sphere_moments(np.asarray(Bs, dtype=float)))
+
+
+SELF_CHECK_BATCH_SIZES = (4, 5, 7, 12, 33, 34, 63, 64, 100, 1000, 10**4, 10**6)
+
+
+def choose_panel(act, module: str) -> float:
+    """The widest panel (in z) of :data:`PANEL_WIDTHS` whose moments agree with those of the
+    next, half as wide, to :data:`SELF_RTOL` at :data:`SELF_CHECK_BATCH_SIZES` (relative to
+    each moment, floored at 1e-3 of the largest moment at that B: a moment that vanishes by
+    symmetry only needs absolute accuracy). Raises :class:`VerificationError` if none does."""
+    Bs = np.array(SELF_CHECK_BATCH_SIZES, dtype=float)
+    previous = None
+    for width in PANEL_WIDTHS:
+        plan = QuadraturePlan(width, {}, ())
+        _, moms = _sample_moments(_render_numpy(act, module, plan), Bs)
+        if previous is not None:
+            prev_width, prev = previous
+            floor = 1e-3 * np.max(np.abs(moms), axis=0, keepdims=True)
+            scale = np.maximum(np.abs(moms), np.maximum(floor, 1e-300))
+            if np.all(np.abs(prev - moms) <= SELF_RTOL * scale):
+                return prev_width
+        previous = (width, moms)
+    raise VerificationError(
+        f"{act.name}: the quadrature did not converge to {SELF_RTOL:g} with panels down to "
+        f"{PANEL_WIDTHS[-1]} in z"
+    )
+
+
+@lru_cache(maxsize=32)
+def _reference(act, Bs, digits: int = 16) -> dict:
+    """The project's mpmath route (hyperspherical quadrature at ``digits``): ``{name: [mpf]}``."""
+    import bnmft
+
+    deriv = bnmft.derivation(act)
+    out: dict = {}
+    for res in bnmft.analyze(deriv, list(Bs), digits=digits):
+        for name, num in res.numbers.items():
+            if num.digits is None or num.digits < 14:
+                raise VerificationError(
+                    f"{act.name}: the mpmath reference for {name} at B = {res.batch_size} reached "
+                    f"only {num.digits} digits; cannot verify the generated module"
+                )
+            out.setdefault(name, []).append(num.value)
+    return out
+
+
+def agreement_digits(values, reference) -> float:
+    """Least significant digits on which ``values`` agree with ``reference`` (exact zeros
+    count as infinitely many)."""
+    import mpmath
+
+    worst = math.inf
+    for v, r in zip(values, reference):
+        r = mpmath.mpf(r)
+        if r == 0:
+            if v != 0:
+                worst = min(worst, -math.log10(abs(v)) if abs(v) < 1 else 0.0)
+            continue
+        err = abs(mpmath.mpf(float(v)) - r) / abs(r)
+        if err > 0:
+            worst = min(worst, float(-mpmath.log10(err)))
+    return worst
+
+
+def verify(act, module: str, panel_z: float, Bs=VERIFY_BATCH_SIZES) -> QuadraturePlan:
+    """Evaluate the generated numpy module at ``Bs`` and compare every quantity with the
+    mpmath reference; a quantity short of :data:`REQUIRED_RTOL` raises :class:`CodegenError`."""
+    from .jit import load_numpy
+
+    plan = QuadraturePlan(panel_z, {}, tuple(Bs))
+    mod = load_numpy(_render_numpy(act, module, plan))
+    got = mod.all(np.asarray(Bs, dtype=float))
+    ref = _reference(act, tuple(int(b) for b in Bs))
+    verified = {}
+    need = -math.log10(REQUIRED_RTOL)
+    for name, vals in got.items():
+        digits = agreement_digits(vals, ref[name])
+        verified[name] = math.floor(min(digits, 16.0) * 10) / 10
+        if digits < need:
+            raise VerificationError(
+                f"{act.name}: generated {name} agrees with the mpmath reference to only "
+                f"{digits:.1f} digits (need {need:g}); refusing to write the module"
+            )
+    return QuadraturePlan(panel_z, verified, tuple(Bs))
+
+
+def plan_for(act, module: str = "generated") -> QuadraturePlan:
+    """Choose the panel width and verify (the expensive step: mpmath references; cached per
+    activation within a process)."""
+    check_supported_activation(act)
+    return _plan(act)
+
+
+@lru_cache(maxsize=32)
+def _plan(act) -> QuadraturePlan:
+    return verify(act, "generated", choose_panel(act, "generated"))
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def _header(act, module: str, plan: QuadraturePlan, prepared) -> list[str]:
+    lines = header_lines(prepared)
+    lines.insert(1, f"Activation: {one_line(act.name)}")
+    return lines
+
+
+def _module_spec(act, module: str):
+    from .moment_forms import moment_forms_module
+    import dataclasses
+
+    spec = moment_forms_module()
+    return dataclasses.replace(spec, name=module, header=())
+
+
+def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
+    from .backends.numpy.printer import _doc_safe, _docstring
+
+    prepared = prepare(_module_spec(act, module))
+    printer = _numpy_printer()
+    phi, dphi = _phi_expressions(act)
+    phi_code, dphi_code = printer.doprint(phi), printer.doprint(dphi)
+    forms, functions = [], []
+    for q in prepared.functions:
+        forms.append({
+            "name": q.name,
+            "arguments": ", ".join(q.argument_names[1:]),
+            "assignments": [(printer.doprint(s), printer.doprint(e)) for s, e in q.temporaries],
+            "result": printer.doprint(q.result),
+        })
+        doc = doc_lines(q, q.spec.arguments)
+        doc[0] = f"{q.name}(B) for activation {one_line(act.name)}, elementwise in B."
+        functions.append({"name": q.name, "summary": _doc_safe(doc[0]),
+                          "doc": _docstring(doc[1:])})
+    imported = set(printer.module_imports)
+    if imported - {"numpy"}:
+        raise CodegenError(f"{act.name}: phi needs {sorted(imported)}; only numpy is allowed")
+    u, v, w = _rule()
+    from .moment_forms import moment_forms_module
+
+    moments = moment_forms_module().constants[0].value
+    paragraphs = [
+        "Every function takes an array-like batch size ``B`` (any shape, B >= 4; converted to "
+        "float64) and returns a float64 array of the same shape. ``all(B)`` returns every "
+        "quantity at once; ``sphere_moments(B)`` the moments MOMENTS.",
+        *_description(act, plan),
+    ]
+    env = environment(__file__.replace("quadrature.py", "backends/numpy/printer.py"))
+    return env.get_template("quadrature.py.jinja").render(
+        header=_header(act, module, plan, prepared),
+        title=_doc_safe(
+            f"BSB1 quantities for activation {one_line(act.name)} by sphere quadrature"),
+        paragraphs=[[_doc_safe(line) for line in wrap(p, WIDTH - 8)] for p in paragraphs],
+        generator=repr(f"bnmft {prepared.version}"),
+        sha256=repr(prepared.sha256),
+        activation=repr(act.name),
+        kinks=_floats([float(k) for k in act.kinks]),
+        moments=repr(moments),
+        verified=repr({k: round(v, 1) for k, v in plan.verified.items()}),
+        verified_batch_sizes=repr(plan.verified_batch_sizes),
+        rule_u=_floats(u).replace("(", "[", 1)[:-1] + "]",
+        rule_v=_floats(v).replace("(", "[", 1)[:-1] + "]",
+        rule_w=_floats(w).replace("(", "[", 1)[:-1] + "]",
+        window_digits=repr(WINDOW_DIGITS),
+        panel_z=repr(float(plan.panel_z)),
+        tensor_min_b=repr(float(TENSOR_MIN_B)),
+        tangency_max_b=repr(float(TANGENCY_MAX_B)),
+        names=[repr(n) for n in ("ACTIVATION", "KINKS", "MOMENTS", "VERIFIED", "sphere_moments",
+                                 *(q.name for q in prepared.functions), "all")],
+        uses_erf=printer.uses_erf,
+        phi=phi_code, dphi=dphi_code,
+        phi_text=_doc_safe(one_line(act.expr)), dphi_text=_doc_safe(one_line(act.derivative)),
+        forms=forms,
+        functions=functions,
+    )
+
+
+#: Relative agreement the compiled C kernels must show with the verified numpy module at
+#: least (more is allowed up to what keeps them within REQUIRED_RTOL of the references).
+C_RTOL = 1e-13
+
+
+def c_tolerance(plan: QuadraturePlan, quantity: str) -> float:
+    """Allowed relative C - numpy difference for ``quantity``: the room the numpy module's
+    verified error leaves under :data:`REQUIRED_RTOL` (at least :data:`C_RTOL`), so that by
+    the triangle inequality the C values are within REQUIRED_RTOL of the mpmath references at
+    the verified batch sizes (a depth scale ``1/log(rate)`` with ``rate`` near 1 amplifies
+    the last-bit differences of the two float64 implementations)."""
+    digits = plan.verified.get(quantity)
+    if digits is None:
+        return C_RTOL
+    return max(C_RTOL, REQUIRED_RTOL - 10.0 ** -digits)
+
+
+def check_c_against_numpy(c_sources: dict, numpy_source: str, name: str,
+                          plan: QuadraturePlan, Bs=VERIFY_BATCH_SIZES) -> None:
+    """Compile the C kernels and compare every quantity (single kernels and the fused one)
+    with the numpy module, which was verified against mpmath, at ``Bs``; raises
+    :class:`VerificationError` beyond :func:`c_tolerance` or if the kernels cannot be
+    compiled."""
+    from .jit import load_c, load_numpy
+
+    try:
+        c = load_c(c_sources)
+    except CodegenError as err:
+        raise VerificationError(f"{name}: cannot compile the C kernels to check them ({err})"
+                                ) from None
+    py = load_numpy(numpy_source)
+    x = np.asarray(Bs, dtype=float)
+    want, fused = py.all(x), c.all(x)
+    for q, ref in want.items():
+        scale = np.maximum(np.abs(ref), 1e-300)
+        tol = c_tolerance(plan, q)
+        for got in (getattr(c, q)(x), fused[q]):
+            if not np.all(np.abs(got - ref) <= tol * scale):
+                raise VerificationError(
+                    f"{name}: the C kernel {q} differs from the verified numpy module by more "
+                    f"than {tol:.1e}; refusing to write the module")
+
+
+def generate_quadrature(act, *, lang: str, module: str, plan: QuadraturePlan | None = None
+                        ) -> dict[str, str]:
+    """``{filename: text}`` of the quadrature module of ``act`` for ``lang``; ``plan`` (panel
+    width and verification) is computed and verified unless given."""
+    check_module_name(module)
+    check_supported_activation(act)
+    if plan is None:
+        plan = plan_for(act, module)
+    if lang == "numpy":
+        return {f"{module}.py": _render_numpy(act, module, plan)}
+    if lang == "c":
+        sources = _render_c(act, module, plan)
+        check_c_against_numpy(sources, _render_numpy(act, module, plan), act.name, plan)
+        return sources
+    raise CodegenError(f"unknown lang {lang!r}; choose one of c, numpy")
+
+
+def _c_array(values) -> str:
+    return "{" + ", ".join(repr(float(v)) for v in values) + "}"
+
+
+def _c_cse(printer, expr):
+    """CSE of a function of ``x`` for a C function body."""
+    temps, (result,) = sp.cse([expr], symbols=sp.numbered_symbols("x_"), optimizations=None)
+    return ([(printer.doprint(s), printer.doprint(e)) for s, e in temps], printer.doprint(result))
+
+
+def _render_c(act, module: str, plan: QuadraturePlan) -> dict[str, str]:
+    from .backends.c.printer import comment_safe
+
+    prepared = prepare(_module_spec(act, module))
+    printer = _c_printer()
+    phi, dphi = _phi_expressions(act)
+    phi_t, phi_code = _c_cse(printer, phi)
+    dphi_t, dphi_code = _c_cse(printer, dphi)
+    forms, kernels = [], []
+    for q in prepared.functions:
+        forms.append({
+            "name": q.name,
+            "arguments": list(q.argument_names[1:]),
+            "temporaries": [(printer.doprint(s), printer.doprint(e)) for s, e in q.temporaries],
+            "result": printer.doprint(q.result),
+        })
+        doc = doc_lines(q, q.spec.arguments)
+        doc[0] = f"{q.name}(B) for activation {one_line(act.name)}: out[i] = {q.name}(B[i])."
+        kernels.append({"name": q.name, "doc": [comment_safe(line) for line in doc]})
+    from .moment_forms import moment_forms_module
+
+    moments = moment_forms_module().constants[0].value
+    points = []
+    for pts in moments:
+        first = "{%d, %d, %d}" % pts[0]
+        second = "{%d, %d, %d}" % pts[1] if len(pts) > 1 else "{-1, 0, 0}"
+        points.append("{" + first + ", " + second + "}")
+    names = [f"m{i} = {forms_name}" for i, forms_name in enumerate(
+        a.meaning for a in prepared.functions[0].spec.arguments[1:])]
+    u, v, w = _rule()
+    description = [
+        *_description(act, plan),
+        "These C kernels were compiled at generation and checked against that numpy module at "
+        "the same batch sizes (every kernel and the fused one): each quantity within "
+        f"{REQUIRED_RTOL:g} minus the numpy module's verified error (at least {C_RTOL:g}), so "
+        f"within {REQUIRED_RTOL:g} of the mpmath references there.",
+        "Sphere moments: " + ", ".join(names) + ".",
+    ]
+    convention = (
+        f"Each kernel sets out[i] = f(B[i]) for 0 <= i < n (B >= 4; NaN otherwise) and "
+        f"{module}_all every quantity in one pass, the sphere moments computed once per "
+        "element. Kernels keep no state (thread-safe; node arrays are allocated per call), "
+        "need only <math.h> and <stdlib.h> (link with -lm) and may run in place (out == B). "
+        "Compiled with OpenMP (-fopenmp), the loops over i run in parallel."
+    )
+    fused_doc = (
+        f"{module}_all: every quantity above in one pass over the n elements of B, one output "
+        "array per quantity in the order above; a NULL output is skipped; any output may be B."
+    )
+    context = {
+        "header": [comment_safe(line) for line in _header(act, module, plan, prepared)],
+        "title": comment_safe(f"BSB1 quantities for activation {one_line(act.name)} by sphere "
+                              "quadrature"),
+        "description": [[comment_safe(line) for line in wrap(p, WIDTH - 3)] for p in description],
+        "convention": [comment_safe(line) for line in wrap(convention, WIDTH - 3)],
+        "fused_doc": [comment_safe(line) for line in wrap(fused_doc, WIDTH - 3)],
+        "module": module,
+        "guard": f"BNMFT_{module.upper()}_H",
+        "rule_n": RULE_NODES,
+        "rule_u": _c_array(u), "rule_v": _c_array(v), "rule_w": _c_array(w),
+        "n_kinks": len(act.kinks),
+        "kinks": _c_array([float(k) for k in act.kinks]),
+        "window_digits": repr(WINDOW_DIGITS),
+        "panel_z": repr(float(plan.panel_z)),
+        "tensor_min_b": repr(float(TENSOR_MIN_B)),
+        "tangency_max_b": repr(float(TANGENCY_MAX_B)),
+        "n_moments": len(moments),
+        "moment_points": "{" + ", ".join(points) + "}",
+        "phi": phi_code, "dphi": dphi_code,
+        "phi_temporaries": phi_t, "dphi_temporaries": dphi_t,
+        "phi_text": comment_safe(one_line(act.expr)),
+        "dphi_text": comment_safe(one_line(act.derivative)),
+        "forms": forms,
+        "kernels": kernels,
+        "indent": " " * len(f"void {module}_all("),
+    }
+    env = environment(__file__.replace("quadrature.py", "backends/c/printer.py"))
+    context["constants"] = sorted(printer.constants.items())
+    return {
+        f"{module}.c": env.get_template("quadrature.c.jinja").render(context),
+        f"{module}.h": env.get_template("quadrature.h.jinja").render(context),
+    }

@@ -1,0 +1,232 @@
+"""Generated modules for activations without closed forms (sphere quadrature + moment forms):
+values of the generated numpy and C code against the project's mpmath route at B = 4 ... 10^6,
+golden copies, what the command line prints and refuses.
+
+The reference is ``bnmft.analyze(..., digits=16)``: mpmath/Arb hyperspherical quadrature with
+adaptive levels, a different rule and precision from the generated float64 code, and at
+``B >= 64`` a different method altogether (the generated code uses a product rule with the
+joint density's log ratio there).
+"""
+
+from __future__ import annotations
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+
+from bnmft import pipeline
+from bnmft.cli import main
+from bnmft.codegen import load_c, load_numpy, write_sources
+from bnmft.codegen import quadrature as Q
+from bnmft.derive.activation import activation
+
+GOLDEN = __import__("pathlib").Path(__file__).parent / "golden" / "quadrature"
+BATCH = (4, 5, 8, 32, 1000, 10**5, 10**6)
+#: One smooth phi and one kinked, non-homogeneous phi (module names for the golden copies).
+CASES = {"tanh": "tanh_q", "Min(Max(x, -1), 1)": "hardtanh_q"}
+
+
+@pytest.fixture(scope="module")
+def generated():
+    """``{spec: (plan, {lang: sources})}``; the plan is verified against mpmath here."""
+    out = {}
+    for spec, module in CASES.items():
+        act = activation(spec)
+        plan = Q.plan_for(act)
+        out[spec] = plan, {lang: Q.generate_quadrature(act, lang=lang, module=module, plan=plan)
+                           for lang in ("numpy", "c")}
+    return out
+
+
+def _reference(spec):
+    return Q._reference(activation(spec), tuple(Q.VERIFY_BATCH_SIZES))
+
+
+def _rel(a, r):
+    r = mpmath.mpf(r)
+    if r == 0:
+        return abs(a)
+    return float(abs(mpmath.mpf(float(a)) - r) / abs(r))
+
+
+@pytest.mark.parametrize("spec", list(CASES))
+def test_numpy_and_c_against_mpmath(generated, spec):
+    plan, sources = generated[spec]
+    ref = _reference(spec)
+    idx = [Q.VERIFY_BATCH_SIZES.index(b) for b in BATCH]
+    py = load_numpy(sources["numpy"])
+    c = load_c(sources["c"])
+    Bs = np.array(BATCH, dtype=float)
+    got_py, got_fused = py.all(Bs), c.all(Bs)
+    for name in ref:
+        single = getattr(c, name)(Bs)
+        for j, i in enumerate(idx):
+            for route, value in (("numpy", got_py[name][j]), ("C", single[j]),
+                                 ("C fused", got_fused[name][j])):
+                assert _rel(value, ref[name][i]) <= 1e-12, (spec, name, BATCH[j], route)
+    # the header states what was verified, and it is true of these numbers
+    assert py.VERIFIED == {k: v for k, v in plan.verified.items()}
+    assert min(plan.verified.values()) >= 12
+    assert f"agrees to {min(plan.verified.values()):.1f} significant digits" in " ".join(
+        sources["numpy"][f"{CASES[spec]}.py"].split())
+
+
+def test_numpy_broadcasts_and_repeats(generated):
+    _, sources = generated["tanh"]
+    py = load_numpy(sources["numpy"])
+    grid = np.array([[8.0, 1000.0], [8.0, 4.0]])
+    out = py.gradient_rate(grid)
+    assert out.shape == (2, 2)
+    assert out[0, 0] == out[1, 0] == py.gradient_rate(8.0)
+    with pytest.raises(ValueError, match=">= 4"):
+        py.q_star([3.0])
+
+
+def test_c_thread_safe_parallel_calls(generated):
+    """No static mutable state: concurrent calls give the serial values."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, sources = generated["Min(Max(x, -1), 1)"]
+    c = load_c(sources["c"])
+    Bs = np.array([4.0, 7.0, 33.0, 64.0, 500.0])
+    serial = c.lambda_M(Bs)
+    with ThreadPoolExecutor(4) as ex:
+        results = list(ex.map(lambda _: c.lambda_M(Bs), range(8)))
+    for r in results:
+        assert np.array_equal(r, serial)
+
+
+@pytest.mark.parametrize("spec", list(CASES))
+@pytest.mark.parametrize("lang", ["numpy", "c"])
+def test_golden(generated, spec, lang, request):
+    _, sources = generated[spec]
+    for filename, fresh in sources[lang].items():
+        if request.config.getoption("--update-golden"):
+            write_sources({filename: fresh}, GOLDEN)
+            continue
+        golden = GOLDEN / filename
+        assert golden.exists(), f"missing {golden}; create it with --update-golden"
+        assert fresh.encode("utf-8") == golden.read_bytes(), (
+            f"{filename} differs from {golden}; if intended, run pytest --update-golden")
+
+
+def test_generation_is_reproducible(generated):
+    plan, sources = generated["tanh"]
+    act = activation("tanh")
+    again = Q.generate_quadrature(act, lang="c", module="tanh_q", plan=plan)
+    assert again == sources["c"]
+    assert "import" not in "".join(
+        line for line in sources["numpy"]["tanh_q.py"].splitlines(keepends=True)
+        if line.startswith(("import", "from")) and line.strip() != "import numpy")
+
+
+def test_cli_codegen_tanh_writes_the_verified_module(generated, tmp_path, capsys):
+    assert main(["codegen", "tanh", "--lang", "c", "--out", str(tmp_path), "--module",
+                 "tanh_q"]) == 0
+    out = capsys.readouterr().out.split()
+    assert sorted(out) == sorted(str(tmp_path / n) for n in ("tanh_q.c", "tanh_q.h"))
+    _, sources = generated["tanh"]
+    for name, text in sources["c"].items():
+        assert (tmp_path / name).read_text() == text
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("Heaviside(x - 0.5)", "Dirac"),
+    ("Max(x + 0.5, 0)**1.5", "power singularity"),
+])
+def test_cli_refuses_unsupported(tmp_path, capsys, spec, message):
+    assert main(["codegen", spec, "--lang", "numpy", "--out", str(tmp_path / "o"),
+                 "--module", "m"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_refuses_a_module_that_fails_verification(generated, tmp_path, capsys,
+                                                       monkeypatch):
+    """Verification is real: asking for more than float64 can give is refused (exit 1)."""
+    monkeypatch.setattr(Q, "REQUIRED_RTOL", 1e-17)
+    monkeypatch.setattr(Q, "_plan", Q._plan.__wrapped__)
+    assert main(["codegen", "tanh", "--lang", "numpy", "--out", str(tmp_path / "o"),
+                 "--module", "m"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "refusing to write the module" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["elu", "gelu", "erf", "tanh(2*x) + 0.1", "sin", "sigmoid",
+                                  "swish", "softplus", "selu"])
+def test_more_activations_against_mpmath(spec):
+    act = activation(spec)
+    plan = Q.plan_for(act)
+    ref = _reference(spec)
+    py = load_numpy(Q.generate_quadrature(act, lang="numpy", module="m", plan=plan))
+    c = load_c(Q.generate_quadrature(act, lang="c", module="m", plan=plan))
+    Bs = np.array(Q.VERIFY_BATCH_SIZES, dtype=float)
+    got_py, got_c = py.all(Bs), c.all(Bs)
+    for name in ref:
+        for i, Bv in enumerate(Q.VERIFY_BATCH_SIZES):
+            assert _rel(got_py[name][i], ref[name][i]) <= 1e-12, (spec, name, Bv)
+            assert _rel(got_c[name][i], ref[name][i]) <= 1e-12, (spec, name, Bv, "C")
+
+
+def test_independent_reference_small_batch(generated):
+    """q*, c* and the gradient rate of tanh against numerics/references.py (mpmath tanh-sinh
+    in the paper's own angles, Thm 7 in Cartesian coordinates: another parametrisation)."""
+    from bnmft.numerics import references as R
+
+    _, sources = generated["tanh"]
+    py = load_numpy(sources["numpy"])
+    for Bv in (6, 16):
+        q, c = R.fixed_point(mpmath.tanh, Bv, dps=20)
+        rate = R.gradient_rate(mpmath.tanh, lambda z: 1 - mpmath.tanh(z) ** 2, Bv, dps=20)
+        for name, r in (("q_star", q), ("c_star", c), ("gradient_rate", rate)):
+            assert _rel(getattr(py, name)(float(Bv)), r) <= 1e-12, (name, Bv)
+    assert math.isfinite(float(py.lambda_L(6.0)))
+
+
+def test_c_is_checked_against_the_verified_numpy_module(generated, monkeypatch):
+    """The C kernels are compiled and compared at generation; a C module that differs from
+    the verified numpy module beyond its tolerance is refused (float64 differences of a few
+    ulp exist between the two, so 1e-17 must refuse)."""
+    plan, _ = generated["tanh"]
+    monkeypatch.setattr(Q, "C_RTOL", 1e-17)
+    monkeypatch.setattr(Q, "REQUIRED_RTOL", 1e-17)
+    with pytest.raises(Q.VerificationError, match="differs from the verified numpy module"):
+        Q.generate_quadrature(activation("tanh"), lang="c", module="tanh_q", plan=plan)
+
+
+def test_c_openmp_build_gives_the_serial_values(generated, tmp_path):
+    """The optional OpenMP loop: built with -fopenmp (warning-free under -pedantic), the
+    fused kernel returns bit for bit what the serial build returns."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    _, sources = generated["Min(Max(x, -1), 1)"]
+    write_sources(sources["c"], tmp_path)
+    libs = {}
+    for tag, flags in (("omp", ["-fopenmp"]), ("serial", [])):
+        so = tmp_path / f"lib{tag}.so"
+        run = subprocess.run([cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", "-Werror",
+                              *flags, "-shared", "-fPIC", str(tmp_path / "hardtanh_q.c"), "-o",
+                              str(so), "-lm"], capture_output=True, text=True)
+        if run.returncode and tag == "omp":
+            pytest.skip(f"no OpenMP: {run.stderr.strip()[:80]}")
+        assert run.returncode == 0, run.stderr
+        libs[tag] = ctypes.CDLL(str(so))
+    B = np.array([4.0, 5.0, 8.0, 33.0, 64.0, 1000.0, 1e6])
+    got = {}
+    for tag, lib in libs.items():
+        outs = [np.zeros(len(B)) for _ in range(8)]
+        lib.hardtanh_q_all(ctypes.c_size_t(len(B)), B.ctypes.data_as(ctypes.c_void_p),
+                           *[o.ctypes.data_as(ctypes.c_void_p) for o in outs])
+        got[tag] = np.array(outs)
+    assert np.array_equal(got["omp"], got["serial"])
+    assert np.all(np.isfinite(got["serial"]))
