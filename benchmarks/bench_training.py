@@ -55,7 +55,8 @@ def main() -> None:
         med = {name: statistics.median(ts) for name, ts in times.items()}
         for name, ts in times.items():
             print(f"{B:5d} {name:22s} {1e3 * med[name]:10.2f} {1e3 * min(ts):8.2f}")
-        print(f"{B:5d} default / 1 thread: {med['BLAS default threads'] / med['BLAS 1 thread']:.2f}x")
+        ratio = med["BLAS default threads"] / med["BLAS 1 thread"]
+        print(f"{B:5d} default / 1 thread: {ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ mean-field network, Sec. 2), and ``x = phi(gamma y + beta)`` (the theory's
 ``phi(gamma x + beta)``; default ``gamma = 1``, ``beta = 0``); a linear readout ``W_out`` (same
 initialisation) gives the logits, and the loss is the mean softmax cross-entropy over the
 batch. The backward pass is written out by hand (batchnorm: ``dh = (dy - mean_b dy -
-y mean_b(dy y)) / sqrt(var_b h + eps)``, ``dy = gamma phi'(gamma y + beta) dx``); the tests check it against finite differences.
+y mean_b(dy y)) / sqrt(var_b h + eps)``, ``dy = gamma phi'(gamma y + beta) dx``); the tests
+check it against finite differences.
 
 Everything is seeded (``numpy.random.default_rng``); float32 by default for speed, float64
 for the finite-difference tests. The data helper splits the 5,000-image MNIST subset that
@@ -235,4 +236,5 @@ def mnist_subset(test_fraction: float = 0.2, seed=0, dtype=np.float32):
     n_test = int(round(test_fraction * len(X)))
     x_tr, x_te = X[n_test:], X[:n_test]
     mu, sd = x_tr.mean(), x_tr.std()
-    return ((x_tr - mu) / sd).astype(dtype), y[n_test:], ((x_te - mu) / sd).astype(dtype), y[:n_test]
+    return (((x_tr - mu) / sd).astype(dtype), y[n_test:],
+            ((x_te - mu) / sd).astype(dtype), y[:n_test])
