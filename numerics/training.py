@@ -167,10 +167,12 @@ def limited_blas(threads: int | None = 1):
 
 @dataclass
 class History:
-    """What :func:`train` records: loss per step, test accuracy after each epoch, and (for
-    the first ``trace_steps`` steps) weight and gradient norms per layer."""
+    """What :func:`train` records: loss and training-batch accuracy per step (before the
+    step), test accuracy after each epoch, and (for the first ``trace_steps`` steps) weight
+    and gradient norms per layer."""
 
     loss: list = field(default_factory=list)
+    batch_accuracy: list = field(default_factory=list)
     test_accuracy: list = field(default_factory=list)
     weight_norms: list = field(default_factory=list)
     grad_norms: list = field(default_factory=list)
@@ -202,7 +204,10 @@ def _train(net, x_train, y_train, x_test, y_test, batch_size, lr, epochs, seed, 
         if k == 0 and t:
             order = rng.permutation(len(x_train))
         idx = order[k * batch_size:(k + 1) * batch_size]
-        loss, grads, _ = loss_and_grads(net, x_train[idx], y_train[idx])
+        logits, cache = forward(net, x_train[idx])
+        loss, dlogits = softmax_cross_entropy(logits, y_train[idx])
+        grads, _ = backward(net, cache, dlogits)
+        hist.batch_accuracy.append(float((logits.argmax(axis=1) == y_train[idx]).mean()))
         if t < trace_steps:
             hist.weight_norms.append([float(np.linalg.norm(W)) for W in net.weights])
             hist.grad_norms.append([float(np.linalg.norm(g)) for g in grads])

@@ -134,6 +134,8 @@ def test_training_on_mnist_learns_and_is_seeded():
     assert h.loss == runs[1].loss
     assert len(h.weight_norms) == 3 and len(h.weight_norms[0]) == 4
     assert h.grad_norms[0][0] > 0
+    assert len(h.batch_accuracy) == len(h.loss) == 4000 // 32
+    assert np.mean(h.batch_accuracy[-20:]) > 0.7 > np.mean(h.batch_accuracy[:3])
 
 
 def test_training_input_errors():
