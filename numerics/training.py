@@ -188,6 +188,13 @@ def train(net: BNMLP, x_train, y_train, x_test, y_test, batch_size: int, lr: flo
     before step ``t`` (``t < trace_steps``). The products are small (``B x N`` by ``N x N``),
     where threaded BLAS on shared cores is many times slower than one thread, so BLAS is held
     to ``blas_threads`` threads while training (``None``: as configured)."""
+    from bnmft.derive import InvalidInput
+
+    if not 2 <= batch_size <= len(x_train):
+        raise InvalidInput(f"batch size must be between 2 and the {len(x_train)} training "
+                           f"examples (got {batch_size})")
+    if not lr > 0:
+        raise InvalidInput(f"learning rate must be > 0 (got {lr})")
     with limited_blas(blas_threads):
         return _train(net, x_train, y_train, x_test, y_test, batch_size, lr, epochs, seed,
                       trace_steps)

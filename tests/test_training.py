@@ -145,3 +145,10 @@ def test_training_input_errors():
         tr.init_mlp(0, 4, 3, 2)
     with pytest.raises(InvalidInput, match="eps"):
         tr.init_mlp(2, 4, 3, 2, eps=-1.0)
+    net = tr.init_mlp(2, 4, 3, 2)
+    x, y = _problem(0, B=6, n_in=3, n_out=2)
+    for B in (1, 7):
+        with pytest.raises(InvalidInput, match="batch size"):
+            tr.train(net, x, y, x, y, batch_size=B, lr=0.1)
+    with pytest.raises(InvalidInput, match="learning rate"):
+        tr.train(net, x, y, x, y, batch_size=3, lr=0.0)
