@@ -128,12 +128,46 @@ def backward(net: BNMLP, cache, dlogits):
     return grads, h_norms
 
 
-def loss_and_grads(net: BNMLP, x, labels):
-    """Mean cross-entropy of a batch, the weight gradients and ``|dL/dh_l|^2``."""
+def loss_and_grads(net: BNMLP, x, labels, backend: str = "numpy"):
+    """Mean cross-entropy of a batch, the weight gradients and ``|dL/dh_l|^2``
+    (``backend="torch"``: :func:`torch_loss_and_grads`, an independent route)."""
+    if backend == "torch":
+        return torch_loss_and_grads(net, x, labels)
+    if backend != "numpy":
+        from bnmft.derive import InvalidInput
+
+        raise InvalidInput(f"backend must be numpy or torch (got {backend!r})")
     logits, cache = forward(net, x)
     loss, dlogits = softmax_cross_entropy(logits, labels)
     grads, h_norms = backward(net, cache, dlogits)
     return loss, grads, h_norms
+
+
+def torch_loss_and_grads(net: BNMLP, x, labels):
+    """The same loss, gradients and ``|dL/dh_l|^2`` by torch autograd through
+    ``torch.nn.functional.batch_norm`` (training mode: biased batch variance) and
+    ``cross_entropy``, in the weights' dtype; needs torch (not a dependency) and ``eps > 0``
+    (torch refuses ``eps = 0`` in training mode)."""
+    from bnmft.derive import InvalidInput
+
+    if not net.eps > 0:
+        raise InvalidInput("the torch backend needs eps > 0")
+    import torch
+    import torch.nn.functional as F
+
+    phi = {"relu": torch.relu, "tanh": torch.tanh, "linear": lambda v: v}[net.activation]
+    ws = [torch.tensor(W, requires_grad=True) for W in net.weights]
+    act, hs = torch.as_tensor(np.asarray(x, dtype=net.weights[0].dtype)), []
+    for W in ws[:-1]:
+        h = act @ W.T
+        h.retain_grad()
+        hs.append(h)
+        y = F.batch_norm(h, None, None, training=True, eps=net.eps)
+        act = phi(net.gamma * y + net.beta)
+    loss = F.cross_entropy(act @ ws[-1].T, torch.as_tensor(np.asarray(labels)))
+    loss.backward()
+    return (float(loss.detach()), [W.grad.numpy() for W in ws],
+            [float((h.grad * h.grad).sum()) for h in hs])
 
 
 def sgd_step(net: BNMLP, grads, lr: float) -> None:
@@ -180,14 +214,15 @@ class History:
 
 
 def train(net: BNMLP, x_train, y_train, x_test, y_test, batch_size: int, lr: float,
-          epochs: float = 1.0, seed=0, trace_steps: int = 0, blas_threads: int | None = 1
-          ) -> History:
+          epochs: float = 1.0, seed=0, trace_steps: int = 0, blas_threads: int | None = 1,
+          backend: str = "numpy") -> History:
     """Plain SGD on shuffled minibatches (reshuffled each epoch, seeded) for ``epochs``
     (a fraction allowed); stops early, with ``diverged`` set, once the loss is not finite.
     ``weight_norms[t][l]`` and ``grad_norms[t][l]`` are ``|W_l|_F`` and ``|dL/dW_l|_F``
     before step ``t`` (``t < trace_steps``). The products are small (``B x N`` by ``N x N``),
     where threaded BLAS on shared cores is many times slower than one thread, so BLAS is held
-    to ``blas_threads`` threads while training (``None``: as configured)."""
+    to ``blas_threads`` threads while training (``None``: as configured). ``backend="torch"``
+    takes the gradients from torch autograd (:func:`torch_loss_and_grads`)."""
     from bnmft.derive import InvalidInput
 
     if not 2 <= batch_size <= len(x_train):
@@ -197,10 +232,11 @@ def train(net: BNMLP, x_train, y_train, x_test, y_test, batch_size: int, lr: flo
         raise InvalidInput(f"learning rate must be > 0 (got {lr})")
     with limited_blas(blas_threads):
         return _train(net, x_train, y_train, x_test, y_test, batch_size, lr, epochs, seed,
-                      trace_steps)
+                      trace_steps, backend)
 
 
-def _train(net, x_train, y_train, x_test, y_test, batch_size, lr, epochs, seed, trace_steps):
+def _train(net, x_train, y_train, x_test, y_test, batch_size, lr, epochs, seed, trace_steps,
+           backend):
     rng = np.random.default_rng(seed)
     per_epoch = len(x_train) // batch_size
     steps = max(1, int(round(epochs * per_epoch)))
@@ -212,8 +248,11 @@ def _train(net, x_train, y_train, x_test, y_test, batch_size, lr, epochs, seed, 
             order = rng.permutation(len(x_train))
         idx = order[k * batch_size:(k + 1) * batch_size]
         logits, cache = forward(net, x_train[idx])
-        loss, dlogits = softmax_cross_entropy(logits, y_train[idx])
-        grads, _ = backward(net, cache, dlogits)
+        if backend == "numpy":
+            loss, dlogits = softmax_cross_entropy(logits, y_train[idx])
+            grads, _ = backward(net, cache, dlogits)
+        else:
+            loss, grads, _ = loss_and_grads(net, x_train[idx], y_train[idx], backend)
         hist.batch_accuracy.append(float((logits.argmax(axis=1) == y_train[idx]).mean()))
         if t < trace_steps:
             hist.weight_norms.append([float(np.linalg.norm(W)) for W in net.weights])

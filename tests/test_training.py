@@ -152,3 +152,34 @@ def test_training_input_errors():
             tr.train(net, x, y, x, y, batch_size=B, lr=0.1)
     with pytest.raises(InvalidInput, match="learning rate"):
         tr.train(net, x, y, x, y, batch_size=3, lr=0.0)
+
+
+@pytest.mark.parametrize("activation,gamma,beta,eps", [
+    ("relu", 1.0, 0.3, 1e-3), ("tanh", 1.7, -0.2, 1e-6), ("linear", 1.0, 0.0, 0.1)])
+def test_backward_matches_torch_autograd(activation, gamma, beta, eps):
+    pytest.importorskip("torch")
+    net = tr.init_mlp(4, 12, 5, 3, eps=eps, activation=activation, seed=9, dtype=np.float64,
+                      gamma=gamma, beta=beta)
+    x, y = _problem(10, B=7, n_in=5, n_out=3)
+    loss, grads, h_norms = tr.loss_and_grads(net, x, y)
+    t_loss, t_grads, t_norms = tr.loss_and_grads(net, x, y, backend="torch")
+    assert math.isclose(loss, t_loss, rel_tol=1e-12)
+    for g, tg in zip(grads, t_grads):
+        assert np.allclose(g, tg, rtol=1e-9, atol=1e-12 * np.abs(tg).max())
+    assert np.allclose(h_norms, t_norms, rtol=1e-9)
+    with pytest.raises(InvalidInput, match="backend"):
+        tr.loss_and_grads(net, x, y, backend="jax")
+    net.eps = 0.0
+    with pytest.raises(InvalidInput, match="eps > 0"):
+        tr.loss_and_grads(net, x, y, backend="torch")
+
+
+def test_training_with_torch_gradients_follows_the_numpy_run():
+    pytest.importorskip("torch")
+    x, y = _problem(11, B=40, n_in=5, n_out=3)
+    runs = [tr.train(tr.init_mlp(3, 10, 5, 3, seed=12, dtype=np.float64), x, y, x, y,
+                     batch_size=8, lr=0.1, epochs=2, seed=13, backend=b)
+            for b in ("numpy", "torch")]
+    assert len(runs[0].loss) == 10
+    assert np.allclose(runs[0].loss, runs[1].loss, rtol=1e-9)
+    assert runs[0].test_accuracy == runs[1].test_accuracy
