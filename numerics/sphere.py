@@ -265,31 +265,30 @@ def _arb_pieces(pieces):
 
 
 def point_evaluator(points):
-    """``(z, f, g) -> [z^m f^p g^q for (m, p, q) in points]``, the powers shared between
-    points and formed by multiplication (see :func:`_ipow`)."""
+    """``(z, f, g) -> [z^m f^p g^q for (m, p, q) in points]`` as one generated function:
+    powers formed once by multiplication (see :func:`_ipow`) and shared between points.
+
+    The source is built from the points' small integer exponents only (no user text)."""
     points = list(points)
-    mz = max([p.m for p in points], default=0)
-    mf = max([p.p for p in points], default=0)
-    mg = max([p.q for p in points], default=0)
+    lines, have = [], set()
 
-    def powers(x, n):
-        out = [None, x]
-        for _ in range(n - 1):
-            out.append(out[-1] * x)
-        return out
+    def power(name, n):
+        if n == 1:
+            return name
+        key = f"{name}{n}"
+        if key not in have:
+            lines.append(f"    {key} = {power(name, n - 1)} * {name}")
+            have.add(key)
+        return key
 
-    def values(z, f, g):
-        zp, fp, gp = powers(z, mz), powers(f, mf), powers(g, mg)
-        out = []
-        for pt in points:
-            val = None
-            for table, n in ((zp, pt.m), (fp, pt.p), (gp, pt.q)):
-                if n:
-                    val = table[n] if val is None else val * table[n]
-            out.append(arbmath.arb(1) if val is None else val)
-        return out
-
-    return values
+    terms = []
+    for pt in points:
+        factors = [power(sym, n) for sym, n in (("z", pt.m), ("f", pt.p), ("g", pt.q)) if n]
+        terms.append(" * ".join(factors) if factors else "one")
+    src = "def values(z, f, g):\n" + "\n".join(lines + [f"    return [{', '.join(terms)}]"])
+    namespace = {"one": arbmath.arb(1)}
+    exec(compile(src, "<point_evaluator>", "exec"), namespace)  # noqa: S102
+    return namespace["values"]
 
 
 #: Outer nodes from which the inner integrals of smooth ``phi`` are interpolated
