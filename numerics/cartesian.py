@@ -162,12 +162,45 @@ def _pass_smooth(act: Activation, moments, B: int, level: int, prec: int, Z, dps
             outer.append((z1, w1 * c2, vals))
         interp_err = {mo: zero for mo in two}
         if two:
+            half_pi = mpmath.pi / 2
+            inv_B, inv_B2 = 1 / Bm, 1 / (Bm - 2)
+            whole_chord = None  # the t rule on [-pi/2, pi/2]: the same for every full chord
+
+            def t_nodes(ip):
+                nonlocal whole_chord
+                full = len(ip) == 1 and ip[0][0] == -half_pi and ip[0][1] == half_pi
+                if full and whole_chord is not None:
+                    return whole_chord
+                arb_ip = [(arbmath.from_mpf(a), arbmath.from_mpf(b), pa, pb)
+                          for a, b, pa, pb in ip]
+                nodes = [(*t.sin_cos(), wt) for t, wt in _pieces(arb_ip, rule)]
+                if full:
+                    whole_chord = nodes
+                return nodes
+
             def inner_at_z(z1):
                 acc = [zero] * P
                 acc_abs = [zero] * P
                 chord = _inner_pieces(B, [], 1, arbmath.to_mpf(z1), Z)
                 if chord is None:
                     return acc + acc_abs
+                centre, half = arbmath.from_mpf(chord[0]), arbmath.from_mpf(chord[1])
+                z1sq = z1 * z1
+                for sin_t, cos_t, wt in t_nodes(chord[2]):
+                    z2 = centre + half * sin_t
+                    zs = z1 + z2
+                    # the Thm 7 density, evaluated as written (not through the parametrisation)
+                    q = 1 - (z1sq + z2 * z2 + zs * zs * inv_B2) * inv_B
+                    if not q > 0:  # a ball touching the ellipse edge: zero weight
+                        continue
+                    dens2 = q ** ((B - 5) // 2) * (q.sqrt() if (B - 5) % 2 else 1)
+                    w2 = wt * half * cos_t * dens2
+                    f2, g2 = fg(z2)
+                    for k, val in enumerate(second_values(z2, f2, g2)):
+                        term = w2 * val
+                        acc[k] += term
+                        acc_abs[k] += abs(term)
+                return acc + acc_abs
                 centre, half = arbmath.from_mpf(chord[0]), arbmath.from_mpf(chord[1])
                 ip = [(arbmath.from_mpf(a), arbmath.from_mpf(b), pa, pb)
                       for a, b, pa, pb in chord[2]]
@@ -211,10 +244,10 @@ def _pass_smooth(act: Activation, moments, B: int, level: int, prec: int, Z, dps
                 if table is not None:
                     scales = [cos_power(z1) for z1, _, _ in outer]
                     table = ([[v * sc for v in row] for row, sc in zip(table[0], scales)],
-                             [[v * sc for v in row] for row, sc in zip(table[1], scales)])
+                             table[1])
             if table is None:
                 table = ([inner_at_z(z1) for z1, _, _ in outer], None)
-            fine, coarse = table
+            fine, errors = table
             for i, (_, wc, vals) in enumerate(outer):
                 row = fine[i]
                 for mo in two:
@@ -222,8 +255,8 @@ def _pass_smooth(act: Activation, moments, B: int, level: int, prec: int, Z, dps
                     left = wc * vals[mo.points[0]]
                     sums[mo] += left * row[k]
                     sums_abs[mo] += abs(left) * abs(row[P + k])
-                    if coarse is not None:
-                        interp_err[mo] += abs(left) * abs(row[k] - coarse[i][k])
+            if errors is not None:
+                interp_err = {mo: arbmath.from_mpf(errors[mo]) for mo in two}
         return {mo: (arbmath.to_mpf(sums[mo]), arbmath.to_mpf(sums_abs[mo]),
                      abs(arbmath.to_mpf(interp_err[mo])) if mo in interp_err else mpmath.mpf(0))
                 for mo in moments}

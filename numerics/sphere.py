@@ -391,7 +391,7 @@ def _mp_pass_smooth(act: Activation, moments, geo: Geometry, level: int, prec: i
                                         outer, two, col, P, dps)
             if table is None:
                 table = ([inner_at_sc(s1, c1) for _, s1, c1, _, _ in outer], None)
-            fine, coarse = table
+            fine, errors = table
             for i, (_, _, _, wt1, vals) in enumerate(outer):
                 row = fine[i]
                 for mo in two:
@@ -399,8 +399,8 @@ def _mp_pass_smooth(act: Activation, moments, geo: Geometry, level: int, prec: i
                     left = wt1 * vals[mo.points[0]]
                     sums[mo] += left * row[k]
                     sums_abs[mo] += abs(left) * abs(row[P + k])
-                    if coarse is not None:
-                        interp_err[mo] += abs(left) * abs(row[k] - coarse[i][k])
+            if errors is not None:
+                interp_err = {mo: arbmath.from_mpf(errors[mo]) for mo in two}
             norm2 = norm1 * inner_norm
         out = {}
         for mo in moments:
@@ -413,9 +413,16 @@ def _mp_pass_smooth(act: Activation, moments, geo: Geometry, level: int, prec: i
 
 def _interpolated_inner(inner_at, W, xs, prec, key, outer, two, col, P, dps):
     """Inner integrals at the outer nodes from a Chebyshev interpolant in the outer angle:
-    ``(fine, coarse)`` row lists (``coarse``: on every other point, for the error), or None
-    when the outer rule is too small to gain or the interpolant does not converge before
-    ``m`` reaches three quarters of the outer nodes. ``outer[i] = (..., weight, first-point values)``."""
+    ``(rows, errors)``, ``errors[moment]`` bounding the interpolation's effect on the
+    (unnormalised) moment, or None when the outer rule is too small to gain or the
+    interpolant does not converge before ``m`` reaches three quarters of the outer nodes.
+    ``outer[i] = (..., weight, first-point values)``.
+
+    The error of the interpolant on ``m`` points is extrapolated from the differences of
+    the last three point sets (``m``, ``(m+1)/2``, ``(m+3)/4``) as the quadrature levels are
+    (:func:`_extrapolated_error`: doubling ``m`` squares a geometric error), relative to
+    each moment's scale; with two point sets it is their difference.
+    """
     from .chebyshev import Interpolation
 
     n = len(xs)
@@ -423,24 +430,34 @@ def _interpolated_inner(inner_at, W, xs, prec, key, outer, two, col, P, dps):
         return None
     interp = Interpolation(inner_at, W, xs, prec, cache_key=key)
     history = []  # (m, log10 of the worst error/allowed ratio)
+    previous = None  # weighted differences of the previous refinement
     while True:
         fine_m, coarse_m = interp.evaluate()
         fine = [[fine_m[i, j] for j in range(2 * P)] for i in range(n)]
-        coarse = [[coarse_m[i, j] for j in range(P)] for i in range(n)]
-        errs, vals, absl = {}, {}, {}
+        diffs, vals, absl = {}, {}, {}
         for mo in two:
             k = col[mo.points[1]]
             e = v = a = arbmath.arb(0)
             for i, entry in enumerate(outer):
                 left = entry[-2] * entry[-1][mo.points[0]]
-                e += abs(left) * abs(fine[i][k] - coarse[i][k])
+                e += abs(left) * abs(fine_m[i, k] - coarse_m[i, k])
                 v += left * fine[i][k]
                 a += abs(left) * abs(fine[i][P + k])
-            errs[mo], vals[mo], absl[mo] = (arbmath.to_mpf(e), arbmath.to_mpf(v),
-                                            arbmath.to_mpf(a))
+            diffs[mo], vals[mo], absl[mo] = (arbmath.to_mpf(e), arbmath.to_mpf(v),
+                                             arbmath.to_mpf(a))
+        errs = dict(diffs)
+        if previous is not None:
+            for mo in two:
+                scale = max(abs(vals[mo]), absl[mo] * mpmath.mpf(10) ** (dps + 3 - mpmath.mp.dps))
+                if scale and previous[mo] > diffs[mo]:
+                    # as a sequence I_{k-2}, I_{k-1}, I_k with |I_k - I_{k-1}| = diffs and
+                    # |I_k - I_{k-2}| = previous (the error of the interpolant before)
+                    d1, d0 = diffs[mo] / scale, previous[mo] / scale
+                    errs[mo] = scale * _extrapolated_error([mpmath.mpf(0), d0 - d1, d0], 1)
         ratio = interpolation_error_ratio(errs, vals, absl, dps)
         if ratio <= 1:
-            return fine, coarse
+            return fine, errs
+        previous = diffs
         history.append((interp.m, float(mpmath.log10(ratio))))
         limit = 3 * n // 4
         if len(history) >= 2:
