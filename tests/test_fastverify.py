@@ -85,8 +85,10 @@ def test_interpolated_sphere_pass_matches_direct(B):
         smooth = sphere._mp_pass_smooth(act, moments, geo, 6, prec, 32)
         direct = sphere._mp_pass(act, moments, geo, 6, prec)
     for mo in moments:
-        value, _, err = smooth[mo]
-        assert abs(value - direct[mo][0]) <= err + mpmath.mpf(10) ** -44 * abs(value)
+        value, absolute, err = smooth[mo]
+        # beyond the interpolation error: rounding at the working precision (47 digits) of
+        # the integrand's size (the f(z1) f(z2) moment cancels to 1e-6 of it at B = 10^6)
+        assert abs(value - direct[mo][0]) <= err + mpmath.mpf(10) ** -44 * absolute
         assert err <= mpmath.mpf(10) ** -35 * abs(value)
 
 
