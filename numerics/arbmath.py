@@ -74,6 +74,17 @@ def arb_function(expr: sp.Expr, bits: int):
     return _compiled(sp.srepr(expr), expr, bits)
 
 
+@lru_cache(maxsize=256)
+def _compiled_pair(expr_key: str, expr: sp.Expr, derivative: sp.Expr, bits: int):
+    return sp.lambdify(x, [expr, derivative], modules=[_namespace(bits), "mpmath"], cse=True)
+
+
+def arb_function_pair(expr: sp.Expr, derivative: sp.Expr, bits: int):
+    """``x -> [phi(x), phi'(x)]`` on arbs, common subexpressions evaluated once (``tanh``:
+    one ``tanh`` for both)."""
+    return _compiled_pair(sp.srepr(expr) + "|" + sp.srepr(derivative), expr, derivative, bits)
+
+
 @lru_cache(maxsize=64)
 def gauss_legendre(n: int, bits: int) -> tuple:
     """Gauss-Legendre rule on [0, 1] as ``(u, 1 - u, w)`` arb triples (roots from Arb)."""

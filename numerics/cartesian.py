@@ -26,12 +26,14 @@ from bnmft.derive import Activation
 
 from . import arbmath
 from .sphere import (
+    _interpolated_inner,
     _pieces,
     _point_value,
     _rule_arb,
     _rule_kind,
     effective_digits,
     merged_pieces,
+    point_evaluator,
     relative_levels,
 )
 
@@ -106,6 +108,158 @@ def _inner_pieces(B, kinks, power, z1, Z):
             pts.append((mpmath.asin(t), power))
     pts.sort()
     return c, h, [(a, b, pa, pb) for (a, pa), (b, pb) in zip(pts[:-1], pts[1:]) if b > a]
+
+
+def _pass_smooth(act: Activation, moments, B: int, level: int, prec: int, Z, dps: int):
+    """:func:`_pass` for ``phi`` without kinks. On a truncated window (``Z < sqrt(B-1)``, large
+    ``B``) the inner chord integrals are interpolated in the outer variable from Chebyshev
+    points (:mod:`.chebyshev`): in the angle ``theta = asin(z1/sqrt(B-1))``, after division
+    by ``cos(theta)^(B-4)`` (the chord's half-length is proportional to ``cos theta`` and the
+    chord integral carries its ``(B-4)``-th power), which leaves a slowly varying analytic
+    function. Returns ``(value, absolute, interpolation_error)``; where the interpolant does
+    not reach ``10^-(dps+3)`` of the moments, or the window is not truncated, the inner
+    integral is computed at every outer node as in :func:`_pass`."""
+    two = [mo for mo in moments if mo.arity == 2]
+    one = [mo for mo in moments if mo.arity == 1]
+    use_dphi = any(p.q for mo in moments for p in mo.points)
+    with arbmath.precision(prec):
+        pair = arbmath.arb_function_pair(act.expr, act.derivative, prec)
+        rule = _rule_arb("gl", level, prec)
+        Bm = arbmath.arb(B)
+        zero = arbmath.arb(0)
+        c1 = mpmath.exp(
+            mpmath.loggamma(mpmath.mpf(B - 1) / 2) - mpmath.loggamma(mpmath.mpf(B - 2) / 2)
+        ) / mpmath.sqrt(mpmath.pi * (B - 1))
+        c2 = (B - 3) / (2 * mpmath.pi * mpmath.sqrt(mpmath.mpf(B) * (B - 2)))
+        c1, c2 = arbmath.from_mpf(c1), arbmath.from_mpf(c2)
+        R = arbmath.from_mpf(mpmath.sqrt(B - 1))
+        firsts = sorted({mo.points[0] for mo in moments})
+        seconds = sorted({mo.points[1] for mo in two})
+        first_values, second_values = point_evaluator(firsts), point_evaluator(seconds)
+        col = {pt: i for i, pt in enumerate(seconds)}
+        P = len(seconds)
+
+        def fg(z):
+            if use_dphi:
+                return pair(z)
+            return pair(z)[0], zero
+
+        sums = {mo: zero for mo in moments}
+        sums_abs = {mo: zero for mo in moments}
+        pieces = [(arbmath.from_mpf(a), arbmath.from_mpf(b), pa, pb)
+                  for a, b, pa, pb in _outer_pieces(B, [], 1, Z)]
+        outer = []
+        for z1, w1 in _pieces(pieces, rule):
+            f1, g1 = fg(z1)
+            vals = dict(zip(firsts, first_values(z1, f1, g1)))
+            if one:
+                dens1 = c1 * (1 - z1 * z1 / (Bm - 1)) ** ((B - 4) // 2) * (
+                    (1 - z1 * z1 / (Bm - 1)).sqrt() if B % 2 else 1)
+                for mo in one:
+                    val = w1 * dens1 * vals[mo.points[0]]
+                    sums[mo] += val
+                    sums_abs[mo] += abs(val)
+            outer.append((z1, w1 * c2, vals))
+        interp_err = {mo: zero for mo in two}
+        if two:
+            half_pi = mpmath.pi / 2
+            inv_B, inv_B2 = 1 / Bm, 1 / (Bm - 2)
+            whole_chord = None  # the t rule on [-pi/2, pi/2]: the same for every full chord
+
+            def t_nodes(ip):
+                nonlocal whole_chord
+                full = len(ip) == 1 and ip[0][0] == -half_pi and ip[0][1] == half_pi
+                if full and whole_chord is not None:
+                    return whole_chord
+                arb_ip = [(arbmath.from_mpf(a), arbmath.from_mpf(b), pa, pb)
+                          for a, b, pa, pb in ip]
+                nodes = [(*t.sin_cos(), wt) for t, wt in _pieces(arb_ip, rule)]
+                if full:
+                    whole_chord = nodes
+                return nodes
+
+            def inner_at_z(z1):
+                acc = [zero] * P
+                acc_abs = [zero] * P
+                chord = _inner_pieces(B, [], 1, arbmath.to_mpf(z1), Z)
+                if chord is None:
+                    return acc + acc_abs
+                centre, half = arbmath.from_mpf(chord[0]), arbmath.from_mpf(chord[1])
+                z1sq = z1 * z1
+                for sin_t, cos_t, wt in t_nodes(chord[2]):
+                    z2 = centre + half * sin_t
+                    zs = z1 + z2
+                    # the Thm 7 density, evaluated as written (not through the parametrisation)
+                    q = 1 - (z1sq + z2 * z2 + zs * zs * inv_B2) * inv_B
+                    if not q > 0:  # a ball touching the ellipse edge: zero weight
+                        continue
+                    dens2 = q ** ((B - 5) // 2) * (q.sqrt() if (B - 5) % 2 else 1)
+                    w2 = wt * half * cos_t * dens2
+                    f2, g2 = fg(z2)
+                    for k, val in enumerate(second_values(z2, f2, g2)):
+                        term = w2 * val
+                        acc[k] += term
+                        acc_abs[k] += abs(term)
+                return acc + acc_abs
+                centre, half = arbmath.from_mpf(chord[0]), arbmath.from_mpf(chord[1])
+                ip = [(arbmath.from_mpf(a), arbmath.from_mpf(b), pa, pb)
+                      for a, b, pa, pb in chord[2]]
+                for t, wt in _pieces(ip, rule):
+                    sin_t, cos_t = t.sin_cos()
+                    z2 = centre + half * sin_t
+                    zs = z1 + z2
+                    # the Thm 7 density, evaluated as written (not through the parametrisation)
+                    q = 1 - (z1 * z1 + z2 * z2 + zs * zs / (Bm - 2)) / Bm
+                    if not q > 0:  # a ball touching the ellipse edge: zero weight
+                        continue
+                    dens2 = q ** ((B - 5) // 2) * (q.sqrt() if (B - 5) % 2 else 1)
+                    w2 = wt * half * cos_t * dens2
+                    f2, g2 = fg(z2)
+                    for k, val in enumerate(second_values(z2, f2, g2)):
+                        term = w2 * val
+                        acc[k] += term
+                        acc_abs[k] += abs(term)
+                return acc + acc_abs
+
+            def cos_power(z1):
+                # cos(theta)^(B-4) = (1 - z1^2/(B-1))^((B-4)/2), the chord length's power
+                c = 1 - z1 * z1 / (Bm - 1)
+                return c ** ((B - 4) // 2) * (c.sqrt() if B % 2 else 1)
+
+            table = None
+            if Z < mpmath.sqrt(B - 1):
+                # a truncated window keeps the chords away from the ellipse's ends, where
+                # the ratio below would be 0/0
+                theta_max = (arbmath.from_mpf(Z) / R).asin()
+                xs = [(z1 / R).asin() / theta_max for z1, _, _ in outer]
+
+                def reduced(theta):
+                    z1 = R * theta.sin()
+                    scale = cos_power(z1)
+                    return [v / scale for v in inner_at_z(z1)]
+
+                table = _interpolated_inner(reduced, theta_max, xs, prec, None,
+                                            [(wc * cos_power(z1), vals)
+                                             for z1, wc, vals in outer], two, col, P, dps)
+                if table is not None:
+                    scales = [cos_power(z1) for z1, _, _ in outer]
+                    table = ([[v * sc for v in row] for row, sc in zip(table[0], scales)],
+                             table[1])
+            if table is None:
+                table = ([inner_at_z(z1) for z1, _, _ in outer], None)
+            fine, errors = table
+            for i, (_, wc, vals) in enumerate(outer):
+                row = fine[i]
+                for mo in two:
+                    k = col[mo.points[1]]
+                    left = wc * vals[mo.points[0]]
+                    sums[mo] += left * row[k]
+                    sums_abs[mo] += abs(left) * abs(row[P + k])
+            if errors is not None:
+                interp_err = {mo: arbmath.from_mpf(errors[mo]) for mo in two}
+        return {mo: (arbmath.to_mpf(sums[mo]), arbmath.to_mpf(sums_abs[mo]),
+                     abs(arbmath.to_mpf(interp_err[mo])) if mo in interp_err else mpmath.mpf(0))
+                for mo in moments}
 
 
 def _pass(act: Activation, moments, B: int, level: int, prec: int, Z):
@@ -186,6 +340,8 @@ def moments_cartesian(act: Activation, moments, B: int, dps: int, max_level: int
 
         def make_pass(window_digits):
             Z = _window(B, effective_digits(act, B, window_digits))
+            if not act.kinks and _rule_kind(act)[0] == "gl":
+                return lambda level: _pass_smooth(act, moments, B, level, prec, Z, dps)
             return lambda level: _pass(act, moments, B, level, prec, Z)
 
         return relative_levels(make_pass, moments, dps, max_level,

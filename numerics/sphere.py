@@ -264,12 +264,223 @@ def _arb_pieces(pieces):
     return [(arbmath.from_mpf(a), arbmath.from_mpf(b), pa, pb) for a, b, pa, pb in pieces]
 
 
-def _mp_pass(act: Activation, moments, geo: Geometry, level: int, prec: int):
+def point_evaluator(points):
+    """``(z, f, g) -> [z^m f^p g^q for (m, p, q) in points]`` as one generated function:
+    powers formed once by multiplication (see :func:`_ipow`) and shared between points.
+
+    The source is built from the points' small integer exponents only (no user text)."""
+    points = list(points)
+    lines, have = [], set()
+
+    def power(name, n):
+        if n == 1:
+            return name
+        key = f"{name}{n}"
+        if key not in have:
+            lines.append(f"    {key} = {power(name, n - 1)} * {name}")
+            have.add(key)
+        return key
+
+    terms = []
+    for pt in points:
+        factors = [power(sym, n) for sym, n in (("z", pt.m), ("f", pt.p), ("g", pt.q)) if n]
+        terms.append(" * ".join(factors) if factors else "one")
+    src = "def values(z, f, g):\n" + "\n".join(lines + [f"    return [{', '.join(terms)}]"])
+    namespace = {"one": arbmath.arb(1)}
+    exec(compile(src, "<point_evaluator>", "exec"), namespace)  # noqa: S102
+    return namespace["values"]
+
+
+#: Outer nodes from which the inner integrals of smooth ``phi`` are interpolated
+#: (:mod:`.chebyshev`) rather than computed at every outer node.
+INTERPOLATE_MIN_NODES = 48
+
+
+def interpolation_error_ratio(errors: dict, values: dict, absolutes: dict, dps: int):
+    """Largest ratio of an interpolation error to ``10^-(dps+3)`` of its moment's scale, the
+    scale of :func:`adaptive_levels` (``|value|``, floored at the resolvable part of
+    ``absolute``): at most 1 when the interpolant is good enough."""
+    resolvable = mpmath.mpf(10) ** (dps + 3 - mpmath.mp.dps)
+    tol = mpmath.mpf(10) ** (-dps - 3)
+    worst = mpmath.mpf(0)
+    for mo in errors:
+        allowed = tol * max(abs(values[mo]), resolvable * absolutes[mo])
+        if errors[mo] == 0:
+            continue
+        if allowed == 0:
+            return mpmath.inf
+        worst = max(worst, errors[mo] / allowed)
+    return worst
+
+
+def _mp_pass_smooth(act: Activation, moments, geo: Geometry, level: int, prec: int, dps: int):
+    """:func:`_mp_pass` for ``phi`` without kinks: one piece per angle, so the inner rule is
+    the same at every outer node (its sines and weights are computed once), and the inner
+    integrals, analytic in ``d1``, are interpolated from Chebyshev points (:mod:`.chebyshev`)
+    with the interpolation error estimated from nested point sets and returned as a third
+    entry ``(value, absolute, interpolation_error)``; if the interpolant does not reach
+    ``10^-(dps+3)`` of the moments it falls back to the inner integral at every outer node.
+    """
+    with arbmath.precision(prec):
+        pair = arbmath.arb_function_pair(act.expr, act.derivative, prec)
+        use_dphi = any(p.q for mo in moments for p in mo.points)
+        two = [mo for mo in moments if mo.arity == 2]
+        one = [mo for mo in moments if mo.arity == 1]
+        rule = _rule_arb("gl", level, prec)
+        B = geo.B
+        root, rho, sigma = (arbmath.from_mpf(v) for v in (geo.root, geo.rho, geo.sigma))
+        W1, W2 = arbmath.from_mpf(geo.window1), arbmath.from_mpf(geo.window2)
+        zero = arbmath.arb(0)
+        firsts = sorted({mo.points[0] for mo in moments})
+        seconds = sorted({mo.points[1] for mo in two})
+        first_values, second_values = point_evaluator(firsts), point_evaluator(seconds)
+        col = {pt: i for i, pt in enumerate(seconds)}
+        P = len(seconds)
+
+        def fg(z):
+            if use_dphi:
+                return pair(z)
+            return pair(z)[0], zero
+
+        # outer nodes d1 = W1 t, t the Gauss-Legendre nodes on [-1, 1] (as _pieces maps them)
+        xs = [2 * u - 1 if u < 0.5 else 1 - 2 * v for u, v, _ in rule]
+        outer = []
+        sums = {mo: zero for mo in moments}
+        sums_abs = {mo: zero for mo in moments}
+        norm1 = zero
+        for d1, w1 in _pieces([(-W1, W1, 1, 1)], rule):
+            s1, c1 = d1.sin_cos()
+            wt1 = w1 * c1 ** (B - 3)
+            z1 = root * s1
+            f1, g1 = fg(z1)
+            vals = dict(zip(firsts, first_values(z1, f1, g1)))
+            norm1 += wt1
+            for mo in one:
+                val = wt1 * vals[mo.points[0]]
+                sums[mo] += val
+                sums_abs[mo] += abs(val)
+            outer.append((d1, s1, c1, wt1, vals))
+        interp_err = {mo: zero for mo in two}
+        norm2 = zero
+        if two:
+            inner_rule = []
+            inner_norm = zero
+            for d2, w2 in _pieces([(-W2, W2, 1, 1)], rule):
+                sn2, cs2 = d2.sin_cos()
+                wt2 = w2 * cs2 ** (B - 4)
+                inner_rule.append((sn2, wt2))
+                inner_norm += wt2
+
+            def inner_at_sc(s1, c1):
+                shift, scale = root * rho * s1, root * sigma * c1
+                acc = [zero] * P
+                acc_abs = [zero] * P
+                for sn2, wt2 in inner_rule:
+                    z2 = shift + scale * sn2
+                    f2, g2 = fg(z2)
+                    for k, val in enumerate(second_values(z2, f2, g2)):
+                        t = wt2 * val
+                        acc[k] += t
+                        acc_abs[k] += abs(t)
+                return acc + acc_abs
+
+            def inner_at(d1):
+                return inner_at_sc(*d1.sin_cos())
+
+            table = _interpolated_inner(inner_at, W1, xs, prec, ("sphere", level),
+                                        outer, two, col, P, dps)
+            if table is None:
+                table = ([inner_at_sc(s1, c1) for _, s1, c1, _, _ in outer], None)
+            fine, errors = table
+            for i, (_, _, _, wt1, vals) in enumerate(outer):
+                row = fine[i]
+                for mo in two:
+                    k = col[mo.points[1]]
+                    left = wt1 * vals[mo.points[0]]
+                    sums[mo] += left * row[k]
+                    sums_abs[mo] += abs(left) * abs(row[P + k])
+            if errors is not None:
+                interp_err = {mo: arbmath.from_mpf(errors[mo]) for mo in two}
+            norm2 = norm1 * inner_norm
+        out = {}
+        for mo in moments:
+            norm = norm1 if mo.arity == 1 else norm2
+            err = arbmath.to_mpf(interp_err[mo] / norm) if mo in interp_err else mpmath.mpf(0)
+            out[mo] = (arbmath.to_mpf(sums[mo] / norm), arbmath.to_mpf(sums_abs[mo] / norm),
+                       abs(err))
+        return out
+
+
+def _interpolated_inner(inner_at, W, xs, prec, key, outer, two, col, P, dps):
+    """Inner integrals at the outer nodes from a Chebyshev interpolant in the outer angle:
+    ``(rows, errors)``, ``errors[moment]`` bounding the interpolation's effect on the
+    (unnormalised) moment, or None when the outer rule is too small to gain or the
+    interpolant does not converge before ``m`` reaches three quarters of the outer nodes.
+    ``outer[i] = (..., weight, first-point values)``.
+
+    The error of the interpolant on ``m`` points is extrapolated from the differences of
+    the last three point sets (``m``, ``(m+1)/2``, ``(m+3)/4``) as the quadrature levels are
+    (:func:`_extrapolated_error`: doubling ``m`` squares a geometric error), relative to
+    each moment's scale; with two point sets it is their difference.
+    """
+    from .chebyshev import Interpolation
+
+    n = len(xs)
+    if n < INTERPOLATE_MIN_NODES:
+        return None
+    interp = Interpolation(inner_at, W, xs, prec, cache_key=key)
+    history = []  # (m, log10 of the worst error/allowed ratio)
+    previous = None  # weighted differences of the previous refinement
+    while True:
+        fine_m, coarse_m = interp.evaluate()
+        fine = [[fine_m[i, j] for j in range(2 * P)] for i in range(n)]
+        diffs, vals, absl = {}, {}, {}
+        for mo in two:
+            k = col[mo.points[1]]
+            e = v = a = arbmath.arb(0)
+            for i, entry in enumerate(outer):
+                left = entry[-2] * entry[-1][mo.points[0]]
+                e += abs(left) * abs(fine_m[i, k] - coarse_m[i, k])
+                v += left * fine[i][k]
+                a += abs(left) * abs(fine[i][P + k])
+            diffs[mo], vals[mo], absl[mo] = (arbmath.to_mpf(e), arbmath.to_mpf(v),
+                                             arbmath.to_mpf(a))
+        errs = dict(diffs)
+        if previous is not None:
+            for mo in two:
+                scale = max(abs(vals[mo]), absl[mo] * mpmath.mpf(10) ** (dps + 3 - mpmath.mp.dps))
+                if scale and previous[mo] > diffs[mo]:
+                    # as a sequence I_{k-2}, I_{k-1}, I_k with |I_k - I_{k-1}| = diffs and
+                    # |I_k - I_{k-2}| = previous (the error of the interpolant before)
+                    d1, d0 = diffs[mo] / scale, previous[mo] / scale
+                    errs[mo] = scale * _extrapolated_error([mpmath.mpf(0), d0 - d1, d0], 1)
+        ratio = interpolation_error_ratio(errs, vals, absl, dps)
+        if ratio <= 1:
+            return fine, errs
+        previous = diffs
+        history.append((interp.m, float(mpmath.log10(ratio))))
+        limit = 3 * n // 4
+        if len(history) >= 2:
+            # geometric convergence: digits gained per point so far predict the m needed
+            (m1, l1), (m2, l2) = history[-2:]
+            gain = (l1 - l2) / (m2 - m1)
+            if gain <= 0 or m2 + l2 / gain > limit:
+                return None
+        if 2 * interp.m - 1 > limit:
+            return None
+        interp.refine()
+
+
+def _mp_pass(act: Activation, moments, geo: Geometry, level: int, prec: int,
+             dps: int | None = None):
     """One quadrature level at ``prec`` bits; integrand points in arb ball arithmetic.
 
     Returns ``{moment: (value, absolute)}``, ``absolute`` being the same quadrature of the
-    integrand's modulus (the size against which cancellation is measured).
+    integrand's modulus (the size against which cancellation is measured). Smooth ``phi``
+    (given ``dps``) takes :func:`_mp_pass_smooth`.
     """
+    if dps is not None and not act.kinks and _rule_kind(act)[0] == "gl":
+        return _mp_pass_smooth(act, moments, geo, level, prec, dps)
     with arbmath.precision(prec):
         phi = arbmath.arb_function(act.expr, prec)
         dphi = arbmath.arb_function(act.derivative, prec)
@@ -381,7 +592,7 @@ def moments_mp(act: Activation, moments, B: int, dps: int, max_level: int = 9):
 
         def make_pass(window_digits):
             geo = Geometry.make(B, effective_digits(act, B, window_digits))
-            return lambda level: _mp_pass(act, moments, geo, level, prec)
+            return lambda level: _mp_pass(act, moments, geo, level, prec, dps)
 
         return relative_levels(make_pass, moments, dps, max_level, f"sphere quadrature at B={B}")
 
@@ -397,7 +608,7 @@ def relative_levels(make_pass, moments, dps: int, max_level: int, what: str) -> 
     digits = dps + 10
     run = make_pass(digits)
     probe = run(2)
-    shift = window_shift(a for _, a in probe.values())
+    shift = window_shift(entry[1] for entry in probe.values())
     for _ in range(2):
         if shift:
             run, probe = make_pass(digits + shift), None
@@ -436,7 +647,9 @@ def adaptive_levels(run_level, moments, dps: int, max_level: int, what: str, tru
         errs = {mo: _extrapolated_error(history[mo], scale[mo]) if scale[mo] else mpmath.mpf(0)
                 for mo in moments}
         if all(e <= tol for e in errs.values()):
-            return ({mo: (+cur[mo][0], errs[mo] * scale[mo] + truncation) for mo in moments},
+            # a third entry is the pass's own error bound (interpolated inner integrals)
+            return ({mo: (+cur[mo][0], errs[mo] * scale[mo] + truncation
+                          + (cur[mo][2] if len(cur[mo]) > 2 else 0)) for mo in moments},
                     {mo: cur[mo][1] for mo in moments})
     raise QuadratureError(f"{what} did not reach {dps} digits")
 

@@ -242,8 +242,14 @@ def _gegenbauer_checks(act, deriv, Bv, digits, refs) -> list[Check]:
         return []
     moments = list(deriv.moments)
     out = []
+    want_rate = hasattr(gegenbauer, "gradient_rate_thm9_mp") and "gradient_rate" in refs
     with mpmath.workdps(digits + 10):
-        res = gegenbauer.moments_gegenbauer_mp(act, moments, Bv, digits + 2)
+        if want_rate:
+            # one pass for the moments and the Thm 9 rate: the same nodes and coefficients
+            res = gegenbauer.moments_and_rate_mp(act, moments, Bv, digits + 2)
+            rate, _err = res.pop("rate")
+        else:
+            res = gegenbauer.moments_gegenbauer_mp(act, moments, Bv, digits + 2)
         vals = {mo: v for mo, (v, e) in res.items()}
         errs = {mo: e for mo, (v, e) in res.items()}
         nums = numbers_from_moments(deriv, Bv, vals, errs, "Gegenbauer/Funk-Hecke (mpmath)",
@@ -252,8 +258,7 @@ def _gegenbauer_checks(act, deriv, Bv, digits, refs) -> list[Check]:
             ref = refs[name]
             out.append(Check(name, Bv, nums[name].route, nums[name].value, ref.value, ref.route,
                              ref.digits, digits))
-        if hasattr(gegenbauer, "gradient_rate_thm9_mp") and "gradient_rate" in refs:
-            rate, _err = gegenbauer.gradient_rate_thm9_mp(act, Bv, digits + 2)
+        if want_rate:
             ref = refs["gradient_rate"]
             out.append(Check("gradient_rate", Bv, "Gegenbauer sum, paper Thm 9 (mpmath)", rate,
                              ref.value, ref.route, ref.digits, digits))

@@ -1,0 +1,129 @@
+"""Chebyshev interpolation in Arb ball arithmetic, for the inner integral of a 2-D quadrature.
+
+For smooth ``phi`` the inner integral of a two-point sphere moment, ``F(v) = E[g(z2) | v]``
+as a function of the outer variable ``v``, is analytic on the whole outer window and much
+smoother than the outer integrand itself (it is an average of ``g`` over a chord; its
+singularities lie where a chord *end* meets a singularity of ``g``, at a distance that grows
+with ``B``). It is therefore evaluated at ``m`` Chebyshev-Lobatto points only and
+interpolated at the outer quadrature nodes, instead of being integrated afresh at each of
+them: the cost of the 2-D rule drops from ``n_outer x n_inner`` to ``m x n_inner`` integrand
+points.
+
+The interpolant on ``m = 2^j + 1`` Lobatto points ``x_k = cos(k pi/(m-1))`` is
+``p(x) = sum_k c_k T_k(x)`` with the discrete Chebyshev transform
+``c_k = 2/(m-1) sum_j'' f(x_j) cos(jk pi/(m-1))`` (double prime: first and last terms
+halved; ``c_0``, ``c_{m-1}`` halved too; Trefethen, *Approximation Theory and Approximation
+Practice*, ch. 3 and 8). The points are nested under doubling of ``m``, so the interpolant on
+every other point (``(m+1)/2`` points) comes free and the difference of the two at the outer
+nodes estimates the error of the coarser one; for an analytic ``F`` the error decays
+geometrically in ``m`` (ATAP Thm 8.2), so the finer interpolant's error is far below it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from flint import arb, arb_mat
+
+from . import arbmath
+
+
+@lru_cache(maxsize=64)
+def lobatto_cosines(m: int, bits: int) -> tuple:
+    """``cos(k pi/(m-1))``, ``k = 0 .. m-1`` (arb at ``bits``), the Chebyshev-Lobatto points."""
+    with arbmath.precision(bits):
+        pi = arb.pi()
+        return tuple((pi * k / (m - 1)).cos() for k in range(m))
+
+
+@lru_cache(maxsize=64)
+def transform_matrix(m: int, bits: int) -> arb_mat:
+    """The ``m x m`` matrix taking values at the Lobatto points to Chebyshev coefficients."""
+    with arbmath.precision(bits):
+        pi = arb.pi()
+        rows = []
+        for k in range(m):
+            row = []
+            for j in range(m):
+                c = (pi * ((j * k) % (2 * (m - 1))) / (m - 1)).cos() * 2 / (m - 1)
+                if j in (0, m - 1):
+                    c = c / 2
+                if k in (0, m - 1):
+                    c = c / 2
+                row.append(c)
+            rows.append(row)
+        return arb_mat(rows)
+
+
+def chebyshev_matrix(xs, m: int) -> arb_mat:
+    """``T_k(x_i)``, ``k < m``, as an ``len(xs) x m`` arb matrix (three-term recurrence)."""
+    rows = []
+    for x in xs:
+        row = [arb(1), x]
+        two_x = 2 * x
+        for _ in range(m - 2):
+            row.append(two_x * row[-1] - row[-2])
+        rows.append(row[:m])
+    return arb_mat(rows)
+
+
+#: ``T_k(x_i)`` matrices of outer rules that recur (the same Gauss-Legendre nodes in the
+#: standard variable at every batch size), keyed by the caller's name for the rule.
+_T_CACHE: dict = {}
+
+
+def _cached_chebyshev_matrix(key, xs, m: int, bits: int) -> arb_mat:
+    full = (key, m, bits)
+    if full not in _T_CACHE:
+        if len(_T_CACHE) > 64:
+            _T_CACHE.clear()
+        with arbmath.precision(bits):
+            _T_CACHE[full] = chebyshev_matrix(xs, m)
+    return _T_CACHE[full]
+
+
+class Interpolation:
+    """Values ``F(v)`` (several columns) at nested Lobatto points of ``[-W, W]`` in ``v``.
+
+    ``evaluate(cols)`` gives an ``n x P`` arb matrix of the current interpolant at the outer
+    points ``xs`` (given in the standard variable ``v/W`` on ``[-1, 1]``) and the same for the
+    interpolant on every other point; ``refine()`` doubles ``m``, evaluating ``F`` only at the
+    new points.
+    """
+
+    def __init__(self, func, half_width, xs, bits: int, m: int = 17, cache_key=None):
+        self.func, self.W, self.xs, self.bits = func, half_width, list(xs), bits
+        self.cache_key = cache_key
+        self.m = m
+        self.values = [func(self.W * c) for c in lobatto_cosines(m, bits)]
+
+    def refine(self) -> None:
+        m = 2 * self.m - 1
+        cos = lobatto_cosines(m, self.bits)
+        new = [self.func(self.W * cos[k]) for k in range(1, m, 2)]
+        values = []
+        for j in range(self.m - 1):
+            values += [self.values[j], new[j]]
+        self.values = values + [self.values[-1]]
+        self.m = m
+
+    def _tmat(self) -> arb_mat:
+        if self.cache_key is not None:
+            return _cached_chebyshev_matrix(self.cache_key, self.xs, self.m, self.bits)
+        return chebyshev_matrix(self.xs, self.m)
+
+    def evaluate(self) -> tuple[arb_mat, arb_mat]:
+        """``(fine, coarse)``: the interpolants on ``m`` and on ``(m+1)/2`` points at ``xs``."""
+        with arbmath.precision(self.bits):
+            m, h = self.m, (self.m + 1) // 2
+            V = arb_mat([list(v) for v in self.values])
+            C = transform_matrix(m, self.bits) * V
+            Vh = arb_mat([list(v) for v in self.values[::2]])
+            Ch = transform_matrix(h, self.bits) * Vh
+            P = V.ncols()
+            padded = arb_mat(m, P)
+            for k in range(h):
+                for p in range(P):
+                    padded[k, p] = Ch[k, p]
+            T = self._tmat()
+            return T * C, T * padded
