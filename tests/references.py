@@ -337,6 +337,8 @@ class _Inner:
                 t_nodes, t_weights = self.nodes(piece, count)
                 ts += t_nodes
                 wts += t_weights
+        if not ts:  # every inner piece carries negligible joint mass at this z1
+            return (mpf(0),) * 5
         z2s = [m + w * t for t in ts]
         f2s, d2s = zip(*map(self.act.both, z2s))
         mass = mpmath.fsum(wts)
