@@ -1,0 +1,212 @@
+"""Exact Gaussian-process regression with a network's kernel as the prior (NNGP inference).
+
+Prior ``f ~ GP(0, k)``, observations ``y = f(X) + e``, ``e ~ N(0, s I)``. The posterior of
+``f`` at test inputs is Gaussian with (Rasmussen & Williams 2006, eqs 2.25-2.26, 2.30;
+Algorithm 2.1)
+
+    mean = K_* (K + s I)^{-1} y
+    var  = diag(K_**) - diag(K_* (K + s I)^{-1} K_*^T)
+    log p(y | X) = -1/2 y^T (K + s I)^{-1} y - 1/2 log det(K + s I) - n/2 log(2 pi)
+
+(``K`` the train kernel, ``K_*`` the test x train block, ``diag(K_**)`` the prior variance
+at the test points; ``y`` may have ``k`` columns, one independent GP each with the same
+kernel, and the log marginal likelihood is then the sum over columns). The variance is that
+of the latent ``f`` (no observation noise added).
+
+Regulariser policy. ``s = jitter * mean(diag K)``: ``jitter`` is relative to the prior
+variance scale, given by the caller (default :data:`DEFAULT_JITTER`). If the Cholesky
+factorisation of ``K + s I`` fails (``K`` numerically singular), ``jitter`` is multiplied
+by 10 and the factorisation retried, up to :data:`MAX_JITTER`; the value used is reported
+(:attr:`GPPosterior.jitter`). Beyond that the kernel is not positive semi-definite and the
+call fails (``ArithmeticError``), it never returns an unregularised guess.
+
+Two routes. The fast route is the Cholesky factorisation (``scipy.linalg.cho_factor``). The
+reference solves the same regularised system by an LU factorisation with partial pivoting
+(``scipy.linalg.lu_factor``) and takes ``log det`` from the LU diagonal. The digits on which
+the two agree are reported for the mean, the variance and ``log p(y)``, norm-wise: for the
+mean ``-log10(max |m_chol - m_lu| / max |m_chol|)`` (the same for the variance). They
+measure the rounding error amplified by the conditioning of ``K + s I``; they say nothing
+about the accuracy of the kernel itself.
+
+Sanity. The kernel blocks must be finite and ``K`` symmetric (to ``1e-10`` relative); the
+posterior must be finite; a negative variance within the disagreement of the two routes
+(or ``1e3`` ulps of the prior variance) is rounding and is set to 0 (counted in
+:attr:`GPPosterior.variance_clipped`), one below that means the kernel blocks are not
+those of one positive semi-definite kernel (``ArithmeticError``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+#: Default relative jitter (``s / mean(diag K)``): below float64's resolution of a
+#: well-conditioned kernel, so the regression is (near) noiseless.
+DEFAULT_JITTER = 1e-10
+#: Largest relative jitter the geometric increase may reach before the kernel is refused.
+MAX_JITTER = 1e-1
+#: First jitter tried after a failure when the caller asked for none.
+FIRST_JITTER = 1e-14
+#: Relative asymmetry of ``K`` tolerated (a kernel is symmetric up to rounding).
+SYMMETRY_TOLERANCE = 1e-10
+
+
+@dataclass(frozen=True)
+class GPPosterior:
+    """The posterior at the test points, with the regulariser used and the agreement of the
+    two routes.
+
+    ``mean``: ``(n_test, k)`` (``(n_test,)`` if ``y`` was 1-D); ``variance``: ``(n_test,)``
+    latent variance (>= 0); ``jitter``: relative jitter used, ``noise``: the absolute
+    ``s = jitter * mean(diag K)`` added to the diagonal; ``jitter_tries``: factorisations
+    attempted; ``log_marginal_likelihood``: ``log p(y | X)`` (summed over columns);
+    ``mean_digits``, ``variance_digits``, ``lml_digits``: digits on which the Cholesky and
+    LU routes agree (``inf``: identical); ``variance_clipped``: rounding negatives set to 0.
+    """
+
+    mean: np.ndarray
+    variance: np.ndarray
+    jitter: float
+    noise: float
+    jitter_tries: int
+    log_marginal_likelihood: float
+    mean_digits: float
+    variance_digits: float
+    lml_digits: float
+    variance_clipped: int
+
+
+def _normwise_digits(a: np.ndarray, b: np.ndarray) -> float:
+    """``-log10(max |a - b| / max |a|)`` (``inf`` if equal; absolute if ``a`` is 0)."""
+    diff = float(np.max(np.abs(a - b), initial=0.0))
+    if diff == 0.0:
+        return math.inf
+    scale = float(np.max(np.abs(a), initial=0.0)) or 1.0
+    return max(0.0, -math.log10(diff / scale))
+
+
+def _check_blocks(k_train, k_cross, k_test_diag, y):
+    k_train = np.asarray(k_train, dtype=np.float64)
+    k_cross = np.asarray(k_cross, dtype=np.float64)
+    k_test_diag = np.asarray(k_test_diag, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    n = k_train.shape[0]
+    if k_train.ndim != 2 or k_train.shape != (n, n) or n == 0:
+        raise ValueError(f"K_train must be a non-empty square matrix (got {k_train.shape})")
+    if k_cross.ndim != 2 or k_cross.shape[1] != n:
+        raise ValueError(f"K_cross must be n_test x {n} (got {k_cross.shape})")
+    if k_test_diag.shape != (k_cross.shape[0],):
+        raise ValueError(f"K_test diagonal must have {k_cross.shape[0]} entries "
+                         f"(got {k_test_diag.shape})")
+    if y.ndim not in (1, 2) or y.shape[0] != n:
+        raise ValueError(f"y must have {n} rows (got {y.shape})")
+    for name, block in (("K_train", k_train), ("K_cross", k_cross),
+                        ("K_test diagonal", k_test_diag), ("y", y)):
+        if not np.all(np.isfinite(block)):
+            raise ArithmeticError(f"{name} holds NaN or inf")
+    scale = float(np.max(np.abs(k_train)))
+    if scale == 0.0:
+        raise ArithmeticError("K_train is zero: the prior has no variance")
+    asym = float(np.max(np.abs(k_train - k_train.T))) / scale
+    if asym > SYMMETRY_TOLERANCE:
+        raise ArithmeticError(f"K_train is not symmetric (relative asymmetry {asym:.1e})")
+    return k_train, k_cross, k_test_diag, y
+
+
+def _cholesky(k_train: np.ndarray, jitter: float):
+    """``cho_factor(K + s I)`` with the geometric jitter policy; ``(factor, jitter, s,
+    tries)``."""
+    scale = float(np.mean(np.diag(k_train)))
+    if not scale > 0:
+        raise ArithmeticError(f"K_train has mean diagonal {scale:.3g} <= 0: not a kernel")
+    tries = 0
+    current = jitter
+    while True:
+        tries += 1
+        noise = current * scale
+        regularised = k_train + noise * np.eye(k_train.shape[0])
+        try:
+            factor = scipy.linalg.cho_factor(regularised, lower=True, check_finite=False)
+        except np.linalg.LinAlgError:
+            factor = None
+        if factor is not None and np.all(np.diag(factor[0]) > 0):
+            return factor, regularised, current, noise, tries
+        nxt = current * 10 if current > 0 else FIRST_JITTER
+        if nxt > MAX_JITTER * (1 + 1e-12):
+            raise ArithmeticError(
+                f"K_train + jitter * mean(diag K) I is not positive definite up to jitter "
+                f"{MAX_JITTER:g} ({tries} factorisations): the kernel is not positive "
+                "semi-definite")
+        current = nxt
+
+
+def posterior(k_train, k_cross, k_test_diag, y, jitter: float = DEFAULT_JITTER) -> GPPosterior:
+    """The GP posterior mean and latent variance at the test points, and ``log p(y | X)``.
+
+    ``k_train``: ``n x n`` train kernel, ``k_cross``: ``n_test x n`` (test rows, train
+    columns), ``k_test_diag``: the ``n_test`` prior variances, ``y``: ``n`` or ``n x k``;
+    ``jitter`` >= 0 relative to ``mean(diag K)`` (the module docstring states the policy).
+    Raises ``ValueError`` for inconsistent shapes or a bad ``jitter``, ``ArithmeticError``
+    for a kernel that is not finite, symmetric and positive semi-definite.
+    """
+    if not (isinstance(jitter, (int, float)) and math.isfinite(jitter)
+            and 0 <= jitter <= MAX_JITTER):
+        raise ValueError(f"jitter must be a number in [0, {MAX_JITTER:g}] (got {jitter!r})")
+    k_train, k_cross, k_test_diag, y = _check_blocks(k_train, k_cross, k_test_diag, y)
+    vector = y.ndim == 1
+    y2 = y[:, None] if vector else y
+    n = k_train.shape[0]
+
+    factor, regularised, used, noise, tries = _cholesky(k_train, float(jitter))
+    alpha = scipy.linalg.cho_solve(factor, y2, check_finite=False)
+    mean = k_cross @ alpha
+    lower = np.tril(factor[0])
+    v = scipy.linalg.solve_triangular(lower, k_cross.T, lower=True, check_finite=False)
+    variance = k_test_diag - np.einsum("ij,ij->j", v, v)
+    logdet = 2.0 * float(np.sum(np.log(np.diag(lower))))
+    lml = float(-0.5 * np.sum(y2 * alpha) - 0.5 * y2.shape[1] * logdet
+                - 0.5 * y2.shape[1] * n * math.log(2 * math.pi))
+
+    # reference route: LU with partial pivoting of the same regularised matrix
+    lu, piv = scipy.linalg.lu_factor(regularised, check_finite=False)
+    alpha_lu = scipy.linalg.lu_solve((lu, piv), y2, check_finite=False)
+    mean_lu = k_cross @ alpha_lu
+    w = scipy.linalg.lu_solve((lu, piv), k_cross.T, check_finite=False)
+    variance_lu = k_test_diag - np.einsum("ij,ji->i", k_cross, w)
+    udiag = np.diag(lu)
+    if np.any(udiag <= 0):  # K + s I is positive definite: LU pivots need not be positive,
+        logdet_lu = float(np.sum(np.log(np.abs(udiag))))  # but |det| is their product
+    else:
+        logdet_lu = float(np.sum(np.log(udiag)))
+    lml_lu = float(-0.5 * np.sum(y2 * alpha_lu) - 0.5 * y2.shape[1] * logdet_lu
+                   - 0.5 * y2.shape[1] * n * math.log(2 * math.pi))
+
+    for name, value in (("posterior mean", mean), ("posterior variance", variance),
+                        ("log marginal likelihood", np.array(lml))):
+        if not np.all(np.isfinite(value)):
+            raise ArithmeticError(f"the {name} is not finite")
+    variance_digits = _normwise_digits(variance, variance_lu)
+    rounding = 1e3 * np.finfo(np.float64).eps * float(np.max(np.abs(k_test_diag), initial=0.0))
+    tolerance = max(rounding, float(np.max(np.abs(variance - variance_lu), initial=0.0)))
+    negative = variance < 0
+    if np.any(variance < -tolerance):
+        worst = float(np.min(variance))
+        raise ArithmeticError(f"posterior variance {worst:.3e} < 0 beyond rounding "
+                              f"({tolerance:.1e}): the kernel blocks are not positive "
+                              "semi-definite together")
+    variance = np.where(negative, 0.0, variance)
+    return GPPosterior(
+        mean=mean[:, 0] if vector else mean,
+        variance=variance,
+        jitter=used,
+        noise=noise,
+        jitter_tries=tries,
+        log_marginal_likelihood=lml,
+        mean_digits=_normwise_digits(mean, mean_lu),
+        variance_digits=variance_digits,
+        lml_digits=_normwise_digits(np.array([lml]), np.array([lml_lu])),
+        variance_clipped=int(np.count_nonzero(negative)),
+    )
