@@ -1,5 +1,5 @@
 """Command line: ``bnmft analyze | derive | codegen | verify | report | gegenbauer |
-transition``.
+transition | gp`` (and the others ``bnmft --help`` lists).
 
 Bad input (batch size below 4, unknown or unsupported activation, digits out of range,
 unwritable output) is one line on stderr and exit status 2. A number that does not reach
@@ -923,6 +923,183 @@ def cmd_epsilon_scan(args) -> int:
     return 0
 
 
+# -- gp ----------------------------------------------------------------------------------------
+
+
+def _load_npy(path: str, what: str):
+    """One ``.npy`` array (``allow_pickle=False``: object arrays, ragged lists and pickles are
+    refused), or one line naming the problem."""
+    import numpy as np
+
+    try:
+        with open(path, "rb") as fh:
+            arr = np.load(fh, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"cannot read {what} '{path}': no such file") from None
+    except OSError as err:
+        raise InputError(f"cannot read {what} '{path}': {err.strerror or err}") from None
+    except (ValueError, EOFError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"{what} '{path}' is not a numeric .npy array ({first})") from None
+    if not isinstance(arr, np.ndarray):
+        arr.close()
+        raise InputError(f"{what} '{path}' is a .npz archive, not one .npy array")
+    return arr
+
+
+def _npy_out(path: str | None, option: str) -> Path | None:
+    """An output path for a .npy file, refused before any work if it cannot be one."""
+    if path is None:
+        return None
+    out = Path(path)
+    if out.suffix.lower() != ".npy":
+        raise InputError(f"{option} must end in .npy (got '{path}')")
+    if out.is_dir():
+        raise InputError(f"{option} '{path}' is a folder")
+    return out
+
+
+def _save_npy(path: Path, array) -> None:
+    import io
+
+    import numpy as np
+
+    from bnmft.codegen.files import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array, dtype=np.float64), allow_pickle=False)
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError as err:
+        raise InputError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def _shown(num, cap: int = 12):
+    """A summary Number to the digits it achieved (at most ``cap``), or None below one."""
+    if num is None or num.value is None or num.digits < 1:
+        return None
+    return num.text(max(1, min(math.floor(num.digits), cap)))
+
+
+def _jitter(value: str) -> float:
+    from bnmft.numerics.gp import MAX_JITTER
+
+    _ascii(value, "--jitter")
+    try:
+        j = float(value)
+    except ValueError:
+        raise InputError(f"--jitter must be a number such as 1e-8 (got '{value}')") from None
+    if not 0 <= j <= MAX_JITTER:
+        raise InputError(f"--jitter must be from 0 to {MAX_JITTER:g} (got '{value}')")
+    return j
+
+
+def _depth(value: str) -> int:
+    d = _integer(value, "--depth")
+    if d < 1:
+        raise InputError(f"--depth must be >= 1 (got {d})")
+    return d
+
+
+def cmd_gp(args) -> int:
+    """``gp ACT --train X.npy y.npy --test Xt.npy``: GP regression with the NNGP kernel of a
+    deep batchnorm network (``bnmft.pipeline.gp``); the posterior mean to ``--out``."""
+    from bnmft import pipeline
+
+    if args.no_batchnorm:
+        if args.epsilon is not None:
+            raise InputError("--epsilon is batchnorm's eps: it has no meaning with "
+                             "--no-batchnorm")
+        batch = None
+        if args.batch_size is not None:
+            raise InputError("--batch-size has no meaning with --no-batchnorm (the vanilla "
+                             "kernel does not batch)")
+    else:
+        if args.sigma_b is not None:
+            raise InputError("--sigma-b needs --no-batchnorm (a bias before batchnorm drops "
+                             "out)")
+        if args.batch_size is None:
+            raise InputError("the following arguments are required: --batch-size "
+                             "(or --no-batchnorm)")
+        batch = _one_size(args.batch_size.strip())
+        from bnmft.derive import check_batch_size
+
+        check_batch_size(batch, finite=True)
+        _bn_parameters(args)
+    act = _activation(args)
+    out = _npy_out(args.out, "--out")
+    var_out = _npy_out(args.variance_out, "--variance-out")
+    X = _load_npy(args.train[0], "training inputs")
+    y = _load_npy(args.train[1], "training labels")
+    Xt = _load_npy(args.test, "test inputs")
+    yt = None if args.test_labels is None else _load_npy(args.test_labels, "test labels")
+    res = pipeline.gp(act, X, y, Xt, batch, args.depth,
+                      "0" if args.epsilon is None else args.epsilon,
+                      "1" if args.sigma_w is None else args.sigma_w,
+                      not args.no_batchnorm,
+                      "0" if args.sigma_b is None else args.sigma_b, args.jitter, yt)
+    if out is not None:
+        _save_npy(out, res.mean)
+    if var_out is not None:
+        _save_npy(var_out, res.variance)
+    post = res.posterior
+    lml = _shown(pipeline_number(post.log_marginal_likelihood, post.lml_digits))
+    if args.json:
+        row = dict(res.settings)
+        row.update({
+            "jitter": f"{post.jitter:.6g}", "noise": f"{post.noise:.6g}",
+            "factorisations": post.jitter_tries,
+            "log_marginal_likelihood": lml,
+            "mean": {k: _shown(v) for k, v in res.mean_summary.items()},
+            "mean_digits": _digits_label(post.mean_digits),
+            "variance": {k: _shown(v) for k, v in res.variance_summary.items()},
+            "variance_digits": _digits_label(post.variance_digits),
+            "variance_clipped": post.variance_clipped,
+        })
+        if yt is not None:
+            row["test_mse"] = _shown(res.mse)
+            if res.accuracy is not None:
+                row.update({"test_accuracy": f"{res.accuracy:.6g}",
+                            "test_correct": res.correct, "argmax_uncertain": res.ambiguous})
+        row["out"] = None if out is None else str(out)
+        row["variance_out"] = None if var_out is None else str(var_out)
+        print(json.dumps(row, indent=2))
+        return 0
+    st = res.settings
+    net = (f"batchnorm, B = {st['batch_size']}, eps = {st['epsilon']}, "
+           f"sigma_w = {st['sigma_w']}" if st["batchnorm"]
+           else f"no batchnorm, sigma_w = {st['sigma_w']}, sigma_b = {st['sigma_b']}")
+    print(f"gp {act.name}, depth {st['depth']}, {net}: {st['n_train']} train, "
+          f"{st['n_test']} test, {st['outputs']} output(s)")
+    print(f"  {'jitter':24s} {post.jitter:.3g} relative (noise {post.noise:.3g}, "
+          f"{post.jitter_tries} factorisation(s))")
+    print(f"  {'log_marginal_likelihood':24s} {lml or '(below 1 digit)'}")
+    for name, summ, digits in (("posterior mean", res.mean_summary, post.mean_digits),
+                               ("posterior variance", res.variance_summary,
+                                post.variance_digits)):
+        parts = ", ".join(f"{k} {_shown(v) or '(below 1 digit)'}" for k, v in summ.items())
+        print(f"  {name:24s} {parts}   [{_digits_label(digits)} digits, Cholesky vs LU]")
+    if yt is not None:
+        print(f"  {'test_mse':24s} {_shown(res.mse) or '(below 1 digit)'}")
+        if res.accuracy is not None:
+            print(f"  {'test_accuracy':24s} {res.accuracy:.6g} ({res.correct}/{st['n_test']}"
+                  f"; argmax uncertain for {res.ambiguous})")
+    for path in (out, var_out):
+        if path is not None:
+            print(f"  wrote {path}")
+    return 0
+
+
+def pipeline_number(value: float, digits: float):
+    from bnmft.numerics import Number
+
+    return Number(float(value), digits, "Cholesky vs LU")
+
+
+def _digits_label(digits: float) -> str:
+    return "all" if digits == math.inf else f"{math.floor(digits)}"
+
+
 # -- transition --------------------------------------------------------------------------------
 
 
@@ -1246,6 +1423,58 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weight standard deviation (default 1); only eps/sigma_w^2 matters")
     es.add_argument("--json", action="store_true", help="print JSON (default: text)")
     es.set_defaults(func=cmd_epsilon_scan, epsilon=None)
+
+    gpp = command("gp", "GP regression with the NNGP kernel of a deep batchnorm network: "
+                  "posterior mean and variance at test inputs",
+                  "bnmft gp relu --train X.npy y.npy --test Xt.npy --batch-size 8 --depth 3 "
+                  "--out mean.npy",
+                  "bnmft gp tanh --train X.npy y.npy --test Xt.npy --test-labels yt.npy "
+                  "--batch-size 16 --depth 5 --epsilon 1e-3 --json",
+                  "bnmft gp relu --train X.npy y.npy --test Xt.npy --no-batchnorm --depth 3")
+    gpp.takes_dash_values = True
+    gpp.add_argument("activation", help=_ACTIVATION_HELP)
+    gpp.add_argument("--gamma", default=None, metavar="GAMMA",
+                     help="use phi(gamma*x + beta) (default 1)")
+    gpp.add_argument("--beta", default=None, metavar="BETA",
+                     help="use phi(gamma*x + beta) (default 0)")
+    gpp.add_argument("--train", nargs=2, required=True, metavar=("X.npy", "y.npy"),
+                     help="training inputs (n x d float .npy; consecutive rows form the "
+                          "batches) and labels (n or n x k; e.g. centred one-hot) (required)")
+    gpp.add_argument("--test", required=True, metavar="Xt.npy",
+                     help="test inputs (n_test x d), batched like the training inputs in "
+                          "consecutive rows of their own: a test point's prediction depends "
+                          "on its batch-mates, so n_test must be a multiple of B (a short "
+                          "batch is refused, not padded) (required)")
+    gpp.add_argument("--test-labels", default=None, metavar="yt.npy",
+                     help="test labels (n_test rows, as y): adds the test MSE and, for k >= 2 "
+                          "columns, the argmax accuracy (default: none)")
+    gpp.add_argument("--batch-size", default=None, metavar="B",
+                     help="batch size B, an integer from 4 to 10^15, dividing n and n_test "
+                          "(required unless --no-batchnorm)")
+    gpp.add_argument("--depth", type=_depth, default=1, metavar="L",
+                     help="number of layers L >= 1 of the network whose kernel is the prior "
+                          "(default 1)")
+    _bn_options(gpp)
+    gpp.add_argument("--no-batchnorm", action="store_true",
+                     help="the vanilla NNGP kernel (no batchnorm; no batches) instead")
+    gpp.add_argument("--sigma-b", default=None,
+                     help="bias standard deviation of the vanilla network (default 0; with "
+                          "--no-batchnorm only)")
+    gpp.add_argument("--jitter", type=_jitter, default=None, metavar="J",
+                     help="regulariser: J * mean(diag K) is added to the train kernel's "
+                          "diagonal, raised by factors of 10 only if Cholesky fails (the "
+                          "value used is printed); 0 to 0.1 (default 1e-10)")
+    gpp.add_argument("--out", default=None, metavar="MEAN.npy",
+                     help="write the posterior mean (n_test x k float64) here, atomically "
+                          "(default: not written)")
+    gpp.add_argument("--variance-out", default=None, metavar="VAR.npy",
+                     help="write the posterior variance (n_test float64) here, atomically "
+                          "(default: not written)")
+    gpp.add_argument("--json", action="store_true",
+                     help="print JSON: settings, jitter used, log marginal likelihood, "
+                          "mean/variance summaries, test metrics (default: text)")
+    quiet(gpp)
+    gpp.set_defaults(func=cmd_gp)
 
     t = command("transition", "where the BSB1 point stops attracting (alpha_relu: "
                 "alpha_transition(B); any phi: the gamma or beta of phi(gamma x + beta))",

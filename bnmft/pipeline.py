@@ -201,6 +201,74 @@ def vanilla(act, sigma_w="1", sigma_b="0", digits: int = 16, q0="1"):
     return analyze_vanilla(derive_vanilla(act), sw, sb, digits, start)
 
 
+def gp(act, X, y, Xt, batch_size=None, depth: int = 1, epsilon="0", sigma_w="1",
+       batchnorm: bool = True, sigma_b="0", jitter: float | None = None, yt=None):
+    """GP regression with the NNGP prior of a deep batchnorm network (or, with
+    ``batchnorm=False``, of the vanilla network): the posterior mean and latent variance at
+    ``Xt`` given labels ``y`` at ``X`` (:class:`~bnmft.numerics.gp.GPResult`).
+
+    The prior is the depth-``depth`` kernel of :func:`bnmft.numerics.kernel.kernel_matrix`
+    on the stacked inputs ``[X; Xt]``: consecutive rows of ``X`` form the training batches
+    and consecutive rows of ``Xt`` the test batches (of size ``batch_size``, which must
+    divide both ``n`` and ``n_test``). A test point's representation in a batchnorm network
+    depends on its batch-mates, so the kernel between a training batch and a test batch is
+    the cross-batch block, and a short test batch is refused rather than padded with
+    made-up points. The posterior (``numerics.gp.posterior``) uses a relative diagonal
+    jitter (default ``1e-10``, raised by factors of 10 only if Cholesky fails; the value
+    used is reported). ``yt`` (test labels) adds the MSE and, for ``k >= 2`` label
+    columns, the argmax accuracy. Bad input raises :class:`~bnmft.derive.InvalidInput`.
+    """
+    import numpy as np
+
+    from bnmft.derive import InvalidInput, check_batch_size, vanilla_parameter
+    from bnmft.numerics import check_parameters
+    from bnmft.numerics.gp import DEFAULT_JITTER, MAX_JITTER, check_data, posterior, summarise
+    from bnmft.numerics.kernel import kernel_matrix
+
+    act = _activation_of(act)
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
+        raise InvalidInput(f"depth must be an integer >= 1 (got {depth!r})")
+    jitter = DEFAULT_JITTER if jitter is None else jitter
+    if (isinstance(jitter, bool) or not isinstance(jitter, (int, float))
+            or not 0 <= jitter <= MAX_JITTER):
+        raise InvalidInput(f"jitter must be a number from 0 to {MAX_JITTER:g}, relative to the "
+                           f"mean prior variance (got {jitter!r})")
+    if batchnorm:
+        if batch_size is None:
+            raise InvalidInput("a batchnorm kernel needs a batch size")
+        batch_size = check_batch_size(batch_size, finite=True)
+        if str(sigma_b) not in ("0", "0.0"):
+            raise InvalidInput("sigma_b needs batchnorm=False (a bias before batchnorm drops "
+                               "out)")
+        eps, sw = check_parameters(epsilon, sigma_w)
+        sb = None
+    else:
+        if str(epsilon) not in ("0", "0.0"):
+            raise InvalidInput("epsilon is batchnorm's eps: it has no meaning without "
+                               "batchnorm")
+        eps = None
+        sw = vanilla_parameter(sigma_w, "sigma_w", positive=True)
+        sb = vanilla_parameter(sigma_b, "sigma_b", positive=False)
+    X, y, Xt, yt = check_data(X, y, Xt, yt, batch_size if batchnorm else None,
+                              zero_variance=eps is not None and eps.is_zero)
+    settings = {"activation": act.name, "batchnorm": bool(batchnorm), "depth": int(depth),
+                "batch_size": batch_size if batchnorm else None,
+                "epsilon": None if eps is None else str(epsilon),
+                "sigma_w": str(sigma_w), "sigma_b": None if sb is None else str(sigma_b),
+                "n_train": len(X), "n_test": len(Xt),
+                "outputs": 1 if y.ndim == 1 else y.shape[1]}
+    Z = np.vstack([X, Xt])
+    if batchnorm:
+        K = kernel_matrix(act, Z, batch_size, depth=int(depth), epsilon=float(eps),
+                          sigma_w=float(sw), batchnorm=True)
+    else:
+        K = kernel_matrix(act, Z, batch_size or len(Z), depth=int(depth), sigma_w=float(sw),
+                          batchnorm=False, sigma_b=float(sb))
+    n = len(X)
+    post = posterior(K[:n, :n], K[n:, :n], np.diag(K)[n:].copy(), y, float(jitter))
+    return summarise(post, settings, yt)
+
+
 def transition(act="alpha_relu", batch_sizes=(8,), digits: int = 16, bracket=None,
                vary: str | None = None, gamma=None, beta=None):
     """Where the BSB1 point stops attracting (``max(lambda_L, lambda_M) = 1``), per batch size.

@@ -210,3 +210,172 @@ def posterior(k_train, k_cross, k_test_diag, y, jitter: float = DEFAULT_JITTER) 
         lml_digits=_normwise_digits(np.array([lml]), np.array([lml_lu])),
         variance_clipped=int(np.count_nonzero(negative)),
     )
+
+
+# -- data -------------------------------------------------------------------------------------
+
+
+def _array(value, name: str, ndims: tuple[int, ...]) -> np.ndarray:
+    """``value`` as a float64 array of real numbers with ``ndim`` in ``ndims``; refuses
+    object, string, boolean and complex arrays and NaN/inf (naming the first bad row)."""
+    from bnmft.derive import InvalidInput
+
+    arr = np.asarray(value) if not isinstance(value, np.ndarray) else value
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer)
+                                   or np.issubdtype(arr.dtype, np.floating)):
+        raise InvalidInput(f"{name} must be an array of real numbers (got dtype {arr.dtype})")
+    if arr.ndim not in ndims:
+        want = " or ".join(f"{d}-D" for d in ndims)
+        raise InvalidInput(f"{name} must be {want} (got shape {arr.shape})")
+    if arr.shape[0] == 0 or arr.size == 0:
+        raise InvalidInput(f"{name} is empty (shape {arr.shape})")
+    arr = arr.astype(np.float64)
+    bad = ~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        more = f" (and {len(rows) - 1} more)" if len(rows) > 1 else ""
+        raise InvalidInput(f"{name} row {rows[0]} holds NaN or inf{more}")
+    return arr
+
+
+def _check_batches(X: np.ndarray, name: str, batch_size: int, why: str,
+                   zero_variance: bool) -> None:
+    from bnmft.derive import InvalidInput
+
+    n = X.shape[0]
+    if n % batch_size:
+        raise InvalidInput(f"{name} has {n} rows, not a multiple of the batch size "
+                           f"{batch_size}: {why}")
+    if not zero_variance:
+        return
+    blocks = X.reshape(n // batch_size, batch_size, -1)
+    centred = blocks - blocks.mean(axis=1, keepdims=True)
+    spread = np.sqrt(np.sum(centred**2, axis=(1, 2)))
+    size = np.sqrt(np.sum(blocks**2, axis=(1, 2)))
+    flat = np.flatnonzero(spread <= 1e-12 * np.maximum(size, np.finfo(np.float64).tiny))
+    if flat.size:
+        b = int(flat[0])
+        raise InvalidInput(f"batch {b} of {name} (rows {b * batch_size}-"
+                           f"{(b + 1) * batch_size - 1}) has zero variance (its rows are "
+                           "equal): batchnorm divides by the batch's spread")
+
+
+def check_data(X, y, Xt, yt=None, batch_size: int | None = None, zero_variance=True):
+    """The training inputs ``X`` (n x d), labels ``y`` (n or n x k), test inputs ``Xt``
+    (n_test x d) and optional test labels ``yt`` as float64 arrays, or
+    :class:`~bnmft.derive.InvalidInput` (one line) naming what is wrong.
+
+    With a ``batch_size`` (a batchnorm network) both ``n`` and ``n_test`` must be multiples
+    of it: consecutive rows form the batches, for the test inputs as for the training
+    inputs. A test point's representation in a batchnorm network depends on its
+    batch-mates, so padding a short last test batch with made-up points would change the
+    predictions of the real ones; the caller chooses the batches instead. A batch whose
+    rows are all equal (zero variance) is refused when ``zero_variance`` (``eps = 0``:
+    batchnorm would divide by zero).
+    """
+    from bnmft.derive import InvalidInput
+
+    X = _array(X, "X", (2,))
+    Xt = _array(Xt, "Xt", (2,))
+    y = _array(y, "y", (1, 2))
+    if Xt.shape[1] != X.shape[1]:
+        raise InvalidInput(f"feature dimension mismatch: X has {X.shape[1]} columns, Xt "
+                           f"has {Xt.shape[1]}")
+    if y.shape[0] != X.shape[0]:
+        raise InvalidInput(f"y has {y.shape[0]} rows, X has {X.shape[0]}: one label row "
+                           "per training input")
+    if yt is not None:
+        yt = _array(yt, "yt", (1, 2))
+        if yt.shape[0] != Xt.shape[0]:
+            raise InvalidInput(f"test labels have {yt.shape[0]} rows, Xt has {Xt.shape[0]}")
+        if yt.shape[1:] != y.shape[1:]:
+            def columns(a):
+                return f"{a.shape[1]} columns" if a.ndim == 2 else "one column (1-D)"
+            raise InvalidInput(f"test labels have {columns(yt)}, y has {columns(y)}")
+    if batch_size is not None:
+        _check_batches(X, "X", batch_size, "consecutive rows form the batches",
+                       zero_variance)
+        _check_batches(Xt, "Xt", batch_size,
+                       "test inputs are batched in consecutive rows of their own, and a "
+                       "test point's prediction depends on its batch-mates, so a short "
+                       "batch is not padded; give a multiple of B", zero_variance)
+    return X, y, Xt, yt
+
+
+# -- summaries and test metrics ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GPResult:
+    """:func:`bnmft.gp`: the posterior, the kernel's settings and, with test labels, the
+    test metrics.
+
+    ``settings``: activation, batch size, depth, batchnorm, eps, sigma_w, sigma_b as given;
+    ``mean_summary``, ``variance_summary``: ``{"min", "max", "mean"}`` as
+    :class:`~bnmft.numerics.Number` (digits from the norm-wise agreement of the two routes);
+    ``mse``: :class:`~bnmft.numerics.Number` (``mean((m - yt)^2)`` over all entries) or None;
+    ``accuracy``: fraction of test rows whose largest posterior mean is the largest label
+    (``k >= 2`` columns; None otherwise), ``correct`` its count, ``ambiguous`` the rows whose
+    top two means are closer than the routes' disagreement (their argmax is not certain).
+    """
+
+    posterior: GPPosterior
+    settings: dict
+    mean_summary: dict
+    variance_summary: dict
+    mse: object = None
+    accuracy: float | None = None
+    correct: int | None = None
+    ambiguous: int | None = None
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.posterior.mean
+
+    @property
+    def variance(self) -> np.ndarray:
+        return self.posterior.variance
+
+
+def _error(values: np.ndarray, digits: float) -> float:
+    """Absolute error implied by norm-wise ``digits`` of ``values``."""
+    if digits == math.inf:
+        return 0.0
+    return float(np.max(np.abs(values), initial=0.0)) * 10.0 ** -digits
+
+
+def _number(value: float, error: float, route: str):
+    from .precision import Number, digits_from_error
+
+    return Number(float(value), digits_from_error(value, error), route)
+
+
+def summarise(post: GPPosterior, settings: dict, yt=None) -> GPResult:
+    """Min, max and mean of the posterior mean and variance, and (``yt`` given) the test
+    MSE and accuracy, each with the digits the two routes' agreement supports.
+
+    An absolute error ``dm = max|m| 10^-mean_digits`` of each mean entry moves the MSE by
+    at most ``2 sqrt(mse) dm + dm^2`` (Cauchy-Schwarz); an argmax is certain when the top
+    two means differ by more than ``2 dm``.
+    """
+    route = "Cholesky vs LU"
+    dm = _error(post.mean, post.mean_digits)
+    dv = _error(post.variance, post.variance_digits)
+
+    def summary(values, err):
+        return {"min": _number(np.min(values), err, route),
+                "max": _number(np.max(values), err, route),
+                "mean": _number(np.mean(values), err, route)}
+
+    out = dict(posterior=post, settings=settings, mean_summary=summary(post.mean, dm),
+               variance_summary=summary(post.variance, dv))
+    if yt is not None:
+        yt = np.asarray(yt, dtype=np.float64)
+        mse = float(np.mean((post.mean - yt) ** 2))
+        out["mse"] = _number(mse, 2 * math.sqrt(mse) * dm + dm * dm, route)
+        if post.mean.ndim == 2 and post.mean.shape[1] >= 2:
+            top2 = np.sort(post.mean, axis=1)[:, -2:]
+            correct = int(np.count_nonzero(np.argmax(post.mean, 1) == np.argmax(yt, 1)))
+            out.update(correct=correct, accuracy=correct / len(yt),
+                       ambiguous=int(np.count_nonzero(top2[:, 1] - top2[:, 0] <= 2 * dm)))
+    return GPResult(**out)
