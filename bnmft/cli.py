@@ -1022,7 +1022,7 @@ def cmd_gp(args) -> int:
             raise InputError("the following arguments are required: --batch-size "
                              "(or --no-batchnorm)")
         batch = _one_size(args.batch_size.strip())
-        from bnmft.derive import check_batch_size
+        from bnmft.derive.errors import check_batch_size
 
         check_batch_size(batch, finite=True)
         _bn_parameters(args)

@@ -220,10 +220,10 @@ def gp(act, X, y, Xt, batch_size=None, depth: int = 1, epsilon="0", sigma_w="1",
     """
     import numpy as np
 
-    from bnmft.derive import InvalidInput, check_batch_size, vanilla_parameter
+    from bnmft.derive import InvalidInput, vanilla_parameter
+    from bnmft.derive.errors import check_batch_size
     from bnmft.numerics import check_parameters
     from bnmft.numerics.gp import DEFAULT_JITTER, MAX_JITTER, check_data, posterior, summarise
-    from bnmft.numerics.kernel import kernel_matrix
 
     act = _activation_of(act)
     if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
@@ -257,6 +257,8 @@ def gp(act, X, y, Xt, batch_size=None, depth: int = 1, epsilon="0", sigma_w="1",
                 "sigma_w": str(sigma_w), "sigma_b": None if sb is None else str(sigma_b),
                 "n_train": len(X), "n_test": len(Xt),
                 "outputs": 1 if y.ndim == 1 else y.shape[1]}
+    from bnmft.numerics.kernel import kernel_matrix
+
     Z = np.vstack([X, Xt])
     if batchnorm:
         K = kernel_matrix(act, Z, batch_size, depth=int(depth), epsilon=float(eps),
