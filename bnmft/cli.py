@@ -994,11 +994,28 @@ def _jitter(value: str) -> float:
     return j
 
 
-def _depth(value: str) -> int:
-    d = _integer(value, "--depth")
-    if d < 1:
-        raise InputError(f"--depth must be >= 1 (got {d})")
-    return d
+def _depth(value: str) -> list[int]:
+    """``L`` or a comma list ``1,2,4,8`` (computed in one pass of the deepest)."""
+    out = []
+    for item in value.split(","):
+        d = _integer(item, "--depth")
+        if not 1 <= d <= 10**4:
+            raise InputError(f"--depth must be from 1 to 10000 (got {d})")
+        out.append(d)
+    if len(set(out)) != len(out):
+        raise InputError(f"--depth lists a depth twice ('{value}')")
+    return out
+
+
+def _kernel_tol(value: str) -> float:
+    _ascii(value, "--kernel-tol")
+    try:
+        t = float(value)
+    except ValueError:
+        raise InputError(f"--kernel-tol must be a number such as 1e-8 (got '{value}')") from None
+    if not 1e-14 <= t <= 1e-2:
+        raise InputError(f"--kernel-tol must be from 1e-14 to 1e-2 (got '{value}')")
+    return t
 
 
 def cmd_gp(args) -> int:
@@ -1033,61 +1050,79 @@ def cmd_gp(args) -> int:
     y = _load_npy(args.train[1], "training labels")
     Xt = _load_npy(args.test, "test inputs")
     yt = None if args.test_labels is None else _load_npy(args.test_labels, "test labels")
-    res = pipeline.gp(act, X, y, Xt, batch, args.depth,
-                      "0" if args.epsilon is None else args.epsilon,
-                      "1" if args.sigma_w is None else args.sigma_w,
-                      not args.no_batchnorm,
-                      "0" if args.sigma_b is None else args.sigma_b, args.jitter, yt)
+    if len(args.depth) > 1 and (out is not None or var_out is not None):
+        raise InputError("--out and --variance-out need one --depth (several were given)")
+    results = pipeline.gp(act, X, y, Xt, batch, args.depth,
+                          "0" if args.epsilon is None else args.epsilon,
+                          "1" if args.sigma_w is None else args.sigma_w,
+                          not args.no_batchnorm,
+                          "0" if args.sigma_b is None else args.sigma_b, args.jitter, yt,
+                          args.kernel_tol)
     if out is not None:
-        _save_npy(out, res.mean)
+        _save_npy(out, results[0].mean)
     if var_out is not None:
-        _save_npy(var_out, res.variance)
-    post = res.posterior
-    lml = _shown(pipeline_number(post.log_marginal_likelihood, post.lml_digits))
+        _save_npy(var_out, results[0].variance)
     if args.json:
-        row = dict(res.settings)
-        row.update({
-            "jitter": f"{post.jitter:.6g}", "noise": f"{post.noise:.6g}",
-            "factorisations": post.jitter_tries,
-            "log_marginal_likelihood": lml,
-            "mean": {k: _shown(v) for k, v in res.mean_summary.items()},
-            "mean_digits": _digits_label(post.mean_digits),
-            "variance": {k: _shown(v) for k, v in res.variance_summary.items()},
-            "variance_digits": _digits_label(post.variance_digits),
-            "variance_clipped": post.variance_clipped,
-        })
-        if yt is not None:
-            row["test_mse"] = _shown(res.mse)
-            if res.accuracy is not None:
-                row.update({"test_accuracy": f"{res.accuracy:.6g}",
-                            "test_correct": res.correct, "argmax_uncertain": res.ambiguous})
-        row["out"] = None if out is None else str(out)
-        row["variance_out"] = None if var_out is None else str(var_out)
-        print(json.dumps(row, indent=2))
+        rows = [_gp_json(res, out, var_out) for res in results]
+        print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
         return 0
-    st = res.settings
-    net = (f"batchnorm, B = {st['batch_size']}, eps = {st['epsilon']}, "
-           f"sigma_w = {st['sigma_w']}" if st["batchnorm"]
-           else f"no batchnorm, sigma_w = {st['sigma_w']}, sigma_b = {st['sigma_b']}")
-    print(f"gp {act.name}, depth {st['depth']}, {net}: {st['n_train']} train, "
-          f"{st['n_test']} test, {st['outputs']} output(s)")
-    print(f"  {'jitter':24s} {post.jitter:.3g} relative (noise {post.noise:.3g}, "
-          f"{post.jitter_tries} factorisation(s))")
-    print(f"  {'log_marginal_likelihood':24s} {lml or '(below 1 digit)'}")
-    for name, summ, digits in (("posterior mean", res.mean_summary, post.mean_digits),
-                               ("posterior variance", res.variance_summary,
-                                post.variance_digits)):
-        parts = ", ".join(f"{k} {_shown(v) or '(below 1 digit)'}" for k, v in summ.items())
-        print(f"  {name:24s} {parts}   [{_digits_label(digits)} digits, Cholesky vs LU]")
-    if yt is not None:
-        print(f"  {'test_mse':24s} {_shown(res.mse) or '(below 1 digit)'}")
-        if res.accuracy is not None:
-            print(f"  {'test_accuracy':24s} {res.accuracy:.6g} ({res.correct}/{st['n_test']}"
-                  f"; argmax uncertain for {res.ambiguous})")
+    for res in results:
+        print("\n".join(_gp_lines(act, res)))
     for path in (out, var_out):
         if path is not None:
             print(f"  wrote {path}")
     return 0
+
+
+def _gp_json(res, out, var_out) -> dict:
+    post = res.posterior
+    row = dict(res.settings)
+    row["kernel_accuracy"] = f"{res.settings['kernel_accuracy']:.2g}"
+    row.update({
+        "jitter": f"{post.jitter:.6g}", "noise": f"{post.noise:.6g}",
+        "factorisations": post.jitter_tries,
+        "log_marginal_likelihood": _shown(pipeline_number(post.log_marginal_likelihood,
+                                                          post.lml_digits)),
+        "mean": {k: _shown(v) for k, v in res.mean_summary.items()},
+        "mean_digits": _digits_label(post.mean_digits),
+        "variance": {k: _shown(v) for k, v in res.variance_summary.items()},
+        "variance_digits": _digits_label(post.variance_digits),
+        "variance_clipped": post.variance_clipped,
+    })
+    if res.mse is not None:
+        row["test_mse"] = _shown(res.mse)
+    if res.accuracy is not None:
+        row.update({"test_accuracy": f"{res.accuracy:.6g}", "test_correct": res.correct,
+                    "argmax_uncertain": res.ambiguous})
+    row["out"] = None if out is None else str(out)
+    row["variance_out"] = None if var_out is None else str(var_out)
+    return row
+
+
+def _gp_lines(act, res) -> list[str]:
+    post, st = res.posterior, res.settings
+    net = (f"batchnorm, B = {st['batch_size']}, eps = {st['epsilon']}, "
+           f"sigma_w = {st['sigma_w']}" if st["batchnorm"]
+           else f"no batchnorm, sigma_w = {st['sigma_w']}, sigma_b = {st['sigma_b']}")
+    lml = _shown(pipeline_number(post.log_marginal_likelihood, post.lml_digits))
+    lines = [f"gp {act.name}, depth {st['depth']}, {net}: {st['n_train']} train, "
+             f"{st['n_test']} test, {st['outputs']} output(s)",
+             f"  {'kernel':24s} {st['kernel_route']}, entries to {st['kernel_accuracy']:.1e} "
+             "relative",
+             f"  {'jitter':24s} {post.jitter:.3g} relative (noise {post.noise:.3g}, "
+             f"{post.jitter_tries} factorisation(s))",
+             f"  {'log_marginal_likelihood':24s} {lml or '(below 1 digit)'}"]
+    for name, summ, digits in (("posterior mean", res.mean_summary, post.mean_digits),
+                               ("posterior variance", res.variance_summary,
+                                post.variance_digits)):
+        parts = ", ".join(f"{k} {_shown(v) or '(below 1 digit)'}" for k, v in summ.items())
+        lines.append(f"  {name:24s} {parts}   [{_digits_label(digits)} digits]")
+    if res.mse is not None:
+        lines.append(f"  {'test_mse':24s} {_shown(res.mse) or '(below 1 digit)'}")
+    if res.accuracy is not None:
+        lines.append(f"  {'test_accuracy':24s} {res.accuracy:.6g} ({res.correct}/"
+                     f"{st['n_test']}; argmax uncertain for {res.ambiguous})")
+    return lines
 
 
 def pipeline_number(value: float, digits: float):
@@ -1451,9 +1486,13 @@ def build_parser() -> argparse.ArgumentParser:
     gpp.add_argument("--batch-size", default=None, metavar="B",
                      help="batch size B, an integer from 4 to 10^15, dividing n and n_test "
                           "(required unless --no-batchnorm)")
-    gpp.add_argument("--depth", type=_depth, default=1, metavar="L",
-                     help="number of layers L >= 1 of the network whose kernel is the prior "
-                          "(default 1)")
+    gpp.add_argument("--depth", type=_depth, default=[1], metavar="L",
+                     help="number of layers L of the network whose kernel is the prior, 1 to "
+                          "10000, or a comma list such as 1,2,4,8 (one pass of the deepest; "
+                          "one result each) (default 1)")
+    gpp.add_argument("--kernel-tol", type=_kernel_tol, default=None, metavar="T",
+                     help="accuracy asked of each kernel entry, relative to its scale, 1e-14 "
+                          "to 1e-2 (default 1e-10); the posterior's digits account for it")
     _bn_options(gpp)
     gpp.add_argument("--no-batchnorm", action="store_true",
                      help="the vanilla NNGP kernel (no batchnorm; no batches) instead")

@@ -143,13 +143,50 @@ def _cholesky(k_train: np.ndarray, jitter: float):
         current = nxt
 
 
-def posterior(k_train, k_cross, k_test_diag, y, jitter: float = DEFAULT_JITTER) -> GPPosterior:
+def _perturbed(k_train, k_cross, k_test_diag, y2, jitter, accuracy):
+    """Posterior mean and variance (Cholesky route) from kernel blocks moved by their error
+    bound with random signs: ``K_pq + r_pq a sqrt(K_pp K_qq)``, ``r = +-1`` symmetric."""
+    rng = np.random.default_rng(20190212)
+    d = np.sqrt(np.abs(np.diag(k_train)))
+    dt = np.sqrt(np.abs(k_test_diag))
+    signs = rng.choice([-1.0, 1.0], size=k_train.shape)
+    signs = np.triu(signs) + np.triu(signs, 1).T
+    kt = k_train + accuracy * signs * np.outer(d, d)
+    kc = k_cross + accuracy * rng.choice([-1.0, 1.0], size=k_cross.shape) * np.outer(dt, d)
+    kd = k_test_diag * (1 + accuracy * rng.choice([-1.0, 1.0], size=k_test_diag.shape))
+    try:
+        factor = _cholesky(kt, jitter)[0]
+    except ArithmeticError:
+        raise ArithmeticError("the train kernel moved by its own error bound is not positive "
+                              "definite up to the largest jitter: the posterior is not "
+                              "determined by a kernel this accurate") from None
+    alpha = scipy.linalg.cho_solve(factor, y2, check_finite=False)
+    lower = np.tril(factor[0])
+    v = scipy.linalg.solve_triangular(lower, kc.T, lower=True, check_finite=False)
+    return (kc @ alpha, np.maximum(kd - np.einsum("ij,ij->j", v, v), 0.0),
+            _lml(y2, alpha, 2.0 * float(np.sum(np.log(np.diag(lower))))))
+
+
+def _lml(y2, alpha, logdet) -> float:
+    """``-1/2 y^T alpha - k/2 log det - k n/2 log(2 pi)`` summed over the k columns."""
+    n, k = y2.shape
+    return float(-0.5 * np.sum(y2 * alpha) - 0.5 * k * logdet - 0.5 * k * n * math.log(2 * math.pi))
+
+
+def posterior(k_train, k_cross, k_test_diag, y, jitter: float = DEFAULT_JITTER,
+              kernel_accuracy: float | None = None) -> GPPosterior:
     """The GP posterior mean and latent variance at the test points, and ``log p(y | X)``.
 
     ``k_train``: ``n x n`` train kernel, ``k_cross``: ``n_test x n`` (test rows, train
     columns), ``k_test_diag``: the ``n_test`` prior variances, ``y``: ``n`` or ``n x k``;
     ``jitter`` >= 0 relative to ``mean(diag K)`` (the module docstring states the policy).
-    Raises ``ValueError`` for inconsistent shapes or a bad ``jitter``, ``ArithmeticError``
+    ``kernel_accuracy`` (``a``: every kernel entry within ``a sqrt(K_pp K_qq)`` of the exact
+    one, as :class:`~bnmft.numerics.kernel.KernelResult` claims) adds an estimate of the
+    posterior's sensitivity to the kernel's own error: the posterior is recomputed (same
+    jitter) from blocks moved by ``+-a sqrt(K_pp K_qq)`` with random signs (fixed seed,
+    ``K`` kept symmetric), and the digits reported are the lesser of that agreement and the
+    Cholesky/LU one (for ``log p(y)`` too). One random perturbation is an estimate, not a
+    bound. Raises ``ValueError`` for inconsistent shapes or a bad ``jitter``, ``ArithmeticError``
     for a kernel that is not finite, symmetric and positive semi-definite.
     """
     if not (isinstance(jitter, (int, float)) and math.isfinite(jitter)
@@ -167,8 +204,7 @@ def posterior(k_train, k_cross, k_test_diag, y, jitter: float = DEFAULT_JITTER) 
     v = scipy.linalg.solve_triangular(lower, k_cross.T, lower=True, check_finite=False)
     variance = k_test_diag - np.einsum("ij,ij->j", v, v)
     logdet = 2.0 * float(np.sum(np.log(np.diag(lower))))
-    lml = float(-0.5 * np.sum(y2 * alpha) - 0.5 * y2.shape[1] * logdet
-                - 0.5 * y2.shape[1] * n * math.log(2 * math.pi))
+    lml = _lml(y2, alpha, logdet)
 
     # reference route: LU with partial pivoting of the same regularised matrix
     lu, piv = scipy.linalg.lu_factor(regularised, check_finite=False)
@@ -181,8 +217,7 @@ def posterior(k_train, k_cross, k_test_diag, y, jitter: float = DEFAULT_JITTER) 
         logdet_lu = float(np.sum(np.log(np.abs(udiag))))  # but |det| is their product
     else:
         logdet_lu = float(np.sum(np.log(udiag)))
-    lml_lu = float(-0.5 * np.sum(y2 * alpha_lu) - 0.5 * y2.shape[1] * logdet_lu
-                   - 0.5 * y2.shape[1] * n * math.log(2 * math.pi))
+    lml_lu = _lml(y2, alpha_lu, logdet_lu)
 
     for name, value in (("posterior mean", mean), ("posterior variance", variance),
                         ("log marginal likelihood", np.array(lml))):
@@ -198,6 +233,14 @@ def posterior(k_train, k_cross, k_test_diag, y, jitter: float = DEFAULT_JITTER) 
                               f"({tolerance:.1e}): the kernel blocks are not positive "
                               "semi-definite together")
     variance = np.where(negative, 0.0, variance)
+    mean_digits = _normwise_digits(mean, mean_lu)
+    lml_digits = _normwise_digits(np.array([lml]), np.array([lml_lu]))
+    if kernel_accuracy:
+        m2, v2, lml2 = _perturbed(k_train, k_cross, k_test_diag, y2, used,
+                                  float(kernel_accuracy))
+        mean_digits = min(mean_digits, _normwise_digits(mean, m2))
+        variance_digits = min(variance_digits, _normwise_digits(variance, v2))
+        lml_digits = min(lml_digits, _normwise_digits(np.array([lml]), np.array([lml2])))
     return GPPosterior(
         mean=mean[:, 0] if vector else mean,
         variance=variance,
@@ -205,9 +248,9 @@ def posterior(k_train, k_cross, k_test_diag, y, jitter: float = DEFAULT_JITTER) 
         noise=noise,
         jitter_tries=tries,
         log_marginal_likelihood=lml,
-        mean_digits=_normwise_digits(mean, mean_lu),
+        mean_digits=mean_digits,
         variance_digits=variance_digits,
-        lml_digits=_normwise_digits(np.array([lml]), np.array([lml_lu])),
+        lml_digits=lml_digits,
         variance_clipped=int(np.count_nonzero(negative)),
     )
 
@@ -311,7 +354,8 @@ class GPResult:
     test metrics.
 
     ``settings``: activation, batch size, depth, batchnorm, eps, sigma_w, sigma_b as given;
-    ``mean_summary``, ``variance_summary``: ``{"min", "max", "mean"}`` as
+    ``mean_summary``: ``{"min", "max", "rms"}``, ``variance_summary``: ``{"min", "max",
+    "mean"}``, as
     :class:`~bnmft.numerics.Number` (digits from the norm-wise agreement of the two routes);
     ``mse``: :class:`~bnmft.numerics.Number` (``mean((m - yt)^2)`` over all entries) or None;
     ``accuracy``: fraction of test rows whose largest posterior mean is the largest label
@@ -362,13 +406,16 @@ def summarise(post: GPPosterior, settings: dict, yt=None) -> GPResult:
     dm = _error(post.mean, post.mean_digits)
     dv = _error(post.variance, post.variance_digits)
 
-    def summary(values, err):
+    def summary(values, err, centre):
         return {"min": _number(np.min(values), err, route),
                 "max": _number(np.max(values), err, route),
-                "mean": _number(np.mean(values), err, route)}
+                centre: _number(np.mean(values) if centre == "mean"
+                                else np.sqrt(np.mean(values**2)), err, route)}
 
-    out = dict(posterior=post, settings=settings, mean_summary=summary(post.mean, dm),
-               variance_summary=summary(post.variance, dv))
+    # the mean's summary is its root mean square: centred labels give posterior means
+    # that sum to ~0, whose plain average would be all rounding
+    out = dict(posterior=post, settings=settings, mean_summary=summary(post.mean, dm, "rms"),
+               variance_summary=summary(post.variance, dv, "mean"))
     if yt is not None:
         yt = np.asarray(yt, dtype=np.float64)
         mse = float(np.mean((post.mean - yt) ** 2))
@@ -379,3 +426,40 @@ def summarise(post: GPPosterior, settings: dict, yt=None) -> GPResult:
             out.update(correct=correct, accuracy=correct / len(yt),
                        ambiguous=int(np.count_nonzero(top2[:, 1] - top2[:, 0] <= 2 * dm)))
     return GPResult(**out)
+
+
+# -- the prior at several depths -----------------------------------------------------------
+
+
+def _inputs_of(K: np.ndarray) -> np.ndarray:
+    """Inputs ``X'`` (n x n) with ``X' X'^T / n = K``: ``X' = sqrt(n) U Lambda^{1/2}`` from
+    the eigendecomposition of the symmetric PSD ``K`` (eigenvalues below 0 by rounding, of
+    order ``1e-16`` relative, are set to 0)."""
+    lam, U = np.linalg.eigh((K + K.T) / 2)
+    return math.sqrt(K.shape[0]) * U * np.sqrt(np.maximum(lam, 0.0))
+
+
+def kernels_by_depth(act, X, batch_size, depths, **options) -> dict:
+    """``{L: KernelResult}``: the depth-``L`` kernel of
+    :func:`bnmft.numerics.kernel.kernel` on the rows of ``X`` for each ``L`` in ``depths``,
+    computed in one pass of ``max(depths)`` layers.
+
+    Each layer maps the previous covariance ``K`` alone (the inputs enter only through
+    ``Sigma_0 = X X^T / d``), so the recursion from depth ``L1`` to ``L2`` is
+    :func:`~bnmft.numerics.kernel.kernel` of depth ``L2 - L1`` on inputs ``X'`` with
+    ``X' X'^T / n = K_{L1}`` (:func:`_inputs_of`). The accuracy claimed adds up the layers'
+    claims, as :func:`~bnmft.numerics.kernel.kernel` does within one call. ``options``:
+    ``epsilon``, ``sigma_w``, ``batchnorm``, ``sigma_b``, ``tol``, ``route``.
+    """
+    from .kernel import KernelResult, kernel
+
+    wanted = sorted(set(int(L) for L in depths))
+    out: dict = {}
+    inputs, done, rel = X, 0, 0.0
+    for L in wanted:
+        res = kernel(act, inputs, batch_size, depth=L - done, **options)
+        rel += res.accuracy
+        d = np.sqrt(np.abs(np.diag(res.matrix)))
+        out[L] = KernelResult(res.matrix, rel * np.outer(d, d), res.route)
+        inputs, done = _inputs_of(res.matrix), L
+    return out
