@@ -1058,6 +1058,16 @@ def cmd_gp(args) -> int:
                           not args.no_batchnorm,
                           "0" if args.sigma_b is None else args.sigma_b, args.jitter, yt,
                           args.kernel_tol)
+    status = _gp_shortfalls(results)
+    first = results[0].posterior
+    if out is not None and first.mean_digits < 1:
+        print(f"bnmft: not written: {out} (the posterior mean has no correct digit)",
+              file=sys.stderr)
+        out = None
+    if var_out is not None and first.variance_digits < 1:
+        print(f"bnmft: not written: {var_out} (the posterior variance has no correct digit)",
+              file=sys.stderr)
+        var_out = None
     if out is not None:
         _save_npy(out, results[0].mean)
     if var_out is not None:
@@ -1065,13 +1075,32 @@ def cmd_gp(args) -> int:
     if args.json:
         rows = [_gp_json(res, out, var_out) for res in results]
         print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
-        return 0
+        return status
     for res in results:
         print("\n".join(_gp_lines(act, res)))
     for path in (out, var_out):
         if path is not None:
             print(f"  wrote {path}")
-    return 0
+    return status
+
+
+def _gp_shortfalls(results) -> int:
+    """One stderr line per posterior quantity without a single correct digit (printed as
+    null / "(below 1 digit)"): exit status 1."""
+    status = 0
+    for res in results:
+        post, st = res.posterior, res.settings
+        for name, digits in (("posterior mean", post.mean_digits),
+                             ("posterior variance", post.variance_digits),
+                             ("log_marginal_likelihood", post.lml_digits)):
+            if digits < 1:
+                hint = ("lower --kernel-tol or raise --jitter"
+                        if st["kernel_route"].startswith("Laplace") else "raise --jitter")
+                print(f"bnmft: not converged at depth {st['depth']}: {name}: no correct digit "
+                      f"(kernel entries to {st['kernel_accuracy']:.1e} relative, jitter "
+                      f"{post.jitter:g}); {hint}", file=sys.stderr)
+                status = EXIT_NUMERICAL
+    return status
 
 
 def _gp_json(res, out, var_out) -> dict:
