@@ -19,6 +19,7 @@ Public API (stable), one function per stage of the pipeline (:mod:`bnmft.pipelin
 * ``epsilon=``, ``sigma_w=`` of :func:`analyze` and :func:`spectrum` -- batchnorm with
   ``eps > 0``; :func:`regularised_derivation`, :func:`verify_regularised`,
   :func:`epsilon_scan` (where the signal dies and where gradients stop exploding).
+* :func:`kernel` -- the depth-L kernel of a wide BN (or vanilla) network on a data set.
 
 Each accepts a spec string, an :class:`Activation` or a :class:`Derivation`. The stages are
 the subpackages ``bnmft.derive``, ``bnmft.numerics`` and ``bnmft.codegen``; no public name
@@ -53,6 +54,7 @@ _LAZY = {
     "regularised_derivation": "bnmft.pipeline",
     "verify_regularised": "bnmft.pipeline",
     "epsilon_scan": "bnmft.pipeline",
+    "kernel": "bnmft.pipeline",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
