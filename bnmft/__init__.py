@@ -19,6 +19,7 @@ Public API (stable), one function per stage of the pipeline (:mod:`bnmft.pipelin
 * ``epsilon=``, ``sigma_w=`` of :func:`analyze` and :func:`spectrum` -- batchnorm with
   ``eps > 0``; :func:`regularised_derivation`, :func:`verify_regularised`,
   :func:`epsilon_scan` (where the signal dies and where gradients stop exploding).
+* :func:`kernel` -- the depth-L kernel of a wide BN (or vanilla) network on a data set.
 * :func:`gp` -- GP regression with the NNGP kernel of a deep batchnorm (or vanilla) network:
   posterior mean and variance at test inputs, jitter used, test metrics.
 
@@ -55,6 +56,7 @@ _LAZY = {
     "regularised_derivation": "bnmft.pipeline",
     "verify_regularised": "bnmft.pipeline",
     "epsilon_scan": "bnmft.pipeline",
+    "kernel": "bnmft.pipeline",
     "gp": "bnmft.pipeline",
 }
 

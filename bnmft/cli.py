@@ -182,6 +182,17 @@ def _terms(value: str) -> int:
     return _integer(value, "--terms")
 
 
+
+def _tolerance(value: str) -> float:
+    try:
+        t = float(_ascii(value, "--tol"))
+    except ValueError:
+        raise InputError(f"--tol must be a number (got '{value}')") from None
+    if not (1e-14 <= t <= 1e-2):
+        raise InputError(f"--tol must be between 1e-14 and 1e-2 (got {value})")
+    return t
+
+
 def _digits(value: str) -> int:
     d = _integer(value, "--digits")
     if not 1 <= d <= MAX_DIGITS:
@@ -1270,6 +1281,159 @@ _ACTIVATION_HELP = (
 )
 
 
+
+# -- kernel --------------------------------------------------------------------------------------
+
+
+def _load_inputs(path: str):
+    """``X`` from a ``.npy`` file (numeric, no pickles); unreadable or ragged files are bad
+    input (one line, exit 2)."""
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"inputs file '{path}' does not exist or is not a file")
+    try:
+        X = np.load(p, allow_pickle=False)
+    except ValueError as err:
+        if "pickle" in str(err).lower() or "object" in str(err).lower():
+            raise InputError(f"inputs file '{path}' is not a numeric .npy array (a pickle, a "
+                             "ragged or object array, or another format); save a numeric "
+                             "n x d array with numpy.save") from None
+        raise InputError(f"inputs file '{path}' is not a .npy array: {err}") from None
+    except (OSError, EOFError) as err:
+        raise InputError(f"cannot read inputs file '{path}': {err}") from None
+    if not isinstance(X, np.ndarray):
+        raise InputError(f"inputs file '{path}' is not a single .npy array")
+    return X
+
+
+def _float_option(text, what: str, positive: bool):
+    """A finite number for ``--epsilon`` (>= 0), ``--sigma-w`` (> 0), ``--sigma-b`` (>= 0),
+    through the same exact parser as the other commands (``1e-3``, ``sqrt(2)``)."""
+    from bnmft.derive import ParameterError, vanilla_parameter
+
+    try:
+        value = vanilla_parameter(text, what, positive=positive)
+    except ParameterError as err:
+        raise InputError(str(err)) from None
+    if value.is_negative or not value.is_finite:
+        raise InputError(f"{what} must be a finite number >= 0 (got {value})")
+    return float(value)
+
+
+def _kernel_number(value: float, error: float):
+    from bnmft.numerics.precision import Number, digits_from_error
+
+    return Number(float(value), min(15.0, digits_from_error(value, error)), "kernel")
+
+
+def _kernel_summary(res, B, nb: int) -> list:
+    """``(name, Number)`` rows: diagonal min/mean/max, within-batch and cross-batch means."""
+    import numpy as np
+
+    K, E = res.matrix, res.error
+    n = K.shape[0]
+    d, de = np.diag(K), np.diag(E)
+    rows = [("diagonal min", d.min(), de[np.argmin(d)]), ("diagonal mean", d.mean(), de.mean()),
+            ("diagonal max", d.max(), de[np.argmax(d)])]
+    if B is not None and B > 1:
+        batch = np.arange(n) // B
+        same = (batch[:, None] == batch[None, :]) & ~np.eye(n, dtype=bool)
+        rows.append(("within-batch off-diagonal mean", K[same].mean(), E[same].mean()))
+        if nb > 1:
+            other = batch[:, None] != batch[None, :]
+            rows.append(("cross-batch mean", K[other].mean(), E[other].mean()))
+    else:
+        off = ~np.eye(n, dtype=bool)
+        if n > 1:
+            rows.append(("off-diagonal mean", K[off].mean(), E[off].mean()))
+    return [(name, _kernel_number(v, e)) for name, v, e in rows]
+
+
+def _rounded(value: float, error: float) -> float:
+    """``value`` rounded to the significant digits its error bound leaves (JSON output)."""
+    num = _kernel_number(value, error)
+    return float(num.text(max(1, math.floor(num.digits)))) if num.digits >= 1 else None
+
+
+def cmd_kernel(args) -> int:
+    """``kernel ACT --inputs X.npy --batch-size B``: the depth-L kernel (``bnmft.kernel``)."""
+    import numpy as np
+
+    from bnmft import pipeline
+
+    act = _activation(args)
+    X = _load_inputs(args.inputs)
+    if args.depth < 1:
+        raise InputError(f"--depth must be >= 1 (got {args.depth})")
+    bn = not args.no_batchnorm
+    if bn and args.batch_size is None:
+        raise InputError("--batch-size is required (unless --no-batchnorm)")
+    if not bn and (args.epsilon is not None):
+        raise InputError("--epsilon has no meaning with --no-batchnorm")
+    if bn and args.sigma_b is not None:
+        raise InputError("--sigma-b needs --no-batchnorm (batchnorm removes the bias)")
+    eps = _float_option("0" if args.epsilon is None else args.epsilon, "eps", False)
+    sw = _float_option("1" if args.sigma_w is None else args.sigma_w, "sigma_w", True)
+    sb = _float_option("0" if args.sigma_b is None else args.sigma_b, "sigma_b", False)
+    B = None
+    if args.batch_size is not None:
+        B = _integer(args.batch_size, "batch size")
+    out = None
+    if args.out is not None:
+        out = Path(args.out)
+        if out.suffix != ".npy":
+            raise InputError(f"--out must name a .npy file (got '{args.out}')")
+        if out.is_dir():
+            raise InputError(f"--out '{args.out}' is a folder")
+        parent = out.parent if str(out.parent) else Path(".")
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise InputError(f"cannot write '{args.out}': its folder does not exist or is "
+                             "not writable")
+    res = pipeline.kernel(act, X, B if bn else None, args.depth, eps, sw, bn, sb,
+                          tol=args.tol, scheduler=args.scheduler)
+    n = res.matrix.shape[0]
+    nb = n // B if (bn and B) else 1
+    status = 0
+    if not res.accuracy <= args.tol:
+        print(f"bnmft: not converged: the kernel reached a relative accuracy of "
+              f"{res.accuracy:.1e}, not --tol {args.tol:g} ({res.route})", file=sys.stderr)
+        status = EXIT_NUMERICAL
+    if out is not None:
+        import io
+
+        from bnmft.codegen.files import atomic_write_bytes
+
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(res.matrix, dtype=np.float64), allow_pickle=False)
+        atomic_write_bytes(out, buf.getvalue())
+    head = {"activation": act.name, "n": n, "batch_size": B if bn else None,
+            "depth": args.depth, "batchnorm": bn, "epsilon": eps if bn else None,
+            "sigma_w": sw, "sigma_b": sb if not bn else None, "route": res.route,
+            "accuracy": float(f"{res.accuracy:.2e}")}
+    if args.json:
+        row = dict(head)
+        if out is not None:
+            row["out"] = str(out)
+        else:
+            row["matrix"] = [[_rounded(v, e) for v, e in zip(rv, re_)]
+                             for rv, re_ in zip(res.matrix.tolist(), res.error.tolist())]
+        print(json.dumps(row, indent=1))
+        return status
+    net = (f"batch size {B}, eps = {eps:g}, sigma_w = {sw:g}" if bn
+           else f"no batchnorm, sigma_w = {sw:g}, sigma_b = {sb:g}")
+    print(f"activation {act.name}, {n} inputs, depth {args.depth}, {net}")
+    print(f"  {'route':31s} {res.route}")
+    print(f"  {'accuracy':31s} {res.accuracy:.1e} (largest error / sqrt(K_ii K_jj))")
+    for name, num in _kernel_summary(res, B if bn else None, nb):
+        text = num.text(max(1, math.floor(num.digits))) if num.digits >= 1 else "(none)"
+        print(f"  {name:31s} {text}")
+    if out is not None:
+        print(f"  {'written':31s} {out} ({n} x {n} float64)")
+    return status
+
+
 def _size_label(b: int) -> str:
     """``1000`` or ``1e6``, as a batch size may be typed."""
     return str(b) if b < 10**4 else f"{b:.0e}".replace("e+0", "e").replace("e+", "e")
@@ -1565,6 +1729,40 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print JSON: a list of {batch_size, alpha_transition, eigenspace} "
                         "(default: text)")
     t.set_defaults(func=cmd_transition)
+
+    kk = command("kernel", "the depth-L kernel of a wide BN network on a data set",
+                 "bnmft kernel relu --inputs X.npy --batch-size 10 --depth 10 --out K.npy",
+                 "bnmft kernel tanh --inputs X.npy --batch-size 8 --epsilon 1e-3 --json",
+                 "bnmft kernel relu --inputs X.npy --no-batchnorm --sigma-w 1.4 --sigma-b 0.1")
+    kk.takes_dash_values = True
+    kk.add_argument("activation", help=_ACTIVATION_HELP)
+    kk.add_argument("--inputs", required=True, metavar="X.npy",
+                    help="n x d float array (.npy, no pickles); consecutive rows of "
+                         "--batch-size form the batches (required)")
+    kk.add_argument("--batch-size", default=None, metavar="B",
+                    help="inputs per batch, an integer >= 4 dividing n (required unless "
+                         "--no-batchnorm)")
+    kk.add_argument("--depth", type=lambda v: _integer(v, "depth"), default=1, metavar="L",
+                    help="number of layers, >= 1 (default 1)")
+    _bn_options(kk)
+    kk.add_argument("--no-batchnorm", action="store_true",
+                    help="the vanilla NNGP kernel of the same network (default off)")
+    kk.add_argument("--sigma-b", default=None, metavar="S",
+                    help="bias standard deviation with --no-batchnorm (default 0)")
+    kk.add_argument("--tol", type=_tolerance, default=1e-10, metavar="T",
+                    help="accuracy asked of each entry relative to sqrt(K_ii K_jj), per "
+                         "layer, 1e-14 to 1e-2 (default 1e-10)")
+    kk.add_argument("--out", default=None, metavar="K.npy",
+                    help="write the n x n float64 kernel there (atomically) (default: print "
+                         "a summary)")
+    kk.add_argument("--json", action="store_true",
+                    help="print JSON: the parameters, route, accuracy and the matrix (each "
+                         "entry rounded to its digits) or the --out path (default: text)")
+    kk.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                    help="Dask scheduler address (tcp://host:port): the cross-batch blocks of "
+                         "each layer run there (needs bnmft[dask]; default: this process)")
+    quiet(kk)
+    kk.set_defaults(func=cmd_kernel, gamma=None, beta=None)
     return p
 
 

@@ -83,9 +83,32 @@ class _Dual:
     ``V_phi(S)_pq = (S_pp S_qq)^{a/2} K(S_pq / sqrt(S_pp S_qq))``."""
 
     alpha: float
+    A: float
+    C: float
     K: object
     second: float
     route: str
+
+    def value(self, cross, dp, dq):
+        """``E[phi(x_p) phi(x_q)]`` for ``(x_p, x_q)`` of variances ``dp``, ``dq`` and
+        covariance ``cross`` (arrays of one shape).
+
+        ``a = 1``: with ``theta = arccos rho``, ``relu`` gives ``sqrt(dp dq) (sqrt(1 - rho^2) +
+        (pi - theta) rho) / (2 pi)`` (``J(rho)/2``, THEORY.md) and ``phi = A relu(z) +
+        C relu(-z)`` the sum over quadrants ``(A^2 + C^2) J(rho)/2 + A C J(-rho)`` (the same
+        closed form as :func:`bnmft.derive.homogeneous.dual_kernel`, checked in the tests)."""
+        dd = dp * dq
+        norm = np.sqrt(dd)
+        rho = np.clip(cross / np.maximum(norm, 1e-300), -1.0, 1.0)
+        if self.alpha == 1.0:
+            A, C = self.A, self.C
+            th = np.arccos(rho)
+            # sqrt(1 - rho^2) from the same rho as arccos: near rho = 1 both have infinite
+            # slope and their errors cancel only if they see one rho (J'(1) = 1 is finite)
+            root = norm * np.sqrt((1.0 - rho) * (1.0 + rho))
+            out = (A + C) ** 2 * root + ((A * A + C * C) * (np.pi - th) - 2 * A * C * th) * (norm * rho)
+            return out / (2 * np.pi)
+        return norm**self.alpha * self.K(rho)
 
 
 @lru_cache(maxsize=64)
@@ -103,7 +126,8 @@ def _dual_of(act) -> _Dual | None:
     a = float(hom.alpha)
     if not a > 0:
         return None  # step: phi(BN h) is a sign pattern, the Laplace weight s^{a-1} diverges
-    if float(hom.alpha).is_integer():
+    A, C = float(hom.A), float(hom.C)
+    if a.is_integer():
         expr = sp.simplify(dual_kernel(hom, C_SYM))
         from bnmft.derive import numpy_function
 
@@ -114,9 +138,9 @@ def _dual_of(act) -> _Dual | None:
             rho = np.clip(rho, -1.0, 1.0)
             return np.broadcast_to(_f(rho), rho.shape)
 
-        return _Dual(a, K, second, "closed-form dual kernel (arccosine family)")
+        return _Dual(a, A, C, K, second, "closed-form dual kernel (arccosine family)")
     dk = DualKernel(act)
-    return _Dual(a, dk, dk.second_moment, "dual kernel by Gauss-Jacobi arcs")
+    return _Dual(a, A, C, dk, dk.second_moment, "dual kernel by Gauss-Jacobi arcs")
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -190,10 +214,27 @@ def _fejer2(level: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _step(tol: float) -> float:
-    """Trapezoid step in ``log t`` such that the half rule (step ``2h``) is near ``tol``: the
-    error is ``~ exp(-2 pi d / h)`` for an integrand analytic in ``|Im y| < d``; ``d ~ 2`` was
-    measured (relu, alpha_relu:1.5, random and ill-conditioned covariances, B = 4 ... 32)."""
-    return min(0.5, 2.0 * math.pi / max(math.log(1.0 / tol), 5.0))
+    """Trapezoid step in ``log t``. The error of the rule falls like ``e(h) ~ exp(-2 pi d /
+    h)`` for an integrand analytic in the strip ``|Im y| < d`` (``d ~ 2`` measured: relu,
+    alpha_relu:1.5, random and ill-conditioned covariances, B = 4 ... 32), so ``e(h) ~
+    e(2h)^2 / I``; the step makes the half rule's error ``~ sqrt(tol / SAFETY)``."""
+    return min(0.5, 4.0 * math.pi / math.log(SAFETY / tol))
+
+
+#: Factor on the error models ``e(h) = e(2h)^2 / I`` (radius) and ``e(G_n) = e(G_m)^{n/m}``
+#: (angle, Gauss rules); the tests compare every claimed error with the actual one.
+SAFETY = 10.0
+
+
+def _claimed(delta, scale, power: float = 2.0):
+    """Error claimed for the finer of two rules whose results differ by ``delta``: the
+    geometric convergence model ``SAFETY |delta|^p / scale^(p-1)``, at least ``|delta|`` once
+    the coarse rule is outside the asymptotic regime (``|delta| > scale``), plus rounding."""
+    d = np.abs(delta)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        model = SAFETY * d**power / np.maximum(scale, 1e-300) ** (power - 1.0)
+    model = np.where(d > scale, d, model)
+    return model + 1e-14 * scale
 
 
 # -- the Laplace integrals --------------------------------------------------------------------
@@ -208,8 +249,9 @@ def _radial(W: np.ndarray, mu: np.ndarray, pp: np.ndarray, qq: np.ndarray, dual:
     Trapezoid rule in ``y = log t`` from ``t mu_max = e^-L`` to ``t mu_min = e^U`` (mu_min
     the smallest positive ``mu``), plus the geometric tails ``~ e^{a y}`` below and ``~ e^{-r
     y / 2}`` above (r the number of positive ``mu``). Returns ``(I, err)`` (k, npairs), ``err``
-    = |rule - half rule| + a bound on the tails' error; the step is halved until ``err <= tol``
-    times the pair's scale (``scale``, or ``sqrt(I_pp I_qq)``) or ``h < 0.02``.
+    = :func:`_claimed` of the difference between the rule and its half (every other node) + a
+    bound on the tails' error; the step is halved until ``err <= tol`` times the pair's scale
+    (``scale``, or ``sqrt(I_pp I_qq)``) or ``h < 0.02``.
     """
     a = dual.alpha
     k, P, r = W.shape
@@ -233,12 +275,7 @@ def _radial(W: np.ndarray, mu: np.ndarray, pp: np.ndarray, qq: np.ndarray, dual:
         logw = a * np.log(t) - 0.5 * np.sum(np.log1p(tm), axis=-1) - 0.5 * eps * B * t
         cross = prod @ np.swapaxes(f, 1, 2)  # (k, npairs, nodes)
         diag = dpp @ np.swapaxes(f, 1, 2)  # (k, P, nodes)
-        dp, dq = diag[:, pp, :], diag[:, qq, :]
-        norm = np.sqrt(dp * dq)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rho = np.where(norm > 0, cross / norm, 0.0)
-        same = pp == qq
-        V = norm ** a * np.where(same[None, :, None], dual.second, dual.K(rho))
+        V = dual.value(cross, diag[:, pp, :], diag[:, qq, :])
         g = np.exp(logw)[:, None, :] * V  # integrand in y (dy = dt / t)
         full = h * np.sum(g, axis=-1)
         half = 2 * h * np.sum(g[..., ::2], axis=-1)
@@ -263,12 +300,12 @@ def _radial(W: np.ndarray, mu: np.ndarray, pp: np.ndarray, qq: np.ndarray, dual:
         full += lo + h * g1 * ru / (1 - ru)
         half += lo2 + 2 * h * g1 * ru**2 / (1 - ru**2)
         tail_err = 2.0 * (nrank[:, None] / 2.0 + a + 1.0) * math.exp(-L) * lo_two + h * np.abs(g1) * math.exp(-U) * (nrank[:, None] / 2.0 + a + 1.0) / (1 - ru)
-        err = np.abs(full - half) + tail_err
         if scale is None:
             d = h * np.sum(np.exp(logw)[:, None, :] * diag**a * dual.second, axis=-1)
             sc = np.sqrt(np.abs(d[:, pp] * d[:, qq]))
         else:
             sc = scale
+        err = _claimed(full - half, sc) + tail_err
         if np.all(err <= tol * sc) or h < 0.02:
             return full, err
         h /= 2.0
@@ -337,28 +374,41 @@ def _cross_laplace(S11, S12, S22, dual: _Dual, eps: float, tol: float, d1, d2):
             R = np.swapaxes(Fd, 1, 2) @ Fd
             mu, E = np.linalg.eigh((R + np.swapaxes(R, 1, 2)) / 2)
             mu = np.where(mu > RANK_TOL * mu[:, -1:], mu, 0.0)
-            cache[theta] = _radial(Wx @ E, mu, pp, qq, dual, B, eps, tol / 4, scale)
+            cache[theta] = _radial(Wx @ E, mu, pp, qq, dual, B, eps, tol / 2, scale)
         return cache[theta]
 
-    def rule(level):
-        x, w = _fejer2(level)
-        th = x * (np.pi / 2)
-        wt = w * (np.pi / 2) * (np.sin(th) * np.cos(th)) ** (a - 1.0)
-        vals = [at(float(t)) for t in th]
-        I = sum(wi * v[0] for wi, v in zip(wt, vals))
-        E = sum(abs(wi) * v[1] for wi, v in zip(wt, vals))
+    def rule(m):
+        x, w = _jacobi_angle(m, a)
+        vals = [at(float(t)) for t in x]
+        I = sum(wi * v[0] for wi, v in zip(w, vals))
+        E = sum(abs(wi) * v[1] for wi, v in zip(w, vals))
         return I, E
 
-    level = 3
-    coarse, _ = rule(level)
-    while True:
-        level += 1
-        fine, rad_err = rule(level)
-        err = np.abs(fine - coarse) + rad_err
-        if np.all(err <= tol * scale) or level >= 8:
+    for lo, hi in ANGLE_RULES:
+        coarse, _ = rule(lo)
+        fine, rad_err = rule(hi)
+        err = _claimed(fine - coarse, scale, hi / lo) + rad_err
+        if np.all(err <= tol * scale):
             break
-        coarse = fine
     return pref * fine.reshape(k, B, B), pref * err.reshape(k, B, B)
+
+
+#: Pairs of Gauss-Jacobi rules in the angle, tried in turn (the error claimed for the finer
+#: rule ``n`` from its difference to the coarser ``m``: Gauss errors fall like ``r^-2n``).
+ANGLE_RULES = ((4, 6), (6, 9), (9, 14), (14, 21), (21, 32), (32, 48))
+
+
+@lru_cache(maxsize=64)
+def _jacobi_angle(m: int, a: float):
+    """``Int_0^{pi/2} (sin th cos th)^{a-1} g(th) dth ~ sum_k w_k g(th_k)``: Gauss-Jacobi with
+    the weight ``(th (pi/2 - th))^{a-1}`` (exact endpoint behaviour for non-integer ``a``)
+    and the smooth factor ``(sin th cos th / (th (pi/2 - th)))^{a-1}`` in the weights."""
+    from scipy.special import roots_jacobi
+
+    x, w = roots_jacobi(m, a - 1.0, a - 1.0)
+    th = (np.pi / 4) * (1.0 + x)
+    ratio = np.sin(th) * np.cos(th) / (th * (np.pi / 2 - th))
+    return th, w * (np.pi / 4) ** (2 * a - 1) * ratio ** (a - 1.0)
 
 
 # -- the sphere route (any phi) ---------------------------------------------------------------
@@ -508,7 +558,8 @@ def cross_covariance(act, S11, S12, S22, epsilon=0, sigma_w=1, *, tol: float = T
     at each angle the inner integral is the within-batch integral of :func:`bn_covariance`
     for the ``2(B-1)``-dimensional pair. Two batches that coincide (``S11 = S12 = S22``)
     give back ``V_Bphi(S11)``, by ``Int_0^{pi/2} 2 (sin cos)^{a-1} dth = Gamma(a/2)^2 /
-    Gamma(a)``. Angle by Fejer's second rule, radius as in :func:`bn_covariance`.
+    Gamma(a)``. Angle by Gauss-Jacobi rules (pairs of sizes, the difference is the error claimed),
+    radius as in :func:`bn_covariance`.
     """
     act = _activation(act)
     eps, sw = _check_parameters(epsilon, sigma_w, tol)
@@ -537,50 +588,54 @@ def cross_covariance_sphere(act, S11, S12, S22, epsilon=0, sigma_w=1, **kw):
 
 # -- vanilla (no batchnorm) -------------------------------------------------------------------
 
-#: Gauss-Hermite nodes per dimension of the vanilla route for phi that is not homogeneous
-#: (the error claimed is the difference to the rule with two thirds of the nodes).
-HERMITE_NODES = 48
-
-
-def _hermite(n: int):
-    z, w = np.polynomial.hermite_e.hermegauss(n)
-    return z, w / math.sqrt(2 * math.pi)
+#: Trapezoid step and half-width (in standard deviations) of the vanilla route for phi
+#: that is not homogeneous; the half rule (step 2h) is nested.
+GAUSS_STEP = 0.25
+GAUSS_WIDTH = 8.5
 
 
 def _vanilla_layer(act, K: np.ndarray, sw: float, sb: float, dual):
     """``sigma_w^2 V_phi(K) + sigma_b^2`` (Poole et al. 2016; ``numerics/vanilla.py``):
-    closed dual kernel for homogeneous phi, else 2-D Gauss-Hermite in the Cholesky
-    coordinates of each pair ``u1 = sqrt(q1) z1``, ``u2 = sqrt(q2)(c z1 + sqrt(1-c^2) z2)``."""
+    closed dual kernel for homogeneous phi (exact to rounding), else the trapezoid rule on
+    ``|z| <= 8.5`` (Gaussian weight below 1e-15 beyond) in the Cholesky coordinates of each
+    pair, ``u1 = sqrt(q1) z1``, ``u2 = sqrt(q2)(c z1 + sqrt(1-c^2) z2)``. For an analytic
+    phi the trapezoid error falls like ``exp(-2 pi d / h)`` and the error claimed is the
+    model :func:`_claimed` of the difference to the half rule; for a phi with kinks that
+    difference itself (second-order convergence)."""
     q = np.clip(np.diag(K), 0.0, None)
     d = np.sqrt(q)
     with np.errstate(invalid="ignore", divide="ignore"):
         c = np.clip(np.where(np.outer(d, d) > 0, K / np.outer(d, d), 0.0), -1.0, 1.0)
     if dual is not None:
-        V = np.outer(q, q) ** (dual.alpha / 2) * dual.K(c)
-        V[np.diag_indices_from(V)] = q**dual.alpha * dual.second
-        err = 1e-15 * np.abs(V)
-    else:
-        phi = _phi_numpy(act)
-        iu, ju = np.triu_indices(len(K))
-
-        def rule(n):
-            z, w = _hermite(n)
-            out = np.empty(len(iu))
-            for s in range(0, len(iu), 20000):
-                i, j, cc = iu[s:s + 20000], ju[s:s + 20000], c[iu[s:s + 20000], ju[s:s + 20000]]
-                f1 = phi(d[i, None] * z[None, :])  # (m, n)
-                u2 = d[j, None, None] * (cc[:, None, None] * z[None, :, None]
-                                         + np.sqrt(1 - cc * cc)[:, None, None] * z[None, None, :])
-                f2 = phi(u2) @ w  # (m, n): inner mean over z2
-                out[s:s + 20000] = (f1 * f2) @ w
-            return out
-
-        fine, coarse = rule(HERMITE_NODES), rule(2 * HERMITE_NODES // 3)
-        V = np.empty_like(K)
-        E = np.empty_like(K)
-        V[iu, ju] = V[ju, iu] = fine
-        E[iu, ju] = E[ju, iu] = np.abs(fine - coarse)
-        err = E
+        V = dual.value(K, q[:, None] * np.ones_like(K), q[None, :] * np.ones_like(K))
+        err = 1e-15 * np.sqrt(np.outer(V.diagonal(), V.diagonal()))
+        return sw * sw * V + sb * sb, sw * sw * err
+    phi = _phi_numpy(act)
+    iu, ju = np.triu_indices(len(K))
+    # singularities of phi(sqrt(q) z) off the real axis come closer as q grows: step ~ q^-1/2
+    hz = GAUSS_STEP / max(1.0, math.sqrt(float(np.max(q))))
+    m = int(math.ceil(GAUSS_WIDTH / hz / 2)) * 2
+    z = hz * np.arange(-m, m + 1)
+    w = hz * np.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+    w2 = 2 * hz * np.exp(-z[::2] ** 2 / 2) / math.sqrt(2 * math.pi)
+    fine = np.empty(len(iu))
+    half = np.empty(len(iu))
+    step = max(1, 400_000 // (len(z) ** 2))
+    for s in range(0, len(iu), step):
+        i, j = iu[s:s + step], ju[s:s + step]
+        cc = c[i, j]
+        f1 = phi(d[i, None] * z[None, :])
+        u2 = d[j, None, None] * (cc[:, None, None] * z[None, :, None]
+                                 + np.sqrt(1 - cc * cc)[:, None, None] * z[None, None, :])
+        f2 = phi(u2)
+        fine[s:s + step] = (f1 * (f2 @ w)) @ w
+        half[s:s + step] = (f1[:, ::2] * (f2[:, ::2, ::2] @ w2)) @ w2
+    V = np.empty_like(K)
+    D = np.empty_like(K)
+    V[iu, ju] = V[ju, iu] = fine
+    D[iu, ju] = D[ju, iu] = fine - half
+    scale = np.sqrt(np.abs(np.outer(V.diagonal(), V.diagonal())))
+    err = np.abs(D) if act.kinks else _claimed(D, scale)
     return sw * sw * V + sb * sb, sw * sw * err
 
 
@@ -721,7 +776,7 @@ def kernel(act, X, batch_size, depth: int = 1, epsilon=0, sigma_w=1, batchnorm: 
             d = np.sqrt(np.abs(np.diag(K)))
             rel += float(np.max(E / np.maximum(np.outer(d, d), 1e-300)))
         route_name = ("closed dual kernel" if dual is not None
-                      else f"Gauss-Hermite {HERMITE_NODES}^2") + " (no batchnorm)"
+                      else "trapezoid rule in Gaussian coordinates") + " (no batchnorm)"
     else:
         kind, _ = _route(act, route)
         client = _client(scheduler)
