@@ -265,8 +265,7 @@ def gp(act, X, y, Xt, batch_size=None, depth=1, epsilon="0", sigma_w="1",
         batch_size = None
     if tol is not None:
         options["tol"] = tol
-    X, y, Xt, yt = check_data(X, y, Xt, yt, batch_size,
-                              zero_variance=eps is not None and eps.is_zero)
+    X, y, Xt, yt = check_data(X, y, Xt, yt, batch_size, zero_variance=batchnorm)
     n = len(X)
     kernels = kernels_by_depth(act, np.vstack([X, Xt]), batch_size, depths, **options)
     results = []

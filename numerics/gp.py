@@ -313,8 +313,9 @@ def check_data(X, y, Xt, yt=None, batch_size: int | None = None, zero_variance=T
     inputs. A test point's representation in a batchnorm network depends on its
     batch-mates, so padding a short last test batch with made-up points would change the
     predictions of the real ones; the caller chooses the batches instead. A batch whose
-    rows are all equal (zero variance) is refused when ``zero_variance`` (``eps = 0``:
-    batchnorm would divide by zero).
+    rows are all equal (zero variance) is refused when ``zero_variance`` (at ``eps = 0``
+    batchnorm would divide by zero; the kernel routes of :mod:`.kernel` refuse it at any
+    ``eps``).
     """
     from bnmft.derive import InvalidInput
 

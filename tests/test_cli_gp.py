@@ -75,6 +75,9 @@ def test_bad_input_is_one_line_and_exit_2(capsys, data, tmp_path):
     flat[8:16] = X[8]
     refused(capsys, "gp", "relu", "--train", save("flat.npy", flat), paths["y"], "--test",
             paths["Xt"], "--batch-size", 8, match="batch 1 of X (rows 8-15) has zero variance")
+    refused(capsys, "gp", "relu", "--train", tmp_path / "flat.npy", paths["y"], "--test",
+            paths["Xt"], "--batch-size", 8, "--epsilon", "0.1",
+            match="batch 1 of X (rows 8-15) has zero variance")
     refused(capsys, "gp", "relu", "--train", paths["X"], save("y15.npy", y[:15]), "--test",
             paths["Xt"], "--batch-size", 8, match="y has 15 rows, X has 16")
     refused(capsys, *base(paths, "--batch-size", 8, "--test-labels",
