@@ -1132,8 +1132,10 @@ def _gp_json(res, out, var_out) -> dict:
     if res.mse is not None:
         row["test_mse"] = _shown(res.mse)
     if res.accuracy is not None:
+        lo, hi = res.accuracy_bounds
         row.update({"test_accuracy": f"{res.accuracy:.6g}", "test_correct": res.correct,
-                    "argmax_uncertain": res.ambiguous})
+                    "argmax_uncertain": res.ambiguous,
+                    "test_accuracy_bounds": [f"{lo:.6g}", f"{hi:.6g}"]})
     row["out"] = None if out is None else str(out)
     row["variance_out"] = None if var_out is None else str(var_out)
     return row
@@ -1160,8 +1162,10 @@ def _gp_lines(act, res) -> list[str]:
     if res.mse is not None:
         lines.append(f"  {'test_mse':24s} {_shown(res.mse) or '(below 1 digit)'}")
     if res.accuracy is not None:
+        lo, hi = res.accuracy_bounds
+        bounds = f": between {lo:.6g} and {hi:.6g}" if res.ambiguous else ""
         lines.append(f"  {'test_accuracy':24s} {res.accuracy:.6g} ({res.correct}/"
-                     f"{st['n_test']}; argmax uncertain for {res.ambiguous})")
+                     f"{st['n_test']}; argmax uncertain for {res.ambiguous}{bounds})")
     return lines
 
 

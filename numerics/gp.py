@@ -361,7 +361,8 @@ class GPResult:
     ``mse``: :class:`~bnmft.numerics.Number` (``mean((m - yt)^2)`` over all entries) or None;
     ``accuracy``: fraction of test rows whose largest posterior mean is the largest label
     (``k >= 2`` columns; None otherwise), ``correct`` its count, ``ambiguous`` the rows whose
-    top two means are closer than the routes' disagreement (their argmax is not certain).
+    top two means are closer than the routes' disagreement (their argmax is not certain),
+    ``accuracy_bounds``: the accuracy with those rows counted wrong and counted right.
     """
 
     posterior: GPPosterior
@@ -372,6 +373,7 @@ class GPResult:
     accuracy: float | None = None
     correct: int | None = None
     ambiguous: int | None = None
+    accuracy_bounds: tuple | None = None
 
     @property
     def mean(self) -> np.ndarray:
@@ -423,9 +425,15 @@ def summarise(post: GPPosterior, settings: dict, yt=None) -> GPResult:
         out["mse"] = _number(mse, 2 * math.sqrt(mse) * dm + dm * dm, route)
         if post.mean.ndim == 2 and post.mean.shape[1] >= 2:
             top2 = np.sort(post.mean, axis=1)[:, -2:]
-            correct = int(np.count_nonzero(np.argmax(post.mean, 1) == np.argmax(yt, 1)))
-            out.update(correct=correct, accuracy=correct / len(yt),
-                       ambiguous=int(np.count_nonzero(top2[:, 1] - top2[:, 0] <= 2 * dm)))
+            right = np.argmax(post.mean, 1) == np.argmax(yt, 1)
+            unsure = top2[:, 1] - top2[:, 0] <= 2 * dm
+            certain = int(np.count_nonzero(right & ~unsure))
+            n_test = len(yt)
+            out.update(correct=int(np.count_nonzero(right)),
+                       accuracy=int(np.count_nonzero(right)) / n_test,
+                       ambiguous=int(np.count_nonzero(unsure)),
+                       accuracy_bounds=(certain / n_test,
+                                        (certain + int(np.count_nonzero(unsure))) / n_test))
     return GPResult(**out)
 
 

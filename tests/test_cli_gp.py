@@ -189,6 +189,8 @@ def test_vanilla_output_digit_by_digit(capsys, data, tmp_path):
     assert row["test_mse"] == rounded(mse, row["test_mse"])
     correct = int(np.sum(np.argmax(mean, 1) == np.argmax(yt, 1)))
     assert row["test_correct"] == correct and float(row["test_accuracy"]) == correct / 8
+    assert row["argmax_uncertain"] == 0
+    assert row["test_accuracy_bounds"] == [row["test_accuracy"]] * 2
     assert row["out"] == str(mean_path)
 
 

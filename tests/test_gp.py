@@ -137,3 +137,25 @@ def test_variance_between_zero_and_prior(seed, n, depth, jitter):
     # a training point's posterior variance is at most its noise-free one-point bound
     s = post.noise
     assert post.variance[-1] <= kss[-1] - Ks[-1, 0] ** 2 / (K[0, 0] + s) + 1e-9 * kss[-1]
+
+
+def test_summary_digits_and_undecided_argmax():
+    """Mean entries known to 3 digits norm-wise (absolute 1e-3 here): a top-two gap below
+    2e-3 leaves the argmax undecided, and the accuracy is bracketed by counting that row
+    wrong and right; the MSE carries the error bound 2 sqrt(mse) dm + dm^2."""
+    from bnmft.numerics.gp import GPPosterior, summarise
+
+    mean = np.array([[1.0, 0.9995], [1.0, 0.0], [0.0, 1.0]])
+    post = GPPosterior(mean=mean, variance=np.full(3, 0.5), jitter=1e-10, noise=1e-10,
+                       jitter_tries=1, log_marginal_likelihood=-1.0, mean_digits=3.0,
+                       variance_digits=5.0, lml_digits=9.0, variance_clipped=0)
+    yt = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+    res = summarise(post, {}, yt)
+    assert (res.correct, res.ambiguous) == (1, 1)  # row 0 counted wrong, but undecided
+    assert res.accuracy_bounds == (1 / 3, 2 / 3)
+    mse = np.mean((mean - yt) ** 2)
+    dm = 1e-3
+    assert res.mse.value == mse
+    assert res.mse.digits == pytest.approx(-np.log10((2 * np.sqrt(mse) * dm + dm**2) / mse))
+    assert res.mean_summary["rms"].value == pytest.approx(np.sqrt(np.mean(mean**2)))
+    assert res.variance_summary["mean"].digits == pytest.approx(5 + np.log10(0.5 / 0.5))
