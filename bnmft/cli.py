@@ -1121,7 +1121,7 @@ def _gp_json(res, out, var_out) -> dict:
     row.update({
         "jitter": f"{post.jitter:.6g}", "noise": f"{post.noise:.6g}",
         "factorisations": post.jitter_tries,
-        "log_marginal_likelihood": _shown(pipeline_number(post.log_marginal_likelihood,
+        "log_marginal_likelihood": _shown(_lml_number(post.log_marginal_likelihood,
                                                           post.lml_digits)),
         "mean": {k: _shown(v) for k, v in res.mean_summary.items()},
         "mean_digits": _digits_label(post.mean_digits),
@@ -1146,7 +1146,7 @@ def _gp_lines(act, res) -> list[str]:
     net = (f"batchnorm, B = {st['batch_size']}, eps = {st['epsilon']}, "
            f"sigma_w = {st['sigma_w']}" if st["batchnorm"]
            else f"no batchnorm, sigma_w = {st['sigma_w']}, sigma_b = {st['sigma_b']}")
-    lml = _shown(pipeline_number(post.log_marginal_likelihood, post.lml_digits))
+    lml = _shown(_lml_number(post.log_marginal_likelihood, post.lml_digits))
     lines = [f"gp {act.name}, depth {st['depth']}, {net}: {st['n_train']} train, "
              f"{st['n_test']} test, {st['outputs']} output(s)",
              f"  {'kernel':24s} {st['kernel_route']}, entries to {st['kernel_accuracy']:.1e} "
@@ -1169,7 +1169,7 @@ def _gp_lines(act, res) -> list[str]:
     return lines
 
 
-def pipeline_number(value: float, digits: float):
+def _lml_number(value: float, digits: float):
     from bnmft.numerics import Number
 
     return Number(float(value), digits, "Cholesky vs LU")

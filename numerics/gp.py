@@ -25,8 +25,9 @@ reference solves the same regularised system by an LU factorisation with partial
 (``scipy.linalg.lu_factor``) and takes ``log det`` from the LU diagonal. The digits on which
 the two agree are reported for the mean, the variance and ``log p(y)``, norm-wise: for the
 mean ``-log10(max |m_chol - m_lu| / max |m_chol|)`` (the same for the variance). They
-measure the rounding error amplified by the conditioning of ``K + s I``; they say nothing
-about the accuracy of the kernel itself.
+measure the rounding error amplified by the conditioning of ``K + s I``. The kernel's own
+error enters through ``kernel_accuracy`` (:func:`posterior`): the posterior recomputed from
+the kernel moved by its claimed error bound, the digits being the lesser agreement.
 
 Sanity. The kernel blocks must be finite and ``K`` symmetric (to ``1e-10`` relative); the
 posterior must be finite; a negative variance within the disagreement of the two routes
@@ -43,8 +44,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-#: Default relative jitter (``s / mean(diag K)``): below float64's resolution of a
-#: well-conditioned kernel, so the regression is (near) noiseless.
+#: Default relative jitter (``s / mean(diag K)``): of the order of the kernel's default
+#: accuracy (``1e-10``), so the regression is (near) noiseless.
 DEFAULT_JITTER = 1e-10
 #: Largest relative jitter the geometric increase may reach before the kernel is refused.
 MAX_JITTER = 1e-1
@@ -170,7 +171,8 @@ def _perturbed(k_train, k_cross, k_test_diag, y2, jitter, accuracy):
 def _lml(y2, alpha, logdet) -> float:
     """``-1/2 y^T alpha - k/2 log det - k n/2 log(2 pi)`` summed over the k columns."""
     n, k = y2.shape
-    return float(-0.5 * np.sum(y2 * alpha) - 0.5 * k * logdet - 0.5 * k * n * math.log(2 * math.pi))
+    return float(-0.5 * np.sum(y2 * alpha) - 0.5 * k * logdet
+                 - 0.5 * k * n * math.log(2 * math.pi))
 
 
 def posterior(k_train, k_cross, k_test_diag, y, jitter: float = DEFAULT_JITTER,
@@ -212,11 +214,8 @@ def posterior(k_train, k_cross, k_test_diag, y, jitter: float = DEFAULT_JITTER,
     mean_lu = k_cross @ alpha_lu
     w = scipy.linalg.lu_solve((lu, piv), k_cross.T, check_finite=False)
     variance_lu = k_test_diag - np.einsum("ij,ji->i", k_cross, w)
-    udiag = np.diag(lu)
-    if np.any(udiag <= 0):  # K + s I is positive definite: LU pivots need not be positive,
-        logdet_lu = float(np.sum(np.log(np.abs(udiag))))  # but |det| is their product
-    else:
-        logdet_lu = float(np.sum(np.log(udiag)))
+    # det(K + s I) > 0 is, up to the permutation's sign, the product of the LU pivots
+    logdet_lu = float(np.sum(np.log(np.abs(np.diag(lu)))))
     lml_lu = _lml(y2, alpha_lu, logdet_lu)
 
     for name, value in (("posterior mean", mean), ("posterior variance", variance),
