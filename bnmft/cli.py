@@ -1395,6 +1395,9 @@ def cmd_kernel(args) -> int:
         if not parent.is_dir() or not os.access(parent, os.W_OK):
             raise InputError(f"cannot write '{args.out}': its folder does not exist or is "
                              "not writable")
+    if args.tol is None:
+        hom = act.homogeneous is not None and float(act.homogeneous.alpha) > 0
+        args.tol = 1e-10 if (hom or not bn) else 1e-2
     res = pipeline.kernel(act, X, B if bn else None, args.depth, eps, sw, bn, sb,
                           tol=args.tol, scheduler=args.scheduler)
     n = res.matrix.shape[0]
@@ -1688,8 +1691,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "10000, or a comma list such as 1,2,4,8 (one pass of the deepest; "
                           "one result each) (default 1)")
     gpp.add_argument("--kernel-tol", type=_kernel_tol, default=None, metavar="T",
-                     help="accuracy asked of each kernel entry, relative to its scale, 1e-14 "
-                          "to 1e-2 (default 1e-10); the posterior's digits account for it")
+                     help="accuracy asked of each entry of the deepest kernel, relative to "
+                          "its scale (each layer to T / depth), 1e-14 to 1e-2 (default 1e-10); "
+                          "the posterior's digits account for it")
     _bn_options(gpp)
     gpp.add_argument("--no-batchnorm", action="store_true",
                      help="the vanilla NNGP kernel (no batchnorm; no batches) instead")
@@ -1753,9 +1757,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the vanilla NNGP kernel of the same network (default off)")
     kk.add_argument("--sigma-b", default=None, metavar="S",
                     help="bias standard deviation with --no-batchnorm (default 0)")
-    kk.add_argument("--tol", type=_tolerance, default=1e-10, metavar="T",
+    kk.add_argument("--tol", type=_tolerance, default=None, metavar="T",
                     help="accuracy asked of each entry relative to sqrt(K_ii K_jj), per "
-                         "layer, 1e-14 to 1e-2 (default 1e-10)")
+                         "layer, 1e-14 to 1e-2 (default 1e-10; 1e-2 with batchnorm and a "
+                         "phi that is not positive-homogeneous: sampled sphere route)")
     kk.add_argument("--out", default=None, metavar="K.npy",
                     help="write the n x n float64 kernel there (atomically) (default: print "
                          "a summary)")

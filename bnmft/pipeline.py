@@ -211,8 +211,8 @@ def gp(act, X, y, Xt, batch_size=None, depth=1, epsilon="0", sigma_w="1",
     layers).
 
     The prior is the depth-``depth`` kernel of :func:`bnmft.numerics.kernel.kernel` on the
-    stacked inputs ``[X; Xt]`` (``tol``: its accuracy per entry, default that of
-    ``kernel``): consecutive rows of ``X`` form the training batches and consecutive rows
+    stacked inputs ``[X; Xt]`` (``tol``: the accuracy per entry asked of the deepest kernel,
+    each layer to ``tol / max(depth)``, default that of ``kernel``): consecutive rows of ``X`` form the training batches and consecutive rows
     of ``Xt`` the test batches (of size ``batch_size``, which must divide both ``n`` and
     ``n_test``). A test point's representation in a batchnorm network depends on its
     batch-mates, so the kernel between a training batch and a test batch is the cross-batch

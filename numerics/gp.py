@@ -455,17 +455,21 @@ def kernels_by_depth(act, X, batch_size, depths, **options) -> dict:
     Each layer maps the previous covariance ``K`` alone (the inputs enter only through
     ``Sigma_0 = X X^T / d``), so the recursion from depth ``L1`` to ``L2`` is
     :func:`~bnmft.numerics.kernel.kernel` of depth ``L2 - L1`` on inputs ``X'`` with
-    ``X' X'^T / n = K_{L1}`` (:func:`_inputs_of`). The accuracy claimed adds up the layers'
-    claims, as :func:`~bnmft.numerics.kernel.kernel` does within one call. ``options``:
+    ``X' X'^T / n = K_{L1}`` (:func:`_inputs_of`). As in one call of
+    :func:`~bnmft.numerics.kernel.kernel` of depth ``max(depths)``, each layer is computed to
+    ``tol / max(depths)`` (``tol`` the accuracy asked of the deepest kernel, default that of
+    ``kernel``), and the accuracy claimed adds up the layers' claims. ``options``:
     ``epsilon``, ``sigma_w``, ``batchnorm``, ``sigma_b``, ``tol``, ``route``.
     """
-    from .kernel import KernelResult, kernel
+    from .kernel import TOL, KernelResult, kernel
 
     wanted = sorted(set(int(L) for L in depths))
+    tol = options.pop("tol", TOL)
     out: dict = {}
     inputs, done, rel = X, 0, 0.0
     for L in wanted:
-        res = kernel(act, inputs, batch_size, depth=L - done, **options)
+        res = kernel(act, inputs, batch_size, depth=L - done,
+                     tol=tol * (L - done) / wanted[-1], **options)
         rel += res.accuracy
         d = np.sqrt(np.abs(np.diag(res.matrix)))
         out[L] = KernelResult(res.matrix, rel * np.outer(d, d), res.route)

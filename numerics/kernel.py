@@ -384,18 +384,34 @@ def _cross_laplace(S11, S12, S22, dual: _Dual, eps: float, tol: float, d1, d2):
         E = sum(abs(wi) * v[1] for wi, v in zip(w, vals))
         return I, E
 
-    for lo, hi in ANGLE_RULES:
+    for lo, hi in ANGLE_RULES[:ADAPTIVE_AFTER]:
         coarse, _ = rule(lo)
         fine, rad_err = rule(hi)
-        err = _claimed(fine - coarse, scale, hi / lo) + rad_err
+        # the coarse rule's error, an overestimate for the fine one: the angle integrand has
+        # an endpoint term ~ th^(B-3) log th for odd B (no geometric convergence model)
+        err = np.abs(fine - coarse) + rad_err + 1e-14 * scale
         if np.all(err <= tol * scale):
             break
+    else:
+        # endpoint singularities (odd B, rank-deficient pairs): adaptive Gauss-Kronrod
+        # (QUADPACK's 21-point rule, scipy quad_vec) over the angle, its own error estimate
+        from scipy.integrate import quad_vec
+
+        def f(theta):
+            return (math.sin(theta) * math.cos(theta)) ** (a - 1.0) * at(float(theta))[0]
+
+        fine, qerr = quad_vec(f, 0.0, math.pi / 2, epsabs=0.5 * tol * float(np.min(scale)),
+                              epsrel=0.0, norm="max", limit=200)
+        rad = max(float(np.max(v[1] / np.maximum(scale, 1e-300))) for v in cache.values())
+        err = qerr + (math.pi / 2) * rad * scale + 1e-14 * scale
     return pref * fine.reshape(k, B, B), pref * err.reshape(k, B, B)
 
 
 #: Pairs of Gauss-Jacobi rules in the angle, tried in turn (the error claimed for the finer
-#: rule ``n`` from its difference to the coarser ``m``: Gauss errors fall like ``r^-2n``).
-ANGLE_RULES = ((4, 6), (6, 9), (9, 14), (14, 21), (21, 32), (32, 48))
+#: rule is its difference to the coarser one).
+ANGLE_RULES = ((6, 9), (9, 14), (14, 21), (21, 32), (32, 48))
+#: Pairs tried before the adaptive rule takes over.
+ADAPTIVE_AFTER = 3
 
 
 @lru_cache(maxsize=64)
@@ -413,8 +429,10 @@ def _jacobi_angle(m: int, a: float):
 
 # -- the sphere route (any phi) ---------------------------------------------------------------
 
-#: Scrambled Sobol points per replicate and independent replicates of the sphere route.
-SPHERE_POINTS = 2**13
+#: Scrambled Sobol points per replicate (first try, most) and independent replicates of
+#: the sphere route; the points double until 4 standard errors are below the tolerance.
+SPHERE_POINTS = 2**11
+SPHERE_MAX_POINTS = 2**14
 SPHERE_REPLICATES = 16
 
 
@@ -428,12 +446,15 @@ def _phi_numpy(act):
     return phi
 
 
-def _sphere(act, C: np.ndarray, nbatch: int, eps: float, points: int = SPHERE_POINTS,
+def _sphere(act, C: np.ndarray, nbatch: int, eps: float, tol: float = 0.0,
+            points: int = SPHERE_POINTS, max_points: int = SPHERE_MAX_POINTS,
             replicates: int = SPHERE_REPLICATES, seed: int = 0):
     """``E[phi(y) phi(y)^T]`` for stacks of joint covariances ``C`` (k, P, P) of ``nbatch``
-    batches of ``B = P / nbatch``, ``y`` the batchnormed ``x ~ N(0, G C G)`` of each batch:
-    randomised QMC over the angular central Gaussian law of ``G x / |G x|`` and its radius.
-    Returns ``(mean, 4 * stderr)`` over the replicates."""
+    batches of ``B = P / nbatch``, ``y = G x / sqrt(|G x|^2/B + eps)`` per batch, ``x ~
+    N(0, C)``: randomised QMC over the angular central Gaussian law of ``G x / |G x|`` and
+    its radius (scrambled Sobol points through the normal quantile and the range root of
+    ``G C G``). Returns ``(mean, 4 * stderr)`` over independent scramblings; the points per
+    replicate double (up to ``max_points``) until the error is below ``tol sqrt(V_pp V_qq)``."""
     from scipy.special import ndtri
     from scipy.stats import qmc
 
@@ -444,18 +465,29 @@ def _sphere(act, C: np.ndarray, nbatch: int, eps: float, points: int = SPHERE_PO
     F, _ = _range_root(Gb @ C @ Gb, "batch")
     r = F.shape[-1]
     phi = _phi_numpy(act)
-    rng = np.random.default_rng(seed)
-    reps = []
-    for _ in range(replicates):
-        u = qmc.Sobol(r, scramble=True, seed=rng).random(points)
-        g = ndtri(np.clip(u, 1e-300, 1.0 - 2**-53))
-        x = np.einsum("kpr,nr->knp", F, g).reshape(k, points, nbatch, B)
-        x = x - x.mean(axis=-1, keepdims=True)
-        y = x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
-        f = phi(y).reshape(k, points, P)
-        reps.append(np.einsum("knp,knq->kpq", f, f) / points)
-    reps = np.array(reps)
-    return reps.mean(axis=0), 4.0 * reps.std(axis=0, ddof=1) / math.sqrt(replicates)
+    while True:
+        rng = np.random.default_rng(seed)
+        reps = []
+        chunk = max(1, 4_000_000 // (points * P))
+        for _ in range(replicates):
+            u = qmc.Sobol(r, scramble=True, seed=rng).random(points)
+            g = ndtri(np.clip(u, 1e-300, 1.0 - 2**-53))
+            M = np.empty((k, P, P))
+            for a in range(0, k, chunk):
+                x = np.einsum("kpr,nr->knp", F[a:a + chunk], g)
+                x = x.reshape(len(x), points, nbatch, B)
+                x = x - x.mean(axis=-1, keepdims=True)
+                y = x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
+                f = phi(y).reshape(len(x), points, P)
+                M[a:a + chunk] = np.einsum("knp,knq->kpq", f, f) / points
+            reps.append(M)
+        reps = np.array(reps)
+        mean = reps.mean(axis=0)
+        err = 4.0 * reps.std(axis=0, ddof=1) / math.sqrt(replicates)
+        d = np.sqrt(np.abs(np.einsum("kii->ki", mean)))
+        if np.all(err <= tol * d[:, :, None] * d[:, None, :]) or points >= max_points:
+            return mean, err
+        points *= 2
 
 
 # -- public blocks ----------------------------------------------------------------------------
@@ -523,7 +555,7 @@ def bn_covariance(act, Sigma, epsilon=0, sigma_w=1, *, tol: float = TOL, route: 
         V, E = _within_laplace(S[None], dual, eps, tol)
         res = KernelResult(sw * sw * V[0], sw * sw * E[0], ROUTE_LAPLACE)
     else:
-        V, E = _sphere(act, S[None], 1, eps)
+        V, E = _sphere(act, S[None], 1, eps, tol)
         res = KernelResult(sw * sw * V[0], sw * sw * E[0], ROUTE_SPHERE)
     return res if full else res.matrix
 
@@ -576,7 +608,7 @@ def cross_covariance(act, S11, S12, S22, epsilon=0, sigma_w=1, *, tol: float = T
     else:
         B = S11.shape[0]
         C = np.block([[S11, S12], [S12.T, S22]])
-        V, E = _sphere(act, C[None], 2, eps)
+        V, E = _sphere(act, C[None], 2, eps, tol)
         res = KernelResult(sw * sw * V[0, :B, B:], sw * sw * E[0, :B, B:], ROUTE_SPHERE)
     return res if full else res.matrix
 
@@ -703,9 +735,20 @@ def _cross_task(act_spec, K, B, pairs, kind, eps, tol, diag):
     else:
         C = np.concatenate([np.concatenate([S11, S12], 2),
                             np.concatenate([np.swapaxes(S12, 1, 2), S22], 2)], 1)
-        V, E = _sphere(act, C, 2, eps)
+        V, E = _sphere(act, C, 2, eps, tol)
         V, E = V[:, :B, B:], E[:, :B, B:]
     return bs, cs, V, E
+
+
+def _spec_of(act):
+    """What a Dask worker needs to rebuild ``act``: its name when that parses back to the
+    same activation, else the object itself."""
+    try:
+        if _activation(act.name).key == act.key:
+            return act.name
+    except ValueError:
+        pass
+    return act
 
 
 def _bn_layer(act, K, B, kind, eps, sw, tol, client=None, desc="layer"):
@@ -717,14 +760,14 @@ def _bn_layer(act, K, B, kind, eps, sw, tol, client=None, desc="layer"):
     if kind == "laplace":
         Vw, Ew = _within_laplace(blocks, _dual_of(act), eps, tol)
     else:
-        Vw, Ew = _sphere(act, blocks, 1, eps)
+        Vw, Ew = _sphere(act, blocks, 1, eps, tol)
     out, err = np.empty_like(K), np.empty_like(K)
     for b in range(nb):
         sl = slice(b * B, (b + 1) * B)
         out[sl, sl], err[sl, sl] = Vw[b], Ew[b]
     diag = np.einsum("kii->ki", Vw)
     tasks = _layer_tasks(nb)
-    spec = act.key if hasattr(act, "key") else act
+    spec = _spec_of(act)
     if client is None:
         results = (_cross_task(act, K, B, t, kind, eps, tol, diag)
                    for t in progress(tasks, desc))
@@ -753,8 +796,8 @@ def kernel(act, X, batch_size, depth: int = 1, epsilon=0, sigma_w=1, batchnorm: 
     (within blocks by :func:`bn_covariance`, cross blocks by :func:`cross_covariance`);
     ``batchnorm=False`` gives the vanilla NNGP recursion ``K -> sigma_w^2 V_phi(K) +
     sigma_b^2`` of the same network (``batch_size`` ignored). ``depth`` layers are applied.
-    ``error`` adds up each layer's quadrature error bound (relative, to its entries' scale,
-    times the final entries' scale): the propagation of an earlier layer's error through the
+    Each layer is computed to ``tol / depth``; ``error`` adds up each layer's quadrature
+    error bound (relative, to its entries' scale, times the final entries' scale): the propagation of an earlier layer's error through the
     later maps is not bounded, but the maps contract towards the fixed point (measured:
     ``tests/test_kernel.py`` compares two tolerances). ``scheduler``: the address of a Dask
     scheduler (or a ``dask.distributed.Client``); the cross blocks of each layer run there.
@@ -781,7 +824,8 @@ def kernel(act, X, batch_size, depth: int = 1, epsilon=0, sigma_w=1, batchnorm: 
         kind, _ = _route(act, route)
         client = _client(scheduler)
         for layer in range(L):
-            K, E = _bn_layer(act, K, B, kind, eps, sw, tol, client, f"layer {layer + 1}/{L}")
+            K, E = _bn_layer(act, K, B, kind, eps, sw, tol / L, client,
+                             f"layer {layer + 1}/{L}")
             d = np.sqrt(np.abs(np.diag(K)))
             rel += float(np.max(E / np.maximum(np.outer(d, d), 1e-300)))
         route_name = ROUTE_LAPLACE if kind == "laplace" else ROUTE_SPHERE

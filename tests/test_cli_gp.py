@@ -245,17 +245,17 @@ def test_test_batches_are_their_own_and_their_batch_mates_matter():
 
 def test_a_posterior_without_a_correct_digit_is_not_printed_nor_written(capsys, data,
                                                                         tmp_path):
-    """A kernel to 1e-2 with no jitter leaves no correct digit in the mean: null, a line on
-    stderr per quantity, exit status 1, and --out not written."""
+    """A deep kernel asked to 1e-2 with no jitter leaves no correct digit in the mean: null,
+    a line on stderr per quantity, exit status 1, and --out not written."""
     import json
 
     paths, _ = data
     target = tmp_path / "m.npy"
-    status, out, err = run(capsys, *base(paths, "--batch-size", 4, "--depth", 2,
+    status, out, err = run(capsys, *base(paths, "--batch-size", 4, "--depth", 16,
                                          "--kernel-tol", "1e-2", "--jitter", "0", "--json",
                                          "--out", target))
     row = json.loads(out)
     assert status == 1 and row["mean"] == {"min": None, "max": None, "rms": None}
     assert row["mean_digits"] == "0" and row["out"] is None and not target.exists()
-    assert "bnmft: not converged at depth 2: posterior mean: no correct digit" in err
+    assert "bnmft: not converged at depth 16: posterior mean: no correct digit" in err
     assert f"bnmft: not written: {target}" in err

@@ -159,3 +159,20 @@ def test_summary_digits_and_undecided_argmax():
     assert res.mse.digits == pytest.approx(-np.log10((2 * np.sqrt(mse) * dm + dm**2) / mse))
     assert res.mean_summary["rms"].value == pytest.approx(np.sqrt(np.mean(mean**2)))
     assert res.variance_summary["mean"].digits == pytest.approx(5 + np.log10(0.5 / 0.5))
+
+
+def test_kernels_by_depth_continue_the_recursion():
+    """One pass over depths 1, 3 (continuing from depth 1 on inputs with the same covariance)
+    gives the kernels of direct calls at depth 1 and 3, within their claimed errors; batchnorm
+    and vanilla."""
+    from bnmft.numerics.gp import kernels_by_depth
+    from bnmft.numerics.kernel import kernel
+
+    X = np.random.default_rng(11).standard_normal((16, 5))
+    for B, opts in ((4, {}), (None, {"batchnorm": False, "sigma_b": 0.3})):
+        ks = kernels_by_depth("relu", X, B, [3, 1], tol=1e-8, **opts)
+        assert sorted(ks) == [1, 3]
+        for L in (1, 3):
+            direct = kernel("relu", X, B, depth=L, tol=1e-8, **opts)
+            bound = ks[L].error + direct.error + 1e-13 * np.abs(direct.matrix).max()
+            assert np.all(np.abs(ks[L].matrix - direct.matrix) <= bound), (B, L)
