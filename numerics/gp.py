@@ -30,8 +30,8 @@ error enters through ``kernel_accuracy`` (:func:`posterior`): the posterior reco
 the kernel moved by its claimed error bound, the digits being the lesser agreement.
 
 Sanity. The kernel blocks must be finite and ``K`` symmetric (to ``1e-10`` relative); the
-posterior must be finite; a negative variance within the disagreement of the two routes
-(or ``1e3`` ulps of the prior variance) is rounding and is set to 0 (counted in
+posterior must be finite; a negative variance within its error estimate (the disagreement
+of the routes, or ``1e3`` ulps of the prior variance) is rounding and is set to 0 (counted in
 :attr:`GPPosterior.variance_clipped`), one below that means the kernel blocks are not
 those of one positive semi-definite kernel (``ArithmeticError``).
 """
@@ -225,13 +225,6 @@ def posterior(k_train, k_cross, k_test_diag, y, jitter: float = DEFAULT_JITTER,
     variance_digits = _normwise_digits(variance, variance_lu)
     rounding = 1e3 * np.finfo(np.float64).eps * float(np.max(np.abs(k_test_diag), initial=0.0))
     tolerance = max(rounding, float(np.max(np.abs(variance - variance_lu), initial=0.0)))
-    negative = variance < 0
-    if np.any(variance < -tolerance):
-        worst = float(np.min(variance))
-        raise ArithmeticError(f"posterior variance {worst:.3e} < 0 beyond rounding "
-                              f"({tolerance:.1e}): the kernel blocks are not positive "
-                              "semi-definite together")
-    variance = np.where(negative, 0.0, variance)
     mean_digits = _normwise_digits(mean, mean_lu)
     lml_digits = _normwise_digits(np.array([lml]), np.array([lml_lu]))
     if kernel_accuracy:
@@ -240,6 +233,14 @@ def posterior(k_train, k_cross, k_test_diag, y, jitter: float = DEFAULT_JITTER,
         mean_digits = min(mean_digits, _normwise_digits(mean, m2))
         variance_digits = min(variance_digits, _normwise_digits(variance, v2))
         lml_digits = min(lml_digits, _normwise_digits(np.array([lml]), np.array([lml2])))
+        tolerance = max(tolerance, float(np.max(np.abs(variance - v2), initial=0.0)))
+    negative = variance < 0
+    if np.any(variance < -tolerance):
+        worst = float(np.min(variance))
+        raise ArithmeticError(f"posterior variance {worst:.3e} < 0 beyond its error estimate "
+                              f"({tolerance:.1e}): the kernel blocks are not positive "
+                              "semi-definite together")
+    variance = np.where(negative, 0.0, variance)
     return GPPosterior(
         mean=mean[:, 0] if vector else mean,
         variance=variance,
