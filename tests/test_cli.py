@@ -406,8 +406,8 @@ def test_every_option_of_every_command_has_help():
 
     parser, commands = _subcommands()
     assert set(commands) == {"analyze", "derive", "codegen", "verify", "gegenbauer", "report",
-                             "spectrum", "transition", "epsilon-scan", "sheet", "export", "gp",
-                             "kernel"}
+                             "spectrum", "transition", "epsilon-scan", "sheet", "export", "kernel",
+                             "gp"}
     for name, sub in {"bnmft": parser, **commands}.items():
         for action in sub._actions:
             if isinstance(action, argparse._SubParsersAction):
