@@ -244,18 +244,34 @@ def test_test_batches_are_their_own_and_their_batch_mates_matter():
 
 
 def test_a_posterior_without_a_correct_digit_is_not_printed_nor_written(capsys, data,
-                                                                        tmp_path):
-    """A deep kernel asked to 1e-2 with no jitter leaves no correct digit in the mean: null,
-    a line on stderr per quantity, exit status 1, and --out not written."""
+                                                                        tmp_path,
+                                                                        monkeypatch):
+    """A kernel that claims only 1e-2 relative accuracy (the real kernel, its claimed error
+    widened) with no jitter leaves no correct digit in the mean: null, a line on stderr per
+    quantity, exit status 1, and --out not written."""
     import json
 
+    import bnmft.numerics.gp as gp
+    from bnmft.numerics.kernel import KernelResult
+
+    real = gp.kernels_by_depth
+
+    def widened(*args, **kw):
+        out = real(*args, **kw)
+        for L, kr in out.items():
+            d = np.sqrt(np.diag(kr.matrix))
+            out[L] = KernelResult(kr.matrix, 1e-2 * np.outer(d, d), kr.route)
+        return out
+
+    monkeypatch.setattr(gp, "kernels_by_depth", widened)
     paths, _ = data
     target = tmp_path / "m.npy"
-    status, out, err = run(capsys, *base(paths, "--batch-size", 4, "--depth", 16,
-                                         "--kernel-tol", "1e-2", "--jitter", "0", "--json",
+    status, out, err = run(capsys, *base(paths, "--batch-size", 4, "--depth", 2,
+                                         "--kernel-tol", "1e-6", "--jitter", "0", "--json",
                                          "--out", target))
     row = json.loads(out)
     assert status == 1 and row["mean"] == {"min": None, "max": None, "rms": None}
+    assert row["kernel_accuracy"] == "0.01"
     assert row["mean_digits"] == "0" and row["out"] is None and not target.exists()
-    assert "bnmft: not converged at depth 16: posterior mean: no correct digit" in err
+    assert "bnmft: not converged at depth 2: posterior mean: no correct digit" in err
     assert f"bnmft: not written: {target}" in err
