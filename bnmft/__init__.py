@@ -24,6 +24,10 @@ Public API (stable), one function per stage of the pipeline (:mod:`bnmft.pipelin
 * :func:`simulate` -- sampled finite-width networks against the theory; :func:`tune` -- the
   gamma, beta or eps at which the predicted trainable depth ``16 xi`` reaches a target.
 
+* :func:`kernel` -- the depth-L kernel of a wide BN (or vanilla) network on a data set.
+* :func:`gp` -- GP regression with the NNGP kernel of a deep batchnorm (or vanilla) network:
+  posterior mean and variance at test inputs, jitter used, test metrics.
+
 Each accepts a spec string, an :class:`Activation` or a :class:`Derivation`. The stages are
 the subpackages ``bnmft.derive``, ``bnmft.numerics`` and ``bnmft.codegen``; no public name
 shadows them. Names are imported on first use, so ``import bnmft`` is cheap.
@@ -60,6 +64,9 @@ _LAZY = {
     "epsilon_scan": "bnmft.pipeline",
     "simulate": "bnmft.pipeline",
     "tune": "bnmft.pipeline",
+
+    "kernel": "bnmft.pipeline",
+    "gp": "bnmft.pipeline",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -1,5 +1,5 @@
 """Command line: ``bnmft analyze | derive | codegen | verify | report | gegenbauer |
-transition | simulate | tune`` (and more; ``bnmft --help``).
+transition | simulate | tune | kernel | gp`` (and more; ``bnmft --help``).
 
 Bad input (batch size below 4, unknown or unsupported activation, digits out of range,
 unwritable output) is one line on stderr and exit status 2. A number that does not reach
@@ -180,6 +180,17 @@ def _integer(value: str, what: str) -> int:
 
 def _terms(value: str) -> int:
     return _integer(value, "--terms")
+
+
+
+def _tolerance(value: str) -> float:
+    try:
+        t = float(_ascii(value, "--tol"))
+    except ValueError:
+        raise InputError(f"--tol must be a number (got '{value}')") from None
+    if not (1e-14 <= t <= 1e-2):
+        raise InputError(f"--tol must be between 1e-14 and 1e-2 (got {value})")
+    return t
 
 
 def _digits(value: str) -> int:
@@ -989,6 +1000,251 @@ def cmd_epsilon_scan(args) -> int:
     return 0
 
 
+# -- gp ----------------------------------------------------------------------------------------
+
+
+def _load_npy(path: str, what: str):
+    """One ``.npy`` array (``allow_pickle=False``: object arrays, ragged lists and pickles are
+    refused), or one line naming the problem."""
+    import numpy as np
+
+    try:
+        with open(path, "rb") as fh:
+            arr = np.load(fh, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"cannot read {what} '{path}': no such file") from None
+    except OSError as err:
+        raise InputError(f"cannot read {what} '{path}': {err.strerror or err}") from None
+    except (ValueError, EOFError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"{what} '{path}' is not a numeric .npy array ({first})") from None
+    if not isinstance(arr, np.ndarray):
+        arr.close()
+        raise InputError(f"{what} '{path}' is a .npz archive, not one .npy array")
+    return arr
+
+
+def _npy_out(path: str | None, option: str) -> Path | None:
+    """An output path for a .npy file, refused before any work if it cannot be one."""
+    if path is None:
+        return None
+    out = Path(path)
+    if out.suffix.lower() != ".npy":
+        raise InputError(f"{option} must end in .npy (got '{path}')")
+    if out.is_dir():
+        raise InputError(f"{option} '{path}' is a folder")
+    return out
+
+
+def _save_npy(path: Path, array) -> None:
+    import io
+
+    import numpy as np
+
+    from bnmft.codegen.files import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array, dtype=np.float64), allow_pickle=False)
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError as err:
+        raise InputError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def _shown(num, cap: int = 12):
+    """A summary Number to the digits it achieved (at most ``cap``), or None below one."""
+    if num is None or num.value is None or num.digits < 1:
+        return None
+    return num.text(max(1, min(math.floor(num.digits), cap)))
+
+
+def _jitter(value: str) -> float:
+    from bnmft.numerics.gp import MAX_JITTER
+
+    _ascii(value, "--jitter")
+    try:
+        j = float(value)
+    except ValueError:
+        raise InputError(f"--jitter must be a number such as 1e-8 (got '{value}')") from None
+    if not 0 <= j <= MAX_JITTER:
+        raise InputError(f"--jitter must be from 0 to {MAX_JITTER:g} (got '{value}')")
+    return j
+
+
+def _depth(value: str) -> list[int]:
+    """``L`` or a comma list ``1,2,4,8`` (computed in one pass of the deepest)."""
+    out = []
+    for item in value.split(","):
+        d = _integer(item, "--depth")
+        if not 1 <= d <= 10**4:
+            raise InputError(f"--depth must be from 1 to 10000 (got {d})")
+        out.append(d)
+    if len(set(out)) != len(out):
+        raise InputError(f"--depth lists a depth twice ('{value}')")
+    return out
+
+
+def _kernel_tol(value: str) -> float:
+    _ascii(value, "--kernel-tol")
+    try:
+        t = float(value)
+    except ValueError:
+        raise InputError(f"--kernel-tol must be a number such as 1e-8 (got '{value}')") from None
+    if not 1e-14 <= t <= 1e-2:
+        raise InputError(f"--kernel-tol must be from 1e-14 to 1e-2 (got '{value}')")
+    return t
+
+
+def cmd_gp(args) -> int:
+    """``gp ACT --train X.npy y.npy --test Xt.npy``: GP regression with the NNGP kernel of a
+    deep batchnorm network (``bnmft.pipeline.gp``); the posterior mean to ``--out``."""
+    from bnmft import pipeline
+
+    if args.no_batchnorm:
+        if args.epsilon is not None:
+            raise InputError("--epsilon is batchnorm's eps: it has no meaning with "
+                             "--no-batchnorm")
+        batch = None
+        if args.batch_size is not None:
+            raise InputError("--batch-size has no meaning with --no-batchnorm (the vanilla "
+                             "kernel does not batch)")
+    else:
+        if args.sigma_b is not None:
+            raise InputError("--sigma-b needs --no-batchnorm (a bias before batchnorm drops "
+                             "out)")
+        if args.batch_size is None:
+            raise InputError("the following arguments are required: --batch-size "
+                             "(or --no-batchnorm)")
+        batch = _one_size(args.batch_size.strip())
+        from bnmft.derive.errors import check_batch_size
+
+        check_batch_size(batch, finite=True)
+        _bn_parameters(args)
+    act = _activation(args)
+    out = _npy_out(args.out, "--out")
+    var_out = _npy_out(args.variance_out, "--variance-out")
+    X = _load_npy(args.train[0], "training inputs")
+    y = _load_npy(args.train[1], "training labels")
+    Xt = _load_npy(args.test, "test inputs")
+    yt = None if args.test_labels is None else _load_npy(args.test_labels, "test labels")
+    if len(args.depth) > 1 and (out is not None or var_out is not None):
+        raise InputError("--out and --variance-out need one --depth (several were given)")
+    results = pipeline.gp(act, X, y, Xt, batch, args.depth,
+                          "0" if args.epsilon is None else args.epsilon,
+                          "1" if args.sigma_w is None else args.sigma_w,
+                          not args.no_batchnorm,
+                          "0" if args.sigma_b is None else args.sigma_b, args.jitter, yt,
+                          args.kernel_tol)
+    status = _gp_shortfalls(results)
+    first = results[0].posterior
+    if out is not None and first.mean_digits < 1:
+        print(f"bnmft: not written: {out} (the posterior mean has no correct digit)",
+              file=sys.stderr)
+        out = None
+    if var_out is not None and first.variance_digits < 1:
+        print(f"bnmft: not written: {var_out} (the posterior variance has no correct digit)",
+              file=sys.stderr)
+        var_out = None
+    if out is not None:
+        _save_npy(out, results[0].mean)
+    if var_out is not None:
+        _save_npy(var_out, results[0].variance)
+    if args.json:
+        rows = [_gp_json(res, out, var_out) for res in results]
+        print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
+        return status
+    for res in results:
+        print("\n".join(_gp_lines(act, res)))
+    for path in (out, var_out):
+        if path is not None:
+            print(f"  wrote {path}")
+    return status
+
+
+def _gp_shortfalls(results) -> int:
+    """One stderr line per posterior quantity without a single correct digit (printed as
+    null / "(below 1 digit)"): exit status 1."""
+    status = 0
+    for res in results:
+        post, st = res.posterior, res.settings
+        for name, digits in (("posterior mean", post.mean_digits),
+                             ("posterior variance", post.variance_digits),
+                             ("log_marginal_likelihood", post.lml_digits)):
+            if digits < 1:
+                hint = ("lower --kernel-tol or raise --jitter"
+                        if st["kernel_route"].startswith("Laplace") else "raise --jitter")
+                print(f"bnmft: not converged at depth {st['depth']}: {name}: no correct digit "
+                      f"(kernel entries to {st['kernel_accuracy']:.1e} relative, jitter "
+                      f"{post.jitter:g}); {hint}", file=sys.stderr)
+                status = EXIT_NUMERICAL
+    return status
+
+
+def _gp_json(res, out, var_out) -> dict:
+    post = res.posterior
+    row = dict(res.settings)
+    row["kernel_accuracy"] = f"{res.settings['kernel_accuracy']:.2g}"
+    row.update({
+        "jitter": f"{post.jitter:.6g}", "noise": f"{post.noise:.6g}",
+        "factorisations": post.jitter_tries,
+        "log_marginal_likelihood": _shown(_lml_number(post.log_marginal_likelihood,
+                                                          post.lml_digits)),
+        "mean": {k: _shown(v) for k, v in res.mean_summary.items()},
+        "mean_digits": _digits_label(post.mean_digits),
+        "variance": {k: _shown(v) for k, v in res.variance_summary.items()},
+        "variance_digits": _digits_label(post.variance_digits),
+        "variance_clipped": post.variance_clipped,
+    })
+    if res.mse is not None:
+        row["test_mse"] = _shown(res.mse)
+    if res.accuracy is not None:
+        lo, hi = res.accuracy_bounds
+        row.update({"test_accuracy": f"{res.accuracy:.6g}", "test_correct": res.correct,
+                    "argmax_uncertain": res.ambiguous,
+                    "test_accuracy_bounds": [f"{lo:.6g}", f"{hi:.6g}"]})
+    row["out"] = None if out is None else str(out)
+    row["variance_out"] = None if var_out is None else str(var_out)
+    return row
+
+
+def _gp_lines(act, res) -> list[str]:
+    post, st = res.posterior, res.settings
+    net = (f"batchnorm, B = {st['batch_size']}, eps = {st['epsilon']}, "
+           f"sigma_w = {st['sigma_w']}" if st["batchnorm"]
+           else f"no batchnorm, sigma_w = {st['sigma_w']}, sigma_b = {st['sigma_b']}")
+    lml = _shown(_lml_number(post.log_marginal_likelihood, post.lml_digits))
+    lines = [f"gp {act.name}, depth {st['depth']}, {net}: {st['n_train']} train, "
+             f"{st['n_test']} test, {st['outputs']} output(s)",
+             f"  {'kernel':24s} {st['kernel_route']}, entries to {st['kernel_accuracy']:.1e} "
+             "relative",
+             f"  {'jitter':24s} {post.jitter:.3g} relative (noise {post.noise:.3g}, "
+             f"{post.jitter_tries} factorisation(s))",
+             f"  {'log_marginal_likelihood':24s} {lml or '(below 1 digit)'}"]
+    for name, summ, digits in (("posterior mean", res.mean_summary, post.mean_digits),
+                               ("posterior variance", res.variance_summary,
+                                post.variance_digits)):
+        parts = ", ".join(f"{k} {_shown(v) or '(below 1 digit)'}" for k, v in summ.items())
+        lines.append(f"  {name:24s} {parts}   [{_digits_label(digits)} digits]")
+    if res.mse is not None:
+        lines.append(f"  {'test_mse':24s} {_shown(res.mse) or '(below 1 digit)'}")
+    if res.accuracy is not None:
+        lo, hi = res.accuracy_bounds
+        bounds = f": between {lo:.6g} and {hi:.6g}" if res.ambiguous else ""
+        lines.append(f"  {'test_accuracy':24s} {res.accuracy:.6g} ({res.correct}/"
+                     f"{st['n_test']}; argmax uncertain for {res.ambiguous}{bounds})")
+    return lines
+
+
+def _lml_number(value: float, digits: float):
+    from bnmft.numerics import Number
+
+    return Number(float(value), digits, "Cholesky vs LU")
+
+
+def _digits_label(digits: float) -> str:
+    return "all" if digits == math.inf else f"{math.floor(digits)}"
+
+
 # -- transition --------------------------------------------------------------------------------
 
 
@@ -1255,6 +1511,162 @@ _ACTIVATION_HELP = (
 )
 
 
+
+# -- kernel --------------------------------------------------------------------------------------
+
+
+def _load_inputs(path: str):
+    """``X`` from a ``.npy`` file (numeric, no pickles); unreadable or ragged files are bad
+    input (one line, exit 2)."""
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"inputs file '{path}' does not exist or is not a file")
+    try:
+        X = np.load(p, allow_pickle=False)
+    except ValueError as err:
+        if "pickle" in str(err).lower() or "object" in str(err).lower():
+            raise InputError(f"inputs file '{path}' is not a numeric .npy array (a pickle, a "
+                             "ragged or object array, or another format); save a numeric "
+                             "n x d array with numpy.save") from None
+        raise InputError(f"inputs file '{path}' is not a .npy array: {err}") from None
+    except (OSError, EOFError) as err:
+        raise InputError(f"cannot read inputs file '{path}': {err}") from None
+    if not isinstance(X, np.ndarray):
+        raise InputError(f"inputs file '{path}' is not a single .npy array")
+    return X
+
+
+def _float_option(text, what: str, positive: bool):
+    """A finite number for ``--epsilon`` (>= 0), ``--sigma-w`` (> 0), ``--sigma-b`` (>= 0),
+    through the same exact parser as the other commands (``1e-3``, ``sqrt(2)``)."""
+    from bnmft.derive import ParameterError, vanilla_parameter
+
+    try:
+        value = vanilla_parameter(text, what, positive=positive)
+    except ParameterError as err:
+        raise InputError(str(err)) from None
+    if value.is_negative or not value.is_finite:
+        raise InputError(f"{what} must be a finite number >= 0 (got {value})")
+    return float(value)
+
+
+def _kernel_number(value: float, error: float):
+    from bnmft.numerics.precision import Number, digits_from_error
+
+    return Number(float(value), min(15.0, digits_from_error(value, error)), "kernel")
+
+
+def _kernel_summary(res, B, nb: int) -> list:
+    """``(name, Number)`` rows: diagonal min/mean/max, within-batch and cross-batch means."""
+    import numpy as np
+
+    K, E = res.matrix, res.error
+    n = K.shape[0]
+    d, de = np.diag(K), np.diag(E)
+    rows = [("diagonal min", d.min(), de[np.argmin(d)]), ("diagonal mean", d.mean(), de.mean()),
+            ("diagonal max", d.max(), de[np.argmax(d)])]
+    if B is not None and B > 1:
+        batch = np.arange(n) // B
+        same = (batch[:, None] == batch[None, :]) & ~np.eye(n, dtype=bool)
+        rows.append(("within-batch off-diagonal mean", K[same].mean(), E[same].mean()))
+        if nb > 1:
+            other = batch[:, None] != batch[None, :]
+            rows.append(("cross-batch mean", K[other].mean(), E[other].mean()))
+    else:
+        off = ~np.eye(n, dtype=bool)
+        if n > 1:
+            rows.append(("off-diagonal mean", K[off].mean(), E[off].mean()))
+    return [(name, _kernel_number(v, e)) for name, v, e in rows]
+
+
+def _rounded(value: float, error: float) -> float:
+    """``value`` rounded to the significant digits its error bound leaves (JSON output)."""
+    num = _kernel_number(value, error)
+    return float(num.text(max(1, math.floor(num.digits)))) if num.digits >= 1 else None
+
+
+def cmd_kernel(args) -> int:
+    """``kernel ACT --inputs X.npy --batch-size B``: the depth-L kernel (``bnmft.kernel``)."""
+    import numpy as np
+
+    from bnmft import pipeline
+
+    act = _activation(args)
+    X = _load_inputs(args.inputs)
+    if args.depth < 1:
+        raise InputError(f"--depth must be >= 1 (got {args.depth})")
+    bn = not args.no_batchnorm
+    if bn and args.batch_size is None:
+        raise InputError("--batch-size is required (unless --no-batchnorm)")
+    if not bn and (args.epsilon is not None):
+        raise InputError("--epsilon has no meaning with --no-batchnorm")
+    if bn and args.sigma_b is not None:
+        raise InputError("--sigma-b needs --no-batchnorm (batchnorm removes the bias)")
+    eps = _float_option("0" if args.epsilon is None else args.epsilon, "eps", False)
+    sw = _float_option("1" if args.sigma_w is None else args.sigma_w, "sigma_w", True)
+    sb = _float_option("0" if args.sigma_b is None else args.sigma_b, "sigma_b", False)
+    B = None
+    if args.batch_size is not None:
+        B = _integer(args.batch_size, "batch size")
+    out = None
+    if args.out is not None:
+        out = Path(args.out)
+        if out.suffix != ".npy":
+            raise InputError(f"--out must name a .npy file (got '{args.out}')")
+        if out.is_dir():
+            raise InputError(f"--out '{args.out}' is a folder")
+        parent = out.parent if str(out.parent) else Path(".")
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise InputError(f"cannot write '{args.out}': its folder does not exist or is "
+                             "not writable")
+    if args.tol is None:
+        hom = act.homogeneous is not None and float(act.homogeneous.alpha) > 0
+        args.tol = 1e-10 if (hom or not bn) else 1e-2
+    res = pipeline.kernel(act, X, B if bn else None, args.depth, eps, sw, bn, sb,
+                          tol=args.tol, scheduler=args.scheduler)
+    n = res.matrix.shape[0]
+    nb = n // B if (bn and B) else 1
+    status = 0
+    if not res.accuracy <= args.tol:
+        print(f"bnmft: not converged: the kernel reached a relative accuracy of "
+              f"{res.accuracy:.1e}, not --tol {args.tol:g} ({res.route})", file=sys.stderr)
+        status = EXIT_NUMERICAL
+    if out is not None:
+        import io
+
+        from bnmft.codegen.files import atomic_write_bytes
+
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(res.matrix, dtype=np.float64), allow_pickle=False)
+        atomic_write_bytes(out, buf.getvalue())
+    head = {"activation": act.name, "n": n, "batch_size": B if bn else None,
+            "depth": args.depth, "batchnorm": bn, "epsilon": eps if bn else None,
+            "sigma_w": sw, "sigma_b": sb if not bn else None, "route": res.route,
+            "accuracy": float(f"{res.accuracy:.2e}")}
+    if args.json:
+        row = dict(head)
+        if out is not None:
+            row["out"] = str(out)
+        else:
+            row["matrix"] = [[_rounded(v, e) for v, e in zip(rv, re_)]
+                             for rv, re_ in zip(res.matrix.tolist(), res.error.tolist())]
+        print(json.dumps(row, indent=1))
+        return status
+    net = (f"batch size {B}, eps = {eps:g}, sigma_w = {sw:g}" if bn
+           else f"no batchnorm, sigma_w = {sw:g}, sigma_b = {sb:g}")
+    print(f"activation {act.name}, {n} inputs, depth {args.depth}, {net}")
+    print(f"  {'route':31s} {res.route}")
+    print(f"  {'accuracy':31s} {res.accuracy:.1e} (largest error / sqrt(K_ii K_jj))")
+    for name, num in _kernel_summary(res, B if bn else None, nb):
+        text = num.text(max(1, math.floor(num.digits))) if num.digits >= 1 else "(none)"
+        print(f"  {name:31s} {text}")
+    if out is not None:
+        print(f"  {'written':31s} {out} ({n} x {n} float64)")
+    return status
+
+
 def _size_label(b: int) -> str:
     """``1000`` or ``1e6``, as a batch size may be typed."""
     return str(b) if b < 10**4 else f"{b:.0e}".replace("e+0", "e").replace("e+", "e")
@@ -1489,6 +1901,63 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--json", action="store_true", help="print JSON (default: text)")
     es.set_defaults(func=cmd_epsilon_scan, epsilon=None)
 
+    gpp = command("gp", "GP regression with the NNGP kernel of a deep batchnorm network: "
+                  "posterior mean and variance at test inputs",
+                  "bnmft gp relu --train X.npy y.npy --test Xt.npy --batch-size 8 --depth 3 "
+                  "--out mean.npy",
+                  "bnmft gp tanh --train X.npy y.npy --test Xt.npy --test-labels yt.npy "
+                  "--batch-size 16 --depth 5 --epsilon 1e-3 --json",
+                  "bnmft gp relu --train X.npy y.npy --test Xt.npy --no-batchnorm --depth 3")
+    gpp.takes_dash_values = True
+    gpp.add_argument("activation", help=_ACTIVATION_HELP)
+    gpp.add_argument("--gamma", default=None, metavar="GAMMA",
+                     help="use phi(gamma*x + beta) (default 1)")
+    gpp.add_argument("--beta", default=None, metavar="BETA",
+                     help="use phi(gamma*x + beta) (default 0)")
+    gpp.add_argument("--train", nargs=2, required=True, metavar=("X.npy", "y.npy"),
+                     help="training inputs (n x d float .npy; consecutive rows form the "
+                          "batches) and labels (n or n x k; e.g. centred one-hot) (required)")
+    gpp.add_argument("--test", required=True, metavar="Xt.npy",
+                     help="test inputs (n_test x d), batched like the training inputs in "
+                          "consecutive rows of their own: a test point's prediction depends "
+                          "on its batch-mates, so n_test must be a multiple of B (a short "
+                          "batch is refused, not padded) (required)")
+    gpp.add_argument("--test-labels", default=None, metavar="yt.npy",
+                     help="test labels (n_test rows, as y): adds the test MSE and, for k >= 2 "
+                          "columns, the argmax accuracy (default: none)")
+    gpp.add_argument("--batch-size", default=None, metavar="B",
+                     help="batch size B, an integer from 4 to 10^15, dividing n and n_test "
+                          "(required unless --no-batchnorm)")
+    gpp.add_argument("--depth", type=_depth, default=[1], metavar="L",
+                     help="number of layers L of the network whose kernel is the prior, 1 to "
+                          "10000, or a comma list such as 1,2,4,8 (one pass of the deepest; "
+                          "one result each) (default 1)")
+    gpp.add_argument("--kernel-tol", type=_kernel_tol, default=None, metavar="T",
+                     help="accuracy asked of each entry of the deepest kernel, relative to "
+                          "its scale (each layer to T / depth), 1e-14 to 1e-2 (default 1e-10); "
+                          "the posterior's digits account for it")
+    _bn_options(gpp)
+    gpp.add_argument("--no-batchnorm", action="store_true",
+                     help="the vanilla NNGP kernel (no batchnorm; no batches) instead")
+    gpp.add_argument("--sigma-b", default=None,
+                     help="bias standard deviation of the vanilla network (default 0; with "
+                          "--no-batchnorm only)")
+    gpp.add_argument("--jitter", type=_jitter, default=None, metavar="J",
+                     help="regulariser: J * mean(diag K) is added to the train kernel's "
+                          "diagonal, raised by factors of 10 only if Cholesky fails (the "
+                          "value used is printed); 0 to 0.1 (default 1e-10)")
+    gpp.add_argument("--out", default=None, metavar="MEAN.npy",
+                     help="write the posterior mean (n_test x k float64) here, atomically "
+                          "(default: not written)")
+    gpp.add_argument("--variance-out", default=None, metavar="VAR.npy",
+                     help="write the posterior variance (n_test float64) here, atomically "
+                          "(default: not written)")
+    gpp.add_argument("--json", action="store_true",
+                     help="print JSON: settings, jitter used, log marginal likelihood, "
+                          "mean/variance summaries, test metrics (default: text)")
+    quiet(gpp)
+    gpp.set_defaults(func=cmd_gp)
+
     t = command("transition", "where the BSB1 point stops attracting (alpha_relu: "
                 "alpha_transition(B); any phi: the gamma or beta of phi(gamma x + beta))",
                 "bnmft transition alpha_relu --batch-size 8,16,32 --digits 20",
@@ -1559,6 +2028,41 @@ def build_parser() -> argparse.ArgumentParser:
     _bn_options(tu)
     tu.add_argument("--json", action="store_true", help="print JSON (default: text)")
     tu.set_defaults(func=cmd_tune)
+
+    kk = command("kernel", "the depth-L kernel of a wide BN network on a data set",
+                 "bnmft kernel relu --inputs X.npy --batch-size 10 --depth 10 --out K.npy",
+                 "bnmft kernel tanh --inputs X.npy --batch-size 8 --epsilon 1e-3 --json",
+                 "bnmft kernel relu --inputs X.npy --no-batchnorm --sigma-w 1.4 --sigma-b 0.1")
+    kk.takes_dash_values = True
+    kk.add_argument("activation", help=_ACTIVATION_HELP)
+    kk.add_argument("--inputs", required=True, metavar="X.npy",
+                    help="n x d float array (.npy, no pickles); consecutive rows of "
+                         "--batch-size form the batches (required)")
+    kk.add_argument("--batch-size", default=None, metavar="B",
+                    help="inputs per batch, an integer >= 4 dividing n (required unless "
+                         "--no-batchnorm)")
+    kk.add_argument("--depth", type=lambda v: _integer(v, "depth"), default=1, metavar="L",
+                    help="number of layers, >= 1 (default 1)")
+    _bn_options(kk)
+    kk.add_argument("--no-batchnorm", action="store_true",
+                    help="the vanilla NNGP kernel of the same network (default off)")
+    kk.add_argument("--sigma-b", default=None, metavar="S",
+                    help="bias standard deviation with --no-batchnorm (default 0)")
+    kk.add_argument("--tol", type=_tolerance, default=None, metavar="T",
+                    help="accuracy asked of each entry relative to sqrt(K_ii K_jj), per "
+                         "layer, 1e-14 to 1e-2 (default 1e-10; 1e-2 with batchnorm and a "
+                         "phi that is not positive-homogeneous: sampled sphere route)")
+    kk.add_argument("--out", default=None, metavar="K.npy",
+                    help="write the n x n float64 kernel there (atomically) (default: print "
+                         "a summary)")
+    kk.add_argument("--json", action="store_true",
+                    help="print JSON: the parameters, route, accuracy and the matrix (each "
+                         "entry rounded to its digits) or the --out path (default: text)")
+    kk.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                    help="Dask scheduler address (tcp://host:port): the cross-batch blocks of "
+                         "each layer run there (needs bnmft[dask]; default: this process)")
+    quiet(kk)
+    kk.set_defaults(func=cmd_kernel, gamma=None, beta=None)
     return p
 
 

@@ -247,6 +247,89 @@ def vanilla(act, sigma_w="1", sigma_b="0", digits: int = 16, q0="1"):
     return analyze_vanilla(derive_vanilla(act), sw, sb, digits, start)
 
 
+def gp(act, X, y, Xt, batch_size=None, depth=1, epsilon="0", sigma_w="1",
+       batchnorm: bool = True, sigma_b="0", jitter: float | None = None, yt=None,
+       tol: float | None = None):
+    """GP regression with the NNGP prior of a deep batchnorm network (or, with
+    ``batchnorm=False``, of the vanilla network): the posterior mean and latent variance at
+    ``Xt`` given labels ``y`` at ``X`` (a :class:`~bnmft.numerics.gp.GPResult`; a list of
+    them, one per depth, if ``depth`` is a list, computed in one pass of ``max(depth)``
+    layers).
+
+    The prior is the depth-``depth`` kernel of :func:`bnmft.numerics.kernel.kernel` on the
+    stacked inputs ``[X; Xt]`` (``tol``: the accuracy per entry asked of the deepest kernel,
+    each layer to ``tol / max(depth)``, default that of ``kernel``): consecutive rows of ``X`` form the training batches and consecutive rows
+    of ``Xt`` the test batches (of size ``batch_size``, which must divide both ``n`` and
+    ``n_test``). A test point's representation in a batchnorm network depends on its
+    batch-mates, so the kernel between a training batch and a test batch is the cross-batch
+    block, and a short test batch is refused rather than padded with made-up points. The
+    posterior (:func:`bnmft.numerics.gp.posterior`) uses a relative diagonal jitter
+    (default ``1e-10``, raised by factors of 10 only if Cholesky fails; the value used is
+    reported), and its digits account for the linear algebra (Cholesky vs LU) and for the
+    kernel's own error (a perturbation by its claimed bound). ``yt`` (test labels) adds the
+    MSE and, for ``k >= 2`` label columns, the argmax accuracy. Bad input raises
+    :class:`~bnmft.derive.InvalidInput`.
+    """
+    import numpy as np
+
+    from bnmft.derive import InvalidInput, vanilla_parameter
+    from bnmft.derive.errors import check_batch_size
+    from bnmft.numerics import check_parameters
+    from bnmft.numerics.gp import (DEFAULT_JITTER, MAX_JITTER, check_data, kernels_by_depth,
+                                   posterior, summarise)
+
+    act = _activation_of(act)
+    several = isinstance(depth, (list, tuple))
+    depths = list(depth) if several else [depth]
+    if not depths:
+        raise InvalidInput("no depth given")
+    for L in depths:
+        if isinstance(L, bool) or not isinstance(L, (int, np.integer)) or L < 1:
+            raise InvalidInput(f"depth must be an integer >= 1 (got {L!r})")
+    jitter = DEFAULT_JITTER if jitter is None else jitter
+    if (isinstance(jitter, bool) or not isinstance(jitter, (int, float))
+            or not 0 <= jitter <= MAX_JITTER):
+        raise InvalidInput(f"jitter must be a number from 0 to {MAX_JITTER:g}, relative to the "
+                           f"mean prior variance (got {jitter!r})")
+    if batchnorm:
+        if batch_size is None:
+            raise InvalidInput("a batchnorm kernel needs a batch size")
+        batch_size = check_batch_size(batch_size, finite=True)
+        if str(sigma_b) not in ("0", "0.0"):
+            raise InvalidInput("sigma_b needs batchnorm=False (a bias before batchnorm drops "
+                               "out)")
+        eps, sw = check_parameters(epsilon, sigma_w)
+        options = {"epsilon": float(eps), "sigma_w": float(sw), "batchnorm": True}
+    else:
+        if str(epsilon) not in ("0", "0.0"):
+            raise InvalidInput("epsilon is batchnorm's eps: it has no meaning without "
+                               "batchnorm")
+        eps = None
+        sw = vanilla_parameter(sigma_w, "sigma_w", positive=True)
+        sb = vanilla_parameter(sigma_b, "sigma_b", positive=False)
+        options = {"sigma_w": float(sw), "sigma_b": float(sb), "batchnorm": False}
+        batch_size = None
+    if tol is not None:
+        options["tol"] = tol
+    X, y, Xt, yt = check_data(X, y, Xt, yt, batch_size, zero_variance=batchnorm)
+    n = len(X)
+    kernels = kernels_by_depth(act, np.vstack([X, Xt]), batch_size, depths, **options)
+    results = []
+    for L in depths:
+        kr = kernels[int(L)]
+        K = kr.matrix
+        settings = {"activation": act.name, "batchnorm": bool(batchnorm), "depth": int(L),
+                    "batch_size": batch_size, "epsilon": None if eps is None else str(epsilon),
+                    "sigma_w": str(sigma_w),
+                    "sigma_b": None if batchnorm else str(sigma_b),
+                    "n_train": n, "n_test": len(Xt), "outputs": 1 if y.ndim == 1 else y.shape[1],
+                    "kernel_route": kr.route, "kernel_accuracy": kr.accuracy}
+        post = posterior(K[:n, :n], K[n:, :n], np.diag(K)[n:].copy(), y, float(jitter),
+                         kernel_accuracy=kr.accuracy)
+        results.append(summarise(post, settings, yt))
+    return results if several else results[0]
+
+
 def transition(act="alpha_relu", batch_sizes=(8,), digits: int = 16, bracket=None,
                vary: str | None = None, gamma=None, beta=None):
     """Where the BSB1 point stops attracting (``max(lambda_L, lambda_M) = 1``), per batch size.
@@ -514,3 +597,17 @@ def width_bias(act, batch_size: int, widths=(64, 128, 256, 512), depth: int = 30
                   for name, m in sim.measurements().items()
                   if m.mean is not None and m.theory is not None}
     return out
+
+def kernel(act, X, batch_size, depth: int = 1, epsilon=0, sigma_w=1, batchnorm: bool = True,
+           sigma_b=0, *, tol: float = 1e-10, route: str = "auto", scheduler=None):
+    """The depth-``depth`` kernel (NNGP prior) of a wide network on the rows of ``X`` (n x d;
+    consecutive rows of ``batch_size`` form the batches): a
+    :class:`~bnmft.numerics.kernel.KernelResult` with ``matrix`` (n x n float64), ``error``
+    and ``accuracy`` (the largest error relative to ``sqrt(K_ii K_jj)``). With
+    ``batchnorm=False`` the vanilla recursion with biases ``N(0, sigma_b^2)``. ``scheduler``:
+    a Dask scheduler address or Client (needs ``bnmft[dask]``). See
+    :func:`bnmft.numerics.kernel.kernel`."""
+    from bnmft.numerics.kernel import kernel as _kernel
+
+    return _kernel(_activation_of(act), X, batch_size, depth, epsilon, sigma_w, batchnorm,
+                   sigma_b, tol=tol, route=route, scheduler=scheduler)

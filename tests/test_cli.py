@@ -407,7 +407,7 @@ def test_every_option_of_every_command_has_help():
     parser, commands = _subcommands()
     assert set(commands) == {"analyze", "derive", "codegen", "verify", "gegenbauer", "report",
                              "spectrum", "transition", "epsilon-scan", "sheet", "export",
-                             "simulate", "tune"}
+                             "simulate", "tune", "kernel", "gp"}
     for name, sub in {"bnmft": parser, **commands}.items():
         for action in sub._actions:
             if isinstance(action, argparse._SubParsersAction):

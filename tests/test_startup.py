@@ -13,7 +13,7 @@ from bnmft.cli import build_parser, main
 HEAVY = "print(sorted(m for m in ('sympy', 'scipy', 'numpy', 'mpmath') if m in sys.modules))"
 
 COMMANDS = {"analyze", "derive", "codegen", "verify", "gegenbauer", "spectrum", "report",
-            "epsilon-scan", "transition", "sheet", "export", "simulate", "tune"}
+            "epsilon-scan", "transition", "sheet", "export", "simulate", "tune", "kernel", "gp"}
 
 
 def _fresh(code: str) -> str:
