@@ -149,7 +149,14 @@ def _pass_smooth(act: Activation, moments, B: int, level: int, prec: int, Z, dps
         pieces = [(arbmath.from_mpf(a), arbmath.from_mpf(b), pa, pb)
                   for a, b, pa, pb in _outer_pieces(B, [], 1, Z)]
         outer = []
-        for z1, w1 in _pieces(pieces, rule):
+        # On the whole ellipse (no truncated window) the outer variable is split in two
+        # halves with power substitutions at both ends; the outer integrand (marginal times
+        # chord integral) is then smoother than the inner one (phi along a chord of length
+        # ~ 2 sqrt(B)), so each half takes half the inner nodes: both still double per level,
+        # so the extrapolated error of :func:`.sphere.adaptive_levels` measures both rules.
+        whole = Z >= mpmath.sqrt(B - 1)
+        outer_rule = _rule_arb("gl", level - 1, prec) if whole and level > 1 else rule
+        for z1, w1 in _pieces(pieces, outer_rule):
             f1, g1 = fg(z1)
             vals = dict(zip(firsts, first_values(z1, f1, g1)))
             if one:
