@@ -25,6 +25,7 @@ import mpmath
 from bnmft.derive import Activation
 
 from . import arbmath
+from .rules import gl_count
 from .sphere import (
     _interpolated_inner,
     _pieces,
@@ -358,13 +359,19 @@ def moments_cartesian(act: Activation, moments, B: int, dps: int, max_level: int
         prec = mpmath.mp.prec
 
         smooth = not act.kinks and _rule_kind(act)[0] == "gl"
+        # smooth phi on the whole ellipse: rule sizes chosen from the convergence so far
+        # (adaptive_levels' sizes); on a truncated window (large B, interpolated chord
+        # integrals) the doubling levels, which measured faster there (wider windows only
+        # reach the whole ellipse, never leave it)
+        sizes = smooth and _window(B, effective_digits(act, B, dps + 10)) >= mpmath.sqrt(B - 1)
 
         def make_pass(window_digits):
             Z = _window(B, effective_digits(act, B, window_digits))
-            if smooth:
+            if sizes:
                 return lambda n: _pass_smooth(act, moments, B, n, prec, Z, dps)
+            if smooth:
+                return lambda level: _pass_smooth(act, moments, B, gl_count(level), prec, Z, dps)
             return lambda level: _pass(act, moments, B, level, prec, Z)
 
-        # smooth phi: rule sizes chosen from the convergence so far (adaptive_levels' sizes)
         return relative_levels(make_pass, moments, dps, max_level,
-                               f"Cartesian quadrature at B={B}", sizes=smooth)
+                               f"Cartesian quadrature at B={B}", sizes=sizes)
