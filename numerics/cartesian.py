@@ -25,6 +25,7 @@ import mpmath
 from bnmft.derive import Activation
 
 from . import arbmath
+from .rules import gl_count
 from .sphere import (
     _interpolated_inner,
     _pieces,
@@ -110,7 +111,7 @@ def _inner_pieces(B, kinks, power, z1, Z):
     return c, h, [(a, b, pa, pb) for (a, pa), (b, pb) in zip(pts[:-1], pts[1:]) if b > a]
 
 
-def _pass_smooth(act: Activation, moments, B: int, level: int, prec: int, Z, dps: int):
+def _pass_smooth(act: Activation, moments, B: int, n: int, prec: int, Z, dps: int):
     """:func:`_pass` for ``phi`` without kinks. On a truncated window (``Z < sqrt(B-1)``, large
     ``B``) the inner chord integrals are interpolated in the outer variable from Chebyshev
     points (:mod:`.chebyshev`): in the angle ``theta = asin(z1/sqrt(B-1))``, after division
@@ -124,7 +125,7 @@ def _pass_smooth(act: Activation, moments, B: int, level: int, prec: int, Z, dps
     use_dphi = any(p.q for mo in moments for p in mo.points)
     with arbmath.precision(prec):
         pair = arbmath.arb_function_pair(act.expr, act.derivative, prec)
-        rule = _rule_arb("gl", level, prec)
+        rule = arbmath.gauss_legendre(n, prec)
         Bm = arbmath.arb(B)
         zero = arbmath.arb(0)
         c1 = mpmath.exp(
@@ -149,7 +150,14 @@ def _pass_smooth(act: Activation, moments, B: int, level: int, prec: int, Z, dps
         pieces = [(arbmath.from_mpf(a), arbmath.from_mpf(b), pa, pb)
                   for a, b, pa, pb in _outer_pieces(B, [], 1, Z)]
         outer = []
-        for z1, w1 in _pieces(pieces, rule):
+        # On the whole ellipse (no truncated window) the outer variable is split in two
+        # halves with power substitutions at both ends; the outer integrand (marginal times
+        # chord integral) is then smoother than the inner one (phi along a chord of length
+        # ~ 2 sqrt(B)), so each half takes half the inner nodes: both still double per level,
+        # so the extrapolated error of :func:`.sphere.adaptive_levels` measures both rules.
+        whole = Z >= mpmath.sqrt(B - 1)
+        outer_rule = arbmath.gauss_legendre((n + 1) // 2, prec) if whole else rule
+        for z1, w1 in _pieces(pieces, outer_rule):
             f1, g1 = fg(z1)
             vals = dict(zip(firsts, first_values(z1, f1, g1)))
             if one:
@@ -164,12 +172,24 @@ def _pass_smooth(act: Activation, moments, B: int, level: int, prec: int, Z, dps
         if two:
             half_pi = mpmath.pi / 2
             inv_B, inv_B2 = 1 / Bm, 1 / (Bm - 2)
-            whole_chord = None  # the t rule on [-pi/2, pi/2]: the same for every full chord
+            whole_chord = None  # the rule on a whole chord: the same for every full chord
+            arb_one = arbmath.arb(1)
 
             def t_nodes(ip):
                 nonlocal whole_chord
                 full = len(ip) == 1 and ip[0][0] == -half_pi and ip[0][1] == half_pi
                 if full and whole_chord is not None:
+                    return whole_chord
+                if full and whole:
+                    # z2 = c + h x on the whole chord: the density is (1 - x^2)^((B-5)/2)
+                    # times a constant, so Gauss-Gegenbauer (lam = (B-4)/2) leaves only
+                    # phi(c + h x) to resolve (analytic on a Bernstein ellipse in x larger
+                    # than the one in t, where x = sin t compresses the chord's middle by
+                    # pi/2); the density itself is still evaluated at every node and its
+                    # ratio to the rule's weight (1 - x^2)^((B-5)/2) enters the weights
+                    whole_chord = [(x, arb_one, wx / wpow)
+                                   for x, wx, wpow in arbmath.gauss_gegenbauer(
+                                       n, B - 4, prec)]
                     return whole_chord
                 arb_ip = [(arbmath.from_mpf(a), arbmath.from_mpf(b), pa, pb)
                           for a, b, pa, pb in ip]
@@ -338,11 +358,20 @@ def moments_cartesian(act: Activation, moments, B: int, dps: int, max_level: int
     with mpmath.workdps(dps + 15):
         prec = mpmath.mp.prec
 
+        smooth = not act.kinks and _rule_kind(act)[0] == "gl"
+        # smooth phi on the whole ellipse: rule sizes chosen from the convergence so far
+        # (adaptive_levels' sizes); on a truncated window (large B, interpolated chord
+        # integrals) the doubling levels, which measured faster there (wider windows only
+        # reach the whole ellipse, never leave it)
+        sizes = smooth and _window(B, effective_digits(act, B, dps + 10)) >= mpmath.sqrt(B - 1)
+
         def make_pass(window_digits):
             Z = _window(B, effective_digits(act, B, window_digits))
-            if not act.kinks and _rule_kind(act)[0] == "gl":
-                return lambda level: _pass_smooth(act, moments, B, level, prec, Z, dps)
+            if sizes:
+                return lambda n: _pass_smooth(act, moments, B, n, prec, Z, dps)
+            if smooth:
+                return lambda level: _pass_smooth(act, moments, B, gl_count(level), prec, Z, dps)
             return lambda level: _pass(act, moments, B, level, prec, Z)
 
         return relative_levels(make_pass, moments, dps, max_level,
-                               f"Cartesian quadrature at B={B}")
+                               f"Cartesian quadrature at B={B}", sizes=sizes)

@@ -537,7 +537,7 @@ def _mp_pass(act: Activation, moments, geo: Geometry, level: int, prec: int,
         return out
 
 
-def _extrapolated_error(history, scale):
+def _extrapolated_error(history, scale, counts=None, model=False):
     """Error of the last of a geometrically converging sequence of integrals, relative to
     ``scale`` (the moment's magnitude, see :func:`adaptive_levels`).
 
@@ -545,6 +545,14 @@ def _extrapolated_error(history, scale):
     regime, so with ``D1 = log|I_k - I_{k-1}|`` and ``D2 = log|I_k - I_{k-2}|`` (relative)
     the error of ``I_k`` is about ``10^(D1^2/D2)`` (mpmath's ``estimate_error``). Before that
     regime the squaring is incomplete, so the estimate is never taken below ``10^(1.5 D1)``.
+
+    ``counts = (n_{k-2}, n_{k-1}, n_k)``: the rules' node counts when they do not double.
+    With the error ``~ rho^-n`` the digits grow in proportion to ``n``: the observed ratio
+    ``D1/D2`` (an estimate of ``n_{k-1}/n_{k-2}``) is raised to the power
+    ``log(n_k/n_{k-1}) / log(n_{k-1}/n_{k-2})``, and the floor is ``10^((1 + (r-1)/2) D1)``
+    with ``r = n_k/n_{k-1}`` (half the gain the model expects, as ``1.5 D1`` is for ``r = 2``);
+    doublings give the formulas above. ``model=True`` returns the model's estimate without
+    the floor (to choose the next rule size, never to accept a result).
     """
     e1 = abs(history[-1] - history[-2]) / scale
     e2 = abs(history[-1] - history[-3]) / scale
@@ -555,7 +563,14 @@ def _extrapolated_error(history, scale):
     d1, d2 = mpmath.log10(e1), mpmath.log10(e2)
     if d1 >= d2:
         return e1
-    return max(mpmath.mpf(10) ** (d1 * d1 / d2), mpmath.mpf(10) ** (mpmath.mpf(3) / 2 * d1))
+    if counts is None:
+        counts = (1, 2, 4)
+    n0, n1, n2 = (mpmath.mpf(n) for n in counts)
+    r = n2 / n1
+    estimate = mpmath.mpf(10) ** (d1 * (d1 / d2) ** (mpmath.log(r) / mpmath.log(n1 / n0)))
+    if model:
+        return estimate
+    return max(estimate, mpmath.mpf(10) ** ((1 + (r - 1) / 2) * d1))
 
 
 #: Moments below ``10^-SMALL_MOMENT_DIGITS`` (in modulus of the integrand) widen the window.
@@ -597,23 +612,26 @@ def moments_mp(act: Activation, moments, B: int, dps: int, max_level: int = 9):
         return relative_levels(make_pass, moments, dps, max_level, f"sphere quadrature at B={B}")
 
 
-def relative_levels(make_pass, moments, dps: int, max_level: int, what: str) -> dict:
+def relative_levels(make_pass, moments, dps: int, max_level: int, what: str,
+                    sizes: bool = False) -> dict:
     """:func:`adaptive_levels` on a window wide enough for the moments' magnitudes.
 
     ``make_pass(window_digits)`` gives ``run_level`` on a window that drops weight x integrand
     below ``10^-window_digits``. A coarse level measures the moments (``E|integrand|``);
     tiny ones widen the window by :func:`window_shift` digits, so the dropped tails stay below
     ``10^-(dps+10)`` of every moment; the converged sizes are checked once more.
+    ``sizes``: ``run_level`` takes a node count, chosen by :func:`adaptive_levels`.
     """
     digits = dps + 10
     run = make_pass(digits)
-    probe = run(2)
+    probe = run(gl_count(2) if sizes else 2)
     shift = window_shift(entry[1] for entry in probe.values())
     for _ in range(2):
         if shift:
             run, probe = make_pass(digits + shift), None
         result, absolutes = adaptive_levels(run, moments, dps, max_level, what,
-                                            mpmath.mpf(10) ** -(digits + shift), first=probe)
+                                            mpmath.mpf(10) ** -(digits + shift), first=probe,
+                                            sizes=sizes)
         needed = window_shift(absolutes.values())
         if needed <= shift:
             break
@@ -621,8 +639,24 @@ def relative_levels(make_pass, moments, dps: int, max_level: int, what: str) -> 
     return result
 
 
+#: Smallest growth of the rule between two adaptive sizes (see :func:`adaptive_levels`).
+MIN_GROWTH = mpmath.mpf(5) / 4
+
+
+def _next_size(n: int, model_digits, target) -> int:
+    """Node count after ``n``: the smallest growth ``r`` (between :data:`MIN_GROWTH` and 2)
+    under which the floor of :func:`_extrapolated_error` at the next size, ``(1 + (r-1)/2)``
+    times the digits of the current rule (``model_digits``, the model's estimate), reaches
+    ``target`` digits."""
+    if model_digits <= 0:
+        return 2 * n
+    r = 1 + 2 * (target / model_digits - 1)
+    r = min(max(r, MIN_GROWTH), mpmath.mpf(2))
+    return int(mpmath.ceil(r * n))
+
+
 def adaptive_levels(run_level, moments, dps: int, max_level: int, what: str, truncation,
-                    first=None):
+                    first=None, sizes: bool = False):
     """Raise the rule level until every moment's extrapolated error is below ``10^-dps`` of its
     magnitude.
 
@@ -633,19 +667,42 @@ def adaptive_levels(run_level, moments, dps: int, max_level: int, what: str, tru
     moment of ``1e-39`` converged with no digit. Returns ``({moment: (value, abs_error)},
     {moment: absolute})``, the error including ``truncation``, the caller's bound on the
     dropped weight tails.
+
+    ``sizes=True``: ``run_level(n)`` takes the node count ``n``; the first three are
+    ``gl_count(2..4)`` (doublings), each later one grows by the least factor (at most 2, at
+    least :data:`MIN_GROWTH`) with which, if the model's estimate of the current error is
+    right, the next error estimate (with its floor) passes (:func:`_next_size`): a final
+    doubling would compute a rule with up to twice the digits needed. Stops once the count
+    exceeds ``gl_count(max_level)``.
     """
     tol = mpmath.mpf(10) ** (-dps - 1)
     resolvable = mpmath.mpf(10) ** (dps + 3 - mpmath.mp.dps)
     history: dict = {mo: [] for mo in moments}
-    for level in range(2, max_level + 1):
-        cur = first if level == 2 and first is not None else run_level(level)
+    counts: list = []
+    n = gl_count(2)
+    for level in range(2, 10**6):
+        if sizes:
+            if n > gl_count(max_level):
+                break
+        elif level > max_level:
+            break
+        cur = first if level == 2 and first is not None else run_level(n if sizes else level)
+        counts.append(n)
         for mo in moments:
             history[mo].append(cur[mo][0])
         if level < 4:
+            n = gl_count(level + 1)
             continue
         scale = {mo: max(abs(cur[mo][0]), resolvable * cur[mo][1]) for mo in moments}
-        errs = {mo: _extrapolated_error(history[mo], scale[mo]) if scale[mo] else mpmath.mpf(0)
-                for mo in moments}
+        ns = tuple(counts[-3:]) if sizes else None
+        errs = {mo: _extrapolated_error(history[mo], scale[mo], ns) if scale[mo]
+                else mpmath.mpf(0) for mo in moments}
+        if sizes:
+            models = [_extrapolated_error(history[mo], scale[mo], ns, model=True)
+                      for mo in moments if scale[mo]]
+            worst = max(models, default=mpmath.mpf(0))
+            digits = -mpmath.log10(worst) if worst > 0 else mpmath.inf
+            n = _next_size(n, digits, dps + 2)
         if all(e <= tol for e in errs.values()):
             # a third entry is the pass's own error bound (interpolated inner integrals)
             return ({mo: (+cur[mo][0], errs[mo] * scale[mo] + truncation

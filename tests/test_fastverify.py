@@ -111,8 +111,8 @@ def test_interpolated_inner_integral_against_mpmath_quad():
     try:
         with mpmath.workdps(47):
             Z = cartesian._window(B, sphere.effective_digits(act, B, 42))
-            # level 8: where the adaptive run at 32 digits converges (768-point rules)
-            cartesian._pass_smooth(act, moments, B, 8, mpmath.mp.prec, Z, 32)
+            # 768-point rules: at least where the adaptive run at 32 digits converges
+            cartesian._pass_smooth(act, moments, B, 768, mpmath.mp.prec, Z, 32)
     finally:
         cartesian._interpolated_inner = real
     fine, _ = captured["table"]
