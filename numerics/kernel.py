@@ -267,12 +267,25 @@ def _radial(W: np.ndarray, mu: np.ndarray, pp: np.ndarray, qq: np.ndarray, dual:
         tm = t[:, :, None] * mu[:, None, :]  # (k, nodes, r)
         f = 1.0 / (1.0 + tm)
         logw = a * np.log(t) - 0.5 * np.sum(np.log1p(tm), axis=-1) - 0.5 * eps * B * t
-        cross = prod @ np.swapaxes(f, 1, 2)  # (k, npairs, nodes)
-        diag = dpp @ np.swapaxes(f, 1, 2)  # (k, P, nodes)
-        V = dual.value(cross, diag[:, pp, :], diag[:, qq, :])
-        g = np.exp(logw)[:, None, :] * V  # integrand in y (dy = dt / t)
-        full = h * np.sum(g, axis=-1)
-        half = 2 * h * np.sum(g[..., ::2], axis=-1)
+        ew = np.exp(logw)
+        ft = np.swapaxes(f, 1, 2)
+        full, half = np.empty((k, len(pp))), np.empty((k, len(pp)))
+        ends = np.empty((k, len(pp), 3))  # integrand at the first two and the last node
+        d = np.empty((k, P)) if scale is None else None
+        # in slices of the stack that stay in cache (a few times faster than whole arrays)
+        step = max(1, _CACHED // (len(pp) * (n + 1)))
+        for s in range(0, k, step):
+            sl = slice(s, s + step)
+            cross = prod[sl] @ ft[sl]  # (step, npairs, nodes)
+            diag = dpp[sl] @ ft[sl]  # (step, P, nodes)
+            g = dual.value(cross, diag[:, pp, :], diag[:, qq, :])
+            g *= ew[sl, None, :]  # integrand in y (dy = dt / t)
+            full[sl] = h * np.sum(g, axis=-1)
+            half[sl] = 2 * h * np.sum(g[..., ::2], axis=-1)
+            ends[sl] = g[..., [0, 1, -1]]
+            if d is not None:
+                d[sl] = h * np.sum(ew[sl, None, :] * diag**a * dual.second, axis=-1)
+        g = ends
         # tails. Below: g = e^{a u} (f0 + f1 e^u + O(e^{2u})) (t -> 0 is regular), f0, f1 fitted
         # to the first two nodes, summed on the grid continued down; the f2 term left out is
         # ~ (r/2 + a) e^{-L} times the f1 term (Taylor coefficients of prod (1 + t mu)^{-1/2}).
@@ -298,7 +311,6 @@ def _radial(W: np.ndarray, mu: np.ndarray, pp: np.ndarray, qq: np.ndarray, dual:
         tail_err = (2.0 * growth * math.exp(-L) * lo_two
                     + h * np.abs(g1) * math.exp(-U) * growth / (1 - ru))
         if scale is None:
-            d = h * np.sum(np.exp(logw)[:, None, :] * diag**a * dual.second, axis=-1)
             sc = np.sqrt(np.abs(d[:, pp] * d[:, qq]))
         else:
             sc = scale
@@ -309,6 +321,8 @@ def _radial(W: np.ndarray, mu: np.ndarray, pp: np.ndarray, qq: np.ndarray, dual:
 
 
 _CHUNK = 4_000_000  # doubles per intermediate array
+#: Doubles per intermediate array of the radial integrand (a slice that stays in cache).
+_CACHED = 40_000
 
 
 def _within_laplace(S: np.ndarray, dual: _Dual, eps: float, tol: float):
