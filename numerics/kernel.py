@@ -820,17 +820,28 @@ def _layer_tasks(nb: int, per_task: int = PAIRS_PER_TASK):
     return [pairs[i:i + per_task] for i in range(0, len(pairs), per_task)]
 
 
-def _cross_task(act_spec, K, B, pairs, kind, eps, tol, diag):
-    """Cross blocks of one task: ``[(b, c, V, E), ...]`` (without ``sigma_w^2``)."""
-    act = _activation(act_spec)
+def _task_blocks(K, B, pairs):
+    """The batches ``bs``, ``cs`` of a task's pairs and their blocks ``S11, S12, S22``."""
     bs = np.array([p[0] for p in pairs])
     cs = np.array([p[1] for p in pairs])
     blk = lambda i, j: np.array([K[x * B:(x + 1) * B, y * B:(y + 1) * B]  # noqa: E731
                                  for x, y in zip(i, j)])
-    S11, S12, S22 = blk(bs, bs), blk(bs, cs), blk(cs, cs)
+    return bs, cs, blk(bs, bs), blk(bs, cs), blk(cs, cs)
+
+
+def _cross_task(act_spec, K, B, pairs, kind, eps, tol, diag):
+    """Cross blocks of one task: ``[(b, c, V, E), ...]`` (without ``sigma_w^2``)."""
+    bs, cs, S11, S12, S22 = _task_blocks(K, B, pairs)
+    return _cross_blocks(act_spec, B, bs, cs, S11, S12, S22, kind, eps, tol, diag[bs],
+                         diag[cs])
+
+
+def _cross_blocks(act_spec, B, bs, cs, S11, S12, S22, kind, eps, tol, d1, d2):
+    """:func:`_cross_task` from the blocks themselves (what a worker process is sent)."""
+    act = _activation(act_spec)
     if kind == "laplace":
         dual = _dual_of(act)
-        V, E = _cross_laplace(S11, S12, S22, dual, eps, tol, diag[bs], diag[cs])
+        V, E = _cross_laplace(S11, S12, S22, dual, eps, tol, d1, d2)
     else:
         C = np.concatenate([np.concatenate([S11, S12], 2),
                             np.concatenate([np.swapaxes(S12, 1, 2), S22], 2)], 1)
@@ -850,7 +861,7 @@ def _spec_of(act):
     return act
 
 
-def _bn_layer(act, K, B, kind, eps, sw, tol, client=None, desc="layer"):
+def _bn_layer(act, K, B, kind, eps, sw, tol, client=None, desc="layer", pool=None):
     from bnmft.progress import progress
 
     n = K.shape[0]
@@ -867,7 +878,16 @@ def _bn_layer(act, K, B, kind, eps, sw, tol, client=None, desc="layer"):
     diag = np.einsum("kii->ki", Vw)
     tasks = _layer_tasks(nb)
     spec = _spec_of(act)
-    if client is None:
+    if pool is not None:
+        from concurrent.futures import as_completed
+
+        futures = []
+        for t in tasks:
+            bs, cs, S11, S12, S22 = _task_blocks(K, B, t)
+            futures.append(pool.submit(_cross_blocks, spec, B, bs, cs, S11, S12, S22, kind,
+                                       eps, tol, diag[bs], diag[cs]))
+        results = (f.result() for f in progress(as_completed(futures), desc, len(futures)))
+    elif client is None:
         results = (_cross_task(act, K, B, t, kind, eps, tol, diag)
                    for t in progress(tasks, desc))
     else:
@@ -886,7 +906,8 @@ def _bn_layer(act, K, B, kind, eps, sw, tol, client=None, desc="layer"):
 
 
 def kernel(act, X, batch_size, depth: int = 1, epsilon=0, sigma_w=1, batchnorm: bool = True,
-           sigma_b=0, *, tol: float = TOL, route: str = "auto", scheduler=None) -> KernelResult:
+           sigma_b=0, *, tol: float = TOL, route: str = "auto", scheduler=None,
+           workers: int = 1) -> KernelResult:
     """The depth-``L`` kernel of a wide network on the rows of ``X`` (n x d) as a
     :class:`KernelResult` (``matrix`` n x n float64, ``error``, ``accuracy``, ``route``).
 
@@ -901,6 +922,8 @@ def kernel(act, X, batch_size, depth: int = 1, epsilon=0, sigma_w=1, batchnorm: 
     towards the BSB1 point, and the tests compare depth-2 and depth-3 kernels with ones
     computed at a 1000 times smaller tolerance. ``scheduler``: the address of a Dask
     scheduler (or a ``dask.distributed.Client``); the cross blocks of each layer run there.
+    ``workers``: local worker processes for the cross blocks (``concurrent.futures``; the
+    same values as one process, each task being computed the same way).
     """
     act = _activation(act)
     eps, sw = _check_parameters(epsilon, sigma_w, tol)
@@ -908,6 +931,7 @@ def kernel(act, X, batch_size, depth: int = 1, epsilon=0, sigma_w=1, batchnorm: 
     if not (math.isfinite(sb) and sb >= 0):
         raise InvalidInput(f"sigma_b must be a finite number >= 0 (got {sigma_b!r})")
     X, B, L = _check_inputs(X, batch_size, depth, batchnorm)
+    nw = _workers(workers)
     K = X @ X.T / X.shape[1]
     rel = 0.0
     from bnmft.progress import progress
@@ -923,14 +947,29 @@ def kernel(act, X, batch_size, depth: int = 1, epsilon=0, sigma_w=1, batchnorm: 
     else:
         kind, _ = _route(act, route)
         client = _client(scheduler)
-        for layer in range(L):
-            K, E = _bn_layer(act, K, B, kind, eps, sw, tol / L, client,
-                             f"layer {layer + 1}/{L}")
-            d = np.sqrt(np.abs(np.diag(K)))
-            rel += float(np.max(E / np.maximum(np.outer(d, d), 1e-300)))
+        pool = None
+        if nw > 1 and client is None and (X.shape[0] // B) > 1:
+            from concurrent.futures import ProcessPoolExecutor
+
+            pool = ProcessPoolExecutor(nw)
+        try:
+            for layer in range(L):
+                K, E = _bn_layer(act, K, B, kind, eps, sw, tol / L, client,
+                                 f"layer {layer + 1}/{L}", pool)
+                d = np.sqrt(np.abs(np.diag(K)))
+                rel += float(np.max(E / np.maximum(np.outer(d, d), 1e-300)))
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
         route_name = ROUTE_LAPLACE if kind == "laplace" else ROUTE_SPHERE
     d = np.sqrt(np.abs(np.diag(K)))
     return KernelResult(K, rel * np.outer(d, d), route_name)
+
+
+def _workers(workers) -> int:
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise InvalidInput(f"workers must be an integer >= 1 (got {workers!r})")
+    return int(workers)
 
 
 def _client(scheduler):
