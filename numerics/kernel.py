@@ -21,8 +21,8 @@ Routes
   axis, so the error falls like ``exp(-c/h)``) with fitted geometric tails, the error from
   the difference to the half rule through that exponential model; angle: nested Fejer rules
   (second kind) of 3, 7, 15, 31 nodes for integer ``a`` (each reuses the nodes of the one
-  before), Gauss-Jacobi rules of 4, 6, 9, 14, 21 nodes otherwise, the error from three successive rules (safe for geometric and
-  for algebraic convergence), then adaptive Gauss-Kronrod (``scipy.integrate.quad_vec``)
+  before), Gauss-Jacobi rules of 4, 6, 9, 14, 21 nodes otherwise, the error from three
+  successive rules (safe for geometric and for algebraic convergence), then adaptive Gauss-Kronrod (``scipy.integrate.quad_vec``)
   for the pairs that are still short. Rules are refined until the error is below ``tol``
   times the entry's scale ``sqrt(V_ii V_jj)``; the tests compare every claimed error with
   the distance to a far more accurate computation.
