@@ -120,13 +120,27 @@ class _Dual:
 
     def value_norm(self, cross, norm):
         """:meth:`value` from the covariance ``cross`` and ``norm = sqrt(dp dq)``, with few
-        temporaries (the radial integrand's inner loop). ``a = 1``: the same closed form, its
-        linear part written as ``(A^2 + C^2) pi - (A + C)^2 theta``."""
+        temporaries (the radial integrand's inner loop). ``a = 1``: the same closed form,
+        ``(A + C)^2 / (2 pi) (sqrt(dp dq - cross^2) + (c - theta) cross)`` with ``c = (A^2 +
+        C^2) pi / (A + C)^2`` (``norm rho = cross`` up to rounding)."""
         rho = cross / np.maximum(norm, 1e-300)
         np.clip(rho, -1.0, 1.0, out=rho)
         if self.alpha != 1.0:
             return norm**self.alpha * self.K(rho)
         A, C = self.A, self.C
+        s2 = (A + C) ** 2
+        if s2 > 0:
+            lin = np.arccos(rho)
+            np.subtract((A * A + C * C) * np.pi / s2, lin, out=lin)
+            lin *= cross
+            root = 1.0 - rho
+            rho += 1.0
+            root *= rho
+            np.sqrt(root, out=root)
+            root *= norm
+            root += lin
+            root *= s2 / (2 * np.pi)
+            return root
         lin = np.arccos(rho)
         lin *= -(A + C) ** 2
         lin += (A * A + C * C) * np.pi
