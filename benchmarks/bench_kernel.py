@@ -9,10 +9,12 @@
    needs (s / accuracy)^2 times as many samples. Both are timed interleaved on the same
    inputs; the ratio printed is (Monte Carlo time scaled to equal accuracy) / (Laplace time).
    Finite-width bias (O(1/W)) is ignored, which favours Monte Carlo.
-3. With --goal: the depth-10 kernel of 1,000 inputs (B = 10, 100 batches, 5,050 block pairs
-   per layer) at 1e-8, timed once.
+3. Worker processes: the same kernel (n = 300, depth 2) in one process and in two
+   (``workers=2``), interleaved, medians and their ratio.
+4. With --goal: the depth-10 kernel of 1,000 inputs (B = 10, 100 batches, 5,050 block pairs
+   per layer) at 1e-8, timed once (``--workers N`` worker processes, default 1).
 
-Run: python benchmarks/bench_kernel.py [--rounds 3] [--goal]
+Run: python benchmarks/bench_kernel.py [--rounds 3] [--goal [--workers 2]] [--only-goal]
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ def _inputs(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, d))
 
 
-def _laplace(n, B, depth, tol=None):
+def _laplace(n, B, depth, tol=None, workers=1):
     X = _inputs(n)
     t = time.perf_counter()
-    res = K.kernel("relu", X, B, depth=depth, tol=TOL * depth if tol is None else tol)
+    res = K.kernel("relu", X, B, depth=depth, tol=TOL * depth if tol is None else tol,
+                   workers=workers)
     return time.perf_counter() - t, res
 
 
@@ -98,23 +101,39 @@ def versus_monte_carlo(rounds: int, n: int = 100, B: int = 10, depth: int = 2,
           f"at equal accuracy: {need * mm / ml:.2e}")
 
 
-def goal() -> None:
-    dt, res = _laplace(1000, 10, 10, tol=TOL)
-    print(f"depth-10 ReLU BN kernel of 1,000 inputs (B = 10): {dt:.1f} s, accuracy "
-          f"{res.accuracy:.1e}")
+def worker_processes(rounds: int, n: int = 300, B: int = 10, depth: int = 2) -> None:
+    times = {1: [], 2: []}
+    for _ in range(rounds):
+        for w in (1, 2):
+            dt, res = _laplace(n, B, depth, workers=w)
+            times[w].append(dt)
+    m1, m2 = statistics.median(times[1]), statistics.median(times[2])
+    print(f"n = {n}, B = {B}, depth {depth}: one process {m1:.2f} s, two worker processes "
+          f"{m2:.2f} s (medians of {rounds}): ratio {m1 / m2:.2f}")
+
+
+def goal(workers: int = 1) -> None:
+    dt, res = _laplace(1000, 10, 10, tol=TOL, workers=workers)
+    print(f"depth-10 ReLU BN kernel of 1,000 inputs (B = 10, workers={workers}): {dt:.1f} s, "
+          f"accuracy {res.accuracy:.1e}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--goal", action="store_true")
+    ap.add_argument("--only-goal", action="store_true")
+    ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
-    growth(args.rounds)
-    print()
-    versus_monte_carlo(args.rounds)
-    if args.goal:
+    if not args.only_goal:
+        growth(args.rounds)
         print()
-        goal()
+        versus_monte_carlo(args.rounds)
+        print()
+        worker_processes(args.rounds)
+    if args.goal or args.only_goal:
+        print()
+        goal(args.workers)
 
 
 if __name__ == "__main__":

@@ -178,6 +178,13 @@ def _integer(value: str, what: str) -> int:
     return int(text)
 
 
+def _workers_option(value: str) -> int:
+    n = _integer(value, "--workers")
+    if n < 1:
+        raise InputError(f"--workers must be >= 1 (got {n})")
+    return n
+
+
 def _terms(value: str) -> int:
     return _integer(value, "--terms")
 
@@ -1625,7 +1632,8 @@ def cmd_kernel(args) -> int:
         hom = act.homogeneous is not None and float(act.homogeneous.alpha) > 0
         args.tol = 1e-10 if (hom or not bn) else 1e-2
     res = pipeline.kernel(act, X, B if bn else None, args.depth, eps, sw, bn, sb,
-                          tol=args.tol, scheduler=args.scheduler)
+                          tol=args.tol, scheduler=args.scheduler,
+                          workers=_workers_option(args.workers))
     n = res.matrix.shape[0]
     nb = n // B if (bn and B) else 1
     status = 0
@@ -2061,6 +2069,8 @@ def build_parser() -> argparse.ArgumentParser:
     kk.add_argument("--scheduler", default=None, metavar="ADDRESS",
                     help="Dask scheduler address (tcp://host:port): the cross-batch blocks of "
                          "each layer run there (needs bnmft[dask]; default: this process)")
+    kk.add_argument("--workers", default="1", metavar="N",
+                    help="local worker processes for the cross-batch blocks (default 1)")
     quiet(kk)
     kk.set_defaults(func=cmd_kernel, gamma=None, beta=None)
     return p

@@ -599,15 +599,17 @@ def width_bias(act, batch_size: int, widths=(64, 128, 256, 512), depth: int = 30
     return out
 
 def kernel(act, X, batch_size, depth: int = 1, epsilon=0, sigma_w=1, batchnorm: bool = True,
-           sigma_b=0, *, tol: float = 1e-10, route: str = "auto", scheduler=None):
+           sigma_b=0, *, tol: float = 1e-10, route: str = "auto", scheduler=None,
+           workers: int = 1):
     """The depth-``depth`` kernel (NNGP prior) of a wide network on the rows of ``X`` (n x d;
     consecutive rows of ``batch_size`` form the batches): a
     :class:`~bnmft.numerics.kernel.KernelResult` with ``matrix`` (n x n float64), ``error``
     and ``accuracy`` (the largest error relative to ``sqrt(K_ii K_jj)``). With
     ``batchnorm=False`` the vanilla recursion with biases ``N(0, sigma_b^2)``. ``scheduler``:
-    a Dask scheduler address or Client (needs ``bnmft[dask]``). See
+    a Dask scheduler address or Client (needs ``bnmft[dask]``); ``workers``: local worker
+    processes for the cross blocks. See
     :func:`bnmft.numerics.kernel.kernel`."""
     from bnmft.numerics.kernel import kernel as _kernel
 
     return _kernel(_activation_of(act), X, batch_size, depth, epsilon, sigma_w, batchnorm,
-                   sigma_b, tol=tol, route=route, scheduler=scheduler)
+                   sigma_b, tol=tol, route=route, scheduler=scheduler, workers=workers)

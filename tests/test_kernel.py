@@ -435,6 +435,8 @@ def test_cli_sphere_route_reports_its_accuracy(inputs, capsys):
     ("ok", ["--batch-size", "4", "--out", "/nonexistent-dir/K.npy"], "cannot write"),
     ("ok", [], "--batch-size is required"),
     ("vector", ["--batch-size", "4"], "n x d"),
+    ("ok", ["--batch-size", "4", "--workers", "0"], "--workers must be >= 1"),
+    ("ok", ["--batch-size", "4", "--workers", "two"], "--workers must be an integer"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path, capsys, make, args, message):
     path = tmp_path / "X.npy"
@@ -475,3 +477,26 @@ def test_dask_cluster_gives_the_same_kernel():
         remote = bnmft.kernel("relu", X, 4, depth=2, tol=1e-8,
                               scheduler=cluster.scheduler_address).matrix
     assert np.array_equal(local, remote)
+
+
+# -- worker processes ------------------------------------------------------------------------
+
+
+def test_worker_processes_give_the_same_kernel_and_printed_digits(tmp_path, capsys):
+    """Two worker processes compute each task as one process does: the same matrix, bit for
+    bit, and the same printed summary."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((16, 5))
+    one = K.kernel("relu", X, 4, depth=2, tol=1e-8)
+    two = K.kernel("relu", X, 4, depth=2, tol=1e-8, workers=2)
+    assert np.array_equal(one.matrix, two.matrix) and np.array_equal(one.error, two.error)
+    path = tmp_path / "X.npy"
+    np.save(path, X)
+    args = ["kernel", "relu", "--inputs", str(path), "--batch-size", "4", "--depth", "2",
+            "--tol", "1e-8"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args + ["--workers", "2"]) == 0
+    assert capsys.readouterr().out == first
+    with pytest.raises(ValueError, match="workers"):
+        K.kernel("relu", X, 4, workers=0)
