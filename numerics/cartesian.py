@@ -221,25 +221,6 @@ def _pass_smooth(act: Activation, moments, B: int, n: int, prec: int, Z, dps: in
                         acc[k] += term
                         acc_abs[k] += abs(term)
                 return acc + acc_abs
-                centre, half = arbmath.from_mpf(chord[0]), arbmath.from_mpf(chord[1])
-                ip = [(arbmath.from_mpf(a), arbmath.from_mpf(b), pa, pb)
-                      for a, b, pa, pb in chord[2]]
-                for t, wt in _pieces(ip, rule):
-                    sin_t, cos_t = t.sin_cos()
-                    z2 = centre + half * sin_t
-                    zs = z1 + z2
-                    # the Thm 7 density, evaluated as written (not through the parametrisation)
-                    q = 1 - (z1 * z1 + z2 * z2 + zs * zs / (Bm - 2)) / Bm
-                    if not q > 0:  # a ball touching the ellipse edge: zero weight
-                        continue
-                    dens2 = q ** ((B - 5) // 2) * (q.sqrt() if (B - 5) % 2 else 1)
-                    w2 = wt * half * cos_t * dens2
-                    f2, g2 = fg(z2)
-                    for k, val in enumerate(second_values(z2, f2, g2)):
-                        term = w2 * val
-                        acc[k] += term
-                        acc_abs[k] += abs(term)
-                return acc + acc_abs
 
             def cos_power(z1):
                 # cos(theta)^(B-4) = (1 - z1^2/(B-1))^((B-4)/2), the chord length's power
