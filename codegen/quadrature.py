@@ -291,7 +291,10 @@ def verify(act, module: str, panel_z: float, Bs=VERIFY_BATCH_SIZES) -> Quadratur
 def plan_for(act, module: str = "generated") -> QuadraturePlan:
     """Choose the panel width and verify (the expensive step: mpmath references; cached per
     activation within a process)."""
+    from bnmft.derive import check_defined
+
     check_supported_activation(act)
+    check_defined(act, VERIFY_BATCH_SIZES)
     return _plan(act)
 
 

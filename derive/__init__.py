@@ -29,7 +29,7 @@ The stage's interface; later stages (``numerics``, ``codegen``) use only these n
   (depth scales), :func:`vanilla_parameter` (``sigma_w``, ``sigma_b``; :class:`ParameterError`).
 """
 
-from .activation import Activation, ActivationError, symbolic_activation
+from .activation import Activation, ActivationError, check_defined, symbolic_activation
 from .activation import activation as parse_activation
 from .bsb1 import QUANTITIES, RATE, RELATIONS, TRAINABLE_DEPTH_FACTOR, compose, moment_forms
 from .derivation import derive
@@ -75,6 +75,7 @@ __all__ = [
     "SphereMoment",
     "TRAINABLE_DEPTH_FACTOR",
     "check_batch_sizes",
+    "check_defined",
     "compose",
     "derive",
     "moment_forms",

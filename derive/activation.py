@@ -185,6 +185,73 @@ class Activation:
     def latex(self) -> str:
         return sp.latex(self.expr)
 
+    @cached_property
+    def zero_radius(self) -> sp.Expr:
+        """Largest ``t`` with ``phi = 0`` on ``[-t, t]`` (0 when ``phi`` does not vanish near
+        0), see :func:`zero_radius`."""
+        return zero_radius(self.expr, self.kinks)
+
+
+#: Interior points probed per piece between kinks by :func:`zero_radius`.
+ZERO_PROBES = 7
+
+
+def zero_radius(expr: sp.Expr, kinks) -> sp.Expr:
+    """Largest ``t`` such that ``phi = 0`` on ``[-t, t]``; 0 if ``phi`` is nonzero
+    arbitrarily close to 0.
+
+    Between consecutive kinks ``phi`` is analytic (an elementary expression off its kinks),
+    so it vanishes on a whole piece as soon as it vanishes at :data:`ZERO_PROBES` interior
+    points (exactly, at 30 digits: the zero branches of ``Max``, ``Piecewise``, ``Heaviside``
+    give exact zeros, an analytic nonzero branch has isolated zeros). The pieces are walked
+    outward from 0 on each side; ``t`` is the nearer of the two kinks where a nonzero piece
+    starts, or :data:`KINK_WINDOW` if ``phi`` vanishes on the whole window."""
+    fn = _mpmath_function(expr)
+    window = sp.Integer(KINK_WINDOW)
+
+    def zero_between(a: sp.Expr, b: sp.Expr) -> bool:
+        with mpmath.workdps(30):
+            lo, hi = _mp(a), _mp(b)
+            for j in range(ZERO_PROBES):
+                t = lo + (hi - lo) * (mpmath.mpf(j) + mpmath.mpf(3) / 7) / ZERO_PROBES
+                if fn(t) != 0:
+                    return False
+        return True
+
+    def side(points) -> sp.Expr:
+        edge = sp.Integer(0)
+        for nxt in points:
+            if not zero_between(edge, nxt):
+                return abs(edge)
+            edge = nxt
+        return abs(edge)
+
+    right = [k for k in sorted(kinks, key=float) if k > 0] + [window]
+    left = [k for k in sorted(kinks, key=float, reverse=True) if k < 0] + [-window]
+    return sp.Min(side(right), side(left))
+
+
+def check_defined(act: "Activation", batch_sizes) -> None:
+    """Refuse batch sizes at which ``phi`` vanishes on the whole sphere: the batchnorm
+    output ``z = sqrt(B) u`` has ``|z_i| <= sqrt(B - 1)``, so if ``phi = 0`` on
+    ``[-sqrt(B-1), sqrt(B-1)]`` every layer outputs 0, the next batchnorm divides 0 by 0 and
+    there is no BSB1 point (``q* = 0``, everything else undefined)."""
+    t = act.zero_radius
+    if t == 0:
+        return
+    bad = [b for b in batch_sizes if b != float("inf") and b - 1 <= t**2]
+    if bad:
+        first = next(b for b in range(4, 10**6) if b - 1 > t**2)
+        raise InvalidInput(
+            f"{act.name}: phi is 0 on |x| <= {sp.sstr(t)} and the batchnorm output lies in "
+            f"|z| <= sqrt(B - 1), so at B = {_short_list(bad)} every layer outputs 0 and "
+            f"there is no BSB1 point; use B >= {first}")
+
+
+def _short_list(values) -> str:
+    values = sorted(set(int(v) for v in values))
+    return ", ".join(map(str, values)) if len(values) <= 4 else f"{values[0]} ... {values[-1]}"
+
 
 def _lambdify_numpy(expr: sp.Expr) -> Callable:
     import numpy as np

@@ -31,7 +31,7 @@ import numpy as np
 import sympy as sp
 
 from bnmft.derive import B as B_SYM
-from bnmft.derive import RELATIONS, DerivedQuantity, InvalidInput, Provenance
+from bnmft.derive import RELATIONS, DerivedQuantity, InvalidInput, Provenance, check_defined
 from bnmft.derive.epsilon import (EPS, S, SIGMA_W, RegularisedDerivation, radials_in,
                                   scaled_sphere_moments, sphere_moments_of)
 
@@ -602,6 +602,7 @@ def analyze_regularised(rd: RegularisedDerivation, batch_sizes, epsilon, sigma_w
     # closed forms (and the exactly scaled radial route) for every quantity that has one;
     # entries needing divergent moments (phi' with a Dirac mass) are reported as such
     homogeneous = rd.activation.homogeneous is not None and rd.scale_map.expr is not None
+    check_defined(rd.activation, [b for b in batch_sizes if b != INF])
     out = []
     for Bv in progress(list(batch_sizes), "eps > 0 quantities"):
         if Bv == INF or int(Bv) != Bv or Bv < 4:

@@ -30,7 +30,7 @@ import numpy as np
 import sympy as sp
 
 from bnmft.derive import (Derivation, DerivedQuantity, Point, SphereMoment, check_batch_sizes,
-                          numpy_function)
+                          check_defined, numpy_function)
 from bnmft.derive import B as B_SYM
 
 from bnmft.progress import progress
@@ -603,6 +603,7 @@ def analyze(deriv: Derivation, batch_sizes, digits: int = 16,
     FLOAT_DIGITS`` (the same digits printed, more claimed, slower)."""
     batch_sizes = check_batch_sizes(batch_sizes)
     act = deriv.activation
+    check_defined(act, batch_sizes)
     primary = [q for q in deriv.quantities if q.relation is None]
     closed = [q for q in primary if q.expr is not None]
     open_ = [q.name for q in primary if q.expr is None]

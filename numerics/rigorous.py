@@ -30,7 +30,7 @@ import mpmath
 import sympy as sp
 from flint import arb, ctx
 
-from bnmft.derive import Activation, Derivation, InvalidInput
+from bnmft.derive import Activation, Derivation, InvalidInput, check_defined
 from bnmft.derive.bsb1 import RELATIONS
 from bnmft.derive.symbols import B as B_SYMBOL
 
@@ -323,6 +323,7 @@ def enclosures(deriv: Derivation, B: int, digits: int) -> list[RigorousCheck]:
 
 def verify_rigorous(deriv: Derivation, batch_sizes, digits: int, progress=None) -> list:
     """Every quantity at every batch size: a list of :class:`RigorousCheck`."""
+    check_defined(deriv.activation, batch_sizes)
     out = []
     for B in batch_sizes:
         out.extend(enclosures(deriv, int(B), int(digits)))

@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bnmft.derive import Activation, InvalidInput
+from bnmft.derive import Activation, InvalidInput, check_defined
 from bnmft.numerics.montecarlo import Estimate, eigen_directions
 
 BACKENDS = ("numpy", "torch")
@@ -390,6 +390,7 @@ def simulate(act: Activation, batch_size: int, width: int, depth: int, samples: 
     """Sample ``samples`` networks (module docstring) and measure every quantity, without any
     theory value (:func:`attach_theory` adds those)."""
     check_network(batch_size, width, depth, samples, backend_name, epsilon, sigma_w)
+    check_defined(act, [int(batch_size)])
     bk = backend(backend_name)
     B, N, L = int(batch_size), int(width), int(depth)
     burn = default_burn_in(L) if burn_in is None else int(burn_in)

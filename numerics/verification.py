@@ -19,7 +19,7 @@ import mpmath
 import numpy as np
 
 from bnmft.derive import B as B_SYM
-from bnmft.derive import Derivation, check_batch_sizes
+from bnmft.derive import Derivation, check_batch_sizes, check_defined
 from bnmft.limits import DEFAULT_BATCH_SIZES
 from bnmft.progress import progress
 
@@ -125,6 +125,7 @@ def verify(deriv: Derivation, batch_sizes=DEFAULT_BATCH_SIZES, digits: int = 30)
     used: every route of every quantity against the mpmath sphere-quadrature reference.
     Batch sizes outside the theory raise :class:`~bnmft.derive.InvalidInput`."""
     batch_sizes = check_batch_sizes(batch_sizes, finite=True)
+    check_defined(deriv.activation, batch_sizes)
     with mpmath.workdps(digits + 15):  # every mpf made below keeps the digits it is given
         return _verify(deriv, batch_sizes, digits)
 

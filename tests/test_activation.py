@@ -8,6 +8,8 @@ import mpmath
 import numpy as np
 import pytest
 import sympy as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bnmft.derive.activation import REGISTRY, Activation, ActivationError, activation, analyse
 from bnmft.derive.homogeneous import Homogeneous
@@ -529,3 +531,21 @@ def test_step_value_at_the_kink_is_the_same_in_both_backends():
     a = act("step")
     with mpmath.workdps(30):
         assert float(a.mpmath(mpmath.mpf(0))) == float(a.numpy(0.0)) == 0.5
+
+
+@settings(max_examples=25, deadline=None)
+@given(p=st.integers(min_value=1, max_value=40), q=st.integers(min_value=1, max_value=9),
+       left=st.booleans())
+def test_zero_radius_is_the_nearest_nonzero_piece(p, q, left):
+    """relu(x - k) vanishes exactly on x <= k: the zero radius is k for k > 0, 0 otherwise;
+    a second piece beyond the first cannot make it larger."""
+    k = sp.Rational(p, q)
+    expr = f"Max(-x - {k}, 0)" if left else f"Max(x - {k}, 0)"
+    assert activation(expr).zero_radius == k
+    assert activation(f"{expr} + Max(x - {k + 3}, 0)").zero_radius == k
+    assert activation(f"Max(x + {k}, 0)").zero_radius == 0
+
+
+@pytest.mark.parametrize("spec", ["tanh", "relu", "gelu", "x**2", "Heaviside(x)", "sin(x)"])
+def test_zero_radius_of_activations_that_do_not_vanish_near_zero(spec):
+    assert activation(spec).zero_radius == 0

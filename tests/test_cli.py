@@ -2,12 +2,14 @@
 
 import importlib.util
 import json
+import math
 import os
 import re
 import subprocess
 import sys
 
 import mpmath
+import numpy as np
 import pytest
 
 from bnmft.cli import main
@@ -461,3 +463,34 @@ def test_help_exits_zero_and_prints_usage(capsys):
         assert info.value.code == 0
         out = capsys.readouterr().out
         assert out.startswith(f"usage: bnmft {name}") and "examples:" in out
+
+
+@pytest.mark.parametrize("command", [["analyze"], ["verify"], ["spectrum"], ["report"],
+                                     ["simulate", "--depth", "2", "--samples", "2"]])
+def test_phi_vanishing_on_the_sphere_is_refused(capsys, command):
+    """relu(x/2 - 1) is 0 for x <= 2, and at B = 4 the batchnorm output has |z| <= sqrt(3):
+    every layer outputs 0, there is no BSB1 point; one line naming the first valid B."""
+    status, out, err = run(capsys, command[0], "relu", "--gamma", "1/2", "--beta", "-1",
+                           "--batch-size", "4", *command[1:])
+    assert status == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("bnmft: error:")
+    assert "no BSB1 point" in err and "use B >= 6" in err
+
+
+def test_phi_vanishing_near_zero_but_not_on_the_sphere(capsys):
+    """At B = 6 (|z| <= sqrt(5)) relu(x/2 - 1) is nonzero only for z > 2, and two coordinates
+    cannot both exceed 2 (z1^2 + z2^2 <= B = 6): c* = 0 exactly; q* against sampling the
+    sphere (centred, normalised Gaussians)."""
+    status, out, err = run(capsys, "analyze", "relu", "--gamma", "1/2", "--beta", "-1",
+                           "--batch-size", "6", "--digits", "10", "--json")
+    assert status == 0
+    row = json.loads(out)
+    assert row["c_star"] == "0"
+    rng = np.random.default_rng(5)
+    g = rng.standard_normal((400_000, 6))
+    g -= g.mean(axis=1, keepdims=True)
+    z = math.sqrt(6) * g / np.linalg.norm(g, axis=1, keepdims=True)
+    f2 = np.maximum(z[:, 0] / 2 - 1, 0) ** 2
+    se = f2.std() / math.sqrt(len(f2))
+    assert abs(float(row["q_star"]) - f2.mean()) < 5 * se
+    assert significant_digits(row["q_star"]) == 10

@@ -9,7 +9,7 @@ import mpmath
 import sympy as sp
 
 from bnmft.derive import gegenbauer as dg
-from bnmft.derive import Activation
+from bnmft.derive import Activation, check_defined
 from bnmft.progress import progress
 
 from ..precision import decimal_string, digits_from_error
@@ -100,6 +100,7 @@ def gegenbauer_table(act: Activation, B: int, K: int, dps: int = 20, exact_terms
     reported with its digits. Cost: see :func:`max_terms`.
     """
     B = int(B)
+    check_defined(act, [B])
     with mpmath.workdps(dps + 15):
         a, aerr = coefficients_mp(act, B, K, dps)
         r = r_coefficients_mp(B, K)
