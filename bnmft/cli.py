@@ -1141,7 +1141,8 @@ def cmd_gp(args) -> int:
                           "1" if args.sigma_w is None else args.sigma_w,
                           not args.no_batchnorm,
                           "0" if args.sigma_b is None else args.sigma_b, args.jitter, yt,
-                          args.kernel_tol)
+                          args.kernel_tol, workers=_workers_option(args.workers),
+                          scheduler=args.scheduler)
     status = _gp_shortfalls(results)
     first = results[0].posterior
     if out is not None and first.mean_digits < 1:
@@ -1963,6 +1964,7 @@ def build_parser() -> argparse.ArgumentParser:
     gpp.add_argument("--json", action="store_true",
                      help="print JSON: settings, jitter used, log marginal likelihood, "
                           "mean/variance summaries, test metrics (default: text)")
+    _scale_out_options(gpp)
     quiet(gpp)
     gpp.set_defaults(func=cmd_gp)
 
@@ -2066,14 +2068,20 @@ def build_parser() -> argparse.ArgumentParser:
     kk.add_argument("--json", action="store_true",
                     help="print JSON: the parameters, route, accuracy and the matrix (each "
                          "entry rounded to its digits) or the --out path (default: text)")
-    kk.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                    help="Dask scheduler address (tcp://host:port): the cross-batch blocks of "
-                         "each layer run there (needs bnmft[dask]; default: this process)")
-    kk.add_argument("--workers", default="1", metavar="N",
-                    help="local worker processes for the cross-batch blocks (default 1)")
+    _scale_out_options(kk)
     quiet(kk)
     kk.set_defaults(func=cmd_kernel, gamma=None, beta=None)
     return p
+
+
+def _scale_out_options(parser) -> None:
+    """``--scheduler`` and ``--workers`` of the kernel's block pairs (kernel and gp)."""
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="Dask scheduler address (tcp://host:port): the cross-batch blocks "
+                             "of each layer run there (needs bnmft[dask]; default: this "
+                             "process)")
+    parser.add_argument("--workers", default="1", metavar="N",
+                        help="local worker processes for the cross-batch blocks (default 1)")
 
 
 def _refused(err: Exception) -> int:

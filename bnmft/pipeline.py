@@ -249,7 +249,7 @@ def vanilla(act, sigma_w="1", sigma_b="0", digits: int = 16, q0="1"):
 
 def gp(act, X, y, Xt, batch_size=None, depth=1, epsilon="0", sigma_w="1",
        batchnorm: bool = True, sigma_b="0", jitter: float | None = None, yt=None,
-       tol: float | None = None):
+       tol: float | None = None, workers: int = 1, scheduler=None):
     """GP regression with the NNGP prior of a deep batchnorm network (or, with
     ``batchnorm=False``, of the vanilla network): the posterior mean and latent variance at
     ``Xt`` given labels ``y`` at ``X`` (a :class:`~bnmft.numerics.gp.GPResult`; a list of
@@ -267,8 +267,9 @@ def gp(act, X, y, Xt, batch_size=None, depth=1, epsilon="0", sigma_w="1",
     (default ``1e-10``, raised by factors of 10 only if Cholesky fails; the value used is
     reported), and its digits account for the linear algebra (Cholesky vs LU) and for the
     kernel's own error (a perturbation by its claimed bound). ``yt`` (test labels) adds the
-    MSE and, for ``k >= 2`` label columns, the argmax accuracy. Bad input raises
-    :class:`~bnmft.derive.InvalidInput`.
+    MSE and, for ``k >= 2`` label columns, the argmax accuracy. ``workers`` / ``scheduler``:
+    the block pairs of each layer in local processes or on a Dask cluster (as
+    :func:`kernel`). Bad input raises :class:`~bnmft.derive.InvalidInput`.
     """
     import numpy as np
 
@@ -311,6 +312,7 @@ def gp(act, X, y, Xt, batch_size=None, depth=1, epsilon="0", sigma_w="1",
         batch_size = None
     if tol is not None:
         options["tol"] = tol
+    options.update(workers=workers, scheduler=scheduler)
     X, y, Xt, yt = check_data(X, y, Xt, yt, batch_size, zero_variance=batchnorm)
     n = len(X)
     kernels = kernels_by_depth(act, np.vstack([X, Xt]), batch_size, depths, **options)

@@ -460,7 +460,8 @@ def kernels_by_depth(act, X, batch_size, depths, **options) -> dict:
     :func:`~bnmft.numerics.kernel.kernel` of depth ``max(depths)``, each layer is computed to
     ``tol / max(depths)`` (``tol`` the accuracy asked of the deepest kernel, default that of
     ``kernel``), and the accuracy claimed adds up the layers' claims. ``options``:
-    ``epsilon``, ``sigma_w``, ``batchnorm``, ``sigma_b``, ``tol``, ``route``.
+    ``epsilon``, ``sigma_w``, ``batchnorm``, ``sigma_b``, ``tol``, ``route``, ``workers``,
+    ``scheduler``.
     """
     from .kernel import TOL, KernelResult, kernel
 

@@ -275,3 +275,18 @@ def test_a_posterior_without_a_correct_digit_is_not_printed_nor_written(capsys, 
     assert row["mean_digits"] == "0" and row["out"] is None and not target.exists()
     assert "bnmft: not converged at depth 2: posterior mean: no correct digit" in err
     assert f"bnmft: not written: {target}" in err
+
+
+def test_workers_give_the_same_posterior(capsys, data, tmp_path):
+    """The block pairs in two worker processes: the same mean, bit for bit, as one process;
+    a bad worker count is one line, exit 2."""
+    paths, _ = data
+    means = []
+    for workers in (1, 2):
+        out = tmp_path / f"mean{workers}.npy"
+        status, _, err = run(capsys, *base(paths, "--batch-size", 4, "--depth", 2, "--out",
+                                           out, "--workers", workers, "--quiet"))
+        assert status == 0, err
+        means.append(np.load(out))
+    assert np.array_equal(means[0], means[1])
+    refused(capsys, *base(paths, "--batch-size", 4, "--workers", 0), match="--workers")
