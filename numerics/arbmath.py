@@ -85,6 +85,34 @@ def arb_function_pair(expr: sp.Expr, derivative: sp.Expr, bits: int):
     return _compiled_pair(sp.srepr(expr) + "|" + sp.srepr(derivative), expr, derivative, bits)
 
 
+def point_evaluator(points):
+    """``(z, f, g) -> [z^m f^p g^q for (m, p, q) in points]`` as one generated function:
+    powers formed once by multiplication (as :func:`.sphere._ipow`: also for balls
+    containing 0) and shared between points.
+
+    The source is built from the points' small integer exponents only (no user text)."""
+    points = list(points)
+    lines, have = [], set()
+
+    def power(name, n):
+        if n == 1:
+            return name
+        key = f"{name}{n}"
+        if key not in have:
+            lines.append(f"    {key} = {power(name, n - 1)} * {name}")
+            have.add(key)
+        return key
+
+    terms = []
+    for pt in points:
+        factors = [power(sym, n) for sym, n in (("z", pt.m), ("f", pt.p), ("g", pt.q)) if n]
+        terms.append(" * ".join(factors) if factors else "one")
+    src = "def values(z, f, g):\n" + "\n".join(lines + [f"    return [{', '.join(terms)}]"])
+    namespace = {"one": arb(1)}
+    exec(compile(src, "<point_evaluator>", "exec"), namespace)  # noqa: S102
+    return namespace["values"]
+
+
 @lru_cache(maxsize=64)
 def gauss_gegenbauer(n: int, two_lam: int, bits: int) -> tuple:
     """``n``-point Gauss rule for the weight ``(1 - x^2)^(lam - 1/2)`` on ``[-1, 1]``,

@@ -35,6 +35,7 @@ from sympy import ilcm as sp_lcm
 from bnmft.derive import Activation
 
 from . import arbmath
+from .arbmath import point_evaluator
 from .rules import gl_count, rule_float, rule_mp
 
 
@@ -262,33 +263,6 @@ def _rule_arb(kind: str, level: int, bits: int) -> tuple:
 
 def _arb_pieces(pieces):
     return [(arbmath.from_mpf(a), arbmath.from_mpf(b), pa, pb) for a, b, pa, pb in pieces]
-
-
-def point_evaluator(points):
-    """``(z, f, g) -> [z^m f^p g^q for (m, p, q) in points]`` as one generated function:
-    powers formed once by multiplication (see :func:`_ipow`) and shared between points.
-
-    The source is built from the points' small integer exponents only (no user text)."""
-    points = list(points)
-    lines, have = [], set()
-
-    def power(name, n):
-        if n == 1:
-            return name
-        key = f"{name}{n}"
-        if key not in have:
-            lines.append(f"    {key} = {power(name, n - 1)} * {name}")
-            have.add(key)
-        return key
-
-    terms = []
-    for pt in points:
-        factors = [power(sym, n) for sym, n in (("z", pt.m), ("f", pt.p), ("g", pt.q)) if n]
-        terms.append(" * ".join(factors) if factors else "one")
-    src = "def values(z, f, g):\n" + "\n".join(lines + [f"    return [{', '.join(terms)}]"])
-    namespace = {"one": arbmath.arb(1)}
-    exec(compile(src, "<point_evaluator>", "exec"), namespace)  # noqa: S102
-    return namespace["values"]
 
 
 #: Outer nodes from which the inner integrals of smooth ``phi`` are interpolated
