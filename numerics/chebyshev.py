@@ -56,13 +56,20 @@ def transform_matrix(m: int, bits: int) -> arb_mat:
 
 
 def chebyshev_matrix(xs, m: int) -> arb_mat:
-    """``T_k(x_i)``, ``k < m``, as an ``len(xs) x m`` arb matrix (three-term recurrence)."""
+    """``T_k(x_i)``, ``k < m``, as an ``len(xs) x m`` arb matrix (three-term recurrence).
+
+    The recurrence runs on midpoints (exact balls, radius dropped at each step): it is stable
+    on ``[-1, 1]`` in rounded arithmetic (error ``O(k^2 2^-prec)``), but ball arithmetic
+    bounds its radius by the recurrence with ``|2x|``, which grows like ``(1 + sqrt 2)^k``
+    (``10^98`` at ``k = 256``), and ``arb_mat`` products then evaluate such rows at a
+    correspondingly reduced precision."""
     rows = []
     for x in xs:
+        x = x.mid()
         row = [arb(1), x]
         two_x = 2 * x
         for _ in range(m - 2):
-            row.append(two_x * row[-1] - row[-2])
+            row.append((two_x * row[-1] - row[-2]).mid())
         rows.append(row[:m])
     return arb_mat(rows)
 
@@ -88,19 +95,26 @@ class Interpolation:
     ``evaluate(cols)`` gives an ``n x P`` arb matrix of the current interpolant at the outer
     points ``xs`` (given in the standard variable ``v/W`` on ``[-1, 1]``) and the same for the
     interpolant on every other point; ``refine()`` doubles ``m``, evaluating ``F`` only at the
-    new points.
+    new points. ``many(points)``, if given, evaluates ``F`` at a list of points in one call.
     """
 
-    def __init__(self, func, half_width, xs, bits: int, m: int = 17, cache_key=None):
+    def __init__(self, func, half_width, xs, bits: int, m: int = 17, cache_key=None,
+                 many=None):
         self.func, self.W, self.xs, self.bits = func, half_width, list(xs), bits
+        self.many = many  # the values at a list of points in one call, if given
         self.cache_key = cache_key
         self.m = m
-        self.values = [func(self.W * c) for c in lobatto_cosines(m, bits)]
+        self.values = self._at([self.W * c for c in lobatto_cosines(m, bits)])
+
+    def _at(self, points) -> list:
+        if self.many is not None:
+            return self.many(points)
+        return [self.func(v) for v in points]
 
     def refine(self) -> None:
         m = 2 * self.m - 1
         cos = lobatto_cosines(m, self.bits)
-        new = [self.func(self.W * cos[k]) for k in range(1, m, 2)]
+        new = self._at([self.W * cos[k] for k in range(1, m, 2)])
         values = []
         for j in range(self.m - 1):
             values += [self.values[j], new[j]]
