@@ -17,6 +17,9 @@ from flint import arb, ctx
 
 from bnmft.derive import x
 
+from .arbcode import arb_source_function
+from .arbprinter import NotEvaluable
+
 
 @contextmanager
 def precision(bits: int):
@@ -66,22 +69,31 @@ def _as_arb(a) -> arb:
 
 @lru_cache(maxsize=256)
 def _compiled(expr_key: str, expr: sp.Expr, bits: int):
-    return sp.lambdify(x, expr, modules=[_namespace(bits), "mpmath"])
+    try:
+        values = arb_source_function([expr], x, bits)
+    except NotEvaluable:
+        return sp.lambdify(x, expr, modules=[_namespace(bits), "mpmath"])
+    return lambda z: values(z)[0]
 
 
 def arb_function(expr: sp.Expr, bits: int):
-    """``expr`` (in ``x``) as a function of an arb, with constants at ``bits`` precision."""
+    """``expr`` (in ``x``) as a function of an arb, with constants at ``bits`` precision:
+    direct ball operations (:mod:`.arbcode`), or lambdify where a node has no translation."""
     return _compiled(sp.srepr(expr), expr, bits)
 
 
 @lru_cache(maxsize=256)
 def _compiled_pair(expr_key: str, expr: sp.Expr, derivative: sp.Expr, bits: int):
-    return sp.lambdify(x, [expr, derivative], modules=[_namespace(bits), "mpmath"], cse=True)
+    try:
+        return arb_source_function([expr, derivative], x, bits, "pair")
+    except NotEvaluable:
+        return sp.lambdify(x, [expr, derivative], modules=[_namespace(bits), "mpmath"],
+                           cse=True)
 
 
 def arb_function_pair(expr: sp.Expr, derivative: sp.Expr, bits: int):
     """``x -> [phi(x), phi'(x)]`` on arbs, common subexpressions evaluated once (``tanh``:
-    one ``tanh`` for both)."""
+    one ``tanh`` for both), as :func:`arb_function`."""
     return _compiled_pair(sp.srepr(expr) + "|" + sp.srepr(derivative), expr, derivative, bits)
 
 
@@ -124,18 +136,22 @@ def gauss_gegenbauer(n: int, two_lam: int, bits: int) -> tuple:
     ``(k+1) C_{k+1} = 2(k+lam) x C_k - (k+2lam-1) C_{k-1}`` (stable forward on [-1, 1]),
     run for all nodes at once in fixed point (Python integers scaled by ``2^(bits+64)``;
     Arb's hypergeometric ``gegenbauer_c`` loses all digits near the ends for large ``n``),
-    and ``(1 - x^2) C_n' = (n + 2lam - 1) C_{n-1} - n x C_n``. The Christoffel weights are
+    and ``(1 - x^2) C_n' = (n + 2lam - 1) C_{n-1} - n x C_n`` (at the nodes, from the last
+    Newton iterate by one Taylor step). The Christoffel weights are
     ``w_i = pi 2^(2-2lam) Gamma(n+2lam) / (n! Gamma(lam)^2 (1 - x_i^2) C_n'(x_i)^2)``
     (Szego, Orthogonal Polynomials, (15.3.2) with the norms (4.7.16)).
     """
     import numpy as np
+    from scipy.linalg import eigvalsh_tridiagonal
 
     F = bits + 64  # noqa: N806 (fractional bits)
     one = 1 << F
     k = np.arange(1, n, dtype=float)
     lam_f = two_lam / 2
     off = np.sqrt(k * (k + two_lam - 1) / (4 * (k + lam_f) * (k + lam_f - 1)))
-    guess = np.linalg.eigvalsh(np.diag(off, 1) + np.diag(off, -1)) if n > 1 else np.zeros(1)
+    # the symmetric tridiagonal eigensolver: O(n^2), where a dense eigvalsh is O(n^3) and,
+    # with threaded BLAS on a busy machine, took up to a second at n = 240
+    guess = eigvalsh_tridiagonal(np.zeros(n), off) if n > 1 else np.zeros(1)
 
     def values(X):
         prev = np.array([one] * n, dtype=object)
@@ -163,24 +179,28 @@ def gauss_gegenbauer(n: int, two_lam: int, bits: int) -> tuple:
         one_minus = one - ((X * X) >> F)
         step = np.array([(c * om) // d if d else 0 for c, om, d in zip(cn, one_minus, dn)],
                         dtype=object)
-        X = X - step
+        previous, X = X, X - step
         biggest = max(abs(int(s)) for s in step)
         if (n * biggest) ** 2 < 1 << (2 * F - bits - 8):
             break
     else:
         raise ArithmeticError(f"Gauss-Gegenbauer nodes (n={n}) did not converge")
-    cn, dn = values(X)
     with precision(bits + 30):
         lam = arb(two_lam) / 2
         const = (arb.pi() * arb(2) ** (2 - 2 * lam) * (n + 2 * lam).gamma()
                  / (arb(n + 1).gamma() * lam.gamma() ** 2))
         scale = arb(2) ** -F
         out = []
-        for xi, di in zip(X, dn):
-            t = arb(int(xi)) * scale
+        for x0, c0, d0, si in zip(previous, cn, dn, step):
+            # D = (1 - x^2) C_n' at the new node from its value at the last iterate, by
+            # D' = (2 lam - 1) x D/(1 - x^2) - n (n + 2 lam) C (the Gegenbauer equation):
+            # the error is O(n^2 s^2), below 2^-(bits+8) by the stopping rule
+            t0, c, d, s = (arb(int(v)) * scale for v in (x0, c0, d0, si))
+            slope = (2 * lam - 1) * t0 * d / (1 - t0 * t0) - n * (n + 2 * lam) * c
+            t = t0 - s
             om = 1 - t * t
-            d = arb(int(di)) * scale / om  # C_n'(x_i)
-            out.append((t, const / (om * d * d), om ** (lam - arb(1) / 2)))
+            deriv = (d - slope * s) / om  # C_n'(x_i)
+            out.append((t, const / (om * deriv * deriv), om ** (lam - arb(1) / 2)))
     return tuple(out)
 
 

@@ -41,16 +41,20 @@ def transform_matrix(m: int, bits: int) -> arb_mat:
     """The ``m x m`` matrix taking values at the Lobatto points to Chebyshev coefficients."""
     with arbmath.precision(bits):
         pi = arb.pi()
+        # cos(jk pi/(m-1)) takes the 2(m-1) values cos(l pi/(m-1)), l = jk mod 2(m-1)
+        scale = arb(2) / (m - 1)
+        table = [(pi * l / (m - 1)).cos() * scale for l in range(2 * (m - 1))]
+        halves = [table[l] / 2 for l in range(2 * (m - 1))]
+        quarters = [table[l] / 4 for l in range(2 * (m - 1))]
+        period = 2 * (m - 1)
         rows = []
         for k in range(m):
+            edge_k = k in (0, m - 1)
             row = []
             for j in range(m):
-                c = (pi * ((j * k) % (2 * (m - 1))) / (m - 1)).cos() * 2 / (m - 1)
-                if j in (0, m - 1):
-                    c = c / 2
-                if k in (0, m - 1):
-                    c = c / 2
-                row.append(c)
+                l = (j * k) % period
+                halved = edge_k + (j in (0, m - 1))
+                row.append(quarters[l] if halved == 2 else halves[l] if halved else table[l])
             rows.append(row)
         return arb_mat(rows)
 
