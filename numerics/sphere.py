@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 import mpmath
 import numpy as np
+from flint import arb_mat
 
 from sympy import N as sp_N
 from sympy import ilcm as sp_lcm
@@ -36,6 +37,7 @@ from bnmft.derive import Activation
 
 from . import arbmath
 from .arbmath import point_evaluator
+from .inner import line_sums
 from .rules import gl_count, rule_float, rule_mp
 
 
@@ -307,7 +309,7 @@ def _mp_pass_smooth(act: Activation, moments, geo: Geometry, level: int, prec: i
         zero = arbmath.arb(0)
         firsts = sorted({mo.points[0] for mo in moments})
         seconds = sorted({mo.points[1] for mo in two})
-        first_values, second_values = point_evaluator(firsts), point_evaluator(seconds)
+        first_values = point_evaluator(firsts)
         col = {pt: i for i, pt in enumerate(seconds)}
         P = len(seconds)
 
@@ -337,42 +339,33 @@ def _mp_pass_smooth(act: Activation, moments, geo: Geometry, level: int, prec: i
         interp_err = {mo: zero for mo in two}
         norm2 = zero
         if two:
-            inner_rule = []
-            inner_norm = zero
+            sines, weights2 = [], []
             for d2, w2 in _pieces([(-W2, W2, 1, 1)], rule):
                 sn2, cs2 = d2.sin_cos()
-                wt2 = w2 * cs2 ** (B - 4)
-                inner_rule.append((sn2, wt2))
-                inner_norm += wt2
+                sines.append(sn2)
+                weights2.append(w2 * cs2 ** (B - 4))
+            inner_norm = sum(weights2, zero)
+            root_rho, root_sigma = root * rho, root * sigma
 
-            def inner_at_sc(s1, c1):
-                shift, scale = root * rho * s1, root * sigma * c1
-                acc = [zero] * P
-                acc_abs = [zero] * P
-                for sn2, wt2 in inner_rule:
-                    z2 = shift + scale * sn2
-                    f2, g2 = fg(z2)
-                    for k, val in enumerate(second_values(z2, f2, g2)):
-                        t = wt2 * val
-                        acc[k] += t
-                        acc_abs[k] += abs(t)
-                return acc + acc_abs
+            def inner_sc(sin_cos):
+                # z2 = sqrt(B-1) (rho s1 + sigma c1 sin d2) along each outer node's line
+                return line_sums(pair, seconds, [root_rho * s1 for s1, _ in sin_cos],
+                                 [root_sigma * c1 for _, c1 in sin_cos], sines, weights2,
+                                 use_dphi)
 
-            def inner_at(d1):
-                return inner_at_sc(*d1.sin_cos())
+            def inner_many(d1s):
+                return inner_sc([d1.sin_cos() for d1 in d1s])
 
-            table = _interpolated_inner(inner_at, W1, xs, prec, ("sphere", level),
-                                        outer, two, col, P, dps)
+            left = left_matrices(outer, two)
+            table = _interpolated_inner(inner_many, W1, xs, prec, ("sphere", level),
+                                        left, two, col, P, dps)
             if table is None:
-                table = ([inner_at_sc(s1, c1) for _, s1, c1, _, _ in outer], None)
+                table = (arb_mat(inner_sc([(s1, c1) for _, s1, c1, _, _ in outer])), None)
             fine, errors = table
-            for i, (_, _, _, wt1, vals) in enumerate(outer):
-                row = fine[i]
-                for mo in two:
-                    k = col[mo.points[1]]
-                    left = wt1 * vals[mo.points[0]]
-                    sums[mo] += left * row[k]
-                    sums_abs[mo] += abs(left) * abs(row[P + k])
+            values, absolutes = moment_sums(left, fine, two, col, P)
+            for mo in two:
+                sums[mo] += values[mo]
+                sums_abs[mo] += absolutes[mo]
             if errors is not None:
                 interp_err = {mo: arbmath.from_mpf(errors[mo]) for mo in two}
             norm2 = norm1 * inner_norm
@@ -385,12 +378,36 @@ def _mp_pass_smooth(act: Activation, moments, geo: Geometry, level: int, prec: i
         return out
 
 
-def _interpolated_inner(inner_at, W, xs, prec, key, outer, two, col, P, dps):
+def left_matrices(outer, two) -> tuple:
+    """The outer factor of each two-point moment at each outer node (weight times the
+    first point's value; ``outer[i] = (..., weight, first-point values)``) as the rows of
+    an arb matrix, and their moduli: the outer sums are then matrix products."""
+    rows = [[entry[-2] * entry[-1][mo.points[0]] for entry in outer] for mo in two]
+    return arb_mat(rows), arb_mat([[abs(v) for v in row] for row in rows])
+
+
+def _abs_columns(mat, start: int, stop: int) -> arb_mat:
+    """``|mat[i, j]|`` for the columns ``start <= j < stop``."""
+    return arb_mat([[abs(mat[i, j]) for j in range(start, stop)] for i in range(mat.nrows())])
+
+
+def moment_sums(left, table, two, col, P) -> tuple[dict, dict]:
+    """``sum_i left_i S_k(i)`` and ``sum_i |left_i| |A_k(i)|`` of each two-point moment (arb),
+    ``table`` the ``n x 2P`` inner integrals (columns ``S_k``, then the absolute ``A_k``)."""
+    signed = left[0] * table
+    modulus = left[1] * _abs_columns(table, P, 2 * P)
+    return ({mo: signed[r, col[mo.points[1]]] for r, mo in enumerate(two)},
+            {mo: modulus[r, col[mo.points[1]]] for r, mo in enumerate(two)})
+
+
+def _interpolated_inner(inner_many, W, xs, prec, key, left, two, col, P, dps):
     """Inner integrals at the outer nodes from a Chebyshev interpolant in the outer angle:
-    ``(rows, errors)``, ``errors[moment]`` bounding the interpolation's effect on the
-    (unnormalised) moment, or None when the outer rule is too small to gain or the
-    interpolant does not converge before ``m`` reaches three quarters of the outer nodes.
-    ``outer[i] = (..., weight, first-point values)``.
+    ``(table, errors)``, ``table`` the ``n x 2P`` arb matrix of the rows of
+    ``inner_many(points)`` (the inner integrals at a list of outer points) at the outer
+    nodes, ``errors[moment]`` bounding the interpolation's effect on the (unnormalised)
+    moment; or None when the outer rule is too small to gain or the interpolant does not
+    converge before ``m`` reaches three quarters of the outer nodes. ``left``: the outer
+    factors (:func:`left_matrices`).
 
     The error of the interpolant on ``m`` points is extrapolated from the differences of
     the last three point sets (``m``, ``(m+1)/2``, ``(m+3)/4``) as the quadrature levels are
@@ -402,23 +419,17 @@ def _interpolated_inner(inner_at, W, xs, prec, key, outer, two, col, P, dps):
     n = len(xs)
     if n < INTERPOLATE_MIN_NODES:
         return None
-    interp = Interpolation(inner_at, W, xs, prec, cache_key=key)
+    interp = Interpolation(lambda v: inner_many([v])[0], W, xs, prec, cache_key=key,
+                           many=inner_many)
     history = []  # (m, log10 of the worst error/allowed ratio)
     previous = None  # weighted differences of the previous refinement
     while True:
-        fine_m, coarse_m = interp.evaluate()
-        fine = [[fine_m[i, j] for j in range(2 * P)] for i in range(n)]
-        diffs, vals, absl = {}, {}, {}
-        for mo in two:
-            k = col[mo.points[1]]
-            e = v = a = arbmath.arb(0)
-            for i, entry in enumerate(outer):
-                left = entry[-2] * entry[-1][mo.points[0]]
-                e += abs(left) * abs(fine_m[i, k] - coarse_m[i, k])
-                v += left * fine[i][k]
-                a += abs(left) * abs(fine[i][P + k])
-            diffs[mo], vals[mo], absl[mo] = (arbmath.to_mpf(e), arbmath.to_mpf(v),
-                                             arbmath.to_mpf(a))
+        fine, coarse = interp.evaluate()
+        values, absolutes = moment_sums(left, fine, two, col, P)
+        spread = left[1] * _abs_columns(fine - coarse, 0, P)
+        diffs = {mo: arbmath.to_mpf(spread[r, col[mo.points[1]]]) for r, mo in enumerate(two)}
+        vals = {mo: arbmath.to_mpf(v) for mo, v in values.items()}
+        absl = {mo: arbmath.to_mpf(a) for mo, a in absolutes.items()}
         errs = dict(diffs)
         if previous is not None:
             for mo in two:
