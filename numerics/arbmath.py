@@ -125,6 +125,35 @@ def point_evaluator(points):
     return namespace["values"]
 
 
+def _jacobi_eigenvalues(off):
+    """Eigenvalues (ascending, float64) of the symmetric tridiagonal matrix with zero diagonal
+    and off-diagonal ``off``, all inside ``(-1, 1)`` (a Jacobi matrix on ``[-1, 1]``): bisection
+    of every eigenvalue at once on the Sturm count ``#{i: q_i < 0}``, ``q_1 = -x``,
+    ``q_i = -x - off_(i-1)^2 / q_(i-1)`` (the number of eigenvalues below ``x``)."""
+    import numpy as np
+
+    n = len(off) + 1
+    sq = np.asarray(off, dtype=float) ** 2
+    # hi = 1 + 2^-7: no midpoint is ever 0 (then q_1 = -x = 0); later q_i = 0 needs an
+    # exact cancellation (a division by zero gives +-inf, the count at x -+ 0)
+    lo, hi = np.full(n, -1.0), np.full(n, 1.0 + 2.0**-7)
+    index = np.arange(n)
+    # to 2^-32: the float64 Newton steps of the caller take it to rounding level (the nodes
+    # are at least ~1/n^2 apart, far more than that)
+    with np.errstate(divide="ignore"):
+        for _ in range(34):
+            x = (lo + hi) / 2
+            q = -x
+            count = (q < 0).astype(int)
+            for b in sq:
+                q = -x - b / q
+                count += q < 0
+            below = count > index  # the (index+1)-th eigenvalue lies below x
+            hi = np.where(below, x, hi)
+            lo = np.where(below, lo, x)
+    return (lo + hi) / 2
+
+
 @lru_cache(maxsize=64)
 def gauss_gegenbauer(n: int, two_lam: int, bits: int) -> tuple:
     """``n``-point Gauss rule for the weight ``(1 - x^2)^(lam - 1/2)`` on ``[-1, 1]``,
@@ -142,16 +171,15 @@ def gauss_gegenbauer(n: int, two_lam: int, bits: int) -> tuple:
     (Szego, Orthogonal Polynomials, (15.3.2) with the norms (4.7.16)).
     """
     import numpy as np
-    from scipy.linalg import eigvalsh_tridiagonal
 
     F = bits + 64  # noqa: N806 (fractional bits)
     one = 1 << F
     k = np.arange(1, n, dtype=float)
     lam_f = two_lam / 2
     off = np.sqrt(k * (k + two_lam - 1) / (4 * (k + lam_f) * (k + lam_f - 1)))
-    # the symmetric tridiagonal eigensolver: O(n^2), where a dense eigvalsh is O(n^3) and,
-    # with threaded BLAS on a busy machine, took up to a second at n = 240
-    guess = eigvalsh_tridiagonal(np.zeros(n), off) if n > 1 else np.zeros(1)
+    # bisection on Sturm counts (O(n^2), all eigenvalues at once): a dense eigvalsh is O(n^3)
+    # and, with threaded BLAS on a busy machine, took up to a second at n = 240
+    guess = _jacobi_eigenvalues(off) if n > 1 else np.zeros(1)
 
     def values(X):
         prev = np.array([one] * n, dtype=object)
