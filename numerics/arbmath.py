@@ -138,10 +138,12 @@ def _jacobi_eigenvalues(off):
     # exact cancellation (a division by zero gives +-inf, the count at x -+ 0)
     lo, hi = np.full(n, -1.0), np.full(n, 1.0 + 2.0**-7)
     index = np.arange(n)
-    # to 2^-32: the float64 Newton steps of the caller take it to rounding level (the nodes
-    # are at least ~1/n^2 apart, far more than that)
+    # to 2^-8 / n^2: the nodes are at least ~1/n^2 apart (at the ends), so each guess is
+    # well inside its root's basin and the float64 Newton steps of the caller take it to
+    # rounding level
+    steps = max(20, 2 * int(n).bit_length() + 10)
     with np.errstate(divide="ignore"):
-        for _ in range(34):
+        for _ in range(steps):
             x = (lo + hi) / 2
             q = -x
             count = (q < 0).astype(int)

@@ -268,17 +268,13 @@ class _ChordIntegrals:
         return 1 - self.a0 * z1 * z1 / Bm, -self.a1 * z1 / Bm, -self.a0 / Bm
 
     def _density(self, q):
-        k = (self.B - 5) // 2
-        odd = (self.B - 5) % 2
+        """``q^((B-5)/2)`` at each node (Arb's real power: ``exp(((B-5)/2) log q)``, one
+        call, cheaper than an integer power and a square root), 0 where ``q`` may be 0."""
         zero = arbmath.arb(0)
-        out = []
-        for v in q:
-            if not v > 0:  # a ball touching the ellipse's edge: zero weight
-                out.append(zero)
-                continue
-            d = v ** k if k else arbmath.arb(1)
-            out.append(d * v.sqrt() if odd else d)
-        return out
+        if self.B == 5:
+            return [arbmath.arb(1) if v > 0 else zero for v in q]
+        power = arbmath.arb(self.B - 5) / 2
+        return [v ** power if v > 0 else zero for v in q]
 
     def rows(self, z1s) -> list:
         if self.whole:

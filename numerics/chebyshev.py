@@ -60,36 +60,46 @@ def transform_matrix(m: int, bits: int) -> arb_mat:
 
 
 def chebyshev_matrix(xs, m: int) -> arb_mat:
-    """``T_k(x_i)``, ``k < m``, as an ``len(xs) x m`` arb matrix (three-term recurrence).
-
-    The recurrence runs on midpoints (exact balls, radius dropped at each step): it is stable
-    on ``[-1, 1]`` in rounded arithmetic (error ``O(k^2 2^-prec)``), but ball arithmetic
-    bounds its radius by the recurrence with ``|2x|``, which grows like ``(1 + sqrt 2)^k``
-    (``10^98`` at ``k = 256``), and ``arb_mat`` products then evaluate such rows at a
-    correspondingly reduced precision."""
-    rows = []
-    for x in xs:
-        x = x.mid()
-        row = [arb(1), x]
-        two_x = 2 * x
-        for _ in range(m - 2):
-            row.append((two_x * row[-1] - row[-2]).mid())
-        rows.append(row[:m])
-    return arb_mat(rows)
+    """``T_k(x_i)``, ``k < m``, as an ``len(xs) x m`` arb matrix (:class:`ChebyshevRows`)."""
+    return ChebyshevRows(xs).matrix(m)
 
 
-#: ``T_k(x_i)`` matrices of outer rules that recur (the same Gauss-Legendre nodes in the
-#: standard variable at every batch size), keyed by the caller's name for the rule.
+class ChebyshevRows:
+    """``T_k(x_i)`` at fixed points ``x_i``, extended to more ``k`` as needed; ``matrix(m)``
+    is the ``len(xs) x m`` arb matrix of ``k < m`` (each built once).
+
+    The recurrence ``T_{k+1} = 2x T_k - T_{k-1}`` runs on midpoints (exact balls, radius
+    dropped at each step): it is stable on ``[-1, 1]`` in rounded arithmetic (error
+    ``O(k^2 2^-prec)``), but ball arithmetic bounds its radius by the recurrence with
+    ``|2x|``, which grows like ``(1 + sqrt 2)^k`` (``10^98`` at ``k = 256``), and ``arb_mat``
+    products then evaluate such rows at a correspondingly reduced precision."""
+
+    def __init__(self, xs):
+        self.rows = [[arb(1), x.mid()] for x in xs]
+        self._two_x = [2 * row[1] for row in self.rows]
+        self._matrices: dict = {}
+
+    def matrix(self, m: int) -> arb_mat:
+        if m not in self._matrices:
+            for row, two_x in zip(self.rows, self._two_x):
+                while len(row) < m:
+                    row.append((two_x * row[-1] - row[-2]).mid())
+            self._matrices[m] = arb_mat([row[:m] for row in self.rows])
+        return self._matrices[m]
+
+
+#: ``T_k(x_i)`` of outer rules that recur (the same Gauss-Legendre nodes in the standard
+#: variable at every batch size), keyed by the caller's name for the rule and the precision.
 _T_CACHE: dict = {}
 
 
-def _cached_chebyshev_matrix(key, xs, m: int, bits: int) -> arb_mat:
-    full = (key, m, bits)
+def _cached_rows(key, xs, bits: int) -> ChebyshevRows:
+    full = (key, bits)
     if full not in _T_CACHE:
-        if len(_T_CACHE) > 64:
+        if len(_T_CACHE) > 16:
             _T_CACHE.clear()
         with arbmath.precision(bits):
-            _T_CACHE[full] = chebyshev_matrix(xs, m)
+            _T_CACHE[full] = ChebyshevRows(xs)
     return _T_CACHE[full]
 
 
@@ -107,6 +117,7 @@ class Interpolation:
         self.func, self.W, self.xs, self.bits = func, half_width, list(xs), bits
         self.many = many  # the values at a list of points in one call, if given
         self.cache_key = cache_key
+        self._own_rows = None
         self.m = m
         self.values = self._at([self.W * c for c in lobatto_cosines(m, bits)])
 
@@ -125,23 +136,22 @@ class Interpolation:
         self.values = values + [self.values[-1]]
         self.m = m
 
-    def _tmat(self) -> arb_mat:
+    def _rows(self) -> ChebyshevRows:
         if self.cache_key is not None:
-            return _cached_chebyshev_matrix(self.cache_key, self.xs, self.m, self.bits)
-        return chebyshev_matrix(self.xs, self.m)
+            return _cached_rows(self.cache_key, self.xs, self.bits)
+        if self._own_rows is None:
+            with arbmath.precision(self.bits):
+                self._own_rows = ChebyshevRows(self.xs)
+        return self._own_rows
 
     def evaluate(self) -> tuple[arb_mat, arb_mat]:
-        """``(fine, coarse)``: the interpolants on ``m`` and on ``(m+1)/2`` points at ``xs``."""
+        """``(fine, coarse)``: the interpolants on ``m`` and on ``(m+1)/2`` points at ``xs``
+        (the coarse one with the first ``(m+1)/2`` of the ``T_k`` only)."""
         with arbmath.precision(self.bits):
             m, h = self.m, (self.m + 1) // 2
             V = arb_mat([list(v) for v in self.values])
             C = transform_matrix(m, self.bits) * V
             Vh = arb_mat([list(v) for v in self.values[::2]])
             Ch = transform_matrix(h, self.bits) * Vh
-            P = V.ncols()
-            padded = arb_mat(m, P)
-            for k in range(h):
-                for p in range(P):
-                    padded[k, p] = Ch[k, p]
-            T = self._tmat()
-            return T * C, T * padded
+            rows = self._rows()
+            return rows.matrix(m) * C, rows.matrix(h) * Ch
