@@ -14,7 +14,8 @@ binomial theorem, ``z^m = sum_e C(m, e) a^(m-e) b^e s^e``: then only ``phi^p phi
 a multiply-and-add per node and column. The absolute columns
 ``A_k(i) = sum_e C(m, e) |a|^(m-e) |b|^e sum_j w_j |s_j|^e D_ij |phi^p phi'^q|`` bound
 ``sum_j w_j D_ij |z^m phi^p phi'^q|`` from above (``|a + b s| <= |a| + |b s|``): they serve
-only as the size against which cancellation is measured.
+only as the size against which cancellation is measured, and are summed in float64
+(balls where a term would leave its range).
 
 Rounding: each ``S_k`` is a sum of at most ``m + 1`` terms each bounded by ``A_k``, so its
 rounding error is a few units of ``2^-prec A_k``, as for the sum formed node by node.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from math import comb
 
+import numpy as np
 from flint import arb, arb_mat
 
 
@@ -54,16 +56,22 @@ def line_sums(pair, points, shifts, scales, nodes, weights, use_dphi: bool = Tru
     for _ in range(top):
         powers.append([p * s for p, s in zip(powers[-1], nodes)])
     cols = arb_mat([[w * powers[e][j] for e in range(top + 1)] for j, w in enumerate(weights)])
-    cols_abs = arb_mat([[w * abs(powers[e][j]) for e in range(top + 1)]
-                        for j, w in enumerate(weights)])
+    cols_abs = None
     sums = {}
     for base in sorted({(pt.p, pt.q) for pt in points}):
         vals = _base_values(base, F, G, len(Z), one)
         if D is not None:
             vals = [d * v for d, v in zip(D, vals)]
-        mat = arb_mat([vals[i * n:(i + 1) * n] for i in range(rows)])
-        mat_abs = arb_mat([[abs(v) for v in vals[i * n:(i + 1) * n]] for i in range(rows)])
-        sums[base] = (mat * cols, mat_abs * cols_abs)
+        signed = arb_mat([vals[i * n:(i + 1) * n] for i in range(rows)]) * cols
+        modulus = _modulus_sums(vals, rows, n, weights, powers)
+        if modulus is None:  # outside float64's range: the same sums in balls
+            if cols_abs is None:
+                cols_abs = arb_mat([[w * abs(powers[e][j]) for e in range(top + 1)]
+                                    for j, w in enumerate(weights)])
+            mat_abs = arb_mat([[abs(v) for v in vals[i * n:(i + 1) * n]] for i in range(rows)])
+            product = mat_abs * cols_abs
+            modulus = [[product[i, e] for e in range(top + 1)] for i in range(rows)]
+        sums[base] = (signed, modulus)
     out = []
     for i, (a, b) in enumerate(zip(shifts, scales)):
         a_abs, b_abs = abs(a), abs(b)
@@ -74,11 +82,29 @@ def line_sums(pair, points, shifts, scales, nodes, weights, use_dphi: bool = Tru
             for e in range(pt.m + 1):
                 c = comb(pt.m, e)
                 v += c * _ipow(a, pt.m - e, one) * _ipow(b, e, one) * signed[i, e]
-                s += c * _ipow(a_abs, pt.m - e, one) * _ipow(b_abs, e, one) * modulus[i, e]
+                s += c * _ipow(a_abs, pt.m - e, one) * _ipow(b_abs, e, one) * modulus[i][e]
             vals.append(v)
             absl.append(s)
         out.append(vals + absl)
     return out
+
+
+#: Largest modulus for which the absolute columns are summed in float64.
+_FLOAT_LIMIT = 1e280
+
+
+def _modulus_sums(vals, rows: int, n: int, weights, powers):
+    """``sum_j w_j |s_j|^e |vals_ij|`` for every row and power, in float64 (they are sizes,
+    not values: 16 digits are plenty; an underflowing term only makes the size smaller,
+    which makes every use of it stricter), as exact balls; None if a term may overflow."""
+    mods = np.abs(np.array([float(v) for v in vals]).reshape(rows, n))
+    if not np.all(mods < _FLOAT_LIMIT):  # also NaN
+        return None
+    w = np.array([float(v) for v in weights])
+    cols = np.stack([w * np.abs(np.array([float(p) for p in power])) for power in powers],
+                    axis=1)
+    sums = mods @ cols
+    return [[arb(float(v)) for v in row] for row in sums]
 
 
 def _base_values(base, F, G, size: int, one) -> list:
