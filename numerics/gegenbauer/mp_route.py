@@ -72,13 +72,20 @@ def _mp_pass(act, B, nodes, weight_levels, moments, want_rate, tol, K_cap):
                 lev["var"] = _to_mpf(sum((wi * u * u for wi, u in zip(wt, dev)), _ZERO))
                 lev["dirichlet"] = (Bm - 1) * _to_mpf(
                     sum((wi * cos2[i] * g[i] * g[i] for wi, i in zip(wt, idx)), _ZERO))
-            # weights x point values as fixed-point integers over all nodes (0 off the level)
+            # weights x point values as fixed-point integers on the level's nodes: every
+            # node, or (nested trapezoid levels) every stride-th one, whose e_k are then a
+            # slice of the finest level's
+            stride = idx[1] - idx[0] if len(idx) > 1 else 1
+            if idx != list(range(idx[0], len(nodes), stride)) or idx[0] != 0:
+                stride = None
+            lev["stride"] = stride
             wf = {pt: [0] * len(nodes) for pt in coef_pts}
             for pt in coef_pts:
                 row, vals = wf[pt], fvals[pt]
                 for w, i in zip(wt, idx):
                     row[i] = _fixed_arb(w * vals[i], FIXED)
-            lev["wf"] = {pt: np.array(wf[pt], dtype=object) for pt in coef_pts}
+            lev["wf"] = {pt: np.array(wf[pt][::stride] if stride else wf[pt], dtype=object)
+                         for pt in coef_pts}
             lev["coef"] = {pt: [] for pt in coef_pts}
             levels.append(lev)
         T = np.array([_fixed_arb(ti, FIXED) for ti in t], dtype=object)
@@ -99,7 +106,8 @@ def _mp_pass(act, B, nodes, weight_levels, moments, want_rate, tol, K_cap):
             r.append((2 * (k - 1 + lam) * rho * r[k - 1] - (k - 1) * r[k - 2]) / (k - 1 + 2 * lam))
         for lev in levels:
             for pt in coef_pts:
-                lev["coef"][pt].append(mpmath.mpf((int(np.dot(lev["wf"][pt], e_cur)),
+                e = e_cur[::lev["stride"]] if lev["stride"] else e_cur
+                lev["coef"][pt].append(mpmath.mpf((int(np.dot(lev["wf"][pt], e)),
                                                    -2 * FIXED)))
         # stopping test on the finest level (running sums of squares give the scales)
         c = levels[0]["coef"]
