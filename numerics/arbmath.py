@@ -8,10 +8,12 @@ midpoints; quadrature error is estimated by the callers (two rule levels).
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from functools import lru_cache
 
 import mpmath
+import numpy as np
 import sympy as sp
 from flint import arb, ctx
 
@@ -130,8 +132,6 @@ def _jacobi_eigenvalues(off):
     and off-diagonal ``off``, all inside ``(-1, 1)`` (a Jacobi matrix on ``[-1, 1]``): bisection
     of every eigenvalue at once on the Sturm count ``#{i: q_i < 0}``, ``q_1 = -x``,
     ``q_i = -x - off_(i-1)^2 / q_(i-1)`` (the number of eigenvalues below ``x``)."""
-    import numpy as np
-
     n = len(off) + 1
     sq = np.asarray(off, dtype=float) ** 2
     # hi = 1 + 2^-7: no midpoint is ever 0 (then q_1 = -x = 0); later q_i = 0 needs an
@@ -156,6 +156,27 @@ def _jacobi_eigenvalues(off):
     return (lo + hi) / 2
 
 
+def scaled_columns(rows) -> tuple:
+    """Arb entries ``rows[k][j]`` as float64 ``v 2^-e_j`` with one exponent per column (the
+    largest midpoint's), so that any column fits float64's range: ``(floats, [e_j])``
+    (``e_j = 0`` when every entry is well inside the range as it is)."""
+    ncols = len(rows[0]) if rows else 0
+    direct = np.array([[float(v) for v in row] for row in rows]).reshape(len(rows), ncols)
+    magnitudes = np.abs(direct[direct != 0])
+    if np.all(np.isfinite(direct)) and (not magnitudes.size or (
+            magnitudes.max() < 1e280 and magnitudes.min() > 1e-280)):
+        return direct, [0] * ncols
+    mids = [[v.mid().man_exp() for v in row] for row in rows]
+    exps = []
+    for j in range(ncols):
+        tops = [int(e) + int(man).bit_length() for man, e in (row[j] for row in mids)
+                if int(man)]
+        exps.append(max(tops) if tops else 0)
+    out = np.array([[math.ldexp(float(int(man)), int(e) - exps[j]) if int(man) else 0.0
+                     for j, (man, e) in enumerate(row)] for row in mids])
+    return out.reshape(len(rows), ncols), exps
+
+
 @lru_cache(maxsize=64)
 def gauss_gegenbauer(n: int, two_lam: int, bits: int) -> tuple:
     """``n``-point Gauss rule for the weight ``(1 - x^2)^(lam - 1/2)`` on ``[-1, 1]``,
@@ -172,8 +193,6 @@ def gauss_gegenbauer(n: int, two_lam: int, bits: int) -> tuple:
     ``w_i = pi 2^(2-2lam) Gamma(n+2lam) / (n! Gamma(lam)^2 (1 - x_i^2) C_n'(x_i)^2)``
     (Szego, Orthogonal Polynomials, (15.3.2) with the norms (4.7.16)).
     """
-    import numpy as np
-
     F = bits + 64  # noqa: N806 (fractional bits)
     one = 1 << F
     k = np.arange(1, n, dtype=float)

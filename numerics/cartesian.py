@@ -183,7 +183,7 @@ def _pass_smooth(act: Activation, moments, B: int, n: int, prec: int, Z, dps: in
                 return c ** ((B - 4) // 2) * (c.sqrt() if B % 2 else 1)
 
             left = left_matrices(outer, two)
-            table = None
+            found = None
             if not whole:
                 # a truncated window keeps the chords away from the ellipse's ends, where
                 # the ratio below would be 0/0
@@ -195,23 +195,21 @@ def _pass_smooth(act: Activation, moments, B: int, n: int, prec: int, Z, dps: in
                     return [[v / scale for v in row] for row, scale in
                             zip(chords.rows(z1s), map(cos_power, z1s))]
 
-                # the table of the reduced integrals with the outer factors times the
-                # powers: the same sums as the integrals themselves with the plain factors
+                # the reduced integrals with the outer factors times the powers: the same
+                # sums as the integrals themselves with the plain factors
                 scaled = left_matrices([(wc * cos_power(z1), vals) for z1, wc, vals in outer],
                                        two)
-                table = _interpolated_inner(reduced, theta_max, xs, prec, None, scaled, two,
+                found = _interpolated_inner(reduced, theta_max, xs, prec, None, scaled, two,
                                             col, P, dps)
-                if table is not None:
-                    left = scaled
-            if table is None:
-                table = (arb_mat(chords.rows([z1 for z1, _, _ in outer])), None)
-            fine, errors = table
-            values, absolutes = moment_sums(left, fine, two, col, P)
+            if found is None:
+                values, absolutes = moment_sums(left, chords.rows([z1 for z1, _, _ in outer]),
+                                                two, col, P)
+            else:
+                values, absolutes = found.values, found.absolutes
+                interp_err = {mo: arbmath.from_mpf(found.errors[mo]) for mo in two}
             for mo in two:
                 sums[mo] += values[mo]
-                sums_abs[mo] += absolutes[mo]
-            if errors is not None:
-                interp_err = {mo: arbmath.from_mpf(errors[mo]) for mo in two}
+                sums_abs[mo] += arbmath.from_mpf(absolutes[mo])
         return {mo: (arbmath.to_mpf(sums[mo]), arbmath.to_mpf(sums_abs[mo]),
                      abs(arbmath.to_mpf(interp_err[mo])) if mo in interp_err else mpmath.mpf(0))
                 for mo in moments}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import numpy as np
 from flint import arb, arb_mat
 
 from . import arbmath
@@ -78,6 +79,14 @@ class ChebyshevRows:
         self.rows = [[arb(1), x.mid()] for x in xs]
         self._two_x = [2 * row[1] for row in self.rows]
         self._matrices: dict = {}
+        self._angles = np.arccos(np.clip([float(x) for x in xs], -1, 1))
+        self._floats: dict = {}
+
+    def floats(self, m: int) -> np.ndarray:
+        """``T_k(x_i) = cos(k acos x_i)``, ``k < m``, in float64 (for sizes and errors)."""
+        if m not in self._floats:
+            self._floats[m] = np.cos(np.outer(self._angles, np.arange(m)))
+        return self._floats[m]
 
     def matrix(self, m: int) -> arb_mat:
         if m not in self._matrices:
@@ -86,6 +95,11 @@ class ChebyshevRows:
                     row.append((two_x * row[-1] - row[-2]).mid())
             self._matrices[m] = arb_mat([row[:m] for row in self.rows])
         return self._matrices[m]
+
+
+def _columns(mat: arb_mat, cols) -> arb_mat:
+    cols = list(cols)
+    return arb_mat([[mat[i, j] for j in cols] for i in range(mat.nrows())])
 
 
 #: ``T_k(x_i)`` of outer rules that recur (the same Gauss-Legendre nodes in the standard
@@ -143,6 +157,34 @@ class Interpolation:
             with arbmath.precision(self.bits):
                 self._own_rows = ChebyshevRows(self.xs)
         return self._own_rows
+
+    def weighted(self, left: arb_mat, P: int) -> tuple:
+        """The interpolants at ``xs`` for values whose first ``P`` columns are signed and the
+        others sizes, as the callers' outer sums need them:
+
+        * ``signed``: ``left x fine`` (first ``P`` columns; arb), as ``(left x T) x C``
+          (``T`` the ``n x m`` Chebyshev matrix, ``C`` the coefficients): ``n_left x m``
+          products per column instead of ``n x m``;
+        * ``spread``: ``|fine - coarse|`` at the nodes (first ``P`` columns), the
+          interpolation's error estimate, and ``sizes``: ``|fine|`` (the other columns), in
+          float64 from the coefficient differences and the sizes' coefficients scaled by a
+          power of two per column (their range is any arb's), as ``(floats, exponents)``.
+        """
+        with arbmath.precision(self.bits):
+            m, h = self.m, (self.m + 1) // 2
+            C = transform_matrix(m, self.bits) * arb_mat([list(v) for v in self.values])
+            Ch = transform_matrix(h, self.bits) * arb_mat([list(v) for v in self.values[::2]])
+            ncols = C.ncols()
+            signed = (left * self._rows().matrix(m)) * _columns(C, range(P))
+            diff = [[C[k, j] - Ch[k, j] if k < h else C[k, j] for j in range(P)]
+                    for k in range(m)]
+            Tf = self._rows().floats(m)
+            spread_f, spread_e = arbmath.scaled_columns(diff)
+            sizes_f, sizes_e = arbmath.scaled_columns([[C[k, j] for j in range(P, ncols)]
+                                                for k in range(m)])
+            spread = np.abs(Tf @ spread_f)
+            sizes = np.abs(Tf @ sizes_f)
+        return signed, (spread, spread_e), (sizes, sizes_e)
 
     def evaluate(self) -> tuple[arb_mat, arb_mat]:
         """``(fine, coarse)``: the interpolants on ``m`` and on ``(m+1)/2`` points at ``xs``

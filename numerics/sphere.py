@@ -357,17 +357,17 @@ def _mp_pass_smooth(act: Activation, moments, geo: Geometry, level: int, prec: i
                 return inner_sc([d1.sin_cos() for d1 in d1s])
 
             left = left_matrices(outer, two)
-            table = _interpolated_inner(inner_many, W1, xs, prec, ("sphere", level),
+            found = _interpolated_inner(inner_many, W1, xs, prec, ("sphere", level),
                                         left, two, col, P, dps)
-            if table is None:
-                table = (arb_mat(inner_sc([(s1, c1) for _, s1, c1, _, _ in outer])), None)
-            fine, errors = table
-            values, absolutes = moment_sums(left, fine, two, col, P)
+            if found is None:
+                values, absolutes = moment_sums(
+                    left, inner_sc([(s1, c1) for _, s1, c1, _, _ in outer]), two, col, P)
+            else:
+                values, absolutes = found.values, found.absolutes
+                interp_err = {mo: arbmath.from_mpf(found.errors[mo]) for mo in two}
             for mo in two:
                 sums[mo] += values[mo]
-                sums_abs[mo] += absolutes[mo]
-            if errors is not None:
-                interp_err = {mo: arbmath.from_mpf(errors[mo]) for mo in two}
+                sums_abs[mo] += arbmath.from_mpf(absolutes[mo])
             norm2 = norm1 * inner_norm
         out = {}
         for mo in moments:
@@ -378,41 +378,72 @@ def _mp_pass_smooth(act: Activation, moments, geo: Geometry, level: int, prec: i
         return out
 
 
-def left_matrices(outer, two) -> tuple:
+@dataclass
+class OuterFactors:
     """The outer factor of each two-point moment at each outer node (weight times the
-    first point's value; ``outer[i] = (..., weight, first-point values)``) as the rows of
-    an arb matrix, and their moduli: the outer sums are then matrix products."""
+    first point's value) as the rows of an arb matrix ``signed``, and their moduli in
+    float64 scaled by ``2^-exps[r]`` per row (sizes only): outer sums are matrix products."""
+
+    signed: arb_mat
+    moduli: np.ndarray
+    exps: list
+
+
+def left_matrices(outer, two) -> OuterFactors:
+    """:class:`OuterFactors` from ``outer[i] = (..., weight, first-point values)``."""
     rows = [[entry[-2] * entry[-1][mo.points[0]] for entry in outer] for mo in two]
-    return arb_mat(rows), arb_mat([[abs(v) for v in row] for row in rows])
+    moduli, exps = arbmath.scaled_columns(list(zip(*rows)))
+    return OuterFactors(arb_mat(rows), np.abs(moduli.T), exps)
 
 
-def _abs_columns(mat, start: int, stop: int) -> arb_mat:
-    """``|mat[i, j]|`` for the columns ``start <= j < stop``."""
-    return arb_mat([[abs(mat[i, j]) for j in range(start, stop)] for i in range(mat.nrows())])
+def _sizes(left: OuterFactors, floats: np.ndarray, col_exps, two, col) -> dict:
+    """``sum_i |left_i| |A_k(i)|`` per moment from scaled floats (``|A| 2^-col_exps``), as
+    mpmath numbers."""
+    prod = left.moduli @ np.abs(floats)
+    return {mo: mpmath.ldexp(mpmath.mpf(float(prod[r, col[mo.points[1]]])),
+                             left.exps[r] + col_exps[col[mo.points[1]]])
+            for r, mo in enumerate(two)}
 
 
-def moment_sums(left, table, two, col, P) -> tuple[dict, dict]:
-    """``sum_i left_i S_k(i)`` and ``sum_i |left_i| |A_k(i)|`` of each two-point moment (arb),
-    ``table`` the ``n x 2P`` inner integrals (columns ``S_k``, then the absolute ``A_k``)."""
-    signed = left[0] * table
-    modulus = left[1] * _abs_columns(table, P, 2 * P)
+def moment_sums(left: OuterFactors, rows, two, col, P) -> tuple[dict, dict]:
+    """``sum_i left_i S_k(i)`` (arb) and ``sum_i |left_i| |A_k(i)|`` (mpmath) of each
+    two-point moment, ``rows[i]`` the inner integrals at outer node ``i`` (``S_k``, then the
+    absolute ``A_k``)."""
+    signed = left.signed * arb_mat([row[:P] for row in rows])
+    floats, exps = arbmath.scaled_columns([row[P:] for row in rows])
     return ({mo: signed[r, col[mo.points[1]]] for r, mo in enumerate(two)},
-            {mo: modulus[r, col[mo.points[1]]] for r, mo in enumerate(two)})
+            _sizes(left, floats, exps, two, col))
+
+
+@dataclass
+class Interpolated:
+    """The outer sums of accepted interpolated inner integrals (``values`` arb,
+    ``absolutes`` and ``errors`` mpmath, per two-point moment) and the interpolation."""
+
+    values: dict
+    absolutes: dict
+    errors: dict
+    interpolation: object
+
+    def fine(self) -> arb_mat:
+        """The interpolated inner integrals at the outer nodes (``n x 2P``)."""
+        return self.interpolation.evaluate()[0]
 
 
 def _interpolated_inner(inner_many, W, xs, prec, key, left, two, col, P, dps):
-    """Inner integrals at the outer nodes from a Chebyshev interpolant in the outer angle:
-    ``(table, errors)``, ``table`` the ``n x 2P`` arb matrix of the rows of
-    ``inner_many(points)`` (the inner integrals at a list of outer points) at the outer
-    nodes, ``errors[moment]`` bounding the interpolation's effect on the (unnormalised)
+    """Inner integrals at the outer nodes from a Chebyshev interpolant in the outer angle,
+    summed with the outer factors ``left`` (:func:`left_matrices`): an :class:`Interpolated`
+    whose ``errors[moment]`` bound the interpolation's effect on the (unnormalised)
     moment; or None when the outer rule is too small to gain or the interpolant does not
-    converge before ``m`` reaches three quarters of the outer nodes. ``left``: the outer
-    factors (:func:`left_matrices`).
+    converge before ``m`` reaches three quarters of the outer nodes. ``inner_many(points)``:
+    the rows of inner integrals (``P`` signed columns, then ``P`` sizes) at a list of outer
+    points.
 
     The error of the interpolant on ``m`` points is extrapolated from the differences of
     the last three point sets (``m``, ``(m+1)/2``, ``(m+3)/4``) as the quadrature levels are
     (:func:`_extrapolated_error`: doubling ``m`` squares a geometric error), relative to
-    each moment's scale; with two point sets it is their difference.
+    each moment's scale; with two point sets it is their difference. The differences and
+    sizes are summed in float64 (they are errors and sizes, not values).
     """
     from .chebyshev import Interpolation
 
@@ -424,12 +455,10 @@ def _interpolated_inner(inner_many, W, xs, prec, key, left, two, col, P, dps):
     history = []  # (m, log10 of the worst error/allowed ratio)
     previous = None  # weighted differences of the previous refinement
     while True:
-        fine, coarse = interp.evaluate()
-        values, absolutes = moment_sums(left, fine, two, col, P)
-        spread = left[1] * _abs_columns(fine - coarse, 0, P)
-        diffs = {mo: arbmath.to_mpf(spread[r, col[mo.points[1]]]) for r, mo in enumerate(two)}
-        vals = {mo: arbmath.to_mpf(v) for mo, v in values.items()}
-        absl = {mo: arbmath.to_mpf(a) for mo, a in absolutes.items()}
+        signed, (spread, spread_e), (sizes, sizes_e) = interp.weighted(left.signed, P)
+        vals = {mo: arbmath.to_mpf(signed[r, col[mo.points[1]]]) for r, mo in enumerate(two)}
+        diffs = _sizes(left, spread, spread_e, two, col)
+        absl = _sizes(left, sizes, sizes_e, two, col)
         errs = dict(diffs)
         if previous is not None:
             for mo in two:
@@ -441,7 +470,8 @@ def _interpolated_inner(inner_many, W, xs, prec, key, left, two, col, P, dps):
                     errs[mo] = scale * _extrapolated_error([mpmath.mpf(0), d0 - d1, d0], 1)
         ratio = interpolation_error_ratio(errs, vals, absl, dps)
         if ratio <= 1:
-            return fine, errs
+            return Interpolated({mo: signed[r, col[mo.points[1]]] for r, mo in enumerate(two)},
+                                absl, errs, interp)
         previous = diffs
         history.append((interp.m, float(mpmath.log10(ratio))))
         limit = 3 * n // 4

@@ -115,7 +115,7 @@ def test_interpolated_inner_integral_against_mpmath_quad():
             cartesian._pass_smooth(act, moments, B, 768, mpmath.mp.prec, Z, 32)
     finally:
         cartesian._interpolated_inner = real
-    fine, _ = captured["table"]
+    fine = captured["table"].fine()
     k = captured["col"][Point(1, 1, 0)]  # the second point z * phi(z)
     with mpmath.workdps(45):
         # nodes where the outer weight is large (the interpolation error is controlled in
