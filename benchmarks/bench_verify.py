@@ -4,7 +4,8 @@ Each run is a fresh `python -m bnmft verify ACT --digits 30 --quiet`; the script
 wall time and the CPU time of the child process (user + system, from `getrusage`: on a
 machine shared with other jobs the CPU time is the steadier figure), checks that it exits 0
 and that its last line reports every check passing, and prints the medians over R rounds
-(default 3) per activation (default tanh, erf, relu).
+(default 3) per activation (default tanh, erf, relu), with the range of the 1-minute load
+average seen at the start of the runs (the machine's other work inflates both times).
 
 With `--baseline PYTHON` the same command is also run with another interpreter, one in
 which a previous version of bnmft is installed (e.g. `pip install` of an older commit into
@@ -53,8 +54,10 @@ def main(argv=None) -> None:
     print(f"bnmft verify ACT --digits 30, whole process, {args.rounds} rounds, medians")
     for act in args.activations:
         times = {name: ([], []) for name in versions}
+        loads = []
         for _ in range(args.rounds):
             for name, python in versions.items():  # interleaved: A B A B ...
+                loads.append(os.getloadavg()[0])
                 wall, cpu, last = run_once(python, act)
                 if "checks agree" not in last or " of " not in last:
                     raise SystemExit(f"{name} verify {act}: unexpected summary: {last}")
@@ -70,6 +73,7 @@ def main(argv=None) -> None:
             b = med["baseline"]
             line += (f"   baseline: wall {b[0]:7.2f} s  cpu {b[1]:7.2f} s   ratio wall "
                      f"{b[0] / med['this'][0]:.2f}  cpu {b[1] / med['this'][1]:.2f}")
+        line += f"   load {min(loads):.1f}-{max(loads):.1f}"
         print(line, flush=True)
 
 

@@ -24,7 +24,10 @@ import mpmath
 
 from bnmft.derive import Activation
 
+from flint import arb_mat
+
 from . import arbmath
+from .inner import line_sums
 from .rules import gl_count
 from .sphere import (
     _interpolated_inner,
@@ -33,7 +36,9 @@ from .sphere import (
     _rule_arb,
     _rule_kind,
     effective_digits,
+    left_matrices,
     merged_pieces,
+    moment_sums,
     point_evaluator,
     relative_levels,
 )
@@ -136,7 +141,7 @@ def _pass_smooth(act: Activation, moments, B: int, n: int, prec: int, Z, dps: in
         R = arbmath.from_mpf(mpmath.sqrt(B - 1))
         firsts = sorted({mo.points[0] for mo in moments})
         seconds = sorted({mo.points[1] for mo in two})
-        first_values, second_values = point_evaluator(firsts), point_evaluator(seconds)
+        first_values = point_evaluator(firsts)
         col = {pt: i for i, pt in enumerate(seconds)}
         P = len(seconds)
 
@@ -170,97 +175,185 @@ def _pass_smooth(act: Activation, moments, B: int, n: int, prec: int, Z, dps: in
             outer.append((z1, w1 * c2, vals))
         interp_err = {mo: zero for mo in two}
         if two:
-            half_pi = mpmath.pi / 2
-            inv_B, inv_B2 = 1 / Bm, 1 / (Bm - 2)
-            whole_chord = None  # the rule on a whole chord: the same for every full chord
-            arb_one = arbmath.arb(1)
-
-            def t_nodes(ip):
-                nonlocal whole_chord
-                full = len(ip) == 1 and ip[0][0] == -half_pi and ip[0][1] == half_pi
-                if full and whole_chord is not None:
-                    return whole_chord
-                if full and whole:
-                    # z2 = c + h x on the whole chord: the density is (1 - x^2)^((B-5)/2)
-                    # times a constant, so Gauss-Gegenbauer (lam = (B-4)/2) leaves only
-                    # phi(c + h x) to resolve (analytic on a Bernstein ellipse in x larger
-                    # than the one in t, where x = sin t compresses the chord's middle by
-                    # pi/2); the density itself is still evaluated at every node and its
-                    # ratio to the rule's weight (1 - x^2)^((B-5)/2) enters the weights
-                    whole_chord = [(x, arb_one, wx / wpow)
-                                   for x, wx, wpow in arbmath.gauss_gegenbauer(
-                                       n, B - 4, prec)]
-                    return whole_chord
-                arb_ip = [(arbmath.from_mpf(a), arbmath.from_mpf(b), pa, pb)
-                          for a, b, pa, pb in ip]
-                nodes = [(*t.sin_cos(), wt) for t, wt in _pieces(arb_ip, rule)]
-                if full:
-                    whole_chord = nodes
-                return nodes
-
-            def inner_at_z(z1):
-                acc = [zero] * P
-                acc_abs = [zero] * P
-                chord = _inner_pieces(B, [], 1, arbmath.to_mpf(z1), Z)
-                if chord is None:
-                    return acc + acc_abs
-                centre, half = arbmath.from_mpf(chord[0]), arbmath.from_mpf(chord[1])
-                z1sq = z1 * z1
-                for sin_t, cos_t, wt in t_nodes(chord[2]):
-                    z2 = centre + half * sin_t
-                    zs = z1 + z2
-                    # the Thm 7 density, evaluated as written (not through the parametrisation)
-                    q = 1 - (z1sq + z2 * z2 + zs * zs * inv_B2) * inv_B
-                    if not q > 0:  # a ball touching the ellipse edge: zero weight
-                        continue
-                    dens2 = q ** ((B - 5) // 2) * (q.sqrt() if (B - 5) % 2 else 1)
-                    w2 = wt * half * cos_t * dens2
-                    f2, g2 = fg(z2)
-                    for k, val in enumerate(second_values(z2, f2, g2)):
-                        term = w2 * val
-                        acc[k] += term
-                        acc_abs[k] += abs(term)
-                return acc + acc_abs
+            chords = _ChordIntegrals(pair, seconds, use_dphi, B, Z, n, rule, prec)
 
             def cos_power(z1):
                 # cos(theta)^(B-4) = (1 - z1^2/(B-1))^((B-4)/2), the chord length's power
                 c = 1 - z1 * z1 / (Bm - 1)
                 return c ** ((B - 4) // 2) * (c.sqrt() if B % 2 else 1)
 
-            table = None
-            if Z < mpmath.sqrt(B - 1):
+            left = left_matrices(outer, two)
+            found = None
+            if not whole:
                 # a truncated window keeps the chords away from the ellipse's ends, where
                 # the ratio below would be 0/0
                 theta_max = (arbmath.from_mpf(Z) / R).asin()
                 xs = [(z1 / R).asin() / theta_max for z1, _, _ in outer]
 
-                def reduced(theta):
-                    z1 = R * theta.sin()
-                    scale = cos_power(z1)
-                    return [v / scale for v in inner_at_z(z1)]
+                def reduced(thetas):
+                    z1s = [R * theta.sin() for theta in thetas]
+                    return [[v / scale for v in row] for row, scale in
+                            zip(chords.rows(z1s), map(cos_power, z1s))]
 
-                table = _interpolated_inner(reduced, theta_max, xs, prec, None,
-                                            [(wc * cos_power(z1), vals)
-                                             for z1, wc, vals in outer], two, col, P, dps)
-                if table is not None:
-                    scales = [cos_power(z1) for z1, _, _ in outer]
-                    table = ([[v * sc for v in row] for row, sc in zip(table[0], scales)],
-                             table[1])
-            if table is None:
-                table = ([inner_at_z(z1) for z1, _, _ in outer], None)
-            fine, errors = table
-            for i, (_, wc, vals) in enumerate(outer):
-                row = fine[i]
-                for mo in two:
-                    k = col[mo.points[1]]
-                    left = wc * vals[mo.points[0]]
-                    sums[mo] += left * row[k]
-                    sums_abs[mo] += abs(left) * abs(row[P + k])
-            if errors is not None:
-                interp_err = {mo: arbmath.from_mpf(errors[mo]) for mo in two}
+                # the reduced integrals with the outer factors times the powers: the same
+                # sums as the integrals themselves with the plain factors
+                scaled = left_matrices([(wc * cos_power(z1), vals) for z1, wc, vals in outer],
+                                       two)
+                found = _interpolated_inner(reduced, theta_max, xs, prec, None, scaled, two,
+                                            col, P, dps)
+            if found is None:
+                values, absolutes = moment_sums(left, chords.rows([z1 for z1, _, _ in outer]),
+                                                two, col, P)
+            else:
+                values, absolutes = found.values, found.absolutes
+                interp_err = {mo: arbmath.from_mpf(found.errors[mo]) for mo in two}
+            for mo in two:
+                sums[mo] += values[mo]
+                sums_abs[mo] += arbmath.from_mpf(absolutes[mo])
         return {mo: (arbmath.to_mpf(sums[mo]), arbmath.to_mpf(sums_abs[mo]),
                      abs(arbmath.to_mpf(interp_err[mo])) if mo in interp_err else mpmath.mpf(0))
                 for mo in moments}
+
+
+class _ChordIntegrals:
+    """The inner (chord) integrals of the Thm 7 density at a list of outer points ``z1``:
+    rows ``[S_1 .. S_P, A_1 .. A_P]`` as :func:`.inner.line_sums` gives them, with
+    ``S_k = int p2(z1, z2) z2^m phi^p phi'^q dz2`` over the chord (and the window
+    ``|z2| <= Z``), ``p2 = (1 - |w|^2)^((B-5)/2)`` up to the constant.
+
+    The density is evaluated as written at every node: ``1 - |w|^2`` is the quadratic
+    ``1 - (z1^2 + z2^2 + (z1 + z2)^2/(B-2))/B`` in ``z2``, its coefficients taken from that
+    formula and its values at the nodes ``z2 = c + h x`` one matrix product, then raised to
+    ``(B-5)/2`` node by node (zero where a ball may leave the ellipse). The chord at ``z1``
+    is the interval where it is positive, ``c -+ h`` (:func:`_chord`, in balls). Three
+    layouts of the nodes:
+
+    * the window is the whole ellipse: ``z2 = c + h x`` with the Gauss-Gegenbauer rule
+      (weight ``(1 - x^2)^((B-5)/2)``, ``lam = (B-4)/2``), the density's ratio to that
+      weight in the weights, leaving only ``phi(c + h x)`` to resolve;
+    * a truncated window that the ellipse contains (the square ``|z1|, |z2| <= Z``, at large
+      ``B``): Gauss-Legendre in ``z2`` on ``[-Z, Z]``, the same nodes for every ``z1``, so
+      that ``phi`` is evaluated once per node and each row is a product of the density
+      matrix with the point values;
+    * otherwise each chord clipped to the window, Gauss-Legendre in ``t`` with
+      ``z2 = c + h sin t`` (the density times ``h cos t`` is ``cos^(B-4) t``).
+    """
+
+    def __init__(self, pair, points, use_dphi, B: int, Z, n: int, rule, prec: int):
+        self.pair, self.points, self.use_dphi, self.B = pair, list(points), use_dphi, B
+        self.rule, self.prec = rule, prec
+        self.Bm = arbmath.arb(B)
+        self.Z = arbmath.from_mpf(Z)
+        R = mpmath.sqrt(B - 1)
+        self.whole = Z >= R
+        # |w|^2 = (a0 z1^2 + a1 z1 z2 + a0 z2^2) / B with a0 = 1 + 1/(B-2), a1 = 2/(B-2)
+        self.a0 = 1 + 1 / (self.Bm - 2)
+        self.a1 = 2 / (self.Bm - 2)
+        corner = (2 * self.a0 + self.a1) * self.Z * self.Z / self.Bm
+        self.square = not self.whole and corner < 1  # the window square inside the ellipse
+        if self.whole:
+            rule_x = arbmath.gauss_gegenbauer(n, B - 4, prec)
+            self.nodes = [x for x, _, _ in rule_x]
+            self.weights = [wx / wpow for _, wx, wpow in rule_x]
+        elif self.square:
+            self.nodes = [self.Z * (2 * u - 1 if u < 0.5 else 1 - 2 * v) for u, v, _ in rule]
+            self.weights = [2 * self.Z * w for _, _, w in rule]
+            self._point_cols = None
+
+    def _quadratic(self, z1):
+        """``(q0, q1, q2)`` with ``1 - |w|^2 = q0 + q1 z2 + q2 z2^2`` at ``z1``."""
+        Bm = self.Bm
+        return 1 - self.a0 * z1 * z1 / Bm, -self.a1 * z1 / Bm, -self.a0 / Bm
+
+    def _density(self, q):
+        """``q^((B-5)/2)`` at each node (Arb's real power: ``exp(((B-5)/2) log q)``, one
+        call, cheaper than an integer power and a square root), 0 where ``q`` may be 0."""
+        zero = arbmath.arb(0)
+        if self.B == 5:
+            return [arbmath.arb(1) if v > 0 else zero for v in q]
+        power = arbmath.arb(self.B - 5) / 2
+        return [v ** power if v > 0 else zero for v in q]
+
+    def rows(self, z1s) -> list:
+        if self.whole:
+            return self._whole_rows(z1s)
+        if self.square:
+            return self._square_rows(z1s)
+        return [self._clipped_row(z1) for z1 in z1s]
+
+    def _chord(self, z1):
+        """Centre and half-length of the chord at ``z1`` (balls), None off the ellipse."""
+        Bm = self.Bm
+        a, b, c = Bm - 1, 2 * z1, (Bm - 1) * z1 * z1 - Bm * (Bm - 2)
+        disc = b * b - 4 * a * c
+        if not disc > 0:
+            return None
+        return -b / (2 * a), disc.sqrt() / (2 * a)
+
+    def _whole_rows(self, z1s):
+        zero = arbmath.arb(0)
+        P = len(self.points)
+        found = [(i, ch) for i, ch in enumerate(map(self._chord, z1s)) if ch is not None]
+        out = [[zero] * (2 * P) for _ in z1s]
+        if not found:
+            return out
+        n = len(self.nodes)
+        # 1 - |w|^2 at z2 = c + h x as a quadratic in x, at all nodes by one product
+        coeffs = []
+        for i, (c, h) in found:
+            q0, q1, q2 = self._quadratic(z1s[i])
+            coeffs.append([q0 + (q1 + q2 * c) * c, (q1 + 2 * q2 * c) * h, q2 * h * h])
+        xs = arb_mat([[arbmath.arb(1)] * n, self.nodes, [x * x for x in self.nodes]])
+        q = (arb_mat(coeffs) * xs).entries()
+        rows = line_sums(self.pair, self.points, [c for _, (c, _) in found],
+                         [h for _, (_, h) in found], self.nodes, self.weights, self.use_dphi,
+                         density=lambda _: self._density(q))
+        for (i, (_, h)), row in zip(found, rows):
+            out[i] = [h * v for v in row]
+        return out
+
+    def _square_rows(self, z1s):
+        if self._point_cols is None:
+            # the point values at the fixed nodes z2 (phi once per node), with the weights
+            evaluate = point_evaluator(self.points)
+            values = []
+            for z in self.nodes:
+                f, g = self.pair(z) if self.use_dphi else (self.pair(z)[0], arbmath.arb(0))
+                values.append(evaluate(z, f, g))
+            self._point_cols = (
+                arb_mat([[w * v for v in vals] for w, vals in zip(self.weights, values)]),
+                arb_mat([[w * abs(v) for v in vals] for w, vals in zip(self.weights, values)]))
+        n = len(self.nodes)
+        coeffs = [list(self._quadratic(z1)) for z1 in z1s]
+        zs = arb_mat([[arbmath.arb(1)] * n, self.nodes, [z * z for z in self.nodes]])
+        q = (arb_mat(coeffs) * zs).entries()
+        dens = arb_mat(len(z1s), n, self._density(q))
+        signed, modulus = dens * self._point_cols[0], dens * self._point_cols[1]
+        P = len(self.points)
+        return [[signed[i, k] for k in range(P)] + [modulus[i, k] for k in range(P)]
+                for i in range(len(z1s))]
+
+    def _clipped_row(self, z1):
+        P = len(self.points)
+        zero = arbmath.arb(0)
+        chord = _inner_pieces(self.B, [], 1, arbmath.to_mpf(z1), arbmath.to_mpf(self.Z))
+        if chord is None:
+            return [zero] * (2 * P)
+        centre, half = arbmath.from_mpf(chord[0]), arbmath.from_mpf(chord[1])
+        pieces = [(arbmath.from_mpf(a), arbmath.from_mpf(b), pa, pb) for a, b, pa, pb in chord[2]]
+        sines, weights = [], []
+        for t, wt in _pieces(pieces, self.rule):
+            sin_t, cos_t = t.sin_cos()
+            sines.append(sin_t)
+            weights.append(wt * cos_t)
+        q0, q1, q2 = self._quadratic(z1)
+
+        def density(zs):
+            return self._density([q0 + (q1 + q2 * z) * z for z in zs])
+
+        (row,) = line_sums(self.pair, self.points, [centre], [half], sines, weights,
+                           self.use_dphi, density=density)
+        return [half * v for v in row]
 
 
 def _pass(act: Activation, moments, B: int, level: int, prec: int, Z):

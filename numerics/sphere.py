@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 import mpmath
 import numpy as np
+from flint import arb_mat
 
 from sympy import N as sp_N
 from sympy import ilcm as sp_lcm
@@ -35,6 +36,8 @@ from sympy import ilcm as sp_lcm
 from bnmft.derive import Activation
 
 from . import arbmath
+from .arbmath import point_evaluator
+from .inner import line_sums
 from .rules import gl_count, rule_float, rule_mp
 
 
@@ -264,33 +267,6 @@ def _arb_pieces(pieces):
     return [(arbmath.from_mpf(a), arbmath.from_mpf(b), pa, pb) for a, b, pa, pb in pieces]
 
 
-def point_evaluator(points):
-    """``(z, f, g) -> [z^m f^p g^q for (m, p, q) in points]`` as one generated function:
-    powers formed once by multiplication (see :func:`_ipow`) and shared between points.
-
-    The source is built from the points' small integer exponents only (no user text)."""
-    points = list(points)
-    lines, have = [], set()
-
-    def power(name, n):
-        if n == 1:
-            return name
-        key = f"{name}{n}"
-        if key not in have:
-            lines.append(f"    {key} = {power(name, n - 1)} * {name}")
-            have.add(key)
-        return key
-
-    terms = []
-    for pt in points:
-        factors = [power(sym, n) for sym, n in (("z", pt.m), ("f", pt.p), ("g", pt.q)) if n]
-        terms.append(" * ".join(factors) if factors else "one")
-    src = "def values(z, f, g):\n" + "\n".join(lines + [f"    return [{', '.join(terms)}]"])
-    namespace = {"one": arbmath.arb(1)}
-    exec(compile(src, "<point_evaluator>", "exec"), namespace)  # noqa: S102
-    return namespace["values"]
-
-
 #: Outer nodes from which the inner integrals of smooth ``phi`` are interpolated
 #: (:mod:`.chebyshev`) rather than computed at every outer node.
 INTERPOLATE_MIN_NODES = 48
@@ -333,7 +309,7 @@ def _mp_pass_smooth(act: Activation, moments, geo: Geometry, level: int, prec: i
         zero = arbmath.arb(0)
         firsts = sorted({mo.points[0] for mo in moments})
         seconds = sorted({mo.points[1] for mo in two})
-        first_values, second_values = point_evaluator(firsts), point_evaluator(seconds)
+        first_values = point_evaluator(firsts)
         col = {pt: i for i, pt in enumerate(seconds)}
         P = len(seconds)
 
@@ -363,44 +339,35 @@ def _mp_pass_smooth(act: Activation, moments, geo: Geometry, level: int, prec: i
         interp_err = {mo: zero for mo in two}
         norm2 = zero
         if two:
-            inner_rule = []
-            inner_norm = zero
+            sines, weights2 = [], []
             for d2, w2 in _pieces([(-W2, W2, 1, 1)], rule):
                 sn2, cs2 = d2.sin_cos()
-                wt2 = w2 * cs2 ** (B - 4)
-                inner_rule.append((sn2, wt2))
-                inner_norm += wt2
+                sines.append(sn2)
+                weights2.append(w2 * cs2 ** (B - 4))
+            inner_norm = sum(weights2, zero)
+            root_rho, root_sigma = root * rho, root * sigma
 
-            def inner_at_sc(s1, c1):
-                shift, scale = root * rho * s1, root * sigma * c1
-                acc = [zero] * P
-                acc_abs = [zero] * P
-                for sn2, wt2 in inner_rule:
-                    z2 = shift + scale * sn2
-                    f2, g2 = fg(z2)
-                    for k, val in enumerate(second_values(z2, f2, g2)):
-                        t = wt2 * val
-                        acc[k] += t
-                        acc_abs[k] += abs(t)
-                return acc + acc_abs
+            def inner_sc(sin_cos):
+                # z2 = sqrt(B-1) (rho s1 + sigma c1 sin d2) along each outer node's line
+                return line_sums(pair, seconds, [root_rho * s1 for s1, _ in sin_cos],
+                                 [root_sigma * c1 for _, c1 in sin_cos], sines, weights2,
+                                 use_dphi)
 
-            def inner_at(d1):
-                return inner_at_sc(*d1.sin_cos())
+            def inner_many(d1s):
+                return inner_sc([d1.sin_cos() for d1 in d1s])
 
-            table = _interpolated_inner(inner_at, W1, xs, prec, ("sphere", level),
-                                        outer, two, col, P, dps)
-            if table is None:
-                table = ([inner_at_sc(s1, c1) for _, s1, c1, _, _ in outer], None)
-            fine, errors = table
-            for i, (_, _, _, wt1, vals) in enumerate(outer):
-                row = fine[i]
-                for mo in two:
-                    k = col[mo.points[1]]
-                    left = wt1 * vals[mo.points[0]]
-                    sums[mo] += left * row[k]
-                    sums_abs[mo] += abs(left) * abs(row[P + k])
-            if errors is not None:
-                interp_err = {mo: arbmath.from_mpf(errors[mo]) for mo in two}
+            left = left_matrices(outer, two)
+            found = _interpolated_inner(inner_many, W1, xs, prec, ("sphere", level),
+                                        left, two, col, P, dps)
+            if found is None:
+                values, absolutes = moment_sums(
+                    left, inner_sc([(s1, c1) for _, s1, c1, _, _ in outer]), two, col, P)
+            else:
+                values, absolutes = found.values, found.absolutes
+                interp_err = {mo: arbmath.from_mpf(found.errors[mo]) for mo in two}
+            for mo in two:
+                sums[mo] += values[mo]
+                sums_abs[mo] += arbmath.from_mpf(absolutes[mo])
             norm2 = norm1 * inner_norm
         out = {}
         for mo in moments:
@@ -411,40 +378,87 @@ def _mp_pass_smooth(act: Activation, moments, geo: Geometry, level: int, prec: i
         return out
 
 
-def _interpolated_inner(inner_at, W, xs, prec, key, outer, two, col, P, dps):
-    """Inner integrals at the outer nodes from a Chebyshev interpolant in the outer angle:
-    ``(rows, errors)``, ``errors[moment]`` bounding the interpolation's effect on the
-    (unnormalised) moment, or None when the outer rule is too small to gain or the
-    interpolant does not converge before ``m`` reaches three quarters of the outer nodes.
-    ``outer[i] = (..., weight, first-point values)``.
+@dataclass
+class OuterFactors:
+    """The outer factor of each two-point moment at each outer node (weight times the
+    first point's value) as the rows of an arb matrix ``signed``, and their moduli in
+    float64 scaled by ``2^-exps[r]`` per row (sizes only): outer sums are matrix products."""
+
+    signed: arb_mat
+    moduli: np.ndarray
+    exps: list
+
+
+def left_matrices(outer, two) -> OuterFactors:
+    """:class:`OuterFactors` from ``outer[i] = (..., weight, first-point values)``."""
+    rows = [[entry[-2] * entry[-1][mo.points[0]] for entry in outer] for mo in two]
+    moduli, exps = arbmath.scaled_columns(list(zip(*rows)))
+    return OuterFactors(arb_mat(rows), np.abs(moduli.T), exps)
+
+
+def _sizes(left: OuterFactors, floats: np.ndarray, col_exps, two, col) -> dict:
+    """``sum_i |left_i| |A_k(i)|`` per moment from scaled floats (``|A| 2^-col_exps``), as
+    mpmath numbers."""
+    prod = left.moduli @ np.abs(floats)
+    return {mo: mpmath.ldexp(mpmath.mpf(float(prod[r, col[mo.points[1]]])),
+                             left.exps[r] + col_exps[col[mo.points[1]]])
+            for r, mo in enumerate(two)}
+
+
+def moment_sums(left: OuterFactors, rows, two, col, P) -> tuple[dict, dict]:
+    """``sum_i left_i S_k(i)`` (arb) and ``sum_i |left_i| |A_k(i)|`` (mpmath) of each
+    two-point moment, ``rows[i]`` the inner integrals at outer node ``i`` (``S_k``, then the
+    absolute ``A_k``)."""
+    signed = left.signed * arb_mat([row[:P] for row in rows])
+    floats, exps = arbmath.scaled_columns([row[P:] for row in rows])
+    return ({mo: signed[r, col[mo.points[1]]] for r, mo in enumerate(two)},
+            _sizes(left, floats, exps, two, col))
+
+
+@dataclass
+class Interpolated:
+    """The outer sums of accepted interpolated inner integrals (``values`` arb,
+    ``absolutes`` and ``errors`` mpmath, per two-point moment) and the interpolation."""
+
+    values: dict
+    absolutes: dict
+    errors: dict
+    interpolation: object
+
+    def fine(self) -> arb_mat:
+        """The interpolated inner integrals at the outer nodes (``n x 2P``)."""
+        return self.interpolation.evaluate()[0]
+
+
+def _interpolated_inner(inner_many, W, xs, prec, key, left, two, col, P, dps):
+    """Inner integrals at the outer nodes from a Chebyshev interpolant in the outer angle,
+    summed with the outer factors ``left`` (:func:`left_matrices`): an :class:`Interpolated`
+    whose ``errors[moment]`` bound the interpolation's effect on the (unnormalised)
+    moment; or None when the outer rule is too small to gain or the interpolant does not
+    converge before ``m`` reaches three quarters of the outer nodes. ``inner_many(points)``:
+    the rows of inner integrals (``P`` signed columns, then ``P`` sizes) at a list of outer
+    points.
 
     The error of the interpolant on ``m`` points is extrapolated from the differences of
     the last three point sets (``m``, ``(m+1)/2``, ``(m+3)/4``) as the quadrature levels are
     (:func:`_extrapolated_error`: doubling ``m`` squares a geometric error), relative to
-    each moment's scale; with two point sets it is their difference.
+    each moment's scale; with two point sets it is their difference. The differences and
+    sizes are summed in float64 (they are errors and sizes, not values).
     """
     from .chebyshev import Interpolation
 
     n = len(xs)
     if n < INTERPOLATE_MIN_NODES:
         return None
-    interp = Interpolation(inner_at, W, xs, prec, cache_key=key)
+    interp = Interpolation(lambda v: inner_many([v])[0], W, xs, prec, cache_key=key,
+                           many=inner_many)
     history = []  # (m, log10 of the worst error/allowed ratio)
     previous = None  # weighted differences of the previous refinement
     while True:
-        fine_m, coarse_m = interp.evaluate()
-        fine = [[fine_m[i, j] for j in range(2 * P)] for i in range(n)]
-        diffs, vals, absl = {}, {}, {}
-        for mo in two:
-            k = col[mo.points[1]]
-            e = v = a = arbmath.arb(0)
-            for i, entry in enumerate(outer):
-                left = entry[-2] * entry[-1][mo.points[0]]
-                e += abs(left) * abs(fine_m[i, k] - coarse_m[i, k])
-                v += left * fine[i][k]
-                a += abs(left) * abs(fine[i][P + k])
-            diffs[mo], vals[mo], absl[mo] = (arbmath.to_mpf(e), arbmath.to_mpf(v),
-                                             arbmath.to_mpf(a))
+        signed, (spread, spread_e), (sizes, sizes_e) = interp.weighted(left.signed, P)
+        vals = {mo: arbmath.to_mpf(signed[r, col[mo.points[1]]]) for r, mo in enumerate(two)}
+        diffs = _sizes(left, spread, spread_e, two, col)
+        absl = _sizes(left, sizes, sizes_e, two, col)
         errs = dict(diffs)
         if previous is not None:
             for mo in two:
@@ -456,7 +470,8 @@ def _interpolated_inner(inner_at, W, xs, prec, key, outer, two, col, P, dps):
                     errs[mo] = scale * _extrapolated_error([mpmath.mpf(0), d0 - d1, d0], 1)
         ratio = interpolation_error_ratio(errs, vals, absl, dps)
         if ratio <= 1:
-            return fine, errs
+            return Interpolated({mo: signed[r, col[mo.points[1]]] for r, mo in enumerate(two)},
+                                absl, errs, interp)
         previous = diffs
         history.append((interp.m, float(mpmath.log10(ratio))))
         limit = 3 * n // 4

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import mpmath
 import numpy as np
 
 from bnmft.derive import Point
@@ -40,15 +39,3 @@ def check_batch_sizes(Bs) -> np.ndarray:
         raise GegenbauerError("batch sizes must be finite integers >= 4 (B = oo: see "
                               "bnmft.numerics.gaussian_limit)")
     return Bs
-
-
-def point_value_mp(pt: Point, z, f, g):
-    """``z^m phi^p phi'^q`` from ``z``, ``f = phi(z)``, ``g = phi'(z)`` (mpmath numbers)."""
-    val = mpmath.mpf(1)
-    if pt.m:
-        val *= z**pt.m
-    if pt.p:
-        val *= f**pt.p
-    if pt.q:
-        val *= g**pt.q
-    return val

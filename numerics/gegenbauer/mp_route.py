@@ -3,13 +3,17 @@ requested digits (trapezoid levels or composite Gauss-Legendre, see :mod:`.mp_gr
 
 from __future__ import annotations
 
+import operator
+
 import mpmath
 import numpy as np
 
 from bnmft.derive import Activation
 from bnmft.progress import progress
 
-from ._common import CANCELLATION_MAX, PHI, GegenbauerError, point_value_mp
+from .. import arbmath
+from ..arbmath import point_evaluator
+from ._common import CANCELLATION_MAX, PHI, GegenbauerError
 from .homogeneous import moments_homogeneous_mp, rate_homogeneous_mp
 from .mp_grid import gauss_nodes_mp, trapezoid_nodes_mp, use_trapezoid, window_angle_mp
 from .recurrence import recurrence_beta
@@ -28,50 +32,67 @@ def _mp_pass(act, B, nodes, weight_levels, moments, want_rate, tol, K_cap):
     Bm = mpmath.mpf(B)
     lam = (Bm - 3) / 2
     rho = -1 / (Bm - 1)
-    root = mpmath.sqrt(Bm - 1)
-    phi, dphi = act.mpmath, act.mpmath_derivative
-    t = [mpmath.sin(d) for d in nodes]
-    z = [root * ti for ti in t]
-    cos2 = [mpmath.cos(d) ** 2 for d in nodes]
-    # cos^{B-3} d = exp((B-3) log1p(-2 sin^2(d/2))): relative accuracy independent of B
-    cw = [mpmath.exp((Bm - 3) * mpmath.log1p(-2 * mpmath.sin(d / 2) ** 2)) for d in nodes]
-    f = [phi(zi) for zi in z]
     use_g = want_rate or any(p.q for mo in moments for p in mo.points)
-    g = [dphi(zi) for zi in z] if use_g else [0] * len(z)
     one_pts = sorted({mo.points[0] for mo in moments if mo.arity == 1})
     coef_pts = sorted({pt for mo in moments if mo.arity == 2 for pt in mo.points}
                       | ({PHI} if want_rate else set()))
-    fvals = {pt: [point_value_mp(pt, zi, fi, gi) for zi, fi, gi in zip(z, f, g)]
-             for pt in set(one_pts) | set(coef_pts)}
-    levels = []
-    for wl in weight_levels:
-        idx = [i for i, w in enumerate(wl) if w != 0]
-        wt = [wl[i] * cw[i] for i in idx]
-        norm = mpmath.fsum(wt)
-        wt = [w / norm for w in wt]
-        lev = {"idx": idx, "wt": wt, "out": {}}
-        for pt in one_pts:
-            vals = [fvals[pt][i] for i in idx]
-            lev["out"][pt] = (mpmath.fdot(wt, vals), mpmath.mpf(0),
-                              mpmath.fdot(wt, [abs(v) for v in vals]))
-        if want_rate:
-            fl = [f[i] for i in idx]
-            mean = mpmath.fdot(wt, fl)
-            lev["var"] = mpmath.fdot(wt, [(fi - mean) ** 2 for fi in fl])
-            lev["dirichlet"] = (Bm - 1) * mpmath.fdot(wt, [cos2[i] * g[i] ** 2 for i in idx])
-        # weights x point values as fixed-point integers over all nodes (0 off the level)
-        wf = {pt: [0] * len(nodes) for pt in coef_pts}
-        for pt in coef_pts:
-            for w, i in zip(wt, idx):
-                wf[pt][i] = _fixed(w * fvals[pt][i], FIXED)
-        lev["wf"] = {pt: np.array(wf[pt], dtype=object) for pt in coef_pts}
-        lev["coef"] = {pt: [] for pt in coef_pts}
-        levels.append(lev)
+    all_pts = sorted(set(one_pts) | set(coef_pts))
+    # the values at the nodes in Arb balls (midpoints used: rounded arithmetic at the
+    # working precision, as mpmath's, several times faster per node)
+    with arbmath.precision(mpmath.mp.prec):
+        Ba = arbmath.arb(B)
+        root = (Ba - 1).sqrt()
+        d = [arbmath.from_mpf(x) for x in nodes]
+        sc = [x.sin_cos() for x in d]
+        t = [s for s, _ in sc]
+        z = [root * ti for ti in t]
+        cos2 = [c * c for _, c in sc]
+        # cos^{B-3} d = exp((B-3) log1p(-2 sin^2(d/2))): relative accuracy independent of B
+        minus_two, half = arbmath.arb(-2), arbmath.arb(1) / 2
+        cw = [((Ba - 3) * (minus_two * h * h).log1p()).exp()
+              for h in ((x * half).sin() for x in d)]
+        f, g = _phi_values(act, z, use_g)
+        evaluate = point_evaluator(all_pts)
+        fvals = dict(zip(all_pts, zip(*(evaluate(zi, fi, gi) for zi, fi, gi in zip(z, f, g)))))
+        levels = []
+        for wl in weight_levels:
+            idx = [i for i, w in enumerate(wl) if w != 0]
+            wt = [arbmath.from_mpf(wl[i]) * cw[i] for i in idx]
+            norm = sum(wt[1:], wt[0])
+            wt = [w / norm for w in wt]
+            lev = {"idx": idx, "wt": wt, "out": {}}
+            for pt in one_pts:
+                vals = [wi * fvals[pt][i] for wi, i in zip(wt, idx)]
+                lev["out"][pt] = (_to_mpf(sum(vals, _ZERO)), mpmath.mpf(0),
+                                  _to_mpf(sum(map(abs, vals), _ZERO)))
+            if want_rate:
+                fl = [f[i] for i in idx]
+                mean = sum(map(operator.mul, wt, fl), _ZERO)
+                dev = [fi - mean for fi in fl]  # squares by multiplication (balls about 0)
+                lev["var"] = _to_mpf(sum((wi * u * u for wi, u in zip(wt, dev)), _ZERO))
+                lev["dirichlet"] = (Bm - 1) * _to_mpf(
+                    sum((wi * cos2[i] * g[i] * g[i] for wi, i in zip(wt, idx)), _ZERO))
+            # weights x point values as fixed-point integers on the level's nodes: every
+            # node, or (nested trapezoid levels) every stride-th one, whose e_k are then a
+            # slice of the finest level's
+            stride = idx[1] - idx[0] if len(idx) > 1 else 1
+            if idx != list(range(idx[0], len(nodes), stride)) or idx[0] != 0:
+                stride = None
+            lev["stride"] = stride
+            wf = {pt: [0] * len(nodes) for pt in coef_pts}
+            for pt in coef_pts:
+                row, vals = wf[pt], fvals[pt]
+                for w, i in zip(wt, idx):
+                    row[i] = _fixed_arb(w * vals[i], FIXED)
+            lev["wf"] = {pt: np.array(wf[pt][::stride] if stride else wf[pt], dtype=object)
+                         for pt in coef_pts}
+            lev["coef"] = {pt: [] for pt in coef_pts}
+            levels.append(lev)
+        T = np.array([_fixed_arb(ti, FIXED) for ti in t], dtype=object)
     r = [mpmath.mpf(1), rho]
     # The three-term recurrence of the orthonormal e_k at all nodes at once, in fixed point
     # (Python integers scaled by 2^FIXED in numpy object arrays): absolute error ~ k 2^-FIXED
     # per value, far below the ``tol`` the coefficients are summed to.
-    T = np.array([_fixed(ti, FIXED) for ti in t], dtype=object)
     e_prev = np.array([0] * len(nodes), dtype=object)
     e_cur = np.array([1 << FIXED] * len(nodes), dtype=object)
     beta_prev = 0
@@ -85,7 +106,8 @@ def _mp_pass(act, B, nodes, weight_levels, moments, want_rate, tol, K_cap):
             r.append((2 * (k - 1 + lam) * rho * r[k - 1] - (k - 1) * r[k - 2]) / (k - 1 + 2 * lam))
         for lev in levels:
             for pt in coef_pts:
-                lev["coef"][pt].append(mpmath.mpf((int(np.dot(lev["wf"][pt], e_cur)),
+                e = e_cur[::lev["stride"]] if lev["stride"] else e_cur
+                lev["coef"][pt].append(mpmath.mpf((int(np.dot(lev["wf"][pt], e)),
                                                    -2 * FIXED)))
         # stopping test on the finest level (running sums of squares give the scales)
         c = levels[0]["coef"]
@@ -148,6 +170,46 @@ def _fixed(x, bits: int) -> int:
     return int(mpmath.nint(mpmath.ldexp(x, bits)))
 
 
+def _fixed_arb(x, bits: int) -> int:
+    """The midpoint of the ball ``x`` as the integer nearest ``x 2^bits`` (ties away from 0)."""
+    man, exp = x.mid().man_exp()
+    man, shift = int(man), int(exp) + bits
+    if shift >= 0:
+        return man << shift
+    half = 1 << (-shift - 1)
+    return (man + half) >> -shift if man >= 0 else -((-man + half) >> -shift)
+
+
+_ZERO = arbmath.arb(0)
+
+
+def _to_mpf(x) -> mpmath.mpf:
+    """An Arb midpoint rounded to the current mpmath precision."""
+    return +arbmath.to_mpf(x)
+
+
+def _phi_values(act: Activation, z: list, use_g: bool) -> tuple[list, list]:
+    """``phi`` and (if ``use_g``) ``phi'`` at the balls ``z``: Arb for ``phi`` without kinks,
+    mpmath (``Piecewise`` branches) with kinks."""
+    prec = mpmath.mp.prec
+    if not act.kinks:
+        pair = arbmath.arb_function_pair(act.expr, act.derivative, prec)
+        if use_g:
+            f, g = zip(*(pair(zi) for zi in z)) if z else ((), ())
+            return [_as_arb(v) for v in f], [_as_arb(v) for v in g]
+        phi = arbmath.arb_function(act.expr, prec)
+        return [_as_arb(phi(zi)) for zi in z], [_ZERO] * len(z)
+    zm = [arbmath.to_mpf(zi) for zi in z]
+    f = [arbmath.from_mpf(act.mpmath(zi)) for zi in zm]
+    g = [arbmath.from_mpf(act.mpmath_derivative(zi)) for zi in zm] if use_g else [_ZERO] * len(z)
+    return f, g
+
+
+def _as_arb(value):
+    """An arb from an arb or a number (a constant branch of ``phi`` gives a number)."""
+    return value if isinstance(value, arbmath.arb) else arbmath.from_mpf(value)
+
+
 def _mp_level_error(history, key):
     """Error of the newest value from a sequence of resolutions (``history[i][key][0]``,
     oldest first), as :func:`.float_route._quadrature_error`: with ``e1``, ``e2`` the last two
@@ -186,7 +248,12 @@ def _mp_run(act: Activation, B, moments, want_rate: bool, dps: int, max_nodes: i
     would then keep no digit, so the run is repeated with the working digits raised by that
     cancellation (at most :data:`CANCELLATION_MAX`).
     """
-    extra = 0
+    # the coarsest resolution's values (their errors aside) already show the cancellation:
+    # the run starts at the digits it needs instead of being repeated (the loop below
+    # still repeats it if the converged values cancel further)
+    (vals, _, scales, _, _), _ = _mp_run_at(act, B, moments, want_rate, dps, max_nodes,
+                                            max_steps=1)
+    extra = _cancellation(vals, {key: 0 for key in vals}, scales)
     for _ in range(3):
         (vals, errs, scales, K, npts), done = _mp_run_at(act, B, moments, want_rate,
                                                          dps + extra, max_nodes)
@@ -201,9 +268,10 @@ def _mp_run(act: Activation, B, moments, want_rate: bool, dps: int, max_nodes: i
 
 
 def _mp_run_at(act: Activation, B, moments, want_rate: bool, dps: int,
-               max_nodes: int | None = None):
+               max_nodes: int | None = None, max_steps: int | None = None):
     """Values, absolute errors and scales of ``moments`` (and ``"rate"``) at one batch size,
-    mpmath: ``((values, errors, scales, K, nodes), done)``.
+    mpmath: ``((values, errors, scales, K, nodes), done)``; ``max_steps``: stop after that
+    many resolutions (a probe of the values' sizes).
 
     Resolution doubles until every output's quadrature error (level spread, extrapolated)
     plus series tail is below ``10^-dps`` of its scale; ``done`` is False if ``max_nodes``
@@ -253,9 +321,9 @@ def _mp_run_at(act: Activation, B, moments, want_rate: bool, dps: int,
             done = all(total[key] <= tol * 10 * max(cur[key][2], abs(cur[key][0])) for key in keys)
             res = ({key: +cur[key][0] for key in keys}, {key: +total[key] for key in keys},
                    {key: +cur[key][2] for key in keys}, cur["_K"] if "_K" in cur else 0, npts)
-            if done or npts >= max_nodes:
-                return res, done
             step += 1
+            if done or npts >= max_nodes or step == max_steps:
+                return res, done
 
 
 def _settle(info: dict | None, K, nodes, done: bool, strict: bool, failure: str) -> None:
