@@ -564,7 +564,12 @@ def tune(act, target_depth=None, vary: str = "gamma", batch_size: int = 32, sigm
     def rate(v):
         if vary == "gamma" and v == 0:
             return None
-        an = at(repr(v))
+        from bnmft.derive.activation import NoBSB1Point
+
+        try:
+            an = at(repr(v))
+        except NoBSB1Point:  # phi vanishes on the sphere there: no rate
+            return None
         if getattr(an, "regime", "fixed point") != "fixed point":
             return None
         return an.numbers.get("gradient_rate")

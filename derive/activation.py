@@ -231,6 +231,10 @@ def zero_radius(expr: sp.Expr, kinks) -> sp.Expr:
     return sp.Min(side(right), side(left))
 
 
+class NoBSB1Point(InvalidInput):
+    """``phi`` vanishes on the whole sphere at a requested batch size (:func:`check_defined`)."""
+
+
 def check_defined(act: "Activation", batch_sizes) -> None:
     """Refuse batch sizes at which ``phi`` vanishes on the whole sphere: the batchnorm
     output ``z = sqrt(B) u`` has ``|z_i| <= sqrt(B - 1)``, so if ``phi = 0`` on
@@ -242,7 +246,7 @@ def check_defined(act: "Activation", batch_sizes) -> None:
     bad = [b for b in batch_sizes if b != float("inf") and b - 1 <= t**2]
     if bad:
         first = next(b for b in range(4, 10**6) if b - 1 > t**2)
-        raise InvalidInput(
+        raise NoBSB1Point(
             f"{act.name}: phi is 0 on |x| <= {sp.sstr(t)} and the batchnorm output lies in "
             f"|z| <= sqrt(B - 1), so at B = {_short_list(bad)} every layer outputs 0 and "
             f"there is no BSB1 point; use B >= {first}")
