@@ -54,6 +54,14 @@ _PROTOTYPE = re.compile(
 #: filled in), and one of its output parameters.
 _FUSED_PROTOTYPE = r"^void {}_all\(size_t n, const double \*B,([^;()]*)\);$"
 _OUTPUT = re.compile(r"double \*([A-Za-z_][A-Za-z0-9_]*)\Z")
+#: Parameterised kernels ``void NAME_QTY_p(size_t n, const double *B, const double *P1, ...,
+#: double *out);`` and ``void NAME_all_p(size_t n, const double *B, const double *P1, ...,
+#: double *Q1, ...);``: each parameter pointer is NULL (the module's default value) or points
+#: to ``n`` values, one per element, as ``B`` does.
+_PARAM_PROTOTYPE = re.compile(
+    r"^void ([A-Za-z_][A-Za-z0-9_]*)_p\(size_t n,\s*const double \*B,([^;()]*)\);$", re.M
+)
+_PARAM = re.compile(r"const double \*([A-Za-z_][A-Za-z0-9_]*)\Z")
 
 
 def find_compiler() -> list[str]:
@@ -183,18 +191,22 @@ def build_c(sources: Mapping[str, str], module: str | None = None) -> Path:
 
 
 class CModule:
-    """A loaded generated C library: one attribute per quantity, ``f(B) -> ndarray``, the fused
-    ``all(B) -> {quantity: ndarray}``, plus ``module``, ``path`` and ``names`` (quantities
-    cannot take those names)."""
+    """A loaded generated C library: one attribute per quantity, ``f(B, **params) ->
+    ndarray``, the fused ``all(B, **params) -> {quantity: ndarray}``, plus ``module``,
+    ``path``, ``names`` and ``params`` (the parameters the kernels accept as arrays broadcast
+    against ``B``; empty for a module without parameterised kernels). Quantities cannot take
+    those names."""
 
-    RESERVED = frozenset({"module", "path", "names", "all"})
+    RESERVED = frozenset({"module", "path", "names", "params", "all"})
 
     def __init__(
-        self, module: str, path: Path, functions: dict[str, Callable], fused: Callable
+        self, module: str, path: Path, functions: dict[str, Callable], fused: Callable,
+        params: tuple[str, ...] = (),
     ) -> None:
         self.module = module
         self.path = path
         self.names = tuple(functions)
+        self.params = tuple(params)
         for name, fn in functions.items():
             setattr(self, name, fn)
         self.all = fused
@@ -211,18 +223,51 @@ def _as_input(B) -> np.ndarray:
     return arr
 
 
-def _wrap(ffi, lib, symbol: str, name: str) -> Callable:
-    kernel = getattr(lib, symbol)
+def _inputs(symbol: str, B, params: dict, accepted: tuple[str, ...]):
+    """``(B, [parameter arrays or None in accepted order])``, all C-contiguous float64 of the
+    broadcast shape of ``B`` and the given parameters (``None`` values count as not given)."""
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        have = ", ".join(accepted) or "none"
+        raise TypeError(f"{symbol} has no parameter {unknown[0]!r} (parameters: {have})")
+    given = [name for name in accepted if params.get(name) is not None]
+    if not given:
+        return _as_input(B), None
+    arrays = np.broadcast_arrays(
+        np.asarray(B, dtype=np.float64),
+        *(np.asarray(params[name], dtype=np.float64) for name in given),
+    )
+    arrays = dict(zip(["B", *given], (_as_input(np.array(a)) for a in arrays)))
+    return arrays.pop("B"), [arrays.get(name) for name in accepted]
 
-    def call(B) -> np.ndarray:
-        arr = _as_input(B)
+
+def _pointers(ffi, arrays) -> list:
+    return [ffi.NULL if a is None else ffi.from_buffer("double[]", a) for a in arrays]
+
+
+def _wrap(ffi, lib, symbol: str, name: str, params: tuple[str, ...] = ()) -> Callable:
+    kernel = getattr(lib, symbol)
+    kernel_p = getattr(lib, f"{symbol}_p") if params else None
+
+    def call(B, **kw) -> np.ndarray:
+        arr, given = _inputs(symbol, B, kw, params)
         out = np.empty(arr.shape, dtype=np.float64)
         if arr.size:
-            kernel(arr.size, ffi.from_buffer("double[]", arr), ffi.from_buffer("double[]", out))
+            b, o = ffi.from_buffer("double[]", arr), ffi.from_buffer("double[]", out)
+            if given is None:
+                kernel(arr.size, b, o)
+            else:
+                kernel_p(arr.size, b, *_pointers(ffi, given), o)
         return out
 
     call.__name__ = call.__qualname__ = name
-    call.__doc__ = f"{name}(B): elementwise C kernel {symbol}; returns float64 of B's shape."
+    extra = "".join(f", {p}=None" for p in params)
+    call.__doc__ = (
+        f"{name}(B{extra}): elementwise C kernel {symbol}"
+        + (f" ({symbol}_p with the parameters, broadcast against B; None = the module's"
+           " default)" if params else "")
+        + "; returns float64 of the broadcast shape."
+    )
     call._lib = lib  # keep the library loaded as long as a callable exists
     return call
 
@@ -243,11 +288,13 @@ def _output_array(name: str, array, shape: tuple[int, ...]) -> np.ndarray:
     return array
 
 
-def _wrap_fused(ffi, lib, symbol: str, outputs: tuple[str, ...]) -> Callable:
+def _wrap_fused(ffi, lib, symbol: str, outputs: tuple[str, ...],
+                params: tuple[str, ...] = ()) -> Callable:
     kernel = getattr(lib, symbol)
+    kernel_p = getattr(lib, f"{symbol}_p") if params else None
 
-    def fused(B, names=None, out=None) -> dict[str, np.ndarray]:
-        arr = _as_input(B)
+    def fused(B, names=None, out=None, **kw) -> dict[str, np.ndarray]:
+        arr, given_params = _inputs(symbol, B, kw, params)
         given = dict(out or {})
         if names is None:
             wanted = set(given or outputs)
@@ -270,18 +317,40 @@ def _wrap_fused(ffi, lib, symbol: str, outputs: tuple[str, ...]) -> Callable:
                 ffi.from_buffer("double[]", result[name]) if name in result else ffi.NULL
                 for name in outputs
             ]
-            kernel(arr.size, ffi.from_buffer("double[]", arr), *pointers)
+            b = ffi.from_buffer("double[]", arr)
+            if given_params is None:
+                kernel(arr.size, b, *pointers)
+            else:
+                kernel_p(arr.size, b, *_pointers(ffi, given_params), *pointers)
         return result
 
     fused.__name__ = fused.__qualname__ = "all"
+    extra = "".join(f", {p}=None" for p in params)
     fused.__doc__ = (
-        f"all(B, names=None, out=None): the quantities in names (default: all, or those of out)"
-        f" at B in one pass of the fused C kernel {symbol}, as {{quantity: float64 array of B's"
-        " shape} in module order (new arrays are rows of one block); out maps quantities to"
-        " arrays to write in place."
+        f"all(B, names=None, out=None{extra}): the quantities in names (default: all, or those"
+        f" of out) at B in one pass of the fused C kernel {symbol}, as {{quantity: float64"
+        " array of the broadcast shape} in module order (new arrays are rows of one block);"
+        " out maps quantities to arrays to write in place"
+        + ("; parameters broadcast against B, None = the module's default." if params else ".")
     )
     fused._lib = lib  # keep the library loaded as long as the callable exists
     return fused
+
+
+def _split_arguments(text: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """``(parameters, outputs)`` of ``const double *P1, ..., double *Q1, ...``."""
+    params: list[str] = []
+    outputs: list[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        m = _PARAM.match(item)
+        if m and not outputs:
+            params.append(m.group(1))
+            continue
+        m = _OUTPUT.match(item)
+        if not m:
+            return None
+        outputs.append(m.group(1))
+    return tuple(params), tuple(outputs)
 
 
 def _fused_outputs(h_text: str, module: str) -> tuple[str, tuple[str, ...]] | None:
@@ -289,16 +358,41 @@ def _fused_outputs(h_text: str, module: str) -> tuple[str, tuple[str, ...]] | No
     found = re.findall(_FUSED_PROTOTYPE.format(re.escape(module)), h_text, re.M)
     if len(found) != 1:
         return None
-    outputs = tuple(_OUTPUT.match(p.strip()) for p in found[0].split(","))
-    if not all(outputs):
+    split = _split_arguments(found[0])
+    if split is None or split[0] or not split[1]:
         return None
-    return f"{module}_all", tuple(m.group(1) for m in outputs)
+    return f"{module}_all", split[1]
+
+
+def _parameterised(h_text: str, module: str, names: tuple[str, ...], outputs: tuple[str, ...]
+                   ) -> tuple[str, ...]:
+    """The parameters of the ``_p`` kernels in the header: every kernel and the fused one
+    must take the same list, or there must be none."""
+    found = {}
+    for symbol, args in _PARAM_PROTOTYPE.findall(h_text):
+        split = _split_arguments(args)
+        if split is None or not split[0]:
+            raise CodegenError(f"{module}.h: cannot read the prototype of {symbol}_p")
+        found[symbol] = split
+    if not found:
+        return ()
+    params = next(iter(found.values()))[0]
+    expected = {f"{module}_{name}": (params, ("out",)) for name in names}
+    expected[f"{module}_all"] = (params, outputs)
+    if found != expected:
+        raise CodegenError(
+            f"{module}.h: the _p kernels must be one per quantity and {module}_all_p, all with"
+            " the same parameters"
+        )
+    return params
 
 
 def load_c(sources: Mapping[str, str], module: str | None = None) -> CModule:
     """Compile (or reuse from the cache) and load generated C ``sources``; return a
     :class:`CModule` whose attributes are the quantities as numpy-in/numpy-out callables and
-    ``all``, the fused kernel (every quantity in one pass, as a dict)."""
+    ``all``, the fused kernel (every quantity in one pass, as a dict). Where the header has
+    parameterised kernels (``NAME_QTY_p``, ``NAME_all_p``), the callables take those
+    parameters as keyword arrays broadcast against ``B``."""
     import cffi
 
     module, _, h_text = _c_files(sources, module)
@@ -310,20 +404,27 @@ def load_c(sources: Mapping[str, str], module: str | None = None) -> CModule:
     fused = _fused_outputs(h_text, module)
     if fused is None or fused[1] != names:
         raise CodegenError(f"{module}.h lacks {module}_all over its kernels, in their order")
+    params = _parameterised(h_text, module, names, fused[1])
     path = build_c(sources, module)
     ffi = cffi.FFI()
     ffi.cdef("\n".join(f"void {s}(size_t n, const double *B, double *out);" for s in symbols))
     outputs = ", ".join(f"double *{name}" for name in fused[1])
     ffi.cdef(f"void {fused[0]}(size_t n, const double *B, {outputs});")
+    if params:
+        inputs = ", ".join(f"const double *{p}" for p in params)
+        ffi.cdef("\n".join(
+            f"void {s}_p(size_t n, const double *B, {inputs}, double *out);" for s in symbols
+        ))
+        ffi.cdef(f"void {fused[0]}_p(size_t n, const double *B, {inputs}, {outputs});")
     try:
         lib = ffi.dlopen(str(path))
     except OSError as err:
         raise CodegenError(f"cannot load {path}: {err}") from None
-    functions = {name: _wrap(ffi, lib, s, name) for s, name in zip(symbols, names)}
+    functions = {name: _wrap(ffi, lib, s, name, params) for s, name in zip(symbols, names)}
     clash = sorted(CModule.RESERVED & set(functions))
     if clash:
         raise CodegenError(f"quantity name {clash[0]!r} clashes with a CModule attribute")
-    return CModule(module, path, functions, _wrap_fused(ffi, lib, *fused))
+    return CModule(module, path, functions, _wrap_fused(ffi, lib, *fused, params), params)
 
 
 def load_numpy(sources: Mapping[str, str] | str, module: str | None = None):
