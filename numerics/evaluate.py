@@ -406,8 +406,31 @@ def _float_moments(act, moments, Bs: list[int]):
     return values, errors, "sphere quadrature (float64)"
 
 
-def _float_table(names, fns, Bs, moments, values, errors, route: str) -> dict:
-    """``{B: {name: Number}}`` from float64 moment arrays, vectorised over ``B``."""
+def _float_related(relations, table: dict, shape) -> None:
+    """Add to ``table`` (``{name: (values, digits)}``, float64 over the batch sizes) the
+    quantities ``relations`` defines through those in it (``xi = 1/log(rate)``), vectorised:
+    the inputs' errors ``|v| 10^-digits`` carried to first order by :func:`_propagate`, the
+    claim capped at the inputs' digits + 15 as on the mpmath route (:func:`_related_number`).
+    A pole at an input (``log(rate) = 0``) gives a non-finite value, left to that route."""
+    for q in relations:
+        if not all(n in table for n in q.depends_on):
+            continue
+        names, fn = _relation_function(q, "numpy")
+        if any(n not in table for n in names):
+            continue
+        vals = [table[n][0] for n in names]
+        digs = [table[n][1] for n in names]
+        errs = [np.where(np.isinf(d), 0.0, np.abs(v) * 10.0 ** -np.minimum(d, 400.0))
+                for v, d in zip(vals, digs)]
+        base, total = _propagate(fn, vals, errs, 1e-8)
+        base = np.broadcast_to(np.asarray(base, dtype=float), shape)
+        digits = np.minimum(_array_digits(base, total), np.minimum.reduce(digs) + 15)
+        table[q.name] = (base, digits)
+
+
+def _float_table(names, fns, Bs, moments, values, errors, route: str, relations=()) -> dict:
+    """``{B: {name: Number}}`` from float64 moment arrays, vectorised over ``B``; with the
+    quantities ``relations`` defines through them, vectorised as well."""
     Barr = np.asarray(Bs, dtype=float)
     args = [np.asarray(values[mo], dtype=float) for mo in moments]
     eargs = [np.asarray(errors[mo], dtype=float) for mo in moments]
@@ -418,9 +441,15 @@ def _float_table(names, fns, Bs, moments, values, errors, route: str) -> dict:
             base, total = _propagate(lambda *a, fn=fn: fn(Barr, *a), args, eargs, 1e-8)
             base = np.broadcast_to(np.asarray(base, dtype=float), Barr.shape)
             table[name] = (base, _array_digits(base, total))
+        _float_related(relations, table, Barr.shape)
+    related = [name for name in table if name not in names]
     out = {}
     for j, Bv in enumerate(Bs):
         nums = {}
+        for name in related:  # a pole or an undefined value: left to the mpmath relation
+            value, digits = float(table[name][0][j]), float(table[name][1][j])
+            if math.isfinite(value) and not math.isnan(digits):
+                nums[name] = Number(value, digits, route)
         for name in names:
             value, digits = float(table[name][0][j]), float(table[name][1][j])
             if not math.isfinite(value):
@@ -566,7 +595,8 @@ def _moment_numbers(deriv: Derivation, names: list[str], finite: list[int], digi
     if digits <= FLOAT_DIGITS:
         fmoments, fns = _float_forms(deriv, names)
         values, errors, route = _float_moments(act, fmoments, finite)
-        out = _float_table(names, fns, finite, fmoments, values, errors, route)
+        relations = [q for q in deriv.quantities if q.relation is not None]
+        out = _float_table(names, fns, finite, fmoments, values, errors, route, relations)
     qs = [deriv[n] for n in names]
     moments = list(deriv.moments)
     for Bv in progress(finite, "sphere quadrature (mpmath)"):
