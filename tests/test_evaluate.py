@@ -148,3 +148,24 @@ def test_any_phi_invariants(base, gain, bias, b):
     assert abs(val["c_star"]) < 1
     assert val["lambda_G"] == 0
     assert val["gradient_rate"] >= (b - 2) / (b - 3) * (1 - 1e-9)
+
+
+@pytest.mark.parametrize("spec", ["tanh", "elu"])
+def test_float_route_relations_match_their_definition_in_mpmath(spec):
+    """On the float64 moment route the depth scale and the trainable depth are evaluated
+    vectorised over B; each must equal its definition (xi = 1/log(rate), 16 xi) computed in
+    mpmath from the printed rate, to the digits claimed, and claim no more than the rate has
+    plus the first-order amplification."""
+    Bs = [4, 7, 33, 1000, 123457]
+    for an in analyze(spec, Bs, digits=12):
+        rate = an.numbers["gradient_rate"]
+        with mpmath.workdps(40):
+            r = mpmath.mpf(rate.value)
+            want = {"depth_scale": 1 / mpmath.log(r), "max_trainable_depth": 16 / mpmath.log(r)}
+            for name, ref in want.items():
+                num = an.numbers[name]
+                assert num.digits >= 12, (an.batch_size, name, num)
+                assert agreeing_digits(mpmath.mpf(num.value), ref) >= 14.5
+                # a rate known to d digits gives xi to d - log10(|1/log r|) digits at best
+                amplification = mpmath.log10(abs(1 / (r * mpmath.log(r))) * r)
+                assert num.digits <= rate.digits - float(amplification) + 1.5
