@@ -35,12 +35,13 @@ from .sphere import (
     _point_value,
     _rule_arb,
     _rule_kind,
+    add_two_point_sums,
     effective_digits,
     left_matrices,
     merged_pieces,
-    moment_sums,
     point_evaluator,
     relative_levels,
+    smooth_layout,
 )
 
 
@@ -116,6 +117,17 @@ def _inner_pieces(B, kinks, power, z1, Z):
     return c, h, [(a, b, pa, pb) for (a, pa), (b, pb) in zip(pts[:-1], pts[1:]) if b > a]
 
 
+def _normalisers(B: int):
+    """The Thm 7 densities' constants as arbs: ``c1 = Gamma((B-1)/2) / (Gamma((B-2)/2)
+    sqrt(pi (B-1)))`` of the one-point marginal and ``c2 = (B-3) / (2 pi sqrt(B (B-2)))`` of
+    the two-point one, from log-Gamma at working precision (no overflow at any B)."""
+    c1 = mpmath.exp(
+        mpmath.loggamma(mpmath.mpf(B - 1) / 2) - mpmath.loggamma(mpmath.mpf(B - 2) / 2)
+    ) / mpmath.sqrt(mpmath.pi * (B - 1))
+    c2 = (B - 3) / (2 * mpmath.pi * mpmath.sqrt(mpmath.mpf(B) * (B - 2)))
+    return arbmath.from_mpf(c1), arbmath.from_mpf(c2)
+
+
 def _pass_smooth(act: Activation, moments, B: int, n: int, prec: int, Z, dps: int):
     """:func:`_pass` for ``phi`` without kinks. On a truncated window (``Z < sqrt(B-1)``, large
     ``B``) the inner chord integrals are interpolated in the outer variable from Chebyshev
@@ -133,23 +145,9 @@ def _pass_smooth(act: Activation, moments, B: int, n: int, prec: int, Z, dps: in
         rule = arbmath.gauss_legendre(n, prec)
         Bm = arbmath.arb(B)
         zero = arbmath.arb(0)
-        c1 = mpmath.exp(
-            mpmath.loggamma(mpmath.mpf(B - 1) / 2) - mpmath.loggamma(mpmath.mpf(B - 2) / 2)
-        ) / mpmath.sqrt(mpmath.pi * (B - 1))
-        c2 = (B - 3) / (2 * mpmath.pi * mpmath.sqrt(mpmath.mpf(B) * (B - 2)))
-        c1, c2 = arbmath.from_mpf(c1), arbmath.from_mpf(c2)
+        c1, c2 = _normalisers(B)
         R = arbmath.from_mpf(mpmath.sqrt(B - 1))
-        firsts = sorted({mo.points[0] for mo in moments})
-        seconds = sorted({mo.points[1] for mo in two})
-        first_values = point_evaluator(firsts)
-        col = {pt: i for i, pt in enumerate(seconds)}
-        P = len(seconds)
-
-        def fg(z):
-            if use_dphi:
-                return pair(z)
-            return pair(z)[0], zero
-
+        firsts, seconds, first_values, col, P, fg = smooth_layout(moments, pair, use_dphi)
         sums = {mo: zero for mo in moments}
         sums_abs = {mo: zero for mo in moments}
         pieces = [(arbmath.from_mpf(a), arbmath.from_mpf(b), pa, pb)
@@ -201,15 +199,9 @@ def _pass_smooth(act: Activation, moments, B: int, n: int, prec: int, Z, dps: in
                                        two)
                 found = _interpolated_inner(reduced, theta_max, xs, prec, None, scaled, two,
                                             col, P, dps)
-            if found is None:
-                values, absolutes = moment_sums(left, chords.rows([z1 for z1, _, _ in outer]),
-                                                two, col, P)
-            else:
-                values, absolutes = found.values, found.absolutes
-                interp_err = {mo: arbmath.from_mpf(found.errors[mo]) for mo in two}
-            for mo in two:
-                sums[mo] += values[mo]
-                sums_abs[mo] += arbmath.from_mpf(absolutes[mo])
+            interp_err.update(add_two_point_sums(
+                found, left, lambda: chords.rows([z1 for z1, _, _ in outer]), two, col, P,
+                sums, sums_abs))
         return {mo: (arbmath.to_mpf(sums[mo]), arbmath.to_mpf(sums_abs[mo]),
                      abs(arbmath.to_mpf(interp_err[mo])) if mo in interp_err else mpmath.mpf(0))
                 for mo in moments}
@@ -368,12 +360,7 @@ def _pass(act: Activation, moments, B: int, level: int, prec: int, Z):
         rule = _rule_arb(kind, level, prec)
         Bm = arbmath.arb(B)
         zero = arbmath.arb(0)
-        # normalising constants from log-Gamma at working precision (no overflow at any B)
-        c1 = mpmath.exp(
-            mpmath.loggamma(mpmath.mpf(B - 1) / 2) - mpmath.loggamma(mpmath.mpf(B - 2) / 2)
-        ) / mpmath.sqrt(mpmath.pi * (B - 1))
-        c2 = (B - 3) / (2 * mpmath.pi * mpmath.sqrt(mpmath.mpf(B) * (B - 2)))
-        c1, c2 = arbmath.from_mpf(c1), arbmath.from_mpf(c2)
+        c1, c2 = _normalisers(B)
         sums = {mo: zero for mo in moments}
         sums_abs = {mo: zero for mo in moments}  # modulus of the integrand: the moment's size
         pieces = [(arbmath.from_mpf(a), arbmath.from_mpf(b), pa, pb)
