@@ -27,7 +27,7 @@ from bnmft.derive import Activation
 from flint import arb_mat
 
 from . import arbmath
-from .inner import line_sums
+from .inner import antisymmetric, line_sums, mirrored
 from .rules import gl_count
 from .sphere import (
     _interpolated_inner,
@@ -39,6 +39,7 @@ from .sphere import (
     effective_digits,
     left_matrices,
     merged_pieces,
+    phi_parity,
     point_evaluator,
     relative_levels,
     smooth_layout,
@@ -173,7 +174,8 @@ def _pass_smooth(act: Activation, moments, B: int, n: int, prec: int, Z, dps: in
             outer.append((z1, w1 * c2, vals))
         interp_err = {mo: zero for mo in two}
         if two:
-            chords = _ChordIntegrals(pair, seconds, use_dphi, B, Z, n, rule, prec)
+            chords = _ChordIntegrals(pair, seconds, use_dphi, B, Z, n, rule, prec,
+                                     phi_parity(act))
 
             def cos_power(z1):
                 # cos(theta)^(B-4) = (1 - z1^2/(B-1))^((B-4)/2), the chord length's power
@@ -231,8 +233,10 @@ class _ChordIntegrals:
       ``z2 = c + h sin t`` (the density times ``h cos t`` is ``cos^(B-4) t``).
     """
 
-    def __init__(self, pair, points, use_dphi, B: int, Z, n: int, rule, prec: int):
+    def __init__(self, pair, points, use_dphi, B: int, Z, n: int, rule, prec: int,
+                 parity: int = 0):
         self.pair, self.points, self.use_dphi, self.B = pair, list(points), use_dphi, B
+        self.parity = parity
         self.rule, self.prec = rule, prec
         self.Bm = arbmath.arb(B)
         self.Z = arbmath.from_mpf(Z)
@@ -257,14 +261,20 @@ class _ChordIntegrals:
         Bm = self.Bm
         return 1 - self.a0 * z1 * z1 / Bm, -self.a1 * z1 / Bm, -self.a0 / Bm
 
-    def _density(self, q):
+    def _density(self, q, mirror: bool = False):
         """``q^((B-5)/2)`` at each node (Arb's real power: ``exp(((B-5)/2) log q)``, one
-        call, cheaper than an integer power and a square root), 0 where ``q`` may be 0."""
+        call, cheaper than an integer power and a square root), 0 where ``q`` may be 0.
+        ``mirror``: the nodes are symmetric under ``(z1, z2) -> (-z1, -z2)`` with the order
+        reversed, under which ``1 - |w|^2`` is even: the density of the first half read
+        backwards gives the second half."""
         zero = arbmath.arb(0)
+        count = (len(q) + 1) // 2 if mirror else len(q)
         if self.B == 5:
-            return [arbmath.arb(1) if v > 0 else zero for v in q]
-        power = arbmath.arb(self.B - 5) / 2
-        return [v ** power if v > 0 else zero for v in q]
+            out = [arbmath.arb(1) if q[k] > 0 else zero for k in range(count)]
+        else:
+            power = arbmath.arb(self.B - 5) / 2
+            out = [q[k] ** power if q[k] > 0 else zero for k in range(count)]
+        return out + out[:len(q) - count][::-1] if mirror else out
 
     def rows(self, z1s) -> list:
         if self.whole:
@@ -297,9 +307,11 @@ class _ChordIntegrals:
             coeffs.append([q0 + (q1 + q2 * c) * c, (q1 + 2 * q2 * c) * h, q2 * h * h])
         xs = arb_mat([[arbmath.arb(1)] * n, self.nodes, [x * x for x in self.nodes]])
         q = (arb_mat(coeffs) * xs).entries()
-        rows = line_sums(self.pair, self.points, [c for _, (c, _) in found],
-                         [h for _, (_, h) in found], self.nodes, self.weights, self.use_dphi,
-                         density=lambda _: self._density(q))
+        centres, halves = [c for _, (c, _) in found], [h for _, (_, h) in found]
+        mirror = mirrored(centres, halves, self.nodes)
+        rows = line_sums(self.pair, self.points, centres, halves, self.nodes, self.weights,
+                         self.use_dphi, density=lambda _: self._density(q, mirror),
+                         parity=self.parity)
         for (i, (_, h)), row in zip(found, rows):
             out[i] = [h * v for v in row]
         return out
@@ -319,7 +331,8 @@ class _ChordIntegrals:
         coeffs = [list(self._quadratic(z1)) for z1 in z1s]
         zs = arb_mat([[arbmath.arb(1)] * n, self.nodes, [z * z for z in self.nodes]])
         q = (arb_mat(coeffs) * zs).entries()
-        dens = arb_mat(len(z1s), n, self._density(q))
+        mirror = antisymmetric(z1s) and antisymmetric(self.nodes)
+        dens = arb_mat(len(z1s), n, self._density(q, mirror))
         signed, modulus = dens * self._point_cols[0], dens * self._point_cols[1]
         P = len(self.points)
         return [[signed[i, k] for k in range(P)] + [modulus[i, k] for k in range(P)]

@@ -31,10 +31,13 @@ from . import arbmath
 
 @lru_cache(maxsize=64)
 def lobatto_cosines(m: int, bits: int) -> tuple:
-    """``cos(k pi/(m-1))``, ``k = 0 .. m-1`` (arb at ``bits``), the Chebyshev-Lobatto points."""
+    """``cos(k pi/(m-1))``, ``k = 0 .. m-1`` (arb at ``bits``), the Chebyshev-Lobatto points;
+    exactly antisymmetric (``x_(m-1-k) = -x_k``, the middle one 0), as the points are."""
     with arbmath.precision(bits):
         pi = arb.pi()
-        return tuple((pi * k / (m - 1)).cos() for k in range(m))
+        half = [(pi * k / (m - 1)).cos() for k in range(m // 2)]
+        middle = [arb(0)] if m % 2 else []
+        return tuple(half + middle + [-c for c in reversed(half)])
 
 
 @lru_cache(maxsize=64)

@@ -289,6 +289,14 @@ def interpolation_error_ratio(errors: dict, values: dict, absolutes: dict, dps: 
     return worst
 
 
+def phi_parity(act: Activation) -> int:
+    """``phi``'s parity (:func:`.arbmath.parity`: 1 even, -1 odd, else 0) where ``phi'`` has
+    the opposite one, else 0: the smooth passes' lines are symmetric under ``z -> -z``
+    (:func:`.inner.mirrored`), so half of the point values follow from the others."""
+    par = arbmath.parity(act.expr)
+    return par if par and arbmath.parity(act.derivative) == -par else 0
+
+
 def smooth_layout(moments, pair, use_dphi: bool):
     """The bookkeeping shared by the smooth-``phi`` passes: the sorted distinct first points
     ``firsts`` and second points ``seconds`` (of the two-point moments), the generated
@@ -359,7 +367,7 @@ def _mp_pass_smooth(act: Activation, moments, geo: Geometry, level: int, prec: i
                 # z2 = sqrt(B-1) (rho s1 + sigma c1 sin d2) along each outer node's line
                 return line_sums(pair, seconds, [root_rho * s1 for s1, _ in sin_cos],
                                  [root_sigma * c1 for _, c1 in sin_cos], sines, weights2,
-                                 use_dphi)
+                                 use_dphi, parity=phi_parity(act))
 
             def inner_many(d1s):
                 return inner_sc([d1.sin_cos() for d1 in d1s])
