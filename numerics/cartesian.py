@@ -308,7 +308,8 @@ class _ChordIntegrals:
         xs = arb_mat([[arbmath.arb(1)] * n, self.nodes, [x * x for x in self.nodes]])
         q = (arb_mat(coeffs) * xs).entries()
         centres, halves = [c for _, (c, _) in found], [h for _, (_, h) in found]
-        mirror = mirrored(centres, halves, self.nodes)
+        mirror = mirrored(centres, halves, self.nodes) and antisymmetric(
+            [z1s[i] for i, _ in found])
         rows = line_sums(self.pair, self.points, centres, halves, self.nodes, self.weights,
                          self.use_dphi, density=lambda _: self._density(q, mirror),
                          parity=self.parity)
