@@ -99,6 +99,23 @@ def arb_function_pair(expr: sp.Expr, derivative: sp.Expr, bits: int):
     return _compiled_pair(sp.srepr(expr) + "|" + sp.srepr(derivative), expr, derivative, bits)
 
 
+@lru_cache(maxsize=256)
+def _parity(expr_key: str, expr: sp.Expr) -> int:
+    flipped = expr.subs(x, -x)
+    if flipped + expr == 0:
+        return -1
+    if flipped - expr == 0:
+        return 1
+    return 0
+
+
+def parity(expr: sp.Expr) -> int:
+    """``-1`` if ``expr(-x) = -expr(x)`` (odd), ``1`` if ``expr(-x) = expr(x)`` (even), else
+    0, as SymPy's automatic simplification shows it (``tanh``, ``erf``, ``sin``: odd); an
+    undetected parity only costs the halving it would allow."""
+    return _parity(sp.srepr(expr), expr)
+
+
 def point_evaluator(points):
     """``(z, f, g) -> [z^m f^p g^q for (m, p, q) in points]`` as one generated function:
     powers formed once by multiplication (as :func:`.sphere._ipow`: also for balls
@@ -250,7 +267,21 @@ def gauss_gegenbauer(n: int, two_lam: int, bits: int) -> tuple:
             om = 1 - t * t
             deriv = (d - slope * s) / om  # C_n'(x_i)
             out.append((t, const / (om * deriv * deriv), om ** (lam - arb(1) / 2)))
-    return tuple(out)
+        return _symmetric_rule(out)
+
+
+def _symmetric_rule(rule) -> tuple:
+    """A rule for an even weight on ``[-1, 1]`` made exactly symmetric: the nodes in increasing
+    order, those of the upper half the negated lower ones (same weights and weight values)
+    and, for odd ``n``, the middle node ``x = 0`` (a root of the odd ``C_n``) with weight
+    value 1. The nodes of the true rule are symmetric; this keeps the balls so (the inner
+    sums then need ``phi`` at half the nodes, :func:`.inner.pair_values`). Called at the
+    rule's own precision, so that the negation is exact."""
+    rule = sorted(rule, key=lambda entry: float(entry[0]))
+    n = len(rule)
+    lower = rule[:n // 2]
+    middle = [(arb(0), rule[n // 2][1], arb(1))] if n % 2 else []
+    return tuple(lower + middle + [(-t, w, wp) for t, w, wp in reversed(lower)])
 
 
 @lru_cache(maxsize=64)

@@ -27,7 +27,7 @@ from bnmft.derive import Activation
 from flint import arb_mat
 
 from . import arbmath
-from .inner import line_sums
+from .inner import antisymmetric, line_sums, mirrored
 from .rules import gl_count
 from .sphere import (
     _interpolated_inner,
@@ -35,12 +35,14 @@ from .sphere import (
     _point_value,
     _rule_arb,
     _rule_kind,
+    add_two_point_sums,
     effective_digits,
     left_matrices,
     merged_pieces,
-    moment_sums,
+    phi_parity,
     point_evaluator,
     relative_levels,
+    smooth_layout,
 )
 
 
@@ -116,6 +118,17 @@ def _inner_pieces(B, kinks, power, z1, Z):
     return c, h, [(a, b, pa, pb) for (a, pa), (b, pb) in zip(pts[:-1], pts[1:]) if b > a]
 
 
+def _normalisers(B: int):
+    """The Thm 7 densities' constants as arbs: ``c1 = Gamma((B-1)/2) / (Gamma((B-2)/2)
+    sqrt(pi (B-1)))`` of the one-point marginal and ``c2 = (B-3) / (2 pi sqrt(B (B-2)))`` of
+    the two-point one, from log-Gamma at working precision (no overflow at any B)."""
+    c1 = mpmath.exp(
+        mpmath.loggamma(mpmath.mpf(B - 1) / 2) - mpmath.loggamma(mpmath.mpf(B - 2) / 2)
+    ) / mpmath.sqrt(mpmath.pi * (B - 1))
+    c2 = (B - 3) / (2 * mpmath.pi * mpmath.sqrt(mpmath.mpf(B) * (B - 2)))
+    return arbmath.from_mpf(c1), arbmath.from_mpf(c2)
+
+
 def _pass_smooth(act: Activation, moments, B: int, n: int, prec: int, Z, dps: int):
     """:func:`_pass` for ``phi`` without kinks. On a truncated window (``Z < sqrt(B-1)``, large
     ``B``) the inner chord integrals are interpolated in the outer variable from Chebyshev
@@ -133,23 +146,9 @@ def _pass_smooth(act: Activation, moments, B: int, n: int, prec: int, Z, dps: in
         rule = arbmath.gauss_legendre(n, prec)
         Bm = arbmath.arb(B)
         zero = arbmath.arb(0)
-        c1 = mpmath.exp(
-            mpmath.loggamma(mpmath.mpf(B - 1) / 2) - mpmath.loggamma(mpmath.mpf(B - 2) / 2)
-        ) / mpmath.sqrt(mpmath.pi * (B - 1))
-        c2 = (B - 3) / (2 * mpmath.pi * mpmath.sqrt(mpmath.mpf(B) * (B - 2)))
-        c1, c2 = arbmath.from_mpf(c1), arbmath.from_mpf(c2)
+        c1, c2 = _normalisers(B)
         R = arbmath.from_mpf(mpmath.sqrt(B - 1))
-        firsts = sorted({mo.points[0] for mo in moments})
-        seconds = sorted({mo.points[1] for mo in two})
-        first_values = point_evaluator(firsts)
-        col = {pt: i for i, pt in enumerate(seconds)}
-        P = len(seconds)
-
-        def fg(z):
-            if use_dphi:
-                return pair(z)
-            return pair(z)[0], zero
-
+        firsts, seconds, first_values, col, P, fg = smooth_layout(moments, pair, use_dphi)
         sums = {mo: zero for mo in moments}
         sums_abs = {mo: zero for mo in moments}
         pieces = [(arbmath.from_mpf(a), arbmath.from_mpf(b), pa, pb)
@@ -175,7 +174,8 @@ def _pass_smooth(act: Activation, moments, B: int, n: int, prec: int, Z, dps: in
             outer.append((z1, w1 * c2, vals))
         interp_err = {mo: zero for mo in two}
         if two:
-            chords = _ChordIntegrals(pair, seconds, use_dphi, B, Z, n, rule, prec)
+            chords = _ChordIntegrals(pair, seconds, use_dphi, B, Z, n, rule, prec,
+                                     phi_parity(act))
 
             def cos_power(z1):
                 # cos(theta)^(B-4) = (1 - z1^2/(B-1))^((B-4)/2), the chord length's power
@@ -201,15 +201,9 @@ def _pass_smooth(act: Activation, moments, B: int, n: int, prec: int, Z, dps: in
                                        two)
                 found = _interpolated_inner(reduced, theta_max, xs, prec, None, scaled, two,
                                             col, P, dps)
-            if found is None:
-                values, absolutes = moment_sums(left, chords.rows([z1 for z1, _, _ in outer]),
-                                                two, col, P)
-            else:
-                values, absolutes = found.values, found.absolutes
-                interp_err = {mo: arbmath.from_mpf(found.errors[mo]) for mo in two}
-            for mo in two:
-                sums[mo] += values[mo]
-                sums_abs[mo] += arbmath.from_mpf(absolutes[mo])
+            interp_err.update(add_two_point_sums(
+                found, left, lambda: chords.rows([z1 for z1, _, _ in outer]), two, col, P,
+                sums, sums_abs))
         return {mo: (arbmath.to_mpf(sums[mo]), arbmath.to_mpf(sums_abs[mo]),
                      abs(arbmath.to_mpf(interp_err[mo])) if mo in interp_err else mpmath.mpf(0))
                 for mo in moments}
@@ -239,8 +233,10 @@ class _ChordIntegrals:
       ``z2 = c + h sin t`` (the density times ``h cos t`` is ``cos^(B-4) t``).
     """
 
-    def __init__(self, pair, points, use_dphi, B: int, Z, n: int, rule, prec: int):
+    def __init__(self, pair, points, use_dphi, B: int, Z, n: int, rule, prec: int,
+                 parity: int = 0):
         self.pair, self.points, self.use_dphi, self.B = pair, list(points), use_dphi, B
+        self.parity = parity
         self.rule, self.prec = rule, prec
         self.Bm = arbmath.arb(B)
         self.Z = arbmath.from_mpf(Z)
@@ -265,14 +261,20 @@ class _ChordIntegrals:
         Bm = self.Bm
         return 1 - self.a0 * z1 * z1 / Bm, -self.a1 * z1 / Bm, -self.a0 / Bm
 
-    def _density(self, q):
+    def _density(self, q, mirror: bool = False):
         """``q^((B-5)/2)`` at each node (Arb's real power: ``exp(((B-5)/2) log q)``, one
-        call, cheaper than an integer power and a square root), 0 where ``q`` may be 0."""
+        call, cheaper than an integer power and a square root), 0 where ``q`` may be 0.
+        ``mirror``: the nodes are symmetric under ``(z1, z2) -> (-z1, -z2)`` with the order
+        reversed, under which ``1 - |w|^2`` is even: the density of the first half read
+        backwards gives the second half."""
         zero = arbmath.arb(0)
+        count = (len(q) + 1) // 2 if mirror else len(q)
         if self.B == 5:
-            return [arbmath.arb(1) if v > 0 else zero for v in q]
-        power = arbmath.arb(self.B - 5) / 2
-        return [v ** power if v > 0 else zero for v in q]
+            out = [arbmath.arb(1) if q[k] > 0 else zero for k in range(count)]
+        else:
+            power = arbmath.arb(self.B - 5) / 2
+            out = [q[k] ** power if q[k] > 0 else zero for k in range(count)]
+        return out + out[:len(q) - count][::-1] if mirror else out
 
     def rows(self, z1s) -> list:
         if self.whole:
@@ -305,9 +307,12 @@ class _ChordIntegrals:
             coeffs.append([q0 + (q1 + q2 * c) * c, (q1 + 2 * q2 * c) * h, q2 * h * h])
         xs = arb_mat([[arbmath.arb(1)] * n, self.nodes, [x * x for x in self.nodes]])
         q = (arb_mat(coeffs) * xs).entries()
-        rows = line_sums(self.pair, self.points, [c for _, (c, _) in found],
-                         [h for _, (_, h) in found], self.nodes, self.weights, self.use_dphi,
-                         density=lambda _: self._density(q))
+        centres, halves = [c for _, (c, _) in found], [h for _, (_, h) in found]
+        mirror = mirrored(centres, halves, self.nodes) and antisymmetric(
+            [z1s[i] for i, _ in found])
+        rows = line_sums(self.pair, self.points, centres, halves, self.nodes, self.weights,
+                         self.use_dphi, density=lambda _: self._density(q, mirror),
+                         parity=self.parity)
         for (i, (_, h)), row in zip(found, rows):
             out[i] = [h * v for v in row]
         return out
@@ -327,7 +332,8 @@ class _ChordIntegrals:
         coeffs = [list(self._quadratic(z1)) for z1 in z1s]
         zs = arb_mat([[arbmath.arb(1)] * n, self.nodes, [z * z for z in self.nodes]])
         q = (arb_mat(coeffs) * zs).entries()
-        dens = arb_mat(len(z1s), n, self._density(q))
+        mirror = antisymmetric(z1s) and antisymmetric(self.nodes)
+        dens = arb_mat(len(z1s), n, self._density(q, mirror))
         signed, modulus = dens * self._point_cols[0], dens * self._point_cols[1]
         P = len(self.points)
         return [[signed[i, k] for k in range(P)] + [modulus[i, k] for k in range(P)]
@@ -368,12 +374,7 @@ def _pass(act: Activation, moments, B: int, level: int, prec: int, Z):
         rule = _rule_arb(kind, level, prec)
         Bm = arbmath.arb(B)
         zero = arbmath.arb(0)
-        # normalising constants from log-Gamma at working precision (no overflow at any B)
-        c1 = mpmath.exp(
-            mpmath.loggamma(mpmath.mpf(B - 1) / 2) - mpmath.loggamma(mpmath.mpf(B - 2) / 2)
-        ) / mpmath.sqrt(mpmath.pi * (B - 1))
-        c2 = (B - 3) / (2 * mpmath.pi * mpmath.sqrt(mpmath.mpf(B) * (B - 2)))
-        c1, c2 = arbmath.from_mpf(c1), arbmath.from_mpf(c2)
+        c1, c2 = _normalisers(B)
         sums = {mo: zero for mo in moments}
         sums_abs = {mo: zero for mo in moments}  # modulus of the integrand: the moment's size
         pieces = [(arbmath.from_mpf(a), arbmath.from_mpf(b), pa, pb)

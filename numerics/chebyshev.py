@@ -27,14 +27,18 @@ import numpy as np
 from flint import arb, arb_mat
 
 from . import arbmath
+from .inner import antisymmetric
 
 
 @lru_cache(maxsize=64)
 def lobatto_cosines(m: int, bits: int) -> tuple:
-    """``cos(k pi/(m-1))``, ``k = 0 .. m-1`` (arb at ``bits``), the Chebyshev-Lobatto points."""
+    """``cos(k pi/(m-1))``, ``k = 0 .. m-1`` (arb at ``bits``), the Chebyshev-Lobatto points;
+    exactly antisymmetric (``x_(m-1-k) = -x_k``, the middle one 0), as the points are."""
     with arbmath.precision(bits):
         pi = arb.pi()
-        return tuple((pi * k / (m - 1)).cos() for k in range(m))
+        half = [(pi * k / (m - 1)).cos() for k in range(m // 2)]
+        middle = [arb(0)] if m % 2 else []
+        return tuple(half + middle + [-c for c in reversed(half)])
 
 
 @lru_cache(maxsize=64)
@@ -76,7 +80,13 @@ class ChebyshevRows:
     products then evaluate such rows at a correspondingly reduced precision."""
 
     def __init__(self, xs):
-        self.rows = [[arb(1), x.mid()] for x in xs]
+        xs = list(xs)
+        # symmetric points (x_(n-1-i) = -x_i exactly): T_k(-x) = (-1)^k T_k(x), and the
+        # recurrence on -x gives exactly the negated values, so only half the rows are run
+        self._mirror = antisymmetric(xs)
+        self._n = len(xs)
+        run = xs[:(len(xs) + 1) // 2] if self._mirror else xs
+        self.rows = [[arb(1), x.mid()] for x in run]
         self._two_x = [2 * row[1] for row in self.rows]
         self._matrices: dict = {}
         self._angles = np.arccos(np.clip([float(x) for x in xs], -1, 1))
@@ -93,7 +103,11 @@ class ChebyshevRows:
             for row, two_x in zip(self.rows, self._two_x):
                 while len(row) < m:
                     row.append((two_x * row[-1] - row[-2]).mid())
-            self._matrices[m] = arb_mat([row[:m] for row in self.rows])
+            rows = [row[:m] for row in self.rows]
+            if self._mirror:
+                rows += [[-v if k % 2 else v for k, v in enumerate(row)]
+                         for row in rows[:self._n - len(rows)][::-1]]
+            self._matrices[m] = arb_mat(rows)
         return self._matrices[m]
 
 

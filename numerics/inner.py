@@ -30,12 +30,14 @@ from flint import arb, arb_mat
 
 
 def line_sums(pair, points, shifts, scales, nodes, weights, use_dphi: bool = True,
-              density=None) -> list:
+              density=None, parity: int = 0) -> list:
     """Rows ``[S_1 .. S_P, A_1 .. A_P]`` (see the module docstring) for the lines
     ``z = shifts[i] + scales[i] * nodes[j]``; ``pair(z) -> (phi, phi')`` on arbs, ``points``
     the ``(m, p, q)`` of each column, ``weights`` the inner rule's (positive) weights.
     ``density(Z)``: given the row-major list of all ``z_ij``, the row-major list of
-    ``D_ij >= 0`` (or None for ``D = 1``)."""
+    ``D_ij >= 0`` (or None for ``D = 1``). ``parity``: ``phi(-z) = parity * phi(z)`` (1 even,
+    -1 odd, 0 neither); on :func:`mirrored` lines ``phi`` is then evaluated at half the
+    nodes (:func:`pair_values`)."""
     rows, n = len(shifts), len(nodes)
     if not rows:
         return []
@@ -43,13 +45,9 @@ def line_sums(pair, points, shifts, scales, nodes, weights, use_dphi: bool = Tru
     zero, one = arb(0), arb(1)
     Z = (arb_mat([[a, b] for a, b in zip(shifts, scales)])
          * arb_mat([[one] * n, list(nodes)])).entries()
-    if use_dphi:
-        fg = [pair(z) for z in Z]
-        F = [v[0] for v in fg]
-        G = [v[1] for v in fg]
-    else:
-        F = [pair(z)[0] for z in Z]
-        G = None
+    if parity and not mirrored(shifts, scales, nodes):
+        parity = 0
+    F, G = pair_values(pair, Z, use_dphi, parity)
     D = density(Z) if density is not None else None
     top = max(pt.m for pt in points)
     powers = [[one] * n]
@@ -87,6 +85,61 @@ def line_sums(pair, points, shifts, scales, nodes, weights, use_dphi: bool = Tru
             absl.append(s)
         out.append(vals + absl)
     return out
+
+
+def antisymmetric(values) -> bool:
+    """``values[-1-i]`` is ``-values[i]`` exactly as balls (midpoint and radius; the sum of
+    two midpoints is 0 only if it is exactly 0: rounding never makes a nonzero sum 0)."""
+    k = len(values)
+    return all((values[i].mid() + values[k - 1 - i].mid()) == 0
+               and values[i].rad() == values[k - 1 - i].rad() for i in range((k + 1) // 2))
+
+
+def symmetric(values) -> bool:
+    """``values[-1-i]`` is ``values[i]`` exactly as balls."""
+    k = len(values)
+    return all((values[i].mid() - values[k - 1 - i].mid()) == 0
+               and values[i].rad() == values[k - 1 - i].rad() for i in range(k // 2))
+
+
+def mirrored(shifts, scales, nodes) -> bool:
+    """Whether the lines ``z_ij = a_i + b_i s_j`` are symmetric under ``z -> -z`` with the
+    order reversed: ``a`` and ``s`` antisymmetric, ``b`` symmetric (as balls, so the layout
+    is the symmetric one: the true points of a symmetric rule satisfy
+    ``z_(r-1-i)(n-1-j) = -z_ij`` exactly). The row-major list of ``z_ij`` read backwards is
+    then its negation."""
+    return antisymmetric(shifts) and symmetric(scales) and antisymmetric(nodes)
+
+
+def pair_values(pair, Z, use_dphi: bool, parity: int = 0) -> tuple:
+    """``(F, G)``: ``phi`` and ``phi'`` (None unless ``use_dphi``) at every point of ``Z``.
+
+    ``parity`` (1: ``phi`` even, -1: odd; 0: neither) says that ``Z`` read backwards is its
+    own negation (the caller's layout, :func:`mirrored`): ``phi`` is then evaluated at the
+    first ``ceil(N/2)`` points only and ``phi(z_(N-1-k)) = parity * phi(z_k)``,
+    ``phi'(z_(N-1-k)) = -parity * phi'(z_k)``; the balls stay enclosures, since ``-Z_k``
+    contains the true point ``z_(N-1-k)``."""
+    N = len(Z)
+    h = (N + 1) // 2 if parity else N
+    if use_dphi:
+        fg = [pair(Z[k]) for k in range(h)]
+        F = [v[0] for v in fg]
+        G = [v[1] for v in fg]
+    else:
+        F = [pair(Z[k])[0] for k in range(h)]
+        G = None
+    if parity:
+        rest = N - h
+        F += _reflected(F, rest, parity)
+        if G is not None:
+            G += _reflected(G, rest, -parity)
+    return F, G
+
+
+def _reflected(values, count: int, sign: int) -> list:
+    """``sign * values[count-1], ..., sign * values[0]``."""
+    head = values[:count][::-1]
+    return head if sign > 0 else [-v for v in head]
 
 
 #: Largest modulus for which the absolute columns are summed in float64.

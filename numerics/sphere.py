@@ -289,6 +289,32 @@ def interpolation_error_ratio(errors: dict, values: dict, absolutes: dict, dps: 
     return worst
 
 
+def phi_parity(act: Activation) -> int:
+    """``phi``'s parity (:func:`.arbmath.parity`: 1 even, -1 odd, else 0) where ``phi'`` has
+    the opposite one, else 0: the smooth passes' lines are symmetric under ``z -> -z``
+    (:func:`.inner.mirrored`), so half of the point values follow from the others."""
+    par = arbmath.parity(act.expr)
+    return par if par and arbmath.parity(act.derivative) == -par else 0
+
+
+def smooth_layout(moments, pair, use_dphi: bool):
+    """The bookkeeping shared by the smooth-``phi`` passes: the sorted distinct first points
+    ``firsts`` and second points ``seconds`` (of the two-point moments), the generated
+    evaluator of the first points' values, each second point's column, their number ``P``,
+    and ``fg(z) = (phi(z), phi'(z))`` (``phi'`` as 0 where no moment needs it)."""
+    firsts = sorted({mo.points[0] for mo in moments})
+    seconds = sorted({mo.points[1] for mo in moments if mo.arity == 2})
+    zero = arbmath.arb(0)
+
+    def fg(z):
+        if use_dphi:
+            return pair(z)
+        return pair(z)[0], zero
+
+    return (firsts, seconds, point_evaluator(firsts), {pt: i for i, pt in enumerate(seconds)},
+            len(seconds), fg)
+
+
 def _mp_pass_smooth(act: Activation, moments, geo: Geometry, level: int, prec: int, dps: int):
     """:func:`_mp_pass` for ``phi`` without kinks: one piece per angle, so the inner rule is
     the same at every outer node (its sines and weights are computed once), and the inner
@@ -307,17 +333,7 @@ def _mp_pass_smooth(act: Activation, moments, geo: Geometry, level: int, prec: i
         root, rho, sigma = (arbmath.from_mpf(v) for v in (geo.root, geo.rho, geo.sigma))
         W1, W2 = arbmath.from_mpf(geo.window1), arbmath.from_mpf(geo.window2)
         zero = arbmath.arb(0)
-        firsts = sorted({mo.points[0] for mo in moments})
-        seconds = sorted({mo.points[1] for mo in two})
-        first_values = point_evaluator(firsts)
-        col = {pt: i for i, pt in enumerate(seconds)}
-        P = len(seconds)
-
-        def fg(z):
-            if use_dphi:
-                return pair(z)
-            return pair(z)[0], zero
-
+        firsts, seconds, first_values, col, P, fg = smooth_layout(moments, pair, use_dphi)
         # outer nodes d1 = W1 t, t the Gauss-Legendre nodes on [-1, 1] (as _pieces maps them)
         xs = [2 * u - 1 if u < 0.5 else 1 - 2 * v for u, v, _ in rule]
         outer = []
@@ -351,7 +367,7 @@ def _mp_pass_smooth(act: Activation, moments, geo: Geometry, level: int, prec: i
                 # z2 = sqrt(B-1) (rho s1 + sigma c1 sin d2) along each outer node's line
                 return line_sums(pair, seconds, [root_rho * s1 for s1, _ in sin_cos],
                                  [root_sigma * c1 for _, c1 in sin_cos], sines, weights2,
-                                 use_dphi)
+                                 use_dphi, parity=phi_parity(act))
 
             def inner_many(d1s):
                 return inner_sc([d1.sin_cos() for d1 in d1s])
@@ -359,15 +375,9 @@ def _mp_pass_smooth(act: Activation, moments, geo: Geometry, level: int, prec: i
             left = left_matrices(outer, two)
             found = _interpolated_inner(inner_many, W1, xs, prec, ("sphere", level),
                                         left, two, col, P, dps)
-            if found is None:
-                values, absolutes = moment_sums(
-                    left, inner_sc([(s1, c1) for _, s1, c1, _, _ in outer]), two, col, P)
-            else:
-                values, absolutes = found.values, found.absolutes
-                interp_err = {mo: arbmath.from_mpf(found.errors[mo]) for mo in two}
-            for mo in two:
-                sums[mo] += values[mo]
-                sums_abs[mo] += arbmath.from_mpf(absolutes[mo])
+            interp_err.update(add_two_point_sums(
+                found, left, lambda: inner_sc([(s1, c1) for _, s1, c1, _, _ in outer]),
+                two, col, P, sums, sums_abs))
             norm2 = norm1 * inner_norm
         out = {}
         for mo in moments:
@@ -413,6 +423,24 @@ def moment_sums(left: OuterFactors, rows, two, col, P) -> tuple[dict, dict]:
     floats, exps = arbmath.scaled_columns([row[P:] for row in rows])
     return ({mo: signed[r, col[mo.points[1]]] for r, mo in enumerate(two)},
             _sizes(left, floats, exps, two, col))
+
+
+def add_two_point_sums(found, left: OuterFactors, rows, two, col, P, sums, sums_abs) -> dict:
+    """Add each two-point moment's outer sum ``sum_i left_i S_k(i)`` to ``sums[moment]`` and
+    its size ``sum_i |left_i| |A_k(i)|`` to ``sums_abs[moment]`` (arbs): from the accepted
+    interpolation ``found`` (:func:`_interpolated_inner`), or, if it is None, from the inner
+    integrals at every outer node, ``rows()`` (:func:`moment_sums`). Returns the
+    interpolation's error bound per moment (arb; empty without interpolation)."""
+    errors = {}
+    if found is None:
+        values, absolutes = moment_sums(left, rows(), two, col, P)
+    else:
+        values, absolutes = found.values, found.absolutes
+        errors = {mo: arbmath.from_mpf(found.errors[mo]) for mo in two}
+    for mo in two:
+        sums[mo] += values[mo]
+        sums_abs[mo] += arbmath.from_mpf(absolutes[mo])
+    return errors
 
 
 @dataclass

@@ -83,7 +83,7 @@ def test_chebyshev_interpolation_on_257_points():
     """The interpolant of ``cos(3v)/(1 + v^2)`` on ``[-W, W]`` from 257 Lobatto points at the
     384 Gauss-Legendre nodes of the sphere route's level 7 is within 1e-44 of the function
     (the T_k recurrence in ball arithmetic gave 6e-8 here), and the T_k are ``cos(k acos x)``
-    up to the rounding of the recurrence (``k^2 2^-prec``).
+    up to the rounding of the recurrence (``k^2 2^-prec``), also on the reflected half.
     """
     with arbmath.precision(BITS):
         W = arb("1.5434047603521418912399387661083910078")
@@ -100,9 +100,10 @@ def test_chebyshev_interpolation_on_257_points():
         assert worst <= mpmath.mpf(10) ** -44
         # the 129-point interpolant is far coarser: the difference is its error's size
         assert max(abs(arbmath.to_mpf(fine[i, 0] - coarse[i, 0])) for i in range(len(xs))) > worst
-        T = ChebyshevRows(xs[:5]).matrix(257)
+        T = ChebyshevRows(xs).matrix(257)  # symmetric points: half the rows by reflection
     with mpmath.workdps(50):
-        for i, t in enumerate(xs[:5]):
+        for i in (0, 1, 2, 190, 193, 381, 382, 383):
+            t = xs[i]
             theta = mpmath.acos(arbmath.to_mpf(t))
             for k in (1, 100, 256):
                 err = abs(arbmath.to_mpf(T[i, k]) - mpmath.cos(k * theta))
@@ -187,3 +188,89 @@ def test_line_sums_against_node_by_node_sums(with_density):
                 got = arbmath.to_mpf(rows[i][P + k])  # sizes, summed in float64
                 assert arbmath.to_mpf(modulus) * (1 - 1e-13) <= got
                 assert got <= arbmath.to_mpf(sum(bound, arb(0))) * (1 + 1e-13)
+
+
+@pytest.mark.parametrize("expr, dexpr", [
+    (sp.tanh(x), 1 - sp.tanh(x) ** 2),  # odd
+    (x * sp.tanh(x), sp.tanh(x) + x * (1 - sp.tanh(x) ** 2)),  # even
+])
+@pytest.mark.parametrize("rows, n", [(5, 30), (4, 31), (1, 7)])
+def test_line_sums_on_mirrored_lines_use_the_parity(expr, dexpr, rows, n):
+    """On lines symmetric under ``z -> -z`` (``a`` and ``s`` antisymmetric, ``b``
+    symmetric) with the parity given, ``phi`` is evaluated at half the nodes and the rows
+    equal the rows without it (to rounding: they are the same sums); the half is really
+    skipped (counted); a wrong parity claim changes the rows (the test can fail), and lines
+    that are not mirrored ignore the claim."""
+    rng = random.Random(rows * n)
+    points = [Point(0, 1, 0), Point(1, 1, 0), Point(2, 1, 0), Point(0, 0, 1), Point(1, 0, 1),
+              Point(0, 2, 1)]
+    par = arbmath.parity(expr)
+    assert par == (-1 if expr == sp.tanh(x) else 1)
+    assert arbmath.parity(dexpr) == -par
+    with arbmath.precision(BITS):
+        base = arbmath.arb_function_pair(expr, dexpr, BITS)
+        calls = []
+
+        def pair(z):
+            calls.append(z)
+            return base(z)
+
+        half_a = [arb(rng.uniform(0.05, 0.5)) for _ in range(rows // 2)]
+        half_b = [arb(rng.uniform(0.1, 4)) for _ in range(rows // 2)]
+        shifts = [-a for a in half_a] + ([arb(0)] if rows % 2 else []) + half_a[::-1]
+        scales = half_b + ([arb(1.5)] if rows % 2 else []) + half_b[::-1]
+        half_s = sorted(arb(rng.uniform(0.01, 1)) for _ in range(n // 2))
+        nodes = [-s for s in half_s[::-1]] + ([arb(0)] if n % 2 else []) + half_s
+        weights = [arb(rng.uniform(0, 1)) for _ in range(n)]
+        weights = [w + v for w, v in zip(weights, weights[::-1])]  # symmetric, as a rule's
+        direct = line_sums(pair, points, shifts, scales, nodes, weights, True)
+        assert len(calls) == rows * n
+        calls.clear()
+        halved = line_sums(pair, points, shifts, scales, nodes, weights, True, parity=par)
+        assert len(calls) == (rows * n + 1) // 2
+        for row_d, row_h in zip(direct, halved):
+            for d, h in zip(row_d, row_h):
+                assert abs(arbmath.to_mpf(d - h)) <= 1e-44 * (1 + abs(arbmath.to_mpf(d)))
+        wrong = line_sums(pair, points, shifts, scales, nodes, weights, True, parity=-par)
+        assert any(abs(arbmath.to_mpf(d - w)) > 1e-10 for row_d, row_w in zip(direct, wrong)
+                   for d, w in zip(row_d, row_w))
+        calls.clear()
+        shifted = [a + arb(1) / 8 for a in shifts]  # no longer mirrored
+        assert line_sums(pair, points, shifted, scales, nodes, weights, True, parity=par)
+        assert len(calls) == rows * n
+
+
+def test_parity_of_activations():
+    """Odd, even and neither, as SymPy's automatic simplification shows it."""
+    assert arbmath.parity(sp.tanh(x)) == -1
+    assert arbmath.parity(sp.erf(2 * x)) == -1
+    assert arbmath.parity(sp.exp(-x ** 2)) == 1
+    assert arbmath.parity(x * sp.erf(x)) == 1
+    assert arbmath.parity(sp.tanh(x) + sp.Rational(1, 10)) == 0
+    assert arbmath.parity(x * (1 + sp.erf(x / sp.sqrt(2))) / 2) == 0  # gelu
+
+
+@pytest.mark.parametrize("n, two_lam", [(12, 2), (13, 28)])
+def test_symmetric_gauss_gegenbauer_and_lobatto_points(n, two_lam):
+    """The Gauss-Gegenbauer rule and the Chebyshev-Lobatto points are exactly symmetric
+    balls (as the true ones are), and still enclose the true values: the rule integrates
+    ``x^(2n-2)`` (weight ``(1-x^2)^(lam-1/2)``) as the Beta function gives it, the points
+    are ``cos(k pi/(m-1))`` by mpmath."""
+    from bnmft.numerics.chebyshev import lobatto_cosines
+    from bnmft.numerics.inner import antisymmetric, symmetric
+
+    rule = arbmath.gauss_gegenbauer(n, two_lam, BITS)
+    assert antisymmetric([t for t, _, _ in rule])
+    assert symmetric([w for _, w, _ in rule])
+    with arbmath.precision(BITS), mpmath.workdps(50):
+        k = 2 * n - 2
+        lam = mpmath.mpf(two_lam) / 2
+        got = arbmath.to_mpf(sum((w * t ** k for t, w, _ in rule), arb(0)))
+        want = mpmath.beta(mpmath.mpf(k + 1) / 2, lam + mpmath.mpf(1) / 2)
+        assert abs(got - want) <= 1e-40 * want
+        for m in (17, 33):
+            cos = lobatto_cosines(m, BITS)
+            assert antisymmetric(list(cos))
+            for j, c in enumerate(cos):
+                assert c.contains(arbmath.from_mpf(mpmath.cos(mpmath.pi * j / (m - 1)))) or \
+                    abs(arbmath.to_mpf(c) - mpmath.cos(mpmath.pi * j / (m - 1))) <= 1e-45

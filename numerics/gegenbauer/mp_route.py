@@ -89,12 +89,22 @@ def _mp_pass(act, B, nodes, weight_levels, moments, want_rate, tol, K_cap):
             lev["coef"] = {pt: [] for pt in coef_pts}
             levels.append(lev)
         T = np.array([_fixed_arb(ti, FIXED) for ti in t], dtype=object)
+    # symmetric nodes (t_(N-1-i) = -t_i exactly, as the rules are): e_k(-t) = (-1)^k e_k(t)
+    # (e_k has the parity of k), so the recurrence runs on the first ceil(N/2) nodes and
+    # each coefficient sums the folded weights x values, w_i f_i + (-1)^k w_(N-1-i) f_(N-1-i)
+    # (a strided level's nodes must be symmetric too: the stride divides N - 1)
+    half = (len(T) + 1) // 2 if len(T) > 1 and np.array_equal(T, -T[::-1]) and all(
+        not lev["stride"] or (len(T) - 1) % lev["stride"] == 0 for lev in levels) else None
+    if half is not None:
+        T = T[:half]
+        for lev in levels:
+            lev["fold"] = {pt: _fold(arr) for pt, arr in lev["wf"].items()}
     r = [mpmath.mpf(1), rho]
     # The three-term recurrence of the orthonormal e_k at all nodes at once, in fixed point
     # (Python integers scaled by 2^FIXED in numpy object arrays): absolute error ~ k 2^-FIXED
     # per value, far below the ``tol`` the coefficients are summed to.
-    e_prev = np.array([0] * len(nodes), dtype=object)
-    e_cur = np.array([1 << FIXED] * len(nodes), dtype=object)
+    e_prev = np.array([0] * len(T), dtype=object)
+    e_cur = np.array([1 << FIXED] * len(T), dtype=object)
     beta_prev = 0
     quiet = 0
     k = 0
@@ -107,7 +117,8 @@ def _mp_pass(act, B, nodes, weight_levels, moments, want_rate, tol, K_cap):
         for lev in levels:
             for pt in coef_pts:
                 e = e_cur[::lev["stride"]] if lev["stride"] else e_cur
-                lev["coef"][pt].append(mpmath.mpf((int(np.dot(lev["wf"][pt], e)),
+                wf = lev["wf"][pt] if half is None else lev["fold"][pt][k % 2]
+                lev["coef"][pt].append(mpmath.mpf((int(np.dot(wf, e)),
                                                    -2 * FIXED)))
         # stopping test on the finest level (running sums of squares give the scales)
         c = levels[0]["coef"]
@@ -163,6 +174,19 @@ def _mp_pass(act, B, nodes, weight_levels, moments, want_rate, tol, K_cap):
         res["_K"] = K
         out.append(res)
     return out
+
+
+def _fold(values: np.ndarray) -> tuple:
+    """``(even, odd)``: ``v_i + v_(n-1-i)`` and ``v_i - v_(n-1-i)`` for ``i < n/2``, then the
+    middle value (odd ``n``, a node at ``t = 0``, where every odd ``e_k`` is exactly 0) in
+    both: the sums of ``v e_k`` over symmetric nodes are those of the even (``k`` even) or
+    odd (``k`` odd) one with ``e_k`` on the first half of the nodes."""
+    n = len(values)
+    head, tail = values[:n // 2], values[::-1][:n // 2]
+    middle = list(values[n // 2:n // 2 + 1]) if n % 2 else []
+    even = np.array(list(head + tail) + middle, dtype=object)
+    odd = np.array(list(head - tail) + middle, dtype=object)
+    return even, odd
 
 
 def _fixed(x, bits: int) -> int:
