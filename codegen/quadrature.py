@@ -25,6 +25,7 @@ written into the module header, and a module that misses :data:`REQUIRED_RTOL` i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -56,6 +57,16 @@ TANGENCY_MAX_B = 33
 #: at most linearly, so the integrands at most like ``z^4``; a faster-growing typed phi whose
 #: tails matter fails the verification rather than passing silently).
 WINDOW_DIGITS = 30.0
+#: The admissible batchnorm parameters of phi(gamma x + beta): |gamma| in GAMMA_RANGE,
+#: |beta| <= BETA_MAX. The panels are narrower by max(1, |gamma|) at run time; the grid
+#: below (edges and corners of that range, both signs) is verified at generation.
+GAMMA_RANGE = (0.5, 2.0)
+BETA_MAX = 1.0
+PARAMETER_GRID = ((0.5, 1.0), (-0.5, -1.0), (2.0, 1.0), (-2.0, -1.0), (2.0, 0.0),
+                  (0.5, 0.0), (-1.0, 0.5), (1.0, -1.0))
+#: Batch sizes each point of PARAMETER_GRID is verified at (both quadratures, both sides of
+#: TENSOR_MIN_B and of TANGENCY_MAX_B).
+PARAMETER_BATCH_SIZES = (4, 5, 8, 33, 34, 63, 64, 1000, 10**6)
 
 
 class VerificationError(CodegenError):
@@ -70,6 +81,10 @@ class QuadraturePlan:
     panel_z: float
     verified: dict  # quantity -> least digits of agreement (float) over the batch sizes
     verified_batch_sizes: tuple[int, ...]
+    #: quantity -> least digits over PARAMETER_GRID x PARAMETER_BATCH_SIZES
+    verified_grid: dict = dataclasses.field(default_factory=dict)
+    grid: tuple = ()
+    grid_batch_sizes: tuple[int, ...] = ()
 
 
 def _float_literals(expr: sp.Expr) -> sp.Expr:
@@ -184,11 +199,28 @@ def _description(act, plan: QuadraturePlan) -> list[str]:
             "computed, not verified)."
         ),
         (
+            "Batchnorm's gamma, beta (absorbed into phi): every quantity is also evaluated for "
+            "phi(gamma x + beta), gamma != 0, the kinks moved to (k - beta)/gamma and the "
+            "panels narrower by max(1, |gamma|) at run time; admissible range |gamma| in "
+            f"[{GAMMA_RANGE[0]:g}, {GAMMA_RANGE[1]:g}], |beta| <= {BETA_MAX:g} (outside it "
+            "values are computed, not verified)."
+        ),
+        (
             f"Verified at generation time against bnmft's mpmath sphere quadrature (16 digits) "
             f"at B = {sizes}: every quantity agrees to {least:.1f} significant digits or more "
             f"(relative error <= {10 ** -least:.1e}); per quantity in VERIFIED."
+            + (_grid_sentence(plan) if plan.grid else "")
         ),
     ]
+
+
+def _grid_sentence(plan: QuadraturePlan) -> str:
+    least = min(plan.verified_grid.values()) if plan.verified_grid else float("nan")
+    points = ", ".join(f"({g:g}, {b:g})" for g, b in plan.grid)
+    sizes = ", ".join(str(b) for b in plan.grid_batch_sizes)
+    return (f" With (gamma, beta) = {points} at B = {sizes} (references for phi(gamma x + "
+            f"beta)): {least:.1f} digits or more (relative error <= {10 ** -least:.1e}); per "
+            "quantity in VERIFIED_GRID.")
 
 
 def route_text(act, plan: QuadraturePlan) -> str:
@@ -266,26 +298,53 @@ def agreement_digits(values, reference) -> float:
     return worst
 
 
-def verify(act, module: str, panel_z: float, Bs=VERIFY_BATCH_SIZES) -> QuadraturePlan:
-    """Evaluate the generated numpy module at ``Bs`` and compare every quantity with the
-    mpmath reference; a quantity short of :data:`REQUIRED_RTOL` raises :class:`CodegenError`."""
-    from .jit import load_numpy
+@lru_cache(maxsize=64)
+def scaled_activation(act, gamma: float, beta: float):
+    """The activation ``phi(gamma x + beta)`` (THEORY.md: batchnorm's gamma, beta absorbed
+    into phi), gamma and beta as exact rationals of their float64 values' shortest repr."""
+    from bnmft.derive import x
+    from bnmft.derive.activation import analyse
 
-    plan = QuadraturePlan(panel_z, {}, tuple(Bs))
-    mod = load_numpy(_render_numpy(act, module, plan))
-    got = mod.all(np.asarray(Bs, dtype=float))
-    ref = _reference(act, tuple(int(b) for b in Bs))
-    verified = {}
+    g, b = sp.Rational(repr(float(gamma))), sp.Rational(repr(float(beta)))
+    return analyse(f"{act.name} (gamma={g}, beta={b})", act.expr.xreplace({x: g * x + b}),
+                   tuple(act.params) + (("gamma", g), ("beta", b)))
+
+
+def _agreement(act, got: dict, ref: dict, where: str) -> dict:
+    """Least digits per quantity; short of :data:`REQUIRED_RTOL` raises."""
     need = -math.log10(REQUIRED_RTOL)
+    out = {}
     for name, vals in got.items():
         digits = agreement_digits(vals, ref[name])
-        verified[name] = math.floor(min(digits, 16.0) * 10) / 10
+        out[name] = math.floor(min(digits, 16.0) * 10) / 10
         if digits < need:
             raise VerificationError(
-                f"{act.name}: generated {name} agrees with the mpmath reference to only "
+                f"{act.name}: generated {name}{where} agrees with the mpmath reference to only "
                 f"{digits:.1f} digits (need {need:g}); refusing to write the module"
             )
-    return QuadraturePlan(panel_z, verified, tuple(Bs))
+    return out
+
+
+def verify(act, module: str, panel_z: float, Bs=VERIFY_BATCH_SIZES, grid=None,
+           grid_Bs=PARAMETER_BATCH_SIZES) -> QuadraturePlan:
+    """Evaluate the generated numpy module at ``Bs`` (default gamma, beta) and at every
+    ``(gamma, beta)`` of ``grid`` (default :data:`PARAMETER_GRID`) times ``grid_Bs``, and
+    compare every quantity with the mpmath reference of ``phi(gamma x + beta)``; a quantity
+    short of :data:`REQUIRED_RTOL` raises :class:`VerificationError`."""
+    from .jit import load_numpy
+
+    grid = tuple(PARAMETER_GRID if grid is None else grid)
+    plan = QuadraturePlan(panel_z, {}, tuple(Bs), {}, grid, tuple(grid_Bs))
+    mod = load_numpy(_render_numpy(act, module, plan))
+    got = mod.all(np.asarray(Bs, dtype=float))
+    verified = _agreement(act, got, _reference(act, tuple(int(b) for b in Bs)), "")
+    on_grid: dict = {}
+    for g, b in grid:
+        got = mod.all(np.asarray(grid_Bs, dtype=float), gamma=g, beta=b)
+        ref = _reference(scaled_activation(act, g, b), tuple(int(v) for v in grid_Bs))
+        for name, digits in _agreement(act, got, ref, f" at gamma = {g}, beta = {b}").items():
+            on_grid[name] = min(on_grid.get(name, math.inf), digits)
+    return QuadraturePlan(panel_z, verified, tuple(Bs), on_grid, grid, tuple(grid_Bs))
 
 
 def plan_for(act, module: str = "generated") -> QuadraturePlan:
@@ -336,7 +395,8 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
             "result": printer.doprint(q.result),
         })
         doc = doc_lines(q, q.spec.arguments)
-        doc[0] = f"{q.name}(B) for activation {one_line(act.name)}, elementwise in B."
+        doc[0] = (f"{q.name}(B, *, gamma=1.0, beta=0.0) for activation phi(gamma x + beta), "
+                  f"phi = {one_line(act.name)}, elementwise (broadcast).")
         functions.append({"name": q.name, "summary": _doc_safe(doc[0]),
                           "doc": _docstring(doc[1:])})
     imported = set(printer.module_imports)
@@ -347,9 +407,12 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
 
     moments = moment_forms_module().constants[0].value
     paragraphs = [
-        "Every function takes an array-like batch size ``B`` (any shape, B >= 4; converted to "
-        "float64) and returns a float64 array of the same shape. ``all(B)`` returns every "
-        "quantity at once; ``sphere_moments(B)`` the moments MOMENTS.",
+        "Every function takes an array-like batch size ``B`` (B >= 4) and keyword arrays "
+        "``gamma`` (default 1, nonzero) and ``beta`` (default 0), broadcast together and "
+        "converted to float64, and returns a float64 array of the broadcast shape; each "
+        "distinct (B, gamma, beta) is computed once. ``all(B, gamma=, beta=)`` returns every "
+        "quantity at once; ``sphere_moments(B, gamma=, beta=)`` the moments MOMENTS. "
+        "ValueError for B < 4, gamma = 0 or non-finite values.",
         *_description(act, plan),
     ]
     env = environment(__file__.replace("quadrature.py", "backends/numpy/printer.py"))
@@ -365,6 +428,11 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
         moments=repr(moments),
         verified=repr({k: round(v, 1) for k, v in plan.verified.items()}),
         verified_batch_sizes=repr(plan.verified_batch_sizes),
+        verified_grid=repr({k: round(v, 1) for k, v in plan.verified_grid.items()}),
+        verified_parameters=repr(tuple((float(g), float(b)) for g, b in plan.grid)),
+        verified_parameter_batch_sizes=repr(plan.grid_batch_sizes),
+        gamma_range=repr(tuple(float(g) for g in GAMMA_RANGE)),
+        beta_max=repr(float(BETA_MAX)),
         rule_u=_floats(u).replace("(", "[", 1)[:-1] + "]",
         rule_v=_floats(v).replace("(", "[", 1)[:-1] + "]",
         rule_w=_floats(w).replace("(", "[", 1)[:-1] + "]",
@@ -372,7 +440,9 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
         panel_z=repr(float(plan.panel_z)),
         tensor_min_b=repr(float(TENSOR_MIN_B)),
         tangency_max_b=repr(float(TANGENCY_MAX_B)),
-        names=[repr(n) for n in ("ACTIVATION", "KINKS", "MOMENTS", "VERIFIED", "sphere_moments",
+        names=[repr(n) for n in ("ACTIVATION", "KINKS", "MOMENTS", "VERIFIED", "VERIFIED_GRID",
+                                 "VERIFIED_PARAMETERS", "GAMMA_RANGE", "BETA_MAX",
+                                 "sphere_moments",
                                  *(q.name for q in prepared.functions), "all")],
         uses_erf=printer.uses_erf,
         phi=phi_code, dphi=dphi_code,
@@ -387,24 +457,27 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
 C_RTOL = 1e-13
 
 
-def c_tolerance(plan: QuadraturePlan, quantity: str) -> float:
+def c_tolerance(verified: dict, quantity: str) -> float:
     """Allowed relative C - numpy difference for ``quantity``: the room the numpy module's
     verified error leaves under :data:`REQUIRED_RTOL` (at least :data:`C_RTOL`), so that by
     the triangle inequality the C values are within REQUIRED_RTOL of the mpmath references at
     the verified batch sizes (a depth scale ``1/log(rate)`` with ``rate`` near 1 amplifies
     the last-bit differences of the two float64 implementations)."""
-    digits = plan.verified.get(quantity)
+    digits = verified.get(quantity)
     if digits is None:
         return C_RTOL
     return max(C_RTOL, REQUIRED_RTOL - 10.0 ** -digits)
 
 
 def check_c_against_numpy(c_sources: dict, numpy_source: str, name: str,
-                          plan: QuadraturePlan, Bs=VERIFY_BATCH_SIZES) -> None:
+                          plan: QuadraturePlan, Bs=VERIFY_BATCH_SIZES, act=None) -> None:
     """Compile the C kernels and compare every quantity (single kernels and the fused one)
     with the numpy module, which was verified against mpmath, at ``Bs``; raises
     :class:`VerificationError` beyond :func:`c_tolerance` or if the kernels cannot be
-    compiled."""
+    compiled. With ``act`` and a parameter grid in ``plan``, the C kernels at the grid are
+    compared with the mpmath references of ``phi(gamma x + beta)`` directly (to
+    :data:`REQUIRED_RTOL`: there the ill-conditioned quantities, e.g. a depth scale
+    ``1/log(rate)`` with ``rate`` near 1, leave too little room for the triangle inequality)."""
     from .jit import load_c, load_numpy
 
     try:
@@ -417,12 +490,21 @@ def check_c_against_numpy(c_sources: dict, numpy_source: str, name: str,
     want, fused = py.all(x), c.all(x)
     for q, ref in want.items():
         scale = np.maximum(np.abs(ref), 1e-300)
-        tol = c_tolerance(plan, q)
+        tol = c_tolerance(plan.verified, q)
         for got in (getattr(c, q)(x), fused[q]):
             if not np.all(np.abs(got - ref) <= tol * scale):
                 raise VerificationError(
                     f"{name}: the C kernel {q} differs from the verified numpy module by more "
                     f"than {tol:.1e}; refusing to write the module")
+    if act is None or not plan.grid:
+        return
+    x = np.asarray(plan.grid_batch_sizes, dtype=float)
+    for g, b in plan.grid:
+        fused = c.all(x, gamma=g, beta=b)
+        ref = _reference(scaled_activation(act, g, b), tuple(int(v) for v in x))
+        singles = {q: getattr(c, q)(x, gamma=g, beta=b) for q in fused}
+        for what, got in (("C", singles), ("fused C", fused)):
+            _agreement(act, got, ref, f" ({what}) at gamma = {g}, beta = {b}")
 
 
 def generate_quadrature(act, *, lang: str, module: str, plan: QuadraturePlan | None = None
@@ -437,7 +519,8 @@ def generate_quadrature(act, *, lang: str, module: str, plan: QuadraturePlan | N
         return {f"{module}.py": _render_numpy(act, module, plan)}
     if lang == "c":
         sources = _render_c(act, module, plan)
-        check_c_against_numpy(sources, _render_numpy(act, module, plan), act.name, plan)
+        check_c_against_numpy(sources, _render_numpy(act, module, plan), act.name, plan,
+                              act=act)
         return sources
     raise CodegenError(f"unknown lang {lang!r}; choose one of c, numpy")
 
@@ -487,7 +570,9 @@ def _render_c(act, module: str, plan: QuadraturePlan) -> dict[str, str]:
         "These C kernels were compiled at generation and checked against that numpy module at "
         "the same batch sizes (every kernel and the fused one): each quantity within "
         f"{REQUIRED_RTOL:g} minus the numpy module's verified error (at least {C_RTOL:g}), so "
-        f"within {REQUIRED_RTOL:g} of the mpmath references there.",
+        f"within {REQUIRED_RTOL:g} of the mpmath references there; at the (gamma, beta) grid "
+        f"every kernel and the fused one against the mpmath references directly, within "
+        f"{REQUIRED_RTOL:g}.",
         "Sphere moments: " + ", ".join(names) + ".",
     ]
     convention = (
@@ -496,6 +581,13 @@ def _render_c(act, module: str, plan: QuadraturePlan) -> dict[str, str]:
         "element. Kernels keep no state (thread-safe; node arrays are allocated per call), "
         "need only <math.h> and <stdlib.h> (link with -lm) and may run in place (out == B). "
         "Compiled with OpenMP (-fopenmp), the loops over i run in parallel."
+    )
+    params_doc = (
+        f"Batchnorm's gamma, beta: {module}_QTY_p and {module}_all_p evaluate the quantities "
+        "of phi(gamma x + beta); gamma and beta are each NULL (gamma = 1, beta = 0) or n "
+        "values, one per element of B. gamma = 0 or a non-finite gamma or beta gives NaN. "
+        f"Verified range: |gamma| in [{GAMMA_RANGE[0]:g}, {GAMMA_RANGE[1]:g}], |beta| <= "
+        f"{BETA_MAX:g} (see above). The unparameterised kernels are the _p kernels with NULL."
     )
     fused_doc = (
         f"{module}_all: every quantity above in one pass over the n elements of B, one output "
@@ -508,6 +600,8 @@ def _render_c(act, module: str, plan: QuadraturePlan) -> dict[str, str]:
         "description": [[comment_safe(line) for line in wrap(p, WIDTH - 3)] for p in description],
         "convention": [comment_safe(line) for line in wrap(convention, WIDTH - 3)],
         "fused_doc": [comment_safe(line) for line in wrap(fused_doc, WIDTH - 3)],
+        "params_doc": [comment_safe(line) for line in wrap(params_doc, WIDTH - 3)],
+        "indent_p": " " * len(f"void {module}_all_p("),
         "module": module,
         "guard": f"BNMFT_{module.upper()}_H",
         "rule_n": RULE_NODES,
