@@ -58,13 +58,27 @@ TANGENCY_MAX_B = 33
 #: tails matter fails the verification rather than passing silently).
 WINDOW_DIGITS = 30.0
 #: The admissible batchnorm parameters of phi(gamma x + beta): |gamma| in GAMMA_RANGE,
-#: |beta| <= BETA_MAX. The panels are narrower by max(1, |gamma|) at run time; the grid
-#: below (edges and corners of that range, both signs) is verified at generation.
+#: |beta| <= beta_max, the first of BETA_CANDIDATES whose grid (:func:`parameter_grid`:
+#: edges and corners of the range, both signs) verifies at generation (a kinked phi such as
+#: hardtanh is constant on the whole sphere at B = 4 for gamma = 1/2, |beta| >= 2: no
+#: quantity exists there). The panels are narrower by max(1, |gamma|) at run time.
 GAMMA_RANGE = (0.5, 2.0)
-BETA_MAX = 1.0
-PARAMETER_GRID = ((0.5, 1.0), (-0.5, -1.0), (2.0, 1.0), (-2.0, -1.0), (2.0, 0.0),
-                  (0.5, 0.0), (-1.0, 0.5), (1.0, -1.0))
-#: Batch sizes each point of PARAMETER_GRID is verified at (both quadratures, both sides of
+BETA_CANDIDATES = (3.0, 1.0)
+
+
+def parameter_grid(beta_max: float) -> tuple[tuple[float, float], ...]:
+    """The (gamma, beta) verified for the range |gamma| in GAMMA_RANGE, |beta| <= beta_max."""
+    lo, hi = GAMMA_RANGE
+    m = float(beta_max)
+    return ((lo, m), (-lo, -m), (hi, m), (-hi, -m), (hi, 0.0), (lo, 0.0), (-1.0, m / 2),
+            (1.0, -m))
+#: The quantities of the fixed point Sigma* = E[phi phi^T] itself, the only ones that change
+#: when a constant is added to phi (the next batchnorm takes the batch mean off: THEORY.md);
+#: the modules compute the moments of phi(gamma x + beta) - phi(beta) and recover the raw
+#: m0 = E[phi^2], m1 = E[phi(z1) phi(z2)] for these from E[psi] (their forms may use no other
+#: moment of phi).
+RAW_QUANTITIES = ("q_star", "c_star")
+#: Batch sizes each point of the parameter grid is verified at (both quadratures, both sides of
 #: TENSOR_MIN_B and of TANGENCY_MAX_B).
 PARAMETER_BATCH_SIZES = (4, 5, 8, 33, 34, 63, 64, 1000, 10**6)
 
@@ -74,6 +88,10 @@ class VerificationError(CodegenError):
     reference did not converge): nothing is written."""
 
 
+class GridVerificationError(VerificationError):
+    """As :class:`VerificationError`, at a point of the (gamma, beta) grid."""
+
+
 @dataclass(frozen=True)
 class QuadraturePlan:
     """What is baked into a module: the panel width and the verification record."""
@@ -81,10 +99,15 @@ class QuadraturePlan:
     panel_z: float
     verified: dict  # quantity -> least digits of agreement (float) over the batch sizes
     verified_batch_sizes: tuple[int, ...]
-    #: quantity -> least digits over PARAMETER_GRID x PARAMETER_BATCH_SIZES
+    #: quantity -> least digits over the grid x PARAMETER_BATCH_SIZES
     verified_grid: dict = dataclasses.field(default_factory=dict)
     grid: tuple = ()
     grid_batch_sizes: tuple[int, ...] = ()
+
+    @property
+    def beta_max(self) -> float:
+        """The verified range of |beta| (0 without a grid)."""
+        return max((abs(float(b)) for _, b in self.grid), default=0.0)
 
 
 def _float_literals(expr: sp.Expr) -> sp.Expr:
@@ -201,8 +224,12 @@ def _description(act, plan: QuadraturePlan) -> list[str]:
         (
             "Batchnorm's gamma, beta (absorbed into phi): every quantity is also evaluated for "
             "phi(gamma x + beta), gamma != 0, the kinks moved to (k - beta)/gamma and the "
-            "panels narrower by max(1, |gamma|) at run time; admissible range |gamma| in "
-            f"[{GAMMA_RANGE[0]:g}, {GAMMA_RANGE[1]:g}], |beta| <= {BETA_MAX:g} (outside it "
+            "panels narrower by max(1, |gamma|) at run time. The moments are those of psi = "
+            "phi(gamma x + beta) - phi(beta) (a constant changes no quantity but q*, c*, which "
+            "take E[phi^2] = m0 + c (2 E[psi] + c) and E[phi(z1) phi(z2)] = m1 + c (2 E[psi] + "
+            "c), c = phi(beta)), so that the moment forms' differences do not cancel where phi "
+            "saturates. Admissible range |gamma| in "
+            f"[{GAMMA_RANGE[0]:g}, {GAMMA_RANGE[1]:g}], |beta| <= {plan.beta_max:g} (outside it "
             "values are computed, not verified)."
         ),
         (
@@ -292,6 +319,8 @@ def agreement_digits(values, reference) -> float:
             if v != 0:
                 worst = min(worst, -math.log10(abs(v)) if abs(v) < 1 else 0.0)
             continue
+        if not math.isfinite(float(v)):
+            return -math.inf
         err = abs(mpmath.mpf(float(v)) - r) / abs(r)
         if err > 0:
             worst = min(worst, float(-mpmath.log10(err)))
@@ -328,21 +357,27 @@ def _agreement(act, got: dict, ref: dict, where: str) -> dict:
 def verify(act, module: str, panel_z: float, Bs=VERIFY_BATCH_SIZES, grid=None,
            grid_Bs=PARAMETER_BATCH_SIZES) -> QuadraturePlan:
     """Evaluate the generated numpy module at ``Bs`` (default gamma, beta) and at every
-    ``(gamma, beta)`` of ``grid`` (default :data:`PARAMETER_GRID`) times ``grid_Bs``, and
-    compare every quantity with the mpmath reference of ``phi(gamma x + beta)``; a quantity
-    short of :data:`REQUIRED_RTOL` raises :class:`VerificationError`."""
+    ``(gamma, beta)`` of ``grid`` (default ``parameter_grid(BETA_CANDIDATES[-1])``) times
+    ``grid_Bs``, and compare every quantity with the mpmath reference of ``phi(gamma x +
+    beta)``; a quantity short of :data:`REQUIRED_RTOL` raises :class:`VerificationError`
+    (:class:`GridVerificationError` on the grid)."""
     from .jit import load_numpy
 
-    grid = tuple(PARAMETER_GRID if grid is None else grid)
+    grid = tuple(parameter_grid(BETA_CANDIDATES[-1]) if grid is None else grid)
     plan = QuadraturePlan(panel_z, {}, tuple(Bs), {}, grid, tuple(grid_Bs))
     mod = load_numpy(_render_numpy(act, module, plan))
     got = mod.all(np.asarray(Bs, dtype=float))
     verified = _agreement(act, got, _reference(act, tuple(int(b) for b in Bs)), "")
     on_grid: dict = {}
     for g, b in grid:
-        got = mod.all(np.asarray(grid_Bs, dtype=float), gamma=g, beta=b)
-        ref = _reference(scaled_activation(act, g, b), tuple(int(v) for v in grid_Bs))
-        for name, digits in _agreement(act, got, ref, f" at gamma = {g}, beta = {b}").items():
+        try:
+            with np.errstate(divide="ignore", invalid="ignore"):  # 0/0: phi constant, refused
+                got = mod.all(np.asarray(grid_Bs, dtype=float), gamma=g, beta=b)
+            ref = _reference(scaled_activation(act, g, b), tuple(int(v) for v in grid_Bs))
+            agreed = _agreement(act, got, ref, f" at gamma = {g}, beta = {b}")
+        except VerificationError as err:
+            raise GridVerificationError(str(err)) from None
+        for name, digits in agreed.items():
             on_grid[name] = min(on_grid.get(name, math.inf), digits)
     return QuadraturePlan(panel_z, verified, tuple(Bs), on_grid, grid, tuple(grid_Bs))
 
@@ -359,7 +394,14 @@ def plan_for(act, module: str = "generated") -> QuadraturePlan:
 
 @lru_cache(maxsize=32)
 def _plan(act) -> QuadraturePlan:
-    return verify(act, "generated", choose_panel(act, "generated"))
+    """The panel, then the widest parameter range of :data:`BETA_CANDIDATES` that verifies."""
+    panel = choose_panel(act, "generated")
+    for beta_max in BETA_CANDIDATES:
+        try:
+            return verify(act, "generated", panel, grid=parameter_grid(beta_max))
+        except GridVerificationError as err:
+            last = err
+    raise last
 
 
 # -- rendering ---------------------------------------------------------------------------------
@@ -379,6 +421,26 @@ def _module_spec(act, module: str):
     return dataclasses.replace(spec, name=module, header=())
 
 
+def _check_raw_forms(prepared) -> None:
+    """The forms of :data:`RAW_QUANTITIES` may use only m0 = E[phi^2] and m1 = E[phi(z1)
+    phi(z2)] of the moments of phi (the ones recovered from the shifted moments)."""
+    from .moment_forms import moment_forms_module
+
+    moments = moment_forms_module().constants[0].value
+    if tuple(moments[:2]) != (((0, 2, 0),), ((0, 1, 0), (0, 1, 0))):
+        raise CodegenError("moment forms: m0, m1 are not E[phi^2], E[phi(z1) phi(z2)]")
+    allowed = {"B", "m0", "m1"} | {f"m{i}" for i, pts in enumerate(moments)
+                                   if all(p[1] == 0 for p in pts)}
+    for q in prepared.functions:
+        if q.name in RAW_QUANTITIES:
+            used = {str(v) for v in q.result.free_symbols}
+            for _, e in q.temporaries:
+                used |= {str(v) for v in e.free_symbols}
+            temps = {str(t) for t, _ in q.temporaries}
+            if not used - temps <= allowed:
+                raise CodegenError(f"moment forms: {q.name} uses moments of phi beyond m0, m1")
+
+
 def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
     from .backends.numpy.printer import _doc_safe, _docstring
 
@@ -387,9 +449,11 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
     phi, dphi = _phi_expressions(act)
     phi_code, dphi_code = printer.doprint(phi), printer.doprint(dphi)
     forms, functions = [], []
+    _check_raw_forms(prepared)
     for q in prepared.functions:
         forms.append({
             "name": q.name,
+            "raw": q.name in RAW_QUANTITIES,
             "arguments": ", ".join(q.argument_names[1:]),
             "assignments": [(printer.doprint(s), printer.doprint(e)) for s, e in q.temporaries],
             "result": printer.doprint(q.result),
@@ -397,7 +461,8 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
         doc = doc_lines(q, q.spec.arguments)
         doc[0] = (f"{q.name}(B, *, gamma=1.0, beta=0.0) for activation phi(gamma x + beta), "
                   f"phi = {one_line(act.name)}, elementwise (broadcast).")
-        functions.append({"name": q.name, "summary": _doc_safe(doc[0]),
+        functions.append({"name": q.name, "raw": q.name in RAW_QUANTITIES,
+                          "summary": _doc_safe(doc[0]),
                           "doc": _docstring(doc[1:])})
     imported = set(printer.module_imports)
     if imported - {"numpy"}:
@@ -411,7 +476,8 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
         "``gamma`` (default 1, nonzero) and ``beta`` (default 0), broadcast together and "
         "converted to float64, and returns a float64 array of the broadcast shape; each "
         "distinct (B, gamma, beta) is computed once. ``all(B, gamma=, beta=)`` returns every "
-        "quantity at once; ``sphere_moments(B, gamma=, beta=)`` the moments MOMENTS. "
+        "quantity at once; ``sphere_moments(B, gamma=, beta=)`` the moments MOMENTS of "
+        "phi(gamma x + beta) - shift(gamma, beta). "
         "ValueError for B < 4, gamma = 0 or non-finite values.",
         *_description(act, plan),
     ]
@@ -432,7 +498,7 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
         verified_parameters=repr(tuple((float(g), float(b)) for g, b in plan.grid)),
         verified_parameter_batch_sizes=repr(plan.grid_batch_sizes),
         gamma_range=repr(tuple(float(g) for g in GAMMA_RANGE)),
-        beta_max=repr(float(BETA_MAX)),
+        beta_max=repr(float(plan.beta_max)),
         rule_u=_floats(u).replace("(", "[", 1)[:-1] + "]",
         rule_v=_floats(v).replace("(", "[", 1)[:-1] + "]",
         rule_w=_floats(w).replace("(", "[", 1)[:-1] + "]",
@@ -442,7 +508,7 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
         tangency_max_b=repr(float(TANGENCY_MAX_B)),
         names=[repr(n) for n in ("ACTIVATION", "KINKS", "MOMENTS", "VERIFIED", "VERIFIED_GRID",
                                  "VERIFIED_PARAMETERS", "GAMMA_RANGE", "BETA_MAX",
-                                 "sphere_moments",
+                                 "sphere_moments", "shift",
                                  *(q.name for q in prepared.functions), "all")],
         uses_erf=printer.uses_erf,
         phi=phi_code, dphi=dphi_code,
@@ -539,6 +605,7 @@ def _render_c(act, module: str, plan: QuadraturePlan) -> dict[str, str]:
     from .backends.c.printer import comment_safe
 
     prepared = prepare(_module_spec(act, module))
+    _check_raw_forms(prepared)
     printer = _c_printer()
     phi, dphi = _phi_expressions(act)
     phi_t, phi_code = _c_cse(printer, phi)
@@ -547,6 +614,7 @@ def _render_c(act, module: str, plan: QuadraturePlan) -> dict[str, str]:
     for q in prepared.functions:
         forms.append({
             "name": q.name,
+            "raw": q.name in RAW_QUANTITIES,
             "arguments": list(q.argument_names[1:]),
             "temporaries": [(printer.doprint(s), printer.doprint(e)) for s, e in q.temporaries],
             "result": printer.doprint(q.result),
@@ -587,7 +655,7 @@ def _render_c(act, module: str, plan: QuadraturePlan) -> dict[str, str]:
         "of phi(gamma x + beta); gamma and beta are each NULL (gamma = 1, beta = 0) or n "
         "values, one per element of B. gamma = 0 or a non-finite gamma or beta gives NaN. "
         f"Verified range: |gamma| in [{GAMMA_RANGE[0]:g}, {GAMMA_RANGE[1]:g}], |beta| <= "
-        f"{BETA_MAX:g} (see above). The unparameterised kernels are the _p kernels with NULL."
+        f"{plan.beta_max:g} (see above). The unparameterised kernels are the _p kernels with NULL."
     )
     fused_doc = (
         f"{module}_all: every quantity above in one pass over the n elements of B, one output "

@@ -234,22 +234,25 @@ def test_c_openmp_build_gives_the_serial_values(generated, tmp_path):
 
 # -- batchnorm's gamma, beta as broadcastable parameters ------------------------------------
 
-#: Off the generation grid, both quadratures (B < 64 and B >= 64), kinks moved and flipped.
-PARAMETER_POINTS = ((6, 1.5, -0.5), (40, -0.75, 0.3), (200, 0.6, 0.8), (10**5, -1.8, -0.9))
+#: Off the generation grid, both quadratures (B < 64 and B >= 64), kinks moved and flipped:
+#: (B, gamma, beta / beta_max of the module).
+PARAMETER_POINTS = ((6, 1.5, -0.5), (40, -0.75, 0.3), (200, 0.6, 0.8), (10**5, -1.8, -0.9),
+                    (12, 0.7, 0.87), (5000, -1.5, -0.93))
 
 
 @pytest.mark.parametrize("spec", list(CASES))
 def test_parameters_against_mpmath(generated, spec):
     """phi(gamma x + beta) at points off the verification grid: numpy, C and fused C against
     the mpmath route for the activation phi(gamma x + beta) built symbolically."""
-    _, sources = generated[spec]
+    plan, sources = generated[spec]
     py, c = load_numpy(sources["numpy"]), load_c(sources["c"])
     act = activation(spec)
-    B = np.array([p[0] for p in PARAMETER_POINTS], dtype=float)
-    g = np.array([p[1] for p in PARAMETER_POINTS])
-    b = np.array([p[2] for p in PARAMETER_POINTS])
+    points = [(Bv, gv, round(fv * plan.beta_max, 3)) for Bv, gv, fv in PARAMETER_POINTS]
+    B = np.array([p[0] for p in points], dtype=float)
+    g = np.array([p[1] for p in points])
+    b = np.array([p[2] for p in points])
     got_py, got_fused = py.all(B, gamma=g, beta=b), c.all(B, gamma=g, beta=b)
-    for j, (Bv, gv, bv) in enumerate(PARAMETER_POINTS):
+    for j, (Bv, gv, bv) in enumerate(points):
         ref = Q._reference(Q.scaled_activation(act, gv, bv), (Bv,))
         for name in ref:
             for route, value in (("numpy", got_py[name][j]), ("C fused", got_fused[name][j]),
@@ -329,16 +332,18 @@ def test_header_states_the_verified_parameter_range(generated):
     for spec, module in CASES.items():
         plan, sources = generated[spec]
         py = load_numpy(sources["numpy"])
-        assert py.GAMMA_RANGE == Q.GAMMA_RANGE and py.BETA_MAX == Q.BETA_MAX
-        assert py.VERIFIED_PARAMETERS == Q.PARAMETER_GRID
+        assert plan.beta_max in Q.BETA_CANDIDATES
+        assert plan.grid == Q.parameter_grid(plan.beta_max)
+        assert py.GAMMA_RANGE == Q.GAMMA_RANGE and py.BETA_MAX == plan.beta_max
+        assert py.VERIFIED_PARAMETERS == plan.grid
         assert py.VERIFIED_GRID == plan.verified_grid
         assert min(plan.verified_grid.values()) >= 12
-        grid = [abs(g) for g, _ in Q.PARAMETER_GRID]
+        grid = [abs(g) for g, _ in plan.grid]
         assert min(grid) == Q.GAMMA_RANGE[0] and max(grid) == Q.GAMMA_RANGE[1]
-        assert max(abs(b) for _, b in Q.PARAMETER_GRID) == Q.BETA_MAX
+        assert max(abs(b) for _, b in plan.grid) == plan.beta_max
         header = " ".join(sources["c"][f"{module}.h"].split())
         assert (f"|gamma| in [{Q.GAMMA_RANGE[0]:g}, {Q.GAMMA_RANGE[1]:g}], |beta| <= "
-                f"{Q.BETA_MAX:g}") in header
+                f"{plan.beta_max:g}") in header
         assert "VERIFIED_GRID" in header
 
 

@@ -20,8 +20,11 @@
  *
  * Batchnorm's gamma, beta (absorbed into phi): every quantity is also evaluated for phi(gamma x +
  * beta), gamma != 0, the kinks moved to (k - beta)/gamma and the panels narrower by max(1, |gamma|)
- * at run time; admissible range |gamma| in [0.5, 2], |beta| <= 1 (outside it values are computed,
- * not verified).
+ * at run time. The moments are those of psi = phi(gamma x + beta) - phi(beta) (a constant changes
+ * no quantity but q*, c*, which take E[phi^2] = m0 + c (2 E[psi] + c) and E[phi(z1) phi(z2)] = m1 +
+ * c (2 E[psi] + c), c = phi(beta)), so that the moment forms' differences do not cancel where phi
+ * saturates. Admissible range |gamma| in [0.5, 2], |beta| <= 1 (outside it values are computed, not
+ * verified).
  *
  * Verified at generation time against bnmft's mpmath sphere quadrature (16 digits) at B = 4, 5, 8,
  * 32, 63, 64, 1000, 100000, 1000000: every quantity agrees to 14.7 significant digits or more
@@ -55,15 +58,16 @@ extern "C" {
 #endif
 
 /*
- * hardtanh_q_sphere_moments: the sphere moments m[0..8] at batch size B
- * (see the moment list above); returns 0, or -1 (moments NaN) for B < 4, a non-finite B or
+ * hardtanh_q_sphere_moments: the sphere moments m[0..8] of phi - phi(0) at
+ * batch size B (see the moment list above); returns 0, or -1 (moments NaN) for B < 4, a non-finite B or
  * no memory for the nodes.
  */
 int hardtanh_q_sphere_moments(double B, double *m);
 
 /*
- * hardtanh_q_sphere_moments_p: the same for phi(gamma x + beta); -1 (moments NaN) also for
- * gamma = 0 or a non-finite gamma or beta.
+ * hardtanh_q_sphere_moments_p: the same for psi = phi(gamma x + beta) - phi(beta) (the
+ * moments the quantities are computed from; phi(beta) is 0 for the default when phi(0) = 0);
+ * -1 (moments NaN) also for gamma = 0 or a non-finite gamma or beta.
  */
 int hardtanh_q_sphere_moments_p(double B, double gamma, double beta, double *m);
 

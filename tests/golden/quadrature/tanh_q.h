@@ -20,14 +20,17 @@
  *
  * Batchnorm's gamma, beta (absorbed into phi): every quantity is also evaluated for phi(gamma x +
  * beta), gamma != 0, the kinks moved to (k - beta)/gamma and the panels narrower by max(1, |gamma|)
- * at run time; admissible range |gamma| in [0.5, 2], |beta| <= 1 (outside it values are computed,
- * not verified).
+ * at run time. The moments are those of psi = phi(gamma x + beta) - phi(beta) (a constant changes
+ * no quantity but q*, c*, which take E[phi^2] = m0 + c (2 E[psi] + c) and E[phi(z1) phi(z2)] = m1 +
+ * c (2 E[psi] + c), c = phi(beta)), so that the moment forms' differences do not cancel where phi
+ * saturates. Admissible range |gamma| in [0.5, 2], |beta| <= 3 (outside it values are computed, not
+ * verified).
  *
  * Verified at generation time against bnmft's mpmath sphere quadrature (16 digits) at B = 4, 5, 8,
  * 32, 63, 64, 1000, 100000, 1000000: every quantity agrees to 14.3 significant digits or more
- * (relative error <= 5.0e-15); per quantity in VERIFIED. With (gamma, beta) = (0.5, 1), (-0.5, -1),
- * (2, 1), (-2, -1), (2, 0), (0.5, 0), (-1, 0.5), (1, -1) at B = 4, 5, 8, 33, 34, 63, 64, 1000,
- * 1000000 (references for phi(gamma x + beta)): 13.7 digits or more (relative error <= 2.0e-14);
+ * (relative error <= 5.0e-15); per quantity in VERIFIED. With (gamma, beta) = (0.5, 3), (-0.5, -3),
+ * (2, 3), (-2, -3), (2, 0), (0.5, 0), (-1, 1.5), (1, -3) at B = 4, 5, 8, 33, 34, 63, 64, 1000,
+ * 1000000 (references for phi(gamma x + beta)): 13.8 digits or more (relative error <= 1.6e-14);
  * per quantity in VERIFIED_GRID.
  *
  * These C kernels were compiled at generation and checked against that numpy module at the same
@@ -55,15 +58,16 @@ extern "C" {
 #endif
 
 /*
- * tanh_q_sphere_moments: the sphere moments m[0..8] at batch size B
- * (see the moment list above); returns 0, or -1 (moments NaN) for B < 4, a non-finite B or
+ * tanh_q_sphere_moments: the sphere moments m[0..8] of phi - phi(0) at
+ * batch size B (see the moment list above); returns 0, or -1 (moments NaN) for B < 4, a non-finite B or
  * no memory for the nodes.
  */
 int tanh_q_sphere_moments(double B, double *m);
 
 /*
- * tanh_q_sphere_moments_p: the same for phi(gamma x + beta); -1 (moments NaN) also for
- * gamma = 0 or a non-finite gamma or beta.
+ * tanh_q_sphere_moments_p: the same for psi = phi(gamma x + beta) - phi(beta) (the
+ * moments the quantities are computed from; phi(beta) is 0 for the default when phi(0) = 0);
+ * -1 (moments NaN) also for gamma = 0 or a non-finite gamma or beta.
  */
 int tanh_q_sphere_moments_p(double B, double gamma, double beta, double *m);
 
@@ -194,7 +198,7 @@ void tanh_q_all(size_t n, const double *B,
  * Batchnorm's gamma, beta: tanh_q_QTY_p and tanh_q_all_p evaluate the quantities of phi(gamma x +
  * beta); gamma and beta are each NULL (gamma = 1, beta = 0) or n values, one per element of B.
  * gamma = 0 or a non-finite gamma or beta gives NaN. Verified range: |gamma| in [0.5, 2], |beta| <=
- * 1 (see above). The unparameterised kernels are the _p kernels with NULL.
+ * 3 (see above). The unparameterised kernels are the _p kernels with NULL.
  */
 void tanh_q_q_star_p(size_t n, const double *B, const double *gamma,
                      const double *beta, double *out);

@@ -8,7 +8,8 @@ Every function takes an array-like batch size ``B`` (B >= 4) and keyword arrays 
 (default 1, nonzero) and ``beta`` (default 0), broadcast together and converted to float64,
 and returns a float64 array of the broadcast shape; each distinct (B, gamma, beta) is
 computed once. ``all(B, gamma=, beta=)`` returns every quantity at once; ``sphere_moments(B,
-gamma=, beta=)`` the moments MOMENTS. ValueError for B < 4, gamma = 0 or non-finite values.
+gamma=, beta=)`` the moments MOMENTS of phi(gamma x + beta) - shift(gamma, beta). ValueError
+for B < 4, gamma = 0 or non-finite values.
 
 Activation phi(x) = tanh(x) (kinks: none). Every quantity is its moment form
 (bnmft.derive.bsb1.moment_forms, the exchangeable reduction of the forward and backward maps
@@ -24,15 +25,18 @@ their relative accuracy (verified from B = 4 to 10^6; larger B are computed, not
 
 Batchnorm's gamma, beta (absorbed into phi): every quantity is also evaluated for phi(gamma
 x + beta), gamma != 0, the kinks moved to (k - beta)/gamma and the panels narrower by max(1,
-|gamma|) at run time; admissible range |gamma| in [0.5, 2], |beta| <= 1 (outside it values
-are computed, not verified).
+|gamma|) at run time. The moments are those of psi = phi(gamma x + beta) - phi(beta) (a
+constant changes no quantity but q*, c*, which take E[phi^2] = m0 + c (2 E[psi] + c) and
+E[phi(z1) phi(z2)] = m1 + c (2 E[psi] + c), c = phi(beta)), so that the moment forms'
+differences do not cancel where phi saturates. Admissible range |gamma| in [0.5, 2], |beta|
+<= 3 (outside it values are computed, not verified).
 
 Verified at generation time against bnmft's mpmath sphere quadrature (16 digits) at B = 4,
 5, 8, 32, 63, 64, 1000, 100000, 1000000: every quantity agrees to 14.3 significant digits or
-more (relative error <= 5.0e-15); per quantity in VERIFIED. With (gamma, beta) = (0.5, 1),
-(-0.5, -1), (2, 1), (-2, -1), (2, 0), (0.5, 0), (-1, 0.5), (1, -1) at B = 4, 5, 8, 33, 34,
-63, 64, 1000, 1000000 (references for phi(gamma x + beta)): 13.7 digits or more (relative
-error <= 2.0e-14); per quantity in VERIFIED_GRID.
+more (relative error <= 5.0e-15); per quantity in VERIFIED. With (gamma, beta) = (0.5, 3),
+(-0.5, -3), (2, 3), (-2, -3), (2, 0), (0.5, 0), (-1, 1.5), (1, -3) at B = 4, 5, 8, 33, 34,
+63, 64, 1000, 1000000 (references for phi(gamma x + beta)): 13.8 digits or more (relative
+error <= 1.6e-14); per quantity in VERIFIED_GRID.
 """
 
 import numpy
@@ -50,13 +54,13 @@ VERIFIED = {'q_star': 15.3, 'c_star': 15.3, 'lambda_G': 16.0, 'lambda_L': 15.2, 
 VERIFIED_BATCH_SIZES = (4, 5, 8, 32, 63, 64, 1000, 100000, 1000000)
 #: (gamma, beta) verified besides the default (1, 0), each at VERIFIED_PARAMETER_BATCH_SIZES,
 #: and the least relative agreement per quantity over them.
-VERIFIED_GRID = {'q_star': 15.3, 'c_star': 14.9, 'lambda_G': 16.0, 'lambda_L': 14.3, 'lambda_M': 14.5, 'gradient_rate': 14.5, 'depth_scale': 13.7, 'max_trainable_depth': 13.7}
-VERIFIED_PARAMETERS = ((0.5, 1.0), (-0.5, -1.0), (2.0, 1.0), (-2.0, -1.0), (2.0, 0.0), (0.5, 0.0), (-1.0, 0.5), (1.0, -1.0))
+VERIFIED_GRID = {'q_star': 15.3, 'c_star': 15.0, 'lambda_G': 16.0, 'lambda_L': 14.6, 'lambda_M': 14.1, 'gradient_rate': 14.5, 'depth_scale': 13.8, 'max_trainable_depth': 13.8}
+VERIFIED_PARAMETERS = ((0.5, 3.0), (-0.5, -3.0), (2.0, 3.0), (-2.0, -3.0), (2.0, 0.0), (0.5, 0.0), (-1.0, 1.5), (1.0, -3.0))
 VERIFIED_PARAMETER_BATCH_SIZES = (4, 5, 8, 33, 34, 63, 64, 1000, 1000000)
 #: The admissible parameter range the verification covers: |gamma| in GAMMA_RANGE,
 #: |beta| <= BETA_MAX (outside, values are computed, not verified).
 GAMMA_RANGE = (0.5, 2.0)
-BETA_MAX = 1.0
+BETA_MAX = 3.0
 
 #: Gauss-Legendre rule on [0, 1] (nodes u, 1 - u, weights summing to 1), correctly rounded.
 _U = numpy.array([0.005299532504175031, 0.0277124884633837, 0.06718439880608412, 0.1222977958224985, 0.19106187779867811, 0.2709916111713863, 0.35919822461037054, 0.4524937450811813, 0.5475062549188188, 0.6408017753896295, 0.7290083888286136, 0.8089381222013219, 0.8777022041775016, 0.9328156011939159, 0.9722875115366163, 0.994700467495825])
@@ -83,6 +87,7 @@ __all__ = [
     'GAMMA_RANGE',
     'BETA_MAX',
     'sphere_moments',
+    'shift',
     'q_star',
     'c_star',
     'lambda_G',
@@ -171,11 +176,23 @@ def _rule(pieces, width):
     return numpy.concatenate(nodes), numpy.concatenate(weights)
 
 
+def shift(gamma=1.0, beta=0.0):
+    """The constant c = phi(beta) taken off phi(gamma x + beta) before its moments are
+    computed (0 where phi(beta) is not finite)."""
+    c = float(_phi(numpy.float64(beta)))
+    return c if numpy.isfinite(c) else 0.0
+
+
 def _scaled(gamma, beta):
-    """psi(z) = phi(gamma z + beta), psi'(z) = gamma phi'(gamma z + beta) (batchnorm's gamma,
-    beta absorbed into phi) and the kinks of psi, (k - beta)/gamma."""
+    """psi(z) = phi(gamma z + beta) - c, c = shift(gamma, beta), psi'(z) = gamma phi'(gamma z
+    + beta) (batchnorm's gamma, beta absorbed into phi) and the kinks of psi, (k - beta)/gamma.
+    Every quantity but q*, c* is unchanged by the constant (the next batchnorm takes the batch
+    mean off), which keeps the moment forms' differences (m0 - m1, ...) free of cancellation
+    where phi(gamma x + beta) saturates."""
+    c = shift(gamma, beta)
     kinks = tuple((k - beta) / gamma for k in KINKS)
-    return (lambda z: _phi(gamma * z + beta)), (lambda z: gamma * _dphi(gamma * z + beta)), kinks
+    return ((lambda z: _phi(gamma * z + beta) - c), (lambda z: gamma * _dphi(gamma * z + beta)),
+            kinks)
 
 
 def _angle_moments(B, gamma=1.0, beta=0.0):
@@ -240,6 +257,7 @@ def _angle_moments(B, gamma=1.0, beta=0.0):
         else:
             right = (w2 * _point(z2, f2, g2, points_[1])).sum(axis=(1, 2))
             out.append(numpy.dot(wt1 * left, right) / norm2)
+    out.append(numpy.dot(wt1, f1) / norm1)  # E[psi], for q*, c* of phi itself
     return out
 
 
@@ -291,6 +309,7 @@ def _tensor_moments(B, gamma=1.0, beta=0.0):
             fb, gb = numpy.dot(wt, left), numpy.dot(wt, right)
             X = (wt * left) @ E @ (wt * right)
             out.append(fb * gb + (X - S * fb * gb) / (1 + S))
+    out.append(numpy.dot(wt, f))  # E[psi], for q*, c* of phi itself
     return out
 
 
@@ -309,16 +328,30 @@ def _arguments(B, gamma, beta):
 
 
 def sphere_moments(B, *, gamma=1.0, beta=0.0):
-    """The sphere moments MOMENTS of phi(gamma x + beta) at each B (B >= 4, gamma != 0; all
-    array-like, broadcast together): a tuple of float64 arrays of the broadcast shape. Each
-    distinct (B, gamma, beta) is computed once."""
-    B, gamma, beta = _arguments(B, gamma, beta)
+    """The sphere moments MOMENTS of psi = phi(gamma x + beta) - shift(gamma, beta) at each B
+    (B >= 4, gamma != 0; all array-like, broadcast together): a tuple of float64 arrays of
+    the broadcast shape. Each distinct (B, gamma, beta) is computed once."""
+    return _moments(*_arguments(B, gamma, beta))[:len(MOMENTS)]
+
+
+def _moments(B, gamma, beta):
+    """MOMENTS of psi, then E[psi] and the shift c."""
     rows = numpy.stack([B.ravel(), gamma.ravel(), beta.ravel()], axis=1)
     values, inverse = numpy.unique(rows, axis=0, return_inverse=True)
     table = numpy.array([_angle_moments(b, g, e) if b < _TENSOR_MIN_B else _tensor_moments(b, g, e)
-                         for b, g, e in values]).reshape(len(values), len(MOMENTS))
+                         for b, g, e in values]).reshape(len(values), len(MOMENTS) + 1)
+    c = numpy.array([shift(g, e) for _, g, e in values]).reshape(len(values), 1)
+    table = numpy.concatenate([table, c], axis=1)
     inverse = numpy.asarray(inverse).reshape(-1)
-    return tuple(table[inverse, i].reshape(B.shape) for i in range(len(MOMENTS)))
+    return tuple(table[inverse, i].reshape(B.shape) for i in range(len(MOMENTS) + 2))
+
+
+def _raw(m):
+    """Moments for q*, c* (those of phi itself): E[phi^2] = m0 + c (2 E[psi] + c) and
+    E[phi(z1) phi(z2)] = m1 + c (2 E[psi] + c) (exchangeable coordinates)."""
+    n = len(MOMENTS)
+    mean, c = m[n], m[n + 1]
+    return (m[0] + c * (2 * mean + c), m[1] + c * (2 * mean + c)) + tuple(m[2:n])
 
 
 def _form_q_star(B, m0, m1, m2, m3, m4, m5, m6, m7, m8):
@@ -374,8 +407,8 @@ def q_star(B, *, gamma=1.0, beta=0.0):
         B >= 4 (paper Sec. 3.1), for any phi whose sphere moments used here are finite
     """
     B, gamma, beta = _arguments(B, gamma, beta)
-    m = sphere_moments(B, gamma=gamma, beta=beta)
-    return numpy.asarray(_form_q_star(B, *m), dtype=numpy.float64) * numpy.ones_like(B)
+    m = _moments(B, gamma, beta)
+    return numpy.asarray(_form_q_star(B, *_raw(m)), dtype=numpy.float64) * numpy.ones_like(B)
 
 
 def c_star(B, *, gamma=1.0, beta=0.0):
@@ -389,8 +422,8 @@ def c_star(B, *, gamma=1.0, beta=0.0):
         B >= 4 (paper Sec. 3.1), for any phi whose sphere moments used here are finite
     """
     B, gamma, beta = _arguments(B, gamma, beta)
-    m = sphere_moments(B, gamma=gamma, beta=beta)
-    return numpy.asarray(_form_c_star(B, *m), dtype=numpy.float64) * numpy.ones_like(B)
+    m = _moments(B, gamma, beta)
+    return numpy.asarray(_form_c_star(B, *_raw(m)), dtype=numpy.float64) * numpy.ones_like(B)
 
 
 def lambda_G(B, *, gamma=1.0, beta=0.0):
@@ -404,8 +437,8 @@ def lambda_G(B, *, gamma=1.0, beta=0.0):
         B >= 4 (paper Sec. 3.1), for any phi whose sphere moments used here are finite
     """
     B, gamma, beta = _arguments(B, gamma, beta)
-    m = sphere_moments(B, gamma=gamma, beta=beta)
-    return numpy.asarray(_form_lambda_G(B, *m), dtype=numpy.float64) * numpy.ones_like(B)
+    m = _moments(B, gamma, beta)
+    return numpy.asarray(_form_lambda_G(B, *m[:len(MOMENTS)]), dtype=numpy.float64) * numpy.ones_like(B)
 
 
 def lambda_L(B, *, gamma=1.0, beta=0.0):
@@ -420,8 +453,8 @@ def lambda_L(B, *, gamma=1.0, beta=0.0):
         B >= 4 (paper Sec. 3.1), for any phi whose sphere moments used here are finite
     """
     B, gamma, beta = _arguments(B, gamma, beta)
-    m = sphere_moments(B, gamma=gamma, beta=beta)
-    return numpy.asarray(_form_lambda_L(B, *m), dtype=numpy.float64) * numpy.ones_like(B)
+    m = _moments(B, gamma, beta)
+    return numpy.asarray(_form_lambda_L(B, *m[:len(MOMENTS)]), dtype=numpy.float64) * numpy.ones_like(B)
 
 
 def lambda_M(B, *, gamma=1.0, beta=0.0):
@@ -437,8 +470,8 @@ def lambda_M(B, *, gamma=1.0, beta=0.0):
         B >= 4 (paper Sec. 3.1), for any phi whose sphere moments used here are finite
     """
     B, gamma, beta = _arguments(B, gamma, beta)
-    m = sphere_moments(B, gamma=gamma, beta=beta)
-    return numpy.asarray(_form_lambda_M(B, *m), dtype=numpy.float64) * numpy.ones_like(B)
+    m = _moments(B, gamma, beta)
+    return numpy.asarray(_form_lambda_M(B, *m[:len(MOMENTS)]), dtype=numpy.float64) * numpy.ones_like(B)
 
 
 def gradient_rate(B, *, gamma=1.0, beta=0.0):
@@ -454,8 +487,8 @@ def gradient_rate(B, *, gamma=1.0, beta=0.0):
         B >= 4 (paper Sec. 3.1), for any phi whose sphere moments used here are finite
     """
     B, gamma, beta = _arguments(B, gamma, beta)
-    m = sphere_moments(B, gamma=gamma, beta=beta)
-    return numpy.asarray(_form_gradient_rate(B, *m), dtype=numpy.float64) * numpy.ones_like(B)
+    m = _moments(B, gamma, beta)
+    return numpy.asarray(_form_gradient_rate(B, *m[:len(MOMENTS)]), dtype=numpy.float64) * numpy.ones_like(B)
 
 
 def depth_scale(B, *, gamma=1.0, beta=0.0):
@@ -473,8 +506,8 @@ def depth_scale(B, *, gamma=1.0, beta=0.0):
         B >= 4 (paper Sec. 3.1), for any phi whose sphere moments used here are finite
     """
     B, gamma, beta = _arguments(B, gamma, beta)
-    m = sphere_moments(B, gamma=gamma, beta=beta)
-    return numpy.asarray(_form_depth_scale(B, *m), dtype=numpy.float64) * numpy.ones_like(B)
+    m = _moments(B, gamma, beta)
+    return numpy.asarray(_form_depth_scale(B, *m[:len(MOMENTS)]), dtype=numpy.float64) * numpy.ones_like(B)
 
 
 def max_trainable_depth(B, *, gamma=1.0, beta=0.0):
@@ -492,22 +525,23 @@ def max_trainable_depth(B, *, gamma=1.0, beta=0.0):
         B >= 4 (paper Sec. 3.1), for any phi whose sphere moments used here are finite
     """
     B, gamma, beta = _arguments(B, gamma, beta)
-    m = sphere_moments(B, gamma=gamma, beta=beta)
-    return numpy.asarray(_form_max_trainable_depth(B, *m), dtype=numpy.float64) * numpy.ones_like(B)
+    m = _moments(B, gamma, beta)
+    return numpy.asarray(_form_max_trainable_depth(B, *m[:len(MOMENTS)]), dtype=numpy.float64) * numpy.ones_like(B)
 
 
 def all(B, *, gamma=1.0, beta=0.0):
     """Every quantity of phi(gamma x + beta) at each B (B, gamma, beta array-like, broadcast
     together) as a dict name -> float64 array, the sphere moments computed once."""
     B, gamma, beta = _arguments(B, gamma, beta)
-    m = sphere_moments(B, gamma=gamma, beta=beta)
+    m = _moments(B, gamma, beta)
+    raw, shifted = _raw(m), m[:len(MOMENTS)]
     return {
-        "q_star": numpy.asarray(_form_q_star(B, *m), dtype=numpy.float64) * numpy.ones_like(B),
-        "c_star": numpy.asarray(_form_c_star(B, *m), dtype=numpy.float64) * numpy.ones_like(B),
-        "lambda_G": numpy.asarray(_form_lambda_G(B, *m), dtype=numpy.float64) * numpy.ones_like(B),
-        "lambda_L": numpy.asarray(_form_lambda_L(B, *m), dtype=numpy.float64) * numpy.ones_like(B),
-        "lambda_M": numpy.asarray(_form_lambda_M(B, *m), dtype=numpy.float64) * numpy.ones_like(B),
-        "gradient_rate": numpy.asarray(_form_gradient_rate(B, *m), dtype=numpy.float64) * numpy.ones_like(B),
-        "depth_scale": numpy.asarray(_form_depth_scale(B, *m), dtype=numpy.float64) * numpy.ones_like(B),
-        "max_trainable_depth": numpy.asarray(_form_max_trainable_depth(B, *m), dtype=numpy.float64) * numpy.ones_like(B),
+        "q_star": numpy.asarray(_form_q_star(B, *raw), dtype=numpy.float64) * numpy.ones_like(B),
+        "c_star": numpy.asarray(_form_c_star(B, *raw), dtype=numpy.float64) * numpy.ones_like(B),
+        "lambda_G": numpy.asarray(_form_lambda_G(B, *shifted), dtype=numpy.float64) * numpy.ones_like(B),
+        "lambda_L": numpy.asarray(_form_lambda_L(B, *shifted), dtype=numpy.float64) * numpy.ones_like(B),
+        "lambda_M": numpy.asarray(_form_lambda_M(B, *shifted), dtype=numpy.float64) * numpy.ones_like(B),
+        "gradient_rate": numpy.asarray(_form_gradient_rate(B, *shifted), dtype=numpy.float64) * numpy.ones_like(B),
+        "depth_scale": numpy.asarray(_form_depth_scale(B, *shifted), dtype=numpy.float64) * numpy.ones_like(B),
+        "max_trainable_depth": numpy.asarray(_form_max_trainable_depth(B, *shifted), dtype=numpy.float64) * numpy.ones_like(B),
     }
