@@ -25,6 +25,7 @@ written into the module header, and a module that misses :data:`REQUIRED_RTOL` i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -56,11 +57,39 @@ TANGENCY_MAX_B = 33
 #: at most linearly, so the integrands at most like ``z^4``; a faster-growing typed phi whose
 #: tails matter fails the verification rather than passing silently).
 WINDOW_DIGITS = 30.0
+#: The admissible batchnorm parameters of phi(gamma x + beta): |gamma| in GAMMA_RANGE,
+#: |beta| <= beta_max, the first of BETA_CANDIDATES whose grid (:func:`parameter_grid`:
+#: edges and corners of the range, both signs) verifies at generation (a kinked phi such as
+#: hardtanh is constant on the whole sphere at B = 4 for gamma = 1/2, |beta| >= 2: no
+#: quantity exists there). The panels are narrower by max(1, |gamma|) at run time.
+GAMMA_RANGE = (0.5, 2.0)
+BETA_CANDIDATES = (3.0, 1.0)
+
+
+def parameter_grid(beta_max: float) -> tuple[tuple[float, float], ...]:
+    """The (gamma, beta) verified for the range |gamma| in GAMMA_RANGE, |beta| <= beta_max."""
+    lo, hi = GAMMA_RANGE
+    m = float(beta_max)
+    return ((lo, m), (-lo, -m), (hi, m), (-hi, -m), (hi, 0.0), (lo, 0.0), (-1.0, m / 2),
+            (1.0, -m))
+#: The quantities of the fixed point Sigma* = E[phi phi^T] itself, the only ones that change
+#: when a constant is added to phi (the next batchnorm takes the batch mean off: THEORY.md);
+#: the modules compute the moments of phi(gamma x + beta) - phi(beta) and recover the raw
+#: m0 = E[phi^2], m1 = E[phi(z1) phi(z2)] for these from E[psi] (their forms may use no other
+#: moment of phi).
+RAW_QUANTITIES = ("q_star", "c_star")
+#: Batch sizes each point of the parameter grid is verified at (both quadratures, both sides of
+#: TENSOR_MIN_B and of TANGENCY_MAX_B).
+PARAMETER_BATCH_SIZES = (4, 5, 8, 33, 34, 63, 64, 1000, 10**6)
 
 
 class VerificationError(CodegenError):
     """A generated module did not reach :data:`REQUIRED_RTOL` against the references (or a
     reference did not converge): nothing is written."""
+
+
+class GridVerificationError(VerificationError):
+    """As :class:`VerificationError`, at a point of the (gamma, beta) grid."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +99,15 @@ class QuadraturePlan:
     panel_z: float
     verified: dict  # quantity -> least digits of agreement (float) over the batch sizes
     verified_batch_sizes: tuple[int, ...]
+    #: quantity -> least digits over the grid x PARAMETER_BATCH_SIZES
+    verified_grid: dict = dataclasses.field(default_factory=dict)
+    grid: tuple = ()
+    grid_batch_sizes: tuple[int, ...] = ()
+
+    @property
+    def beta_max(self) -> float:
+        """The verified range of |beta| (0 without a grid)."""
+        return max((abs(float(b)) for _, b in self.grid), default=0.0)
 
 
 def _float_literals(expr: sp.Expr) -> sp.Expr:
@@ -184,11 +222,32 @@ def _description(act, plan: QuadraturePlan) -> list[str]:
             "computed, not verified)."
         ),
         (
+            "Batchnorm's gamma, beta (absorbed into phi): every quantity is also evaluated for "
+            "phi(gamma x + beta), gamma != 0, the kinks moved to (k - beta)/gamma and the "
+            "panels narrower by max(1, |gamma|) at run time. The moments are those of psi = "
+            "phi(gamma x + beta) - phi(beta) (a constant changes no quantity but q*, c*, which "
+            "take E[phi^2] = m0 + c (2 E[psi] + c) and E[phi(z1) phi(z2)] = m1 + c (2 E[psi] + "
+            "c), c = phi(beta)), so that the moment forms' differences do not cancel where phi "
+            "saturates. Admissible range |gamma| in "
+            f"[{GAMMA_RANGE[0]:g}, {GAMMA_RANGE[1]:g}], |beta| <= {plan.beta_max:g} (outside it "
+            "values are computed, not verified)."
+        ),
+        (
             f"Verified at generation time against bnmft's mpmath sphere quadrature (16 digits) "
             f"at B = {sizes}: every quantity agrees to {least:.1f} significant digits or more "
             f"(relative error <= {10 ** -least:.1e}); per quantity in VERIFIED."
+            + (_grid_sentence(plan) if plan.grid else "")
         ),
     ]
+
+
+def _grid_sentence(plan: QuadraturePlan) -> str:
+    least = min(plan.verified_grid.values()) if plan.verified_grid else float("nan")
+    points = ", ".join(f"({g:g}, {b:g})" for g, b in plan.grid)
+    sizes = ", ".join(str(b) for b in plan.grid_batch_sizes)
+    return (f" With (gamma, beta) = {points} at B = {sizes} (references for phi(gamma x + "
+            f"beta)): {least:.1f} digits or more (relative error <= {10 ** -least:.1e}); per "
+            "quantity in VERIFIED_GRID.")
 
 
 def route_text(act, plan: QuadraturePlan) -> str:
@@ -260,32 +319,67 @@ def agreement_digits(values, reference) -> float:
             if v != 0:
                 worst = min(worst, -math.log10(abs(v)) if abs(v) < 1 else 0.0)
             continue
+        if not math.isfinite(float(v)):
+            return -math.inf
         err = abs(mpmath.mpf(float(v)) - r) / abs(r)
         if err > 0:
             worst = min(worst, float(-mpmath.log10(err)))
     return worst
 
 
-def verify(act, module: str, panel_z: float, Bs=VERIFY_BATCH_SIZES) -> QuadraturePlan:
-    """Evaluate the generated numpy module at ``Bs`` and compare every quantity with the
-    mpmath reference; a quantity short of :data:`REQUIRED_RTOL` raises :class:`CodegenError`."""
-    from .jit import load_numpy
+@lru_cache(maxsize=64)
+def scaled_activation(act, gamma: float, beta: float):
+    """The activation ``phi(gamma x + beta)`` (THEORY.md: batchnorm's gamma, beta absorbed
+    into phi), gamma and beta as exact rationals of their float64 values' shortest repr."""
+    from bnmft.derive import x
+    from bnmft.derive.activation import analyse
 
-    plan = QuadraturePlan(panel_z, {}, tuple(Bs))
-    mod = load_numpy(_render_numpy(act, module, plan))
-    got = mod.all(np.asarray(Bs, dtype=float))
-    ref = _reference(act, tuple(int(b) for b in Bs))
-    verified = {}
+    g, b = sp.Rational(repr(float(gamma))), sp.Rational(repr(float(beta)))
+    return analyse(f"{act.name} (gamma={g}, beta={b})", act.expr.xreplace({x: g * x + b}),
+                   tuple(act.params) + (("gamma", g), ("beta", b)))
+
+
+def _agreement(act, got: dict, ref: dict, where: str) -> dict:
+    """Least digits per quantity; short of :data:`REQUIRED_RTOL` raises."""
     need = -math.log10(REQUIRED_RTOL)
+    out = {}
     for name, vals in got.items():
         digits = agreement_digits(vals, ref[name])
-        verified[name] = math.floor(min(digits, 16.0) * 10) / 10
+        out[name] = math.floor(min(digits, 16.0) * 10) / 10
         if digits < need:
             raise VerificationError(
-                f"{act.name}: generated {name} agrees with the mpmath reference to only "
+                f"{act.name}: generated {name}{where} agrees with the mpmath reference to only "
                 f"{digits:.1f} digits (need {need:g}); refusing to write the module"
             )
-    return QuadraturePlan(panel_z, verified, tuple(Bs))
+    return out
+
+
+def verify(act, module: str, panel_z: float, Bs=VERIFY_BATCH_SIZES, grid=None,
+           grid_Bs=PARAMETER_BATCH_SIZES) -> QuadraturePlan:
+    """Evaluate the generated numpy module at ``Bs`` (default gamma, beta) and at every
+    ``(gamma, beta)`` of ``grid`` (default ``parameter_grid(BETA_CANDIDATES[-1])``) times
+    ``grid_Bs``, and compare every quantity with the mpmath reference of ``phi(gamma x +
+    beta)``; a quantity short of :data:`REQUIRED_RTOL` raises :class:`VerificationError`
+    (:class:`GridVerificationError` on the grid)."""
+    from .jit import load_numpy
+
+    grid = tuple(parameter_grid(BETA_CANDIDATES[-1]) if grid is None else grid)
+    plan = QuadraturePlan(panel_z, {}, tuple(Bs), {}, grid, tuple(grid_Bs))
+    mod = load_numpy(_render_numpy(act, module, plan))
+    got = mod.all(np.asarray(Bs, dtype=float))
+    verified = _agreement(act, got, _reference(act, tuple(int(b) for b in Bs)), "")
+    on_grid: dict = {}
+    for g, b in grid:
+        try:
+            with np.errstate(divide="ignore", invalid="ignore"):  # 0/0: phi constant, refused
+                got = mod.all(np.asarray(grid_Bs, dtype=float), gamma=g, beta=b)
+            ref = _reference(scaled_activation(act, g, b), tuple(int(v) for v in grid_Bs))
+            agreed = _agreement(act, got, ref, f" at gamma = {g}, beta = {b}")
+        except VerificationError as err:
+            raise GridVerificationError(str(err)) from None
+        for name, digits in agreed.items():
+            on_grid[name] = min(on_grid.get(name, math.inf), digits)
+    return QuadraturePlan(panel_z, verified, tuple(Bs), on_grid, grid, tuple(grid_Bs))
 
 
 def plan_for(act, module: str = "generated") -> QuadraturePlan:
@@ -300,7 +394,14 @@ def plan_for(act, module: str = "generated") -> QuadraturePlan:
 
 @lru_cache(maxsize=32)
 def _plan(act) -> QuadraturePlan:
-    return verify(act, "generated", choose_panel(act, "generated"))
+    """The panel, then the widest parameter range of :data:`BETA_CANDIDATES` that verifies."""
+    panel = choose_panel(act, "generated")
+    for beta_max in BETA_CANDIDATES:
+        try:
+            return verify(act, "generated", panel, grid=parameter_grid(beta_max))
+        except GridVerificationError as err:
+            last = err
+    raise last
 
 
 # -- rendering ---------------------------------------------------------------------------------
@@ -320,6 +421,26 @@ def _module_spec(act, module: str):
     return dataclasses.replace(spec, name=module, header=())
 
 
+def _check_raw_forms(prepared) -> None:
+    """The forms of :data:`RAW_QUANTITIES` may use only m0 = E[phi^2] and m1 = E[phi(z1)
+    phi(z2)] of the moments of phi (the ones recovered from the shifted moments)."""
+    from .moment_forms import moment_forms_module
+
+    moments = moment_forms_module().constants[0].value
+    if tuple(moments[:2]) != (((0, 2, 0),), ((0, 1, 0), (0, 1, 0))):
+        raise CodegenError("moment forms: m0, m1 are not E[phi^2], E[phi(z1) phi(z2)]")
+    allowed = {"B", "m0", "m1"} | {f"m{i}" for i, pts in enumerate(moments)
+                                   if all(p[1] == 0 for p in pts)}
+    for q in prepared.functions:
+        if q.name in RAW_QUANTITIES:
+            used = {str(v) for v in q.result.free_symbols}
+            for _, e in q.temporaries:
+                used |= {str(v) for v in e.free_symbols}
+            temps = {str(t) for t, _ in q.temporaries}
+            if not used - temps <= allowed:
+                raise CodegenError(f"moment forms: {q.name} uses moments of phi beyond m0, m1")
+
+
 def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
     from .backends.numpy.printer import _doc_safe, _docstring
 
@@ -328,16 +449,20 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
     phi, dphi = _phi_expressions(act)
     phi_code, dphi_code = printer.doprint(phi), printer.doprint(dphi)
     forms, functions = [], []
+    _check_raw_forms(prepared)
     for q in prepared.functions:
         forms.append({
             "name": q.name,
+            "raw": q.name in RAW_QUANTITIES,
             "arguments": ", ".join(q.argument_names[1:]),
             "assignments": [(printer.doprint(s), printer.doprint(e)) for s, e in q.temporaries],
             "result": printer.doprint(q.result),
         })
         doc = doc_lines(q, q.spec.arguments)
-        doc[0] = f"{q.name}(B) for activation {one_line(act.name)}, elementwise in B."
-        functions.append({"name": q.name, "summary": _doc_safe(doc[0]),
+        doc[0] = (f"{q.name}(B, *, gamma=1.0, beta=0.0) for activation phi(gamma x + beta), "
+                  f"phi = {one_line(act.name)}, elementwise (broadcast).")
+        functions.append({"name": q.name, "raw": q.name in RAW_QUANTITIES,
+                          "summary": _doc_safe(doc[0]),
                           "doc": _docstring(doc[1:])})
     imported = set(printer.module_imports)
     if imported - {"numpy"}:
@@ -347,9 +472,13 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
 
     moments = moment_forms_module().constants[0].value
     paragraphs = [
-        "Every function takes an array-like batch size ``B`` (any shape, B >= 4; converted to "
-        "float64) and returns a float64 array of the same shape. ``all(B)`` returns every "
-        "quantity at once; ``sphere_moments(B)`` the moments MOMENTS.",
+        "Every function takes an array-like batch size ``B`` (B >= 4) and keyword arrays "
+        "``gamma`` (default 1, nonzero) and ``beta`` (default 0), broadcast together and "
+        "converted to float64, and returns a float64 array of the broadcast shape; each "
+        "distinct (B, gamma, beta) is computed once. ``all(B, gamma=, beta=)`` returns every "
+        "quantity at once; ``sphere_moments(B, gamma=, beta=)`` the moments MOMENTS of "
+        "phi(gamma x + beta) - shift(gamma, beta). "
+        "ValueError for B < 4, gamma = 0 or non-finite values.",
         *_description(act, plan),
     ]
     env = environment(__file__.replace("quadrature.py", "backends/numpy/printer.py"))
@@ -365,6 +494,11 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
         moments=repr(moments),
         verified=repr({k: round(v, 1) for k, v in plan.verified.items()}),
         verified_batch_sizes=repr(plan.verified_batch_sizes),
+        verified_grid=repr({k: round(v, 1) for k, v in plan.verified_grid.items()}),
+        verified_parameters=repr(tuple((float(g), float(b)) for g, b in plan.grid)),
+        verified_parameter_batch_sizes=repr(plan.grid_batch_sizes),
+        gamma_range=repr(tuple(float(g) for g in GAMMA_RANGE)),
+        beta_max=repr(float(plan.beta_max)),
         rule_u=_floats(u).replace("(", "[", 1)[:-1] + "]",
         rule_v=_floats(v).replace("(", "[", 1)[:-1] + "]",
         rule_w=_floats(w).replace("(", "[", 1)[:-1] + "]",
@@ -372,7 +506,9 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
         panel_z=repr(float(plan.panel_z)),
         tensor_min_b=repr(float(TENSOR_MIN_B)),
         tangency_max_b=repr(float(TANGENCY_MAX_B)),
-        names=[repr(n) for n in ("ACTIVATION", "KINKS", "MOMENTS", "VERIFIED", "sphere_moments",
+        names=[repr(n) for n in ("ACTIVATION", "KINKS", "MOMENTS", "VERIFIED", "VERIFIED_GRID",
+                                 "VERIFIED_PARAMETERS", "GAMMA_RANGE", "BETA_MAX",
+                                 "sphere_moments", "shift",
                                  *(q.name for q in prepared.functions), "all")],
         uses_erf=printer.uses_erf,
         phi=phi_code, dphi=dphi_code,
@@ -387,24 +523,27 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
 C_RTOL = 1e-13
 
 
-def c_tolerance(plan: QuadraturePlan, quantity: str) -> float:
+def c_tolerance(verified: dict, quantity: str) -> float:
     """Allowed relative C - numpy difference for ``quantity``: the room the numpy module's
     verified error leaves under :data:`REQUIRED_RTOL` (at least :data:`C_RTOL`), so that by
     the triangle inequality the C values are within REQUIRED_RTOL of the mpmath references at
     the verified batch sizes (a depth scale ``1/log(rate)`` with ``rate`` near 1 amplifies
     the last-bit differences of the two float64 implementations)."""
-    digits = plan.verified.get(quantity)
+    digits = verified.get(quantity)
     if digits is None:
         return C_RTOL
     return max(C_RTOL, REQUIRED_RTOL - 10.0 ** -digits)
 
 
 def check_c_against_numpy(c_sources: dict, numpy_source: str, name: str,
-                          plan: QuadraturePlan, Bs=VERIFY_BATCH_SIZES) -> None:
+                          plan: QuadraturePlan, Bs=VERIFY_BATCH_SIZES, act=None) -> None:
     """Compile the C kernels and compare every quantity (single kernels and the fused one)
     with the numpy module, which was verified against mpmath, at ``Bs``; raises
     :class:`VerificationError` beyond :func:`c_tolerance` or if the kernels cannot be
-    compiled."""
+    compiled. With ``act`` and a parameter grid in ``plan``, the C kernels at the grid are
+    compared with the mpmath references of ``phi(gamma x + beta)`` directly (to
+    :data:`REQUIRED_RTOL`: there the ill-conditioned quantities, e.g. a depth scale
+    ``1/log(rate)`` with ``rate`` near 1, leave too little room for the triangle inequality)."""
     from .jit import load_c, load_numpy
 
     try:
@@ -417,12 +556,21 @@ def check_c_against_numpy(c_sources: dict, numpy_source: str, name: str,
     want, fused = py.all(x), c.all(x)
     for q, ref in want.items():
         scale = np.maximum(np.abs(ref), 1e-300)
-        tol = c_tolerance(plan, q)
+        tol = c_tolerance(plan.verified, q)
         for got in (getattr(c, q)(x), fused[q]):
             if not np.all(np.abs(got - ref) <= tol * scale):
                 raise VerificationError(
                     f"{name}: the C kernel {q} differs from the verified numpy module by more "
                     f"than {tol:.1e}; refusing to write the module")
+    if act is None or not plan.grid:
+        return
+    x = np.asarray(plan.grid_batch_sizes, dtype=float)
+    for g, b in plan.grid:
+        fused = c.all(x, gamma=g, beta=b)
+        ref = _reference(scaled_activation(act, g, b), tuple(int(v) for v in x))
+        singles = {q: getattr(c, q)(x, gamma=g, beta=b) for q in fused}
+        for what, got in (("C", singles), ("fused C", fused)):
+            _agreement(act, got, ref, f" ({what}) at gamma = {g}, beta = {b}")
 
 
 def generate_quadrature(act, *, lang: str, module: str, plan: QuadraturePlan | None = None
@@ -437,7 +585,8 @@ def generate_quadrature(act, *, lang: str, module: str, plan: QuadraturePlan | N
         return {f"{module}.py": _render_numpy(act, module, plan)}
     if lang == "c":
         sources = _render_c(act, module, plan)
-        check_c_against_numpy(sources, _render_numpy(act, module, plan), act.name, plan)
+        check_c_against_numpy(sources, _render_numpy(act, module, plan), act.name, plan,
+                              act=act)
         return sources
     raise CodegenError(f"unknown lang {lang!r}; choose one of c, numpy")
 
@@ -456,6 +605,7 @@ def _render_c(act, module: str, plan: QuadraturePlan) -> dict[str, str]:
     from .backends.c.printer import comment_safe
 
     prepared = prepare(_module_spec(act, module))
+    _check_raw_forms(prepared)
     printer = _c_printer()
     phi, dphi = _phi_expressions(act)
     phi_t, phi_code = _c_cse(printer, phi)
@@ -464,6 +614,7 @@ def _render_c(act, module: str, plan: QuadraturePlan) -> dict[str, str]:
     for q in prepared.functions:
         forms.append({
             "name": q.name,
+            "raw": q.name in RAW_QUANTITIES,
             "arguments": list(q.argument_names[1:]),
             "temporaries": [(printer.doprint(s), printer.doprint(e)) for s, e in q.temporaries],
             "result": printer.doprint(q.result),
@@ -487,7 +638,9 @@ def _render_c(act, module: str, plan: QuadraturePlan) -> dict[str, str]:
         "These C kernels were compiled at generation and checked against that numpy module at "
         "the same batch sizes (every kernel and the fused one): each quantity within "
         f"{REQUIRED_RTOL:g} minus the numpy module's verified error (at least {C_RTOL:g}), so "
-        f"within {REQUIRED_RTOL:g} of the mpmath references there.",
+        f"within {REQUIRED_RTOL:g} of the mpmath references there; at the (gamma, beta) grid "
+        f"every kernel and the fused one against the mpmath references directly, within "
+        f"{REQUIRED_RTOL:g}.",
         "Sphere moments: " + ", ".join(names) + ".",
     ]
     convention = (
@@ -496,6 +649,13 @@ def _render_c(act, module: str, plan: QuadraturePlan) -> dict[str, str]:
         "element. Kernels keep no state (thread-safe; node arrays are allocated per call), "
         "need only <math.h> and <stdlib.h> (link with -lm) and may run in place (out == B). "
         "Compiled with OpenMP (-fopenmp), the loops over i run in parallel."
+    )
+    params_doc = (
+        f"Batchnorm's gamma, beta: {module}_QTY_p and {module}_all_p evaluate the quantities "
+        "of phi(gamma x + beta); gamma and beta are each NULL (gamma = 1, beta = 0) or n "
+        "values, one per element of B. gamma = 0 or a non-finite gamma or beta gives NaN. "
+        f"Verified range: |gamma| in [{GAMMA_RANGE[0]:g}, {GAMMA_RANGE[1]:g}], |beta| <= "
+        f"{plan.beta_max:g} (see above). The unparameterised kernels are the _p kernels with NULL."
     )
     fused_doc = (
         f"{module}_all: every quantity above in one pass over the n elements of B, one output "
@@ -508,6 +668,8 @@ def _render_c(act, module: str, plan: QuadraturePlan) -> dict[str, str]:
         "description": [[comment_safe(line) for line in wrap(p, WIDTH - 3)] for p in description],
         "convention": [comment_safe(line) for line in wrap(convention, WIDTH - 3)],
         "fused_doc": [comment_safe(line) for line in wrap(fused_doc, WIDTH - 3)],
+        "params_doc": [comment_safe(line) for line in wrap(params_doc, WIDTH - 3)],
+        "indent_p": " " * len(f"void {module}_all_p("),
         "module": module,
         "guard": f"BNMFT_{module.upper()}_H",
         "rule_n": RULE_NODES,

@@ -230,3 +230,127 @@ def test_c_openmp_build_gives_the_serial_values(generated, tmp_path):
         got[tag] = np.array(outs)
     assert np.array_equal(got["omp"], got["serial"])
     assert np.all(np.isfinite(got["serial"]))
+
+
+# -- batchnorm's gamma, beta as broadcastable parameters ------------------------------------
+
+#: Off the generation grid, both quadratures (B < 64 and B >= 64), kinks moved and flipped:
+#: (B, gamma, beta / beta_max of the module).
+PARAMETER_POINTS = ((6, 1.5, -0.5), (40, -0.75, 0.3), (200, 0.6, 0.8), (10**5, -1.8, -0.9),
+                    (12, 0.7, 0.87), (5000, -1.5, -0.93))
+
+
+@pytest.mark.parametrize("spec", list(CASES))
+def test_parameters_against_mpmath(generated, spec):
+    """phi(gamma x + beta) at points off the verification grid: numpy, C and fused C against
+    the mpmath route for the activation phi(gamma x + beta) built symbolically."""
+    plan, sources = generated[spec]
+    py, c = load_numpy(sources["numpy"]), load_c(sources["c"])
+    act = activation(spec)
+    points = [(Bv, gv, round(fv * plan.beta_max, 3)) for Bv, gv, fv in PARAMETER_POINTS]
+    B = np.array([p[0] for p in points], dtype=float)
+    g = np.array([p[1] for p in points])
+    b = np.array([p[2] for p in points])
+    got_py, got_fused = py.all(B, gamma=g, beta=b), c.all(B, gamma=g, beta=b)
+    for j, (Bv, gv, bv) in enumerate(points):
+        ref = Q._reference(Q.scaled_activation(act, gv, bv), (Bv,))
+        for name in ref:
+            for route, value in (("numpy", got_py[name][j]), ("C fused", got_fused[name][j]),
+                                 ("C", getattr(c, name)(B, gamma=g, beta=b)[j])):
+                assert _rel(value, ref[name][0]) <= 1e-12, (spec, name, Bv, gv, bv, route)
+
+
+def test_parameters_independent_reference(generated):
+    """q*, c* and the gradient rate of tanh(gamma x + beta) at B = 6 against
+    numerics/references.py (mpmath tanh-sinh in the paper's angles, Thm 7 in Cartesian
+    coordinates)."""
+    from bnmft.numerics import references as R
+
+    _, sources = generated["tanh"]
+    py = load_numpy(sources["numpy"])
+    gv, bv = -1.25, 0.6
+    phi = lambda z: mpmath.tanh(gv * z + bv)  # noqa: E731
+    dphi = lambda z: gv * (1 - mpmath.tanh(gv * z + bv) ** 2)  # noqa: E731
+    q, c = R.fixed_point(phi, 6, dps=20)
+    rate = R.gradient_rate(phi, dphi, 6, dps=20)
+    for name, r in (("q_star", q), ("c_star", c), ("gradient_rate", rate)):
+        assert _rel(getattr(py, name)(6.0, gamma=gv, beta=bv), r) <= 1e-12, name
+
+
+def test_odd_phi_is_symmetric_under_gamma_beta_flip(generated):
+    """hardtanh is odd, so phi(-gamma x - beta) = -phi(gamma x + beta): every quantity is
+    unchanged although the kinks (k - beta)/gamma move to their mirror images."""
+    _, sources = generated["Min(Max(x, -1), 1)"]
+    py, c = load_numpy(sources["numpy"]), load_c(sources["c"])
+    B = np.array([5.0, 12.0, 64.0, 3000.0])[:, None]
+    g, b = np.array([0.7, 1.9]), np.array([0.4, -0.8])
+    for mod in (py, c):
+        one, other = mod.all(B, gamma=g, beta=b), mod.all(B, gamma=-g, beta=-b)
+        for name in one:
+            np.testing.assert_allclose(other[name], one[name], rtol=1e-13, atol=1e-300)
+
+
+def test_parameters_broadcast_and_default(generated):
+    _, sources = generated["Min(Max(x, -1), 1)"]
+    py, c = load_numpy(sources["numpy"]), load_c(sources["c"])
+    assert c.params == ("gamma", "beta")
+    B = np.array([4.0, 33.0, 100.0])[:, None]
+    g = np.array([0.5, -2.0])
+    for mod in (py, c):
+        out = mod.lambda_M(B, gamma=g, beta=0.25)
+        assert out.shape == (3, 2)
+        for i in range(3):
+            for j in range(2):
+                assert out[i, j] == mod.lambda_M(float(B[i, 0]), gamma=g[j], beta=0.25)
+        # the default parameters (numpy keywords, C NULL pointers) are gamma = 1, beta = 0
+        assert np.array_equal(mod.q_star(B[:, 0]), mod.q_star(B[:, 0], gamma=1.0, beta=0.0))
+    np.testing.assert_allclose(c.q_star(B[:, 0]), py.q_star(B[:, 0]), rtol=1e-14)
+    moments = py.sphere_moments(B, gamma=g, beta=0.25)
+    assert len(moments) == len(py.MOMENTS) and moments[0].shape == (3, 2)
+    assert np.array_equal(moments[0][:, 1], py.sphere_moments(B[:, 0], gamma=-2.0,
+                                                              beta=0.25)[0])
+
+
+def test_invalid_parameters(generated):
+    """numpy: ValueError for gamma = 0 or non-finite parameters; C: NaN in exactly the
+    invalid elements (every quantity), the others computed."""
+    _, sources = generated["tanh"]
+    py, c = load_numpy(sources["numpy"]), load_c(sources["c"])
+    for kw, message in (({"gamma": [1.0, 0.0]}, "nonzero"), ({"gamma": np.inf}, "finite"),
+                        ({"beta": [0.0, np.nan]}, "finite")):
+        with pytest.raises(ValueError, match=message):
+            py.q_star([8.0, 8.0], **kw)
+    g = np.array([1.0, 0.0, np.nan, 2.0])
+    b = np.array([0.0, 0.0, 0.0, np.inf])
+    out = c.all(np.full(4, 8.0), gamma=g, beta=b)
+    for name, vals in out.items():
+        assert np.isfinite(vals[0]) and np.all(np.isnan(vals[1:])), name
+    assert out["q_star"][0] == py.q_star(8.0)
+
+
+def test_header_states_the_verified_parameter_range(generated):
+    for spec, module in CASES.items():
+        plan, sources = generated[spec]
+        py = load_numpy(sources["numpy"])
+        assert plan.beta_max in Q.BETA_CANDIDATES
+        assert plan.grid == Q.parameter_grid(plan.beta_max)
+        assert py.GAMMA_RANGE == Q.GAMMA_RANGE and py.BETA_MAX == plan.beta_max
+        assert py.VERIFIED_PARAMETERS == plan.grid
+        assert py.VERIFIED_GRID == plan.verified_grid
+        assert min(plan.verified_grid.values()) >= 12
+        grid = [abs(g) for g, _ in plan.grid]
+        assert min(grid) == Q.GAMMA_RANGE[0] and max(grid) == Q.GAMMA_RANGE[1]
+        assert max(abs(b) for _, b in plan.grid) == plan.beta_max
+        header = " ".join(sources["c"][f"{module}.h"].split())
+        assert (f"|gamma| in [{Q.GAMMA_RANGE[0]:g}, {Q.GAMMA_RANGE[1]:g}], |beta| <= "
+                f"{plan.beta_max:g}") in header
+        assert "VERIFIED_GRID" in header
+
+
+def test_parameter_grid_is_verified(generated):
+    """A parameter point the float64 quadrature cannot reach to 1e-12 is refused: tanh(x/10)
+    is nearly linear, its gradient rate near 1, the depth scale 1/log(rate) ill-conditioned."""
+    plan, _ = generated["tanh"]
+    with pytest.raises(Q.VerificationError, match="at gamma = 0.1, beta = 0.0"):
+        Q.verify(activation("tanh"), "m", plan.panel_z, Bs=(4,), grid=((0.1, 0.0),),
+                 grid_Bs=(4, 8, 1000, 10**6))

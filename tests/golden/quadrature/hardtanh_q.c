@@ -41,6 +41,19 @@ static double dphi(double x)
     return ((1 - fmax(-1, x)) > 0 ? 1.0 : ((1 - fmax(-1, x)) < 0 ? 0.0 : 0.5))*((x + 1) > 0 ? 1.0 : ((x + 1) < 0 ? 0.0 : 0.5));
 }
 
+/* The kinks of phi(gamma x + beta): (k - beta)/gamma. */
+static void scaled_kinks(double gamma, double beta, double *out)
+{
+    for (int k = 0; k < N_KINKS; ++k) out[k] = (kinks[k] - beta) / gamma;
+}
+
+/* Panel width in angle at scale root = sqrt(B - 1): PANEL_Z / (root max(1, |gamma|)). */
+static double panel_width(double root, double gamma)
+{
+    const double a = fabs(gamma);
+    return PANEL_Z / (root * (a > 1.0 ? a : 1.0));
+}
+
 static double ipow(double x, int n)
 {
     double r = 1.0;
@@ -153,18 +166,22 @@ static size_t rule_nodes(const breakpoint *b, int nb, double width, double *d, d
 
 /* Sphere moments at one B < TENSOR_MIN_B: paper Thm 4's hyperspherical angles
  * (z1 = sqrt(B-1) sin d1, z2 = sqrt(B-1)(rho sin d1 + sigma cos d1 sin d2), weights
- * cos^(B-3) d1 and cos^(B-4) d2), split at the kinks and the tangency angles. */
-static int angle_moments(double B, double *m)
+ * cos^(B-3) d1 and cos^(B-4) d2), split at the kinks and the tangency angles; phi here is
+ * psi(x) = phi(gamma x + beta) - c, psi' = gamma phi'(gamma x + beta); m[N_MOMENTS] = E[psi]. */
+static int angle_moments(double B, double gamma, double beta, double c, double *m)
 {
     const double root = sqrt(B - 1), rho = -1 / (B - 1), sigma = sqrt(B * (B - 2)) / (B - 1);
-    const double W1 = window_angle(B - 3), W2 = window_angle(B - 4), width = PANEL_Z / root;
+    const double W1 = window_angle(B - 3), W2 = window_angle(B - 4);
+    const double width = panel_width(root, gamma);
+    double kk[N_KINKS > 0 ? N_KINKS : 1];
+    scaled_kinks(gamma, beta, kk);
     breakpoint pts[2 + 9 * (N_KINKS > 0 ? N_KINKS : 1)];
     int np = 0;
     pts[np++] = (breakpoint){-W1, 1};
     pts[np++] = (breakpoint){W1, 1};
     const double s2 = sigma * sin(W2), radius = hypot(rho, s2);
     for (int k = 0; k < N_KINKS; ++k) {
-        const double kappa = kinks[k] / root;
+        const double kappa = kk[k] / root;
         if (fabs(kappa) < 1) {
             const double a = asin(kappa);
             if (-W1 < a && a < W1) pts[np++] = (breakpoint){a, 1};
@@ -189,17 +206,19 @@ static int angle_moments(double B, double *m)
     const size_t panels2 = panels_of(2 * W2, width);
     const double sW2 = sin(W2);
     double sum[N_MOMENTS] = {0};
-    double norm1 = 0, norm2 = 0;
+    double norm1 = 0, norm2 = 0, mean = 0;
     for (size_t i = 0; i < n1; ++i) {
         const double s1 = sin(d1[i]), c1 = cos(d1[i]);
         const double wt1 = w1[i] * cos_power(B - 3, d1[i]);
-        const double z1 = root * s1, f1 = phi(z1), g1 = dphi(z1);
+        const double z1 = root * s1, f1 = phi(gamma * z1 + beta) - c;
+        const double g1 = gamma * dphi(gamma * z1 + beta);
         norm1 += wt1;
+        mean += wt1 * f1;
         double brk[N_KINKS + 2];
         int nb = 0;
         brk[nb++] = -W2;
         for (int k = 0; k < N_KINKS; ++k) {
-            double s = (kinks[k] / root - rho * s1) / (sigma * c1);
+            double s = (kk[k] / root - rho * s1) / (sigma * c1);
             if (!isfinite(s)) s = -sW2;
             s = s < -sW2 ? -sW2 : (s > sW2 ? sW2 : s);
             double v = asin(s);
@@ -223,7 +242,8 @@ static int angle_moments(double B, double *m)
                     const double d2 = s < 0.5 ? a + span * s : b - span * sv;
                     const double w2 = span * rule_w[r] / (double)panels2 * cos_power(B - 4, d2);
                     const double z2 = root * (rho * s1 + sigma * c1 * sin(d2));
-                    const double f2 = phi(z2), g2 = dphi(z2);
+                    const double f2 = phi(gamma * z2 + beta) - c;
+                    const double g2 = gamma * dphi(gamma * z2 + beta);
                     inner_norm += w2;
                     for (int q = 0; q < N_MOMENTS; ++q)
                         if (moment_points[q][1][0] >= 0)
@@ -239,6 +259,7 @@ static int angle_moments(double B, double *m)
     }
     for (int q = 0; q < N_MOMENTS; ++q)
         m[q] = sum[q] / (moment_points[q][1][0] >= 0 ? norm2 : norm1);
+    m[N_MOMENTS] = mean / norm1;
     free(d1);
     return 0;
 }
@@ -246,23 +267,26 @@ static int angle_moments(double B, double *m)
 /* Sphere moments at one B >= TENSOR_MIN_B: a product rule in (d1, d2) with the marginal
  * weights; E[F G] = E[F] E[G] + sum_ij WF_i WG_j (E_ij - S)/(1 + S), E_ij = expm1(L_ij),
  * L = (B-5)/2 log1p(D/((1-t1^2)(1-t2^2))) - log cos d1 - log cos d2,
- * D = (2 rho t1 t2 - rho^2 (t1^2 + t2^2))/(1 - rho^2) - t1^2 t2^2, S = sum_ij W_i W_j E_ij. */
-static int tensor_moments(double B, double *m)
+ * D = (2 rho t1 t2 - rho^2 (t1^2 + t2^2))/(1 - rho^2) - t1^2 t2^2, S = sum_ij W_i W_j E_ij;
+ * psi(x) = phi(gamma x + beta) - c, psi' = gamma phi'(gamma x + beta); m[N_MOMENTS] = E[psi]. */
+static int tensor_moments(double B, double gamma, double beta, double c, double *m)
 {
     const double root = sqrt(B - 1), rho = -1 / (B - 1), W1 = window_angle(B - 3);
+    double kk[N_KINKS > 0 ? N_KINKS : 1];
+    scaled_kinks(gamma, beta, kk);
     breakpoint pts[2 + (N_KINKS > 0 ? N_KINKS : 1)];
     int np = 0;
     pts[np++] = (breakpoint){-W1, 1};
     pts[np++] = (breakpoint){W1, 1};
     for (int k = 0; k < N_KINKS; ++k) {
-        const double kappa = kinks[k] / root;
+        const double kappa = kk[k] / root;
         if (fabs(kappa) < 1) {
             const double a = asin(kappa);
             if (-W1 < a && a < W1) pts[np++] = (breakpoint){a, 1};
         }
     }
     np = merge_points(pts, np);
-    const double width = PANEL_Z / root;
+    const double width = panel_width(root, gamma);
     const size_t n = rule_nodes(pts, np, width, NULL, NULL);
     double *buf = malloc((6 + 2 * N_MOMENTS) * n * sizeof(double));
     if (!buf) return -1;
@@ -274,7 +298,7 @@ static int tensor_moments(double B, double *m)
         w[i] *= cos_power(B - 3, d[i]);
         total += w[i];
     }
-    double fb[N_MOMENTS] = {0}, gb[N_MOMENTS] = {0};
+    double fb[N_MOMENTS] = {0}, gb[N_MOMENTS] = {0}, mean = 0;
     for (size_t i = 0; i < n; ++i) {
         const double sh = sin(d[i] / 2);
         w[i] /= total;
@@ -282,7 +306,8 @@ static int tensor_moments(double B, double *m)
         lc[i] = log1p(-2 * sh * sh);
         c2[i] = exp(2 * lc[i]);
         z[i] = root * t[i];
-        const double f = phi(z[i]), g = dphi(z[i]);
+        const double f = phi(gamma * z[i] + beta) - c, g = gamma * dphi(gamma * z[i] + beta);
+        mean += w[i] * f;
         for (int q = 0; q < N_MOMENTS; ++q) {
             left[q * n + i] = w[i] * point_value(z[i], f, g, moment_points[q][0]);
             fb[q] += left[q * n + i];
@@ -319,20 +344,52 @@ static int tensor_moments(double B, double *m)
     for (int q = 0; q < N_MOMENTS; ++q)
         m[q] = moment_points[q][1][0] >= 0 ? fb[q] * gb[q] + (X[q] - S * fb[q] * gb[q]) / (1 + S)
                                            : fb[q];
+    m[N_MOMENTS] = mean;
     free(buf);
     return 0;
 }
 
-int hardtanh_q_sphere_moments(double B, double *m)
+/* The moments of psi = phi(gamma x + beta) - c, c = phi(beta) (0 if not finite), then E[psi]
+ * and c: m[0 .. N_MOMENTS + 1]. Only q*, c* change with a constant added to phi (the next
+ * batchnorm takes the batch mean off); they take E[phi^2] = m0 + c (2 E[psi] + c) and
+ * E[phi(z1) phi(z2)] = m1 + c (2 E[psi] + c) (raw_moments), which keeps the moment forms'
+ * differences free of cancellation where phi(gamma x + beta) saturates. */
+static int shifted_moments(double B, double gamma, double beta, double *m)
 {
-    if (!(B >= 4) || !isfinite(B)) {
-        for (int q = 0; q < N_MOMENTS; ++q) m[q] = NAN;
+    if (!(B >= 4) || !isfinite(B) || !(gamma != 0) || !isfinite(gamma) || !isfinite(beta)) {
+        for (int q = 0; q < N_MOMENTS + 2; ++q) m[q] = NAN;
         return -1;
     }
-    const int rc = B < TENSOR_MIN_B ? angle_moments(B, m) : tensor_moments(B, m);
+    double c = phi(beta);
+    if (!isfinite(c)) c = 0.0;
+    const int rc = B < TENSOR_MIN_B ? angle_moments(B, gamma, beta, c, m)
+                                    : tensor_moments(B, gamma, beta, c, m);
+    m[N_MOMENTS + 1] = c;
     if (rc)
-        for (int q = 0; q < N_MOMENTS; ++q) m[q] = NAN;
+        for (int q = 0; q < N_MOMENTS + 2; ++q) m[q] = NAN;
     return rc;
+}
+
+/* The moments of phi(gamma x + beta) itself for the forms of q*, c* (m0 and m1 only). */
+static void raw_moments(const double *m, double *r)
+{
+    const double mean = m[N_MOMENTS], c = m[N_MOMENTS + 1];
+    for (int q = 0; q < N_MOMENTS; ++q) r[q] = m[q];
+    r[0] = m[0] + c * (2 * mean + c);
+    r[1] = m[1] + c * (2 * mean + c);
+}
+
+int hardtanh_q_sphere_moments_p(double B, double gamma, double beta, double *m)
+{
+    double ext[N_MOMENTS + 2];
+    const int rc = shifted_moments(B, gamma, beta, ext);
+    for (int q = 0; q < N_MOMENTS; ++q) m[q] = ext[q];
+    return rc;
+}
+
+int hardtanh_q_sphere_moments(double B, double *m)
+{
+    return hardtanh_q_sphere_moments_p(B, 1.0, 0.0, m);
 }
 
 static double form_q_star(double b, const double *m)
@@ -537,107 +594,186 @@ static double form_max_trainable_depth(double b, const double *m)
     return 16/log((m5*x0*(b - 1) - m6*x0 + m7*x0 + m8*x0)/(m0 - m1));
 }
 
-void hardtanh_q_q_star(size_t n, const double *B, double *out)
+void hardtanh_q_q_star_p(size_t n, const double *B, const double *gamma,
+                         const double *beta, double *out)
 {
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic)
 #endif
     for (size_t i = 0; i < n; ++i) {
-        double m[N_MOMENTS];
+        double m[N_MOMENTS + 2], r[N_MOMENTS];
         const double b = B[i];
-        hardtanh_q_sphere_moments(b, m);
-        out[i] = form_q_star(b, m);
+        const int rc = shifted_moments(b, gamma ? gamma[i] : 1.0, beta ? beta[i] : 0.0, m);
+        raw_moments(m, r);
+        out[i] = rc ? NAN : form_q_star(b, r);
+    }
+}
+
+void hardtanh_q_q_star(size_t n, const double *B, double *out)
+{
+    hardtanh_q_q_star_p(n, B, NULL, NULL, out);
+}
+
+void hardtanh_q_c_star_p(size_t n, const double *B, const double *gamma,
+                         const double *beta, double *out)
+{
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic)
+#endif
+    for (size_t i = 0; i < n; ++i) {
+        double m[N_MOMENTS + 2], r[N_MOMENTS];
+        const double b = B[i];
+        const int rc = shifted_moments(b, gamma ? gamma[i] : 1.0, beta ? beta[i] : 0.0, m);
+        raw_moments(m, r);
+        out[i] = rc ? NAN : form_c_star(b, r);
     }
 }
 
 void hardtanh_q_c_star(size_t n, const double *B, double *out)
 {
+    hardtanh_q_c_star_p(n, B, NULL, NULL, out);
+}
+
+void hardtanh_q_lambda_G_p(size_t n, const double *B, const double *gamma,
+                           const double *beta, double *out)
+{
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic)
 #endif
     for (size_t i = 0; i < n; ++i) {
-        double m[N_MOMENTS];
+        double m[N_MOMENTS + 2];
         const double b = B[i];
-        hardtanh_q_sphere_moments(b, m);
-        out[i] = form_c_star(b, m);
+        const int rc = shifted_moments(b, gamma ? gamma[i] : 1.0, beta ? beta[i] : 0.0, m);
+        out[i] = rc ? NAN : form_lambda_G(b, m);
     }
 }
 
 void hardtanh_q_lambda_G(size_t n, const double *B, double *out)
 {
+    hardtanh_q_lambda_G_p(n, B, NULL, NULL, out);
+}
+
+void hardtanh_q_lambda_L_p(size_t n, const double *B, const double *gamma,
+                           const double *beta, double *out)
+{
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic)
 #endif
     for (size_t i = 0; i < n; ++i) {
-        double m[N_MOMENTS];
+        double m[N_MOMENTS + 2];
         const double b = B[i];
-        hardtanh_q_sphere_moments(b, m);
-        out[i] = form_lambda_G(b, m);
+        const int rc = shifted_moments(b, gamma ? gamma[i] : 1.0, beta ? beta[i] : 0.0, m);
+        out[i] = rc ? NAN : form_lambda_L(b, m);
     }
 }
 
 void hardtanh_q_lambda_L(size_t n, const double *B, double *out)
 {
+    hardtanh_q_lambda_L_p(n, B, NULL, NULL, out);
+}
+
+void hardtanh_q_lambda_M_p(size_t n, const double *B, const double *gamma,
+                           const double *beta, double *out)
+{
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic)
 #endif
     for (size_t i = 0; i < n; ++i) {
-        double m[N_MOMENTS];
+        double m[N_MOMENTS + 2];
         const double b = B[i];
-        hardtanh_q_sphere_moments(b, m);
-        out[i] = form_lambda_L(b, m);
+        const int rc = shifted_moments(b, gamma ? gamma[i] : 1.0, beta ? beta[i] : 0.0, m);
+        out[i] = rc ? NAN : form_lambda_M(b, m);
     }
 }
 
 void hardtanh_q_lambda_M(size_t n, const double *B, double *out)
 {
+    hardtanh_q_lambda_M_p(n, B, NULL, NULL, out);
+}
+
+void hardtanh_q_gradient_rate_p(size_t n, const double *B, const double *gamma,
+                                const double *beta, double *out)
+{
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic)
 #endif
     for (size_t i = 0; i < n; ++i) {
-        double m[N_MOMENTS];
+        double m[N_MOMENTS + 2];
         const double b = B[i];
-        hardtanh_q_sphere_moments(b, m);
-        out[i] = form_lambda_M(b, m);
+        const int rc = shifted_moments(b, gamma ? gamma[i] : 1.0, beta ? beta[i] : 0.0, m);
+        out[i] = rc ? NAN : form_gradient_rate(b, m);
     }
 }
 
 void hardtanh_q_gradient_rate(size_t n, const double *B, double *out)
 {
+    hardtanh_q_gradient_rate_p(n, B, NULL, NULL, out);
+}
+
+void hardtanh_q_depth_scale_p(size_t n, const double *B, const double *gamma,
+                              const double *beta, double *out)
+{
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic)
 #endif
     for (size_t i = 0; i < n; ++i) {
-        double m[N_MOMENTS];
+        double m[N_MOMENTS + 2];
         const double b = B[i];
-        hardtanh_q_sphere_moments(b, m);
-        out[i] = form_gradient_rate(b, m);
+        const int rc = shifted_moments(b, gamma ? gamma[i] : 1.0, beta ? beta[i] : 0.0, m);
+        out[i] = rc ? NAN : form_depth_scale(b, m);
     }
 }
 
 void hardtanh_q_depth_scale(size_t n, const double *B, double *out)
 {
-#ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic)
-#endif
-    for (size_t i = 0; i < n; ++i) {
-        double m[N_MOMENTS];
-        const double b = B[i];
-        hardtanh_q_sphere_moments(b, m);
-        out[i] = form_depth_scale(b, m);
-    }
+    hardtanh_q_depth_scale_p(n, B, NULL, NULL, out);
 }
 
-void hardtanh_q_max_trainable_depth(size_t n, const double *B, double *out)
+void hardtanh_q_max_trainable_depth_p(size_t n, const double *B, const double *gamma,
+                                      const double *beta, double *out)
 {
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic)
 #endif
     for (size_t i = 0; i < n; ++i) {
-        double m[N_MOMENTS];
+        double m[N_MOMENTS + 2];
         const double b = B[i];
-        hardtanh_q_sphere_moments(b, m);
-        out[i] = form_max_trainable_depth(b, m);
+        const int rc = shifted_moments(b, gamma ? gamma[i] : 1.0, beta ? beta[i] : 0.0, m);
+        out[i] = rc ? NAN : form_max_trainable_depth(b, m);
+    }
+}
+
+void hardtanh_q_max_trainable_depth(size_t n, const double *B, double *out)
+{
+    hardtanh_q_max_trainable_depth_p(n, B, NULL, NULL, out);
+}
+
+void hardtanh_q_all_p(size_t n, const double *B, const double *gamma, const double *beta,
+                      double *q_star,
+                      double *c_star,
+                      double *lambda_G,
+                      double *lambda_L,
+                      double *lambda_M,
+                      double *gradient_rate,
+                      double *depth_scale,
+                      double *max_trainable_depth)
+{
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic)
+#endif
+    for (size_t i = 0; i < n; ++i) {
+        double m[N_MOMENTS + 2], r[N_MOMENTS];
+        const double b = B[i];
+        const int rc = shifted_moments(b, gamma ? gamma[i] : 1.0, beta ? beta[i] : 0.0, m);
+        raw_moments(m, r);
+        if (q_star) q_star[i] = rc ? NAN : form_q_star(b, r);
+        if (c_star) c_star[i] = rc ? NAN : form_c_star(b, r);
+        if (lambda_G) lambda_G[i] = rc ? NAN : form_lambda_G(b, m);
+        if (lambda_L) lambda_L[i] = rc ? NAN : form_lambda_L(b, m);
+        if (lambda_M) lambda_M[i] = rc ? NAN : form_lambda_M(b, m);
+        if (gradient_rate) gradient_rate[i] = rc ? NAN : form_gradient_rate(b, m);
+        if (depth_scale) depth_scale[i] = rc ? NAN : form_depth_scale(b, m);
+        if (max_trainable_depth) max_trainable_depth[i] = rc ? NAN : form_max_trainable_depth(b, m);
     }
 }
 
@@ -651,20 +787,13 @@ void hardtanh_q_all(size_t n, const double *B,
                     double *depth_scale,
                     double *max_trainable_depth)
 {
-#ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic)
-#endif
-    for (size_t i = 0; i < n; ++i) {
-        double m[N_MOMENTS];
-        const double b = B[i];
-        hardtanh_q_sphere_moments(b, m);
-        if (q_star) q_star[i] = form_q_star(b, m);
-        if (c_star) c_star[i] = form_c_star(b, m);
-        if (lambda_G) lambda_G[i] = form_lambda_G(b, m);
-        if (lambda_L) lambda_L[i] = form_lambda_L(b, m);
-        if (lambda_M) lambda_M[i] = form_lambda_M(b, m);
-        if (gradient_rate) gradient_rate[i] = form_gradient_rate(b, m);
-        if (depth_scale) depth_scale[i] = form_depth_scale(b, m);
-        if (max_trainable_depth) max_trainable_depth[i] = form_max_trainable_depth(b, m);
-    }
+    hardtanh_q_all_p(n, B, NULL, NULL,
+                      q_star,
+                      c_star,
+                      lambda_G,
+                      lambda_L,
+                      lambda_M,
+                      gradient_rate,
+                      depth_scale,
+                      max_trainable_depth);
 }

@@ -18,13 +18,25 @@
  * of its log ratio to the product of the marginals, so that moments of size 1/B keep their relative
  * accuracy (verified from B = 4 to 10^6; larger B are computed, not verified).
  *
+ * Batchnorm's gamma, beta (absorbed into phi): every quantity is also evaluated for phi(gamma x +
+ * beta), gamma != 0, the kinks moved to (k - beta)/gamma and the panels narrower by max(1, |gamma|)
+ * at run time. The moments are those of psi = phi(gamma x + beta) - phi(beta) (a constant changes
+ * no quantity but q*, c*, which take E[phi^2] = m0 + c (2 E[psi] + c) and E[phi(z1) phi(z2)] = m1 +
+ * c (2 E[psi] + c), c = phi(beta)), so that the moment forms' differences do not cancel where phi
+ * saturates. Admissible range |gamma| in [0.5, 2], |beta| <= 1 (outside it values are computed, not
+ * verified).
+ *
  * Verified at generation time against bnmft's mpmath sphere quadrature (16 digits) at B = 4, 5, 8,
- * 32, 63, 64, 1000, 100000, 1000000: every quantity agrees to 14.5 significant digits or more
- * (relative error <= 3.2e-15); per quantity in VERIFIED.
+ * 32, 63, 64, 1000, 100000, 1000000: every quantity agrees to 14.7 significant digits or more
+ * (relative error <= 2.0e-15); per quantity in VERIFIED. With (gamma, beta) = (0.5, 1), (-0.5, -1),
+ * (2, 1), (-2, -1), (2, 0), (0.5, 0), (-1, 0.5), (1, -1) at B = 4, 5, 8, 33, 34, 63, 64, 1000,
+ * 1000000 (references for phi(gamma x + beta)): 14.0 digits or more (relative error <= 1.0e-14);
+ * per quantity in VERIFIED_GRID.
  *
  * These C kernels were compiled at generation and checked against that numpy module at the same
  * batch sizes (every kernel and the fused one): each quantity within 1e-12 minus the numpy module's
- * verified error (at least 1e-13), so within 1e-12 of the mpmath references there.
+ * verified error (at least 1e-13), so within 1e-12 of the mpmath references there; at the (gamma,
+ * beta) grid every kernel and the fused one against the mpmath references directly, within 1e-12.
  *
  * Sphere moments: m0 = E[phi(z1)^2], m1 = E[phi(z1)*phi(z2)], m2 = E[z1^2*phi(z1)^2], m3 =
  * E[phi(z1)*z2^2*phi(z2)], m4 = E[z1*phi(z1)*z2*phi(z2)], m5 = E[dphi(z1)^2], m6 =
@@ -46,11 +58,18 @@ extern "C" {
 #endif
 
 /*
- * hardtanh_q_sphere_moments: the sphere moments m[0..8] at batch size B
- * (see the moment list above); returns 0, or -1 (moments NaN) for B < 4, a non-finite B or
+ * hardtanh_q_sphere_moments: the sphere moments m[0..8] of phi - phi(0) at
+ * batch size B (see the moment list above); returns 0, or -1 (moments NaN) for B < 4, a non-finite B or
  * no memory for the nodes.
  */
 int hardtanh_q_sphere_moments(double B, double *m);
+
+/*
+ * hardtanh_q_sphere_moments_p: the same for psi = phi(gamma x + beta) - phi(beta) (the
+ * moments the quantities are computed from; phi(beta) is 0 for the default when phi(0) = 0);
+ * -1 (moments NaN) also for gamma = 0 or a non-finite gamma or beta.
+ */
+int hardtanh_q_sphere_moments_p(double B, double gamma, double beta, double *m);
 
 /*
  * q_star(B) for activation Min(Max(x, -1), 1): out[i] = q_star(B[i]).
@@ -174,6 +193,38 @@ void hardtanh_q_all(size_t n, const double *B,
                     double *gradient_rate,
                     double *depth_scale,
                     double *max_trainable_depth);
+
+/*
+ * Batchnorm's gamma, beta: hardtanh_q_QTY_p and hardtanh_q_all_p evaluate the quantities of
+ * phi(gamma x + beta); gamma and beta are each NULL (gamma = 1, beta = 0) or n values, one per
+ * element of B. gamma = 0 or a non-finite gamma or beta gives NaN. Verified range: |gamma| in [0.5,
+ * 2], |beta| <= 1 (see above). The unparameterised kernels are the _p kernels with NULL.
+ */
+void hardtanh_q_q_star_p(size_t n, const double *B, const double *gamma,
+                         const double *beta, double *out);
+void hardtanh_q_c_star_p(size_t n, const double *B, const double *gamma,
+                         const double *beta, double *out);
+void hardtanh_q_lambda_G_p(size_t n, const double *B, const double *gamma,
+                           const double *beta, double *out);
+void hardtanh_q_lambda_L_p(size_t n, const double *B, const double *gamma,
+                           const double *beta, double *out);
+void hardtanh_q_lambda_M_p(size_t n, const double *B, const double *gamma,
+                           const double *beta, double *out);
+void hardtanh_q_gradient_rate_p(size_t n, const double *B, const double *gamma,
+                                const double *beta, double *out);
+void hardtanh_q_depth_scale_p(size_t n, const double *B, const double *gamma,
+                              const double *beta, double *out);
+void hardtanh_q_max_trainable_depth_p(size_t n, const double *B, const double *gamma,
+                                      const double *beta, double *out);
+void hardtanh_q_all_p(size_t n, const double *B, const double *gamma, const double *beta,
+                      double *q_star,
+                      double *c_star,
+                      double *lambda_G,
+                      double *lambda_L,
+                      double *lambda_M,
+                      double *gradient_rate,
+                      double *depth_scale,
+                      double *max_trainable_depth);
 
 #ifdef __cplusplus
 }

@@ -4,9 +4,12 @@
 #   (of the lines name=srepr(expr), sorted by name)
 """BSB1 quantities for activation Min(Max(x, -1), 1) by sphere quadrature, vectorised with numpy.
 
-Every function takes an array-like batch size ``B`` (any shape, B >= 4; converted to
-float64) and returns a float64 array of the same shape. ``all(B)`` returns every quantity at
-once; ``sphere_moments(B)`` the moments MOMENTS.
+Every function takes an array-like batch size ``B`` (B >= 4) and keyword arrays ``gamma``
+(default 1, nonzero) and ``beta`` (default 0), broadcast together and converted to float64,
+and returns a float64 array of the broadcast shape; each distinct (B, gamma, beta) is
+computed once. ``all(B, gamma=, beta=)`` returns every quantity at once; ``sphere_moments(B,
+gamma=, beta=)`` the moments MOMENTS of phi(gamma x + beta) - shift(gamma, beta). ValueError
+for B < 4, gamma = 0 or non-finite values.
 
 Activation phi(x) = Min(1, Max(-1, x)) (kinks: -1, 1). Every quantity is its moment form
 (bnmft.derive.bsb1.moment_forms, the exchangeable reduction of the forward and backward maps
@@ -20,9 +23,20 @@ integrals; from B = 64 on a product rule in the two coordinates with the joint d
 expm1 of its log ratio to the product of the marginals, so that moments of size 1/B keep
 their relative accuracy (verified from B = 4 to 10^6; larger B are computed, not verified).
 
+Batchnorm's gamma, beta (absorbed into phi): every quantity is also evaluated for phi(gamma
+x + beta), gamma != 0, the kinks moved to (k - beta)/gamma and the panels narrower by max(1,
+|gamma|) at run time. The moments are those of psi = phi(gamma x + beta) - phi(beta) (a
+constant changes no quantity but q*, c*, which take E[phi^2] = m0 + c (2 E[psi] + c) and
+E[phi(z1) phi(z2)] = m1 + c (2 E[psi] + c), c = phi(beta)), so that the moment forms'
+differences do not cancel where phi saturates. Admissible range |gamma| in [0.5, 2], |beta|
+<= 1 (outside it values are computed, not verified).
+
 Verified at generation time against bnmft's mpmath sphere quadrature (16 digits) at B = 4,
-5, 8, 32, 63, 64, 1000, 100000, 1000000: every quantity agrees to 14.5 significant digits or
-more (relative error <= 3.2e-15); per quantity in VERIFIED.
+5, 8, 32, 63, 64, 1000, 100000, 1000000: every quantity agrees to 14.7 significant digits or
+more (relative error <= 2.0e-15); per quantity in VERIFIED. With (gamma, beta) = (0.5, 1),
+(-0.5, -1), (2, 1), (-2, -1), (2, 0), (0.5, 0), (-1, 0.5), (1, -1) at B = 4, 5, 8, 33, 34,
+63, 64, 1000, 1000000 (references for phi(gamma x + beta)): 14.0 digits or more (relative
+error <= 1.0e-14); per quantity in VERIFIED_GRID.
 """
 
 import numpy
@@ -36,8 +50,17 @@ KINKS = (-1.0, 1.0)
 MOMENTS = (((0, 2, 0),), ((0, 1, 0), (0, 1, 0)), ((2, 2, 0),), ((0, 1, 0), (2, 1, 0)), ((1, 1, 0), (1, 1, 0)), ((0, 0, 2),), ((2, 0, 2),), ((0, 0, 1), (0, 0, 1)), ((1, 0, 1), (1, 0, 1)))
 #: Least relative agreement with the mpmath references per quantity at generation time
 #: (over VERIFIED_BATCH_SIZES).
-VERIFIED = {'q_star': 15.6, 'c_star': 15.1, 'lambda_G': 16.0, 'lambda_L': 14.9, 'lambda_M': 15.4, 'gradient_rate': 15.0, 'depth_scale': 14.5, 'max_trainable_depth': 14.5}
+VERIFIED = {'q_star': 15.6, 'c_star': 15.4, 'lambda_G': 16.0, 'lambda_L': 14.9, 'lambda_M': 15.5, 'gradient_rate': 15.3, 'depth_scale': 14.7, 'max_trainable_depth': 14.7}
 VERIFIED_BATCH_SIZES = (4, 5, 8, 32, 63, 64, 1000, 100000, 1000000)
+#: (gamma, beta) verified besides the default (1, 0), each at VERIFIED_PARAMETER_BATCH_SIZES,
+#: and the least relative agreement per quantity over them.
+VERIFIED_GRID = {'q_star': 15.4, 'c_star': 14.3, 'lambda_G': 16.0, 'lambda_L': 14.8, 'lambda_M': 15.2, 'gradient_rate': 15.1, 'depth_scale': 14.0, 'max_trainable_depth': 14.0}
+VERIFIED_PARAMETERS = ((0.5, 1.0), (-0.5, -1.0), (2.0, 1.0), (-2.0, -1.0), (2.0, 0.0), (0.5, 0.0), (-1.0, 0.5), (1.0, -1.0))
+VERIFIED_PARAMETER_BATCH_SIZES = (4, 5, 8, 33, 34, 63, 64, 1000, 1000000)
+#: The admissible parameter range the verification covers: |gamma| in GAMMA_RANGE,
+#: |beta| <= BETA_MAX (outside, values are computed, not verified).
+GAMMA_RANGE = (0.5, 2.0)
+BETA_MAX = 1.0
 
 #: Gauss-Legendre rule on [0, 1] (nodes u, 1 - u, weights summing to 1), correctly rounded.
 _U = numpy.array([0.005299532504175031, 0.0277124884633837, 0.06718439880608412, 0.1222977958224985, 0.19106187779867811, 0.2709916111713863, 0.35919822461037054, 0.4524937450811813, 0.5475062549188188, 0.6408017753896295, 0.7290083888286136, 0.8089381222013219, 0.8777022041775016, 0.9328156011939159, 0.9722875115366163, 0.994700467495825])
@@ -59,7 +82,12 @@ __all__ = [
     'KINKS',
     'MOMENTS',
     'VERIFIED',
+    'VERIFIED_GRID',
+    'VERIFIED_PARAMETERS',
+    'GAMMA_RANGE',
+    'BETA_MAX',
     'sphere_moments',
+    'shift',
     'q_star',
     'c_star',
     'lambda_G',
@@ -148,20 +176,41 @@ def _rule(pieces, width):
     return numpy.concatenate(nodes), numpy.concatenate(weights)
 
 
-def _angle_moments(B):
+def shift(gamma=1.0, beta=0.0):
+    """The constant c = phi(beta) taken off phi(gamma x + beta) before its moments are
+    computed (0 where phi(beta) is not finite)."""
+    c = float(_phi(numpy.float64(beta)))
+    return c if numpy.isfinite(c) else 0.0
+
+
+def _scaled(gamma, beta):
+    """psi(z) = phi(gamma z + beta) - c, c = shift(gamma, beta), psi'(z) = gamma phi'(gamma z
+    + beta) (batchnorm's gamma, beta absorbed into phi) and the kinks of psi, (k - beta)/gamma.
+    Every quantity but q*, c* is unchanged by the constant (the next batchnorm takes the batch
+    mean off), which keeps the moment forms' differences (m0 - m1, ...) free of cancellation
+    where phi(gamma x + beta) saturates."""
+    c = shift(gamma, beta)
+    kinks = tuple((k - beta) / gamma for k in KINKS)
+    return ((lambda z: _phi(gamma * z + beta) - c), (lambda z: gamma * _dphi(gamma * z + beta)),
+            kinks)
+
+
+def _angle_moments(B, gamma=1.0, beta=0.0):
     """Sphere moments at one B by paper Thm 4's hyperspherical angles (z1 = sqrt(B-1) sin d1,
     z2 = sqrt(B-1) (rho sin d1 + sigma cos d1 sin d2), weights cos^(B-3) d1, cos^(B-4) d2),
     split at the kinks of phi(z1), of phi(z2) given d1, and where a kink line of phi(z2)
-    leaves the inner window (power 2 there: the inner integral has a square-root end)."""
+    leaves the inner window (power 2 there: the inner integral has a square-root end); phi
+    here is phi(gamma x + beta), panels narrower by max(1, |gamma|)."""
+    phi, dphi, kinks = _scaled(gamma, beta)
     root = numpy.sqrt(B - 1)
     rho = -1 / (B - 1)
     sigma = numpy.sqrt(B * (B - 2)) / (B - 1)
     W1, W2 = _window(B - 3), _window(B - 4)
-    width = _PANEL_Z / root
+    width = _PANEL_Z / (root * max(1.0, abs(gamma)))
     points = {-W1: 1, W1: 1}
     s2 = sigma * numpy.sin(W2)
     radius = numpy.hypot(rho, s2)
-    for k in KINKS:
+    for k in kinks:
         kappa = k / root
         if abs(kappa) < 1:
             a = numpy.arcsin(kappa)
@@ -180,12 +229,12 @@ def _angle_moments(B):
     s1, c1 = numpy.sin(d1), numpy.cos(d1)
     wt1 = w1 * _cos_power(B - 3, d1)
     z1 = root * s1
-    f1, g1 = _phi(z1), _dphi(z1)
+    f1, g1 = phi(z1), dphi(z1)
     out = []
     # inner pieces: one row per outer node, the kinks clipped into the window
     sW2 = numpy.sin(W2)
     rows = [numpy.full_like(d1, -W2)]
-    for k in KINKS:
+    for k in kinks:
         with numpy.errstate(divide="ignore", invalid="ignore"):
             s = (k / root - rho * s1) / (sigma * c1)
         s = numpy.where(numpy.isfinite(s), numpy.clip(s, -sW2, sW2), -sW2)
@@ -198,7 +247,7 @@ def _angle_moments(B):
     d2 = numpy.where(s < 0.5, a + span * s, b - span * sv)
     w2 = span * ws * _cos_power(B - 4, d2)
     z2 = root * (rho * s1[:, None, None] + sigma * c1[:, None, None] * numpy.sin(d2))
-    f2, g2 = _phi(z2), _dphi(z2)
+    f2, g2 = phi(z2), dphi(z2)
     norm1 = wt1.sum()
     norm2 = numpy.dot(wt1, w2.sum(axis=(1, 2)))
     for points_ in MOMENTS:
@@ -208,10 +257,11 @@ def _angle_moments(B):
         else:
             right = (w2 * _point(z2, f2, g2, points_[1])).sum(axis=(1, 2))
             out.append(numpy.dot(wt1 * left, right) / norm2)
+    out.append(numpy.dot(wt1, f1) / norm1)  # E[psi], for q*, c* of phi itself
     return out
 
 
-def _tensor_moments(B):
+def _tensor_moments(B, gamma=1.0, beta=0.0):
     """Sphere moments at one B by a product rule in (d1, d2), t = sin d = z/sqrt(B-1), each
     coordinate with its marginal weight cos^(B-3) d, split at the kinks. Two coordinates:
     E[F G] = E[F] E[G] + sum_ij WF_i WG_j (E_ij - S)/(1 + S), E_ij = expm1(L_ij), L the log of
@@ -219,23 +269,25 @@ def _tensor_moments(B):
     (fixed by normalisation, S = sum_ij W_i W_j E_ij), written so that nothing cancels:
     L = (B-5)/2 log1p(D/((1-t1^2)(1-t2^2))) - log(cos d1) - log(cos d2),
     D = (2 rho t1 t2 - rho^2 (t1^2 + t2^2))/(1 - rho^2) - t1^2 t2^2, rho = -1/(B-1). The
-    two-point moments of order 1/B keep their relative accuracy at large B."""
+    two-point moments of order 1/B keep their relative accuracy at large B. phi here is
+    phi(gamma x + beta), panels narrower by max(1, |gamma|)."""
+    phi, dphi, kinks = _scaled(gamma, beta)
     root = numpy.sqrt(B - 1)
     rho = -1 / (B - 1)
     W1 = _window(B - 3)
     points = {-W1: 1, W1: 1}
-    for k in KINKS:
+    for k in kinks:
         kappa = k / root
         if abs(kappa) < 1:
             a = numpy.arcsin(kappa)
             if -W1 < a < W1:
                 points[a] = 1
-    d, w = _rule(_pieces(points), _PANEL_Z / root)
+    d, w = _rule(_pieces(points), _PANEL_Z / (root * max(1.0, abs(gamma))))
     t = numpy.sin(d)
     wt = w * _cos_power(B - 3, d)
     wt = wt / wt.sum()
     z = root * t
-    f, g = _phi(z), _dphi(z)
+    f, g = phi(z), dphi(z)
     sh = numpy.sin(d / 2)
     logcos = numpy.log1p(-2 * sh * sh)
     cos2 = numpy.exp(2 * logcos)
@@ -257,19 +309,49 @@ def _tensor_moments(B):
             fb, gb = numpy.dot(wt, left), numpy.dot(wt, right)
             X = (wt * left) @ E @ (wt * right)
             out.append(fb * gb + (X - S * fb * gb) / (1 + S))
+    out.append(numpy.dot(wt, f))  # E[psi], for q*, c* of phi itself
     return out
 
 
-def sphere_moments(B):
-    """The sphere moments MOMENTS at each B (array-like, B >= 4): a tuple of float64 arrays
-    of B's shape. Each distinct B is computed once."""
-    B = numpy.asarray(B, dtype=numpy.float64)
+def _arguments(B, gamma, beta):
+    """B, gamma, beta as float64 arrays broadcast together; ValueError for B < 4, gamma = 0
+    (phi(beta) is constant) or non-finite values."""
+    B, gamma, beta = numpy.broadcast_arrays(*(numpy.asarray(v, dtype=numpy.float64)
+                                              for v in (B, gamma, beta)))
     if B.size and not (numpy.all(B >= 4) and numpy.all(numpy.isfinite(B))):
         raise ValueError("batch sizes must be finite and >= 4")
-    values, inverse = numpy.unique(B.ravel(), return_inverse=True)
-    table = numpy.array([_angle_moments(b) if b < _TENSOR_MIN_B else _tensor_moments(b)
-                         for b in values]).reshape(len(values), len(MOMENTS))
-    return tuple(table[inverse, i].reshape(B.shape) for i in range(len(MOMENTS)))
+    if gamma.size and not (numpy.all(gamma != 0) and numpy.all(numpy.isfinite(gamma))):
+        raise ValueError("gamma must be finite and nonzero")
+    if beta.size and not numpy.all(numpy.isfinite(beta)):
+        raise ValueError("beta must be finite")
+    return B, gamma, beta
+
+
+def sphere_moments(B, *, gamma=1.0, beta=0.0):
+    """The sphere moments MOMENTS of psi = phi(gamma x + beta) - shift(gamma, beta) at each B
+    (B >= 4, gamma != 0; all array-like, broadcast together): a tuple of float64 arrays of
+    the broadcast shape. Each distinct (B, gamma, beta) is computed once."""
+    return _moments(*_arguments(B, gamma, beta))[:len(MOMENTS)]
+
+
+def _moments(B, gamma, beta):
+    """MOMENTS of psi, then E[psi] and the shift c."""
+    rows = numpy.stack([B.ravel(), gamma.ravel(), beta.ravel()], axis=1)
+    values, inverse = numpy.unique(rows, axis=0, return_inverse=True)
+    table = numpy.array([_angle_moments(b, g, e) if b < _TENSOR_MIN_B else _tensor_moments(b, g, e)
+                         for b, g, e in values]).reshape(len(values), len(MOMENTS) + 1)
+    c = numpy.array([shift(g, e) for _, g, e in values]).reshape(len(values), 1)
+    table = numpy.concatenate([table, c], axis=1)
+    inverse = numpy.asarray(inverse).reshape(-1)
+    return tuple(table[inverse, i].reshape(B.shape) for i in range(len(MOMENTS) + 2))
+
+
+def _raw(m):
+    """Moments for q*, c* (those of phi itself): E[phi^2] = m0 + c (2 E[psi] + c) and
+    E[phi(z1) phi(z2)] = m1 + c (2 E[psi] + c) (exchangeable coordinates)."""
+    n = len(MOMENTS)
+    mean, c = m[n], m[n + 1]
+    return (m[0] + c * (2 * mean + c), m[1] + c * (2 * mean + c)) + tuple(m[2:n])
 
 
 def _form_q_star(B, m0, m1, m2, m3, m4, m5, m6, m7, m8):
@@ -314,8 +396,8 @@ def _form_max_trainable_depth(B, m0, m1, m2, m3, m4, m5, m6, m7, m8):
     return 16/numpy.log((m5*x0*(B - 1) - m6*x0 + m7*x0 + m8*x0)/(m0 - m1))
 
 
-def q_star(B):
-    """q_star(B) for activation Min(Max(x, -1), 1), elementwise in B.
+def q_star(B, *, gamma=1.0, beta=0.0):
+    """q_star(B, *, gamma=1.0, beta=0.0) for activation phi(gamma x + beta), phi = Min(Max(x, -1), 1), elementwise (broadcast).
 
     Form:
         E[phi(z1)^2]
@@ -324,12 +406,13 @@ def q_star(B):
     Valid for:
         B >= 4 (paper Sec. 3.1), for any phi whose sphere moments used here are finite
     """
-    B = numpy.asarray(B, dtype=numpy.float64)
-    return numpy.asarray(_form_q_star(B, *sphere_moments(B)), dtype=numpy.float64) * numpy.ones_like(B)
+    B, gamma, beta = _arguments(B, gamma, beta)
+    m = _moments(B, gamma, beta)
+    return numpy.asarray(_form_q_star(B, *_raw(m)), dtype=numpy.float64) * numpy.ones_like(B)
 
 
-def c_star(B):
-    """c_star(B) for activation Min(Max(x, -1), 1), elementwise in B.
+def c_star(B, *, gamma=1.0, beta=0.0):
+    """c_star(B, *, gamma=1.0, beta=0.0) for activation phi(gamma x + beta), phi = Min(Max(x, -1), 1), elementwise (broadcast).
 
     Form:
         E[phi(z1)*phi(z2)]/E[phi(z1)^2]
@@ -338,12 +421,13 @@ def c_star(B):
     Valid for:
         B >= 4 (paper Sec. 3.1), for any phi whose sphere moments used here are finite
     """
-    B = numpy.asarray(B, dtype=numpy.float64)
-    return numpy.asarray(_form_c_star(B, *sphere_moments(B)), dtype=numpy.float64) * numpy.ones_like(B)
+    B, gamma, beta = _arguments(B, gamma, beta)
+    m = _moments(B, gamma, beta)
+    return numpy.asarray(_form_c_star(B, *_raw(m)), dtype=numpy.float64) * numpy.ones_like(B)
 
 
-def lambda_G(B):
-    """lambda_G(B) for activation Min(Max(x, -1), 1), elementwise in B.
+def lambda_G(B, *, gamma=1.0, beta=0.0):
+    """lambda_G(B, *, gamma=1.0, beta=0.0) for activation phi(gamma x + beta), phi = Min(Max(x, -1), 1), elementwise (broadcast).
 
     Form:
         0
@@ -352,12 +436,13 @@ def lambda_G(B):
     Valid for:
         B >= 4 (paper Sec. 3.1), for any phi whose sphere moments used here are finite
     """
-    B = numpy.asarray(B, dtype=numpy.float64)
-    return numpy.asarray(_form_lambda_G(B, *sphere_moments(B)), dtype=numpy.float64) * numpy.ones_like(B)
+    B, gamma, beta = _arguments(B, gamma, beta)
+    m = _moments(B, gamma, beta)
+    return numpy.asarray(_form_lambda_G(B, *m[:len(MOMENTS)]), dtype=numpy.float64) * numpy.ones_like(B)
 
 
-def lambda_L(B):
-    """lambda_L(B) for activation Min(Max(x, -1), 1), elementwise in B.
+def lambda_L(B, *, gamma=1.0, beta=0.0):
+    """lambda_L(B, *, gamma=1.0, beta=0.0) for activation phi(gamma x + beta), phi = Min(Max(x, -1), 1), elementwise (broadcast).
 
     Form:
         (2*E[phi(z1)*phi(z2)]*(B - 1)/(B - 2) - 2*E[phi(z1)*z2^2*phi(z2)]*(B - 1)/(B - 2) -
@@ -367,12 +452,13 @@ def lambda_L(B):
     Valid for:
         B >= 4 (paper Sec. 3.1), for any phi whose sphere moments used here are finite
     """
-    B = numpy.asarray(B, dtype=numpy.float64)
-    return numpy.asarray(_form_lambda_L(B, *sphere_moments(B)), dtype=numpy.float64) * numpy.ones_like(B)
+    B, gamma, beta = _arguments(B, gamma, beta)
+    m = _moments(B, gamma, beta)
+    return numpy.asarray(_form_lambda_L(B, *m[:len(MOMENTS)]), dtype=numpy.float64) * numpy.ones_like(B)
 
 
-def lambda_M(B):
-    """lambda_M(B) for activation Min(Max(x, -1), 1), elementwise in B.
+def lambda_M(B, *, gamma=1.0, beta=0.0):
+    """lambda_M(B, *, gamma=1.0, beta=0.0) for activation phi(gamma x + beta), phi = Min(Max(x, -1), 1), elementwise (broadcast).
 
     Form:
         (-2*E[phi(z1)*phi(z2)]*(B - 1)/((B - 3)*(B - 2)) + 4*E[phi(z1)*z2^2*phi(z2)]*(B -
@@ -383,12 +469,13 @@ def lambda_M(B):
     Valid for:
         B >= 4 (paper Sec. 3.1), for any phi whose sphere moments used here are finite
     """
-    B = numpy.asarray(B, dtype=numpy.float64)
-    return numpy.asarray(_form_lambda_M(B, *sphere_moments(B)), dtype=numpy.float64) * numpy.ones_like(B)
+    B, gamma, beta = _arguments(B, gamma, beta)
+    m = _moments(B, gamma, beta)
+    return numpy.asarray(_form_lambda_M(B, *m[:len(MOMENTS)]), dtype=numpy.float64) * numpy.ones_like(B)
 
 
-def gradient_rate(B):
-    """gradient_rate(B) for activation Min(Max(x, -1), 1), elementwise in B.
+def gradient_rate(B, *, gamma=1.0, beta=0.0):
+    """gradient_rate(B, *, gamma=1.0, beta=0.0) for activation phi(gamma x + beta), phi = Min(Max(x, -1), 1), elementwise (broadcast).
 
     Form:
         (E[dphi(z1)*dphi(z2)]/(B - 3) + E[dphi(z1)^2]*(B - 1)/(B - 3) +
@@ -399,12 +486,13 @@ def gradient_rate(B):
     Valid for:
         B >= 4 (paper Sec. 3.1), for any phi whose sphere moments used here are finite
     """
-    B = numpy.asarray(B, dtype=numpy.float64)
-    return numpy.asarray(_form_gradient_rate(B, *sphere_moments(B)), dtype=numpy.float64) * numpy.ones_like(B)
+    B, gamma, beta = _arguments(B, gamma, beta)
+    m = _moments(B, gamma, beta)
+    return numpy.asarray(_form_gradient_rate(B, *m[:len(MOMENTS)]), dtype=numpy.float64) * numpy.ones_like(B)
 
 
-def depth_scale(B):
-    """depth_scale(B) for activation Min(Max(x, -1), 1), elementwise in B.
+def depth_scale(B, *, gamma=1.0, beta=0.0):
+    """depth_scale(B, *, gamma=1.0, beta=0.0) for activation phi(gamma x + beta), phi = Min(Max(x, -1), 1), elementwise (broadcast).
 
     Form:
         1/log((E[dphi(z1)*dphi(z2)]/(B - 3) + E[dphi(z1)^2]*(B - 1)/(B - 3) +
@@ -417,12 +505,13 @@ def depth_scale(B):
     Valid for:
         B >= 4 (paper Sec. 3.1), for any phi whose sphere moments used here are finite
     """
-    B = numpy.asarray(B, dtype=numpy.float64)
-    return numpy.asarray(_form_depth_scale(B, *sphere_moments(B)), dtype=numpy.float64) * numpy.ones_like(B)
+    B, gamma, beta = _arguments(B, gamma, beta)
+    m = _moments(B, gamma, beta)
+    return numpy.asarray(_form_depth_scale(B, *m[:len(MOMENTS)]), dtype=numpy.float64) * numpy.ones_like(B)
 
 
-def max_trainable_depth(B):
-    """max_trainable_depth(B) for activation Min(Max(x, -1), 1), elementwise in B.
+def max_trainable_depth(B, *, gamma=1.0, beta=0.0):
+    """max_trainable_depth(B, *, gamma=1.0, beta=0.0) for activation phi(gamma x + beta), phi = Min(Max(x, -1), 1), elementwise (broadcast).
 
     Form:
         16/log((E[dphi(z1)*dphi(z2)]/(B - 3) + E[dphi(z1)^2]*(B - 1)/(B - 3) +
@@ -435,22 +524,24 @@ def max_trainable_depth(B):
     Valid for:
         B >= 4 (paper Sec. 3.1), for any phi whose sphere moments used here are finite
     """
-    B = numpy.asarray(B, dtype=numpy.float64)
-    return numpy.asarray(_form_max_trainable_depth(B, *sphere_moments(B)), dtype=numpy.float64) * numpy.ones_like(B)
+    B, gamma, beta = _arguments(B, gamma, beta)
+    m = _moments(B, gamma, beta)
+    return numpy.asarray(_form_max_trainable_depth(B, *m[:len(MOMENTS)]), dtype=numpy.float64) * numpy.ones_like(B)
 
 
-def all(B):
-    """Every quantity at each B (array-like) as a dict name -> float64 array, the sphere
-    moments computed once."""
-    B = numpy.asarray(B, dtype=numpy.float64)
-    m = sphere_moments(B)
+def all(B, *, gamma=1.0, beta=0.0):
+    """Every quantity of phi(gamma x + beta) at each B (B, gamma, beta array-like, broadcast
+    together) as a dict name -> float64 array, the sphere moments computed once."""
+    B, gamma, beta = _arguments(B, gamma, beta)
+    m = _moments(B, gamma, beta)
+    raw, shifted = _raw(m), m[:len(MOMENTS)]
     return {
-        "q_star": numpy.asarray(_form_q_star(B, *m), dtype=numpy.float64) * numpy.ones_like(B),
-        "c_star": numpy.asarray(_form_c_star(B, *m), dtype=numpy.float64) * numpy.ones_like(B),
-        "lambda_G": numpy.asarray(_form_lambda_G(B, *m), dtype=numpy.float64) * numpy.ones_like(B),
-        "lambda_L": numpy.asarray(_form_lambda_L(B, *m), dtype=numpy.float64) * numpy.ones_like(B),
-        "lambda_M": numpy.asarray(_form_lambda_M(B, *m), dtype=numpy.float64) * numpy.ones_like(B),
-        "gradient_rate": numpy.asarray(_form_gradient_rate(B, *m), dtype=numpy.float64) * numpy.ones_like(B),
-        "depth_scale": numpy.asarray(_form_depth_scale(B, *m), dtype=numpy.float64) * numpy.ones_like(B),
-        "max_trainable_depth": numpy.asarray(_form_max_trainable_depth(B, *m), dtype=numpy.float64) * numpy.ones_like(B),
+        "q_star": numpy.asarray(_form_q_star(B, *raw), dtype=numpy.float64) * numpy.ones_like(B),
+        "c_star": numpy.asarray(_form_c_star(B, *raw), dtype=numpy.float64) * numpy.ones_like(B),
+        "lambda_G": numpy.asarray(_form_lambda_G(B, *shifted), dtype=numpy.float64) * numpy.ones_like(B),
+        "lambda_L": numpy.asarray(_form_lambda_L(B, *shifted), dtype=numpy.float64) * numpy.ones_like(B),
+        "lambda_M": numpy.asarray(_form_lambda_M(B, *shifted), dtype=numpy.float64) * numpy.ones_like(B),
+        "gradient_rate": numpy.asarray(_form_gradient_rate(B, *shifted), dtype=numpy.float64) * numpy.ones_like(B),
+        "depth_scale": numpy.asarray(_form_depth_scale(B, *shifted), dtype=numpy.float64) * numpy.ones_like(B),
+        "max_trainable_depth": numpy.asarray(_form_max_trainable_depth(B, *shifted), dtype=numpy.float64) * numpy.ones_like(B),
     }
