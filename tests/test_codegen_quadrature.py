@@ -98,18 +98,50 @@ def test_c_thread_safe_parallel_calls(generated):
         assert np.array_equal(r, serial)
 
 
+def _golden_plan(spec) -> Q.QuadraturePlan:
+    """The plan recorded in the golden numpy module (panel width, verification record)."""
+    gold = load_numpy((GOLDEN / f"{CASES[spec]}.py").read_text(), CASES[spec])
+    return Q.QuadraturePlan(
+        gold._PANEL_Z, dict(gold.VERIFIED), tuple(gold.VERIFIED_BATCH_SIZES),
+        dict(gold.VERIFIED_GRID), tuple(tuple(p) for p in gold.VERIFIED_PARAMETERS),
+        tuple(gold.VERIFIED_PARAMETER_BATCH_SIZES))
+
+
 @pytest.mark.parametrize("spec", list(CASES))
 @pytest.mark.parametrize("lang", ["numpy", "c"])
 def test_golden(generated, spec, lang, request):
-    _, sources = generated[spec]
-    for filename, fresh in sources[lang].items():
-        if request.config.getoption("--update-golden"):
+    """Rendering is byte for byte the golden copy, given the golden's plan (the verification
+    record, measured in float64 against mpmath, may move by an ulp-sized amount between
+    machines; :func:`test_verification_record_reproduces` checks it separately)."""
+    plan, sources = generated[spec]
+    if request.config.getoption("--update-golden"):
+        for filename, fresh in sources[lang].items():
             write_sources({filename: fresh}, GOLDEN)
-            continue
+        return
+    golden_plan = _golden_plan(spec)
+    fresh_sources = Q.generate_quadrature(activation(spec), lang=lang, module=CASES[spec],
+                                          plan=golden_plan)
+    for filename, fresh in fresh_sources.items():
         golden = GOLDEN / filename
         assert golden.exists(), f"missing {golden}; create it with --update-golden"
         assert fresh.encode("utf-8") == golden.read_bytes(), (
             f"{filename} differs from {golden}; if intended, run pytest --update-golden")
+
+
+@pytest.mark.parametrize("spec", list(CASES))
+def test_verification_record_reproduces(generated, spec):
+    """The verification at generation reproduces the golden's record: the same panel width
+    and parameter grid, and every quantity's digits within 0.3."""
+    plan, _ = generated[spec]
+    gold = _golden_plan(spec)
+    assert plan.panel_z == gold.panel_z
+    assert plan.grid == gold.grid and plan.grid_batch_sizes == gold.grid_batch_sizes
+    assert plan.verified_batch_sizes == gold.verified_batch_sizes
+    for record, golden_record in ((plan.verified, gold.verified),
+                                  (plan.verified_grid, gold.verified_grid)):
+        assert set(record) == set(golden_record)
+        for name, digits in record.items():
+            assert abs(digits - golden_record[name]) <= 0.3, (spec, name, digits)
 
 
 def test_generation_is_reproducible(generated):
