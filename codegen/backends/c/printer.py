@@ -17,7 +17,9 @@ The printer is SymPy's :class:`~sympy.printing.c.C99CodePrinter` with these chan
 * integers beyond 32 bits print as double literals (``1e20*b`` must not become an overflowing
   ``int``/``long`` constant);
 * the symbol ``B`` prints as ``b``, the element of the input array ``B`` being processed;
-* ``strict`` printing: an unsupported function raises instead of emitting a comment.
+* ``strict`` printing: an unsupported function raises instead of emitting a comment;
+* gamma ratios ``rf(x, a)`` and ``2F1(a, b; c; z)`` print as calls of ``static`` helper
+  functions of the file (:mod:`bnmft.codegen.special`), emitted once each (``helpers``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from sympy.printing.c import C99CodePrinter, known_functions_C99
 from ...errors import CodegenError
 from ...prepare import PreparedModule, fuse
 from ...render import WIDTH, doc_lines, environment, header_lines, one_line, wrap
+from ...special import helper_argument, helper_of
 
 _ENV = environment(__file__)
 _CONSTANT_DIGITS = 36
@@ -55,6 +58,17 @@ class CKernelPrinter(C99CodePrinter):
     def __init__(self, settings: dict | None = None) -> None:
         super().__init__({"strict": True, "math_macros": {}, **(settings or {})})
         self.constants: dict[str, str] = {}
+        self.helpers: dict = {}
+
+    def _print_helper(self, expr):
+        helper = helper_of(expr)
+        if helper is None:
+            return self._print_not_supported(expr)
+        self.helpers[helper.name] = helper
+        return f"bnmft_{helper.name}({self._print(helper_argument(expr))})"
+
+    _print_RisingFactorial = _print_helper
+    _print_hyper = _print_helper
 
     def _print_NumberSymbol(self, expr):
         name = f"bnmft_{str(expr).lower()}"
@@ -164,6 +178,7 @@ def render(module: PreparedModule) -> dict[str, str]:
         "kernels": kernels,
         "fused": fused,
         "constants": sorted(printer.constants.items()),
+        "helpers": [printer.helpers[k] for k in sorted(printer.helpers)],
     }
     return {
         f"{spec.name}.c": _ENV.get_template("module.c.jinja").render(context),

@@ -9,7 +9,10 @@ because every generated function first converts ``B`` to a float64 array:
 * negative integer powers print as ``1/(B - 3)`` / ``x**(-2)``: NumPyPrinter writes
   ``x**(-1.0)`` to dodge numpy's error for integer arrays, which cannot occur here;
 * ``strict`` printing, and a check that nothing but ``numpy`` was referenced, so an
-  unsupported function fails loudly instead of emitting a comment or a scipy/math call.
+  unsupported function fails loudly instead of emitting a comment or a scipy/math call;
+* gamma ratios ``rf(x, a)`` and ``2F1(a, b; c; z)`` print as calls of private helper
+  functions of the module (:mod:`bnmft.codegen.special`), vectorised, which the template
+  emits once each (``helpers`` collects them).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from sympy.printing.numpy import NumPyPrinter
 
 from ...errors import CodegenError
 from ...prepare import PreparedModule
+from ...special import helper_argument, helper_of
 from ...render import (
     WIDTH,
     argument_text,
@@ -38,9 +42,20 @@ class NumpyModulePrinter(NumPyPrinter):
 
     def __init__(self, settings: dict | None = None) -> None:
         super().__init__({"strict": True, "fully_qualified_modules": True, **(settings or {})})
+        self.helpers: dict = {}
 
     def _print_Pow(self, expr, rational=False):
         return self._hprint_Pow(expr, rational=rational, sqrt=self._module + ".sqrt")
+
+    def _print_helper(self, expr):
+        helper = helper_of(expr)
+        if helper is None:
+            return self._print_not_supported(expr)
+        self.helpers[helper.name] = helper
+        return f"_{helper.name}({self._print(helper_argument(expr))})"
+
+    _print_RisingFactorial = _print_helper
+    _print_hyper = _print_helper
 
 
 def _doc_safe(line: str) -> str:
@@ -119,6 +134,7 @@ def render(module: PreparedModule) -> dict[str, str]:
         names=[repr(c.name) for c in spec.constants if c.public]
         + [repr(q.name) for q in module.functions],
         functions=functions,
+        helpers=[printer.helpers[k] for k in sorted(printer.helpers)],
     )
     return {f"{spec.name}.py": text}
 
