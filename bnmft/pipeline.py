@@ -78,6 +78,19 @@ def analyze(act, batch_sizes, digits: int = 16, epsilon="0", sigma_w="1"):
     return results
 
 
+def _checkable() -> tuple[str, ...]:
+    """The languages a closed-form module is verified in: numpy, and C where a C compiler is
+    found (so that a numpy module states the same record whether or not C is generated)."""
+    from bnmft.codegen import CodegenError
+    from bnmft.codegen.jit import find_compiler
+
+    try:
+        find_compiler()
+    except CodegenError:
+        return ("numpy",)
+    return ("numpy", "c")
+
+
 def uses_quadrature(deriv) -> bool:
     """True if ``deriv``'s generated code is the sphere-quadrature module (no closed forms
     for a positive-homogeneous phi), False for the closed-form modules."""
@@ -89,13 +102,20 @@ def generate(act, langs=("numpy", "c"), module: str | None = None, plan=None
     """Stage 4: ``{lang: {filename: source}}`` of the generated modules: the closed forms, or,
     for an activation without them, sphere quadrature + moment forms
     (:mod:`bnmft.codegen.quadrature`; ``plan``, its panel width and verification against the
-    mpmath route, is computed unless given: the verification takes a minute)."""
+    mpmath route, is computed unless given: the verification takes a minute). Closed-form
+    modules are verified against bnmft's mpmath evaluation of the closed forms at B = 4 ...
+    10^6 (:func:`bnmft.codegen.closed_forms.verify_closed`; the C kernels compiled), which
+    their headers state."""
     from bnmft.codegen import generate as _generate
 
     deriv = derivation(act)
     module = module or module_name(deriv.activation.name)
     if not uses_quadrature(deriv):
-        return {lang: _generate(deriv, lang=lang, module=module) for lang in langs}
+        from bnmft.codegen.closed_forms import verify_closed
+
+        record = verify_closed(deriv, module, ("numpy", "c") if "c" in langs else _checkable())
+        return {lang: _generate(deriv, lang=lang, module=module, verified=record)
+                for lang in langs}
     from bnmft.codegen.quadrature import generate_quadrature, plan_for
 
     plan = plan or plan_for(deriv.activation, module)
