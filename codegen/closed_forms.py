@@ -167,6 +167,9 @@ def verify_closed(deriv, module: str, languages=("numpy", "c"), Bs=None) -> Clos
     from .quadrature import REQUIRED_RTOL, VERIFY_BATCH_SIZES, VerificationError
     from .quadrature import agreement_digits
 
+    from .prepare import check_module_name
+
+    check_module_name(module)  # before the references are computed
     Bs = tuple(VERIFY_BATCH_SIZES if Bs is None else Bs)
     x = np.asarray(Bs, dtype=float)
     ref = _closed_references(deriv, Bs)
