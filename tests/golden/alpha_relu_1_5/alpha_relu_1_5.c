@@ -68,7 +68,7 @@ static double bnmft_hyp2f1_1_4_1_4_3_2(double z)
     for (int k = 0; k < 400; ++k) {
         term *= (0.25 + k) * (0.25 + k) / ((1.5 + k) * (k + 1.0)) * z;
         total += term;
-        if (k + 1 >= 1 && fabs(term) * tail <= 1.3877787807814457e-17 * fabs(total)) {
+        if (fabs(term) * tail <= 1.3877787807814457e-17 * fabs(total)) {
             break;
         }
     }
@@ -93,7 +93,7 @@ static double bnmft_hyp2f1_m1_4_m1_4_1_2(double z)
     for (int k = 0; k < 400; ++k) {
         term *= (-0.25 + k) * (-0.25 + k) / ((0.5 + k) * (k + 1.0)) * z;
         total += term;
-        if (k + 1 >= 1 && fabs(term) * tail <= 1.3877787807814457e-17 * fabs(total)) {
+        if (fabs(term) * tail <= 1.3877787807814457e-17 * fabs(total)) {
             break;
         }
     }
@@ -118,7 +118,7 @@ static double bnmft_hyp2f1_m1_4_m1_4_3_2(double z)
     for (int k = 0; k < 400; ++k) {
         term *= (-0.25 + k) * (-0.25 + k) / ((1.5 + k) * (k + 1.0)) * z;
         total += term;
-        if (k + 1 >= 1 && fabs(term) * tail <= 1.3877787807814457e-17 * fabs(total)) {
+        if (fabs(term) * tail <= 1.3877787807814457e-17 * fabs(total)) {
             break;
         }
     }
@@ -143,7 +143,7 @@ static double bnmft_hyp2f1_m3_4_m3_4_1_2(double z)
     for (int k = 0; k < 400; ++k) {
         term *= (-0.75 + k) * (-0.75 + k) / ((0.5 + k) * (k + 1.0)) * z;
         total += term;
-        if (k + 1 >= 1 && fabs(term) * tail <= 1.3877787807814457e-17 * fabs(total)) {
+        if (fabs(term) * tail <= 1.3877787807814457e-17 * fabs(total)) {
             break;
         }
     }
@@ -168,7 +168,7 @@ static double bnmft_hyp2f1_m3_4_m3_4_3_2(double z)
     for (int k = 0; k < 400; ++k) {
         term *= (-0.75 + k) * (-0.75 + k) / ((1.5 + k) * (k + 1.0)) * z;
         total += term;
-        if (k + 1 >= 1 && fabs(term) * tail <= 1.3877787807814457e-17 * fabs(total)) {
+        if (fabs(term) * tail <= 1.3877787807814457e-17 * fabs(total)) {
             break;
         }
     }
@@ -193,7 +193,7 @@ static double bnmft_hyp2f1_m5_4_m1_4_3_2(double z)
     for (int k = 0; k < 400; ++k) {
         term *= (-1.25 + k) * (-0.25 + k) / ((1.5 + k) * (k + 1.0)) * z;
         total += term;
-        if (k + 1 >= 1 && fabs(term) * tail <= 1.3877787807814457e-17 * fabs(total)) {
+        if (fabs(term) * tail <= 1.3877787807814457e-17 * fabs(total)) {
             break;
         }
     }
@@ -218,7 +218,7 @@ static double bnmft_hyp2f1_m5_4_m5_4_1_2(double z)
     for (int k = 0; k < 400; ++k) {
         term *= (-1.25 + k) * (-1.25 + k) / ((0.5 + k) * (k + 1.0)) * z;
         total += term;
-        if (k + 1 >= 1 && fabs(term) * tail <= 1.3877787807814457e-17 * fabs(total)) {
+        if (fabs(term) * tail <= 1.3877787807814457e-17 * fabs(total)) {
             break;
         }
     }
@@ -243,7 +243,7 @@ static double bnmft_hyp2f1_m7_4_m3_4_1_2(double z)
     for (int k = 0; k < 400; ++k) {
         term *= (-1.75 + k) * (-0.75 + k) / ((0.5 + k) * (k + 1.0)) * z;
         total += term;
-        if (k + 1 >= 1 && fabs(term) * tail <= 1.3877787807814457e-17 * fabs(total)) {
+        if (fabs(term) * tail <= 1.3877787807814457e-17 * fabs(total)) {
             break;
         }
     }

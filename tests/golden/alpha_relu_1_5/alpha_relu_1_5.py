@@ -37,12 +37,14 @@ def _gamma_ratio_1_2(x):
     """
     x = numpy.asarray(x, dtype=numpy.float64)
     y = numpy.where(x > 0, x, numpy.nan)
-    m = numpy.where(x > 0, numpy.ceil(numpy.clip(32.0 - x, 0.0, 32.0)), 0.0)
     p = numpy.ones_like(y)
-    for _ in range(int(numpy.max(m, initial=0.0))):
-        low = y < 32.0
-        p = numpy.where(low, p * (y / (y + 0.5)), p)
-        y = numpy.where(low, y + 1.0, y)
+    flat_y, flat_p = y.reshape(-1), p.reshape(-1)  # views: updated in place
+    low = numpy.flatnonzero(flat_y < 32.0)
+    while low.size:
+        v = flat_y[low]
+        flat_p[low] *= v / (v + 0.5)
+        flat_y[low] = v + 1.0
+        low = low[v + 1.0 < 32.0]
     t = 1.0 / y
     s = numpy.zeros_like(y)
     for c in (
@@ -69,17 +71,24 @@ def _hyp2f1_1_4_1_4_3_2(z):
     """
     z = numpy.asarray(z, dtype=numpy.float64)
     ok = numpy.abs(z) <= 0.5
-    z = numpy.where(ok, z, 0.0)
-    rho = 1.0 * numpy.abs(z)
+    zz = numpy.where(ok, z, 0.0).reshape(-1)
+    rho = 1.0 * numpy.abs(zz)
     tail = rho / (1.0 - rho)
-    term = numpy.ones_like(z)
-    total = numpy.ones_like(z)
+    out = numpy.ones_like(zz)
+    idx = numpy.arange(zz.size)  # the elements still summed, with their term and sum
+    term = numpy.ones_like(zz)
+    total = numpy.ones_like(zz)
     for k in range(400):
-        term = term * ((0.25 + k) * (0.25 + k) / ((1.5 + k) * (k + 1.0)) * z)
-        total = total + term
-        if k + 1 >= 1 and numpy.all(numpy.abs(term) * tail <= 1.3877787807814457e-17 * numpy.abs(total)):
+        if not idx.size:
             break
-    return numpy.where(ok, total, numpy.nan)
+        term = term * ((0.25 + k) * (0.25 + k) / ((1.5 + k) * (k + 1.0)) * zz)
+        total = total + term
+        done = numpy.abs(term) * tail <= 1.3877787807814457e-17 * numpy.abs(total)
+        out[idx[done]] = total[done]
+        keep = ~done
+        idx, term, total, zz, tail = idx[keep], term[keep], total[keep], zz[keep], tail[keep]
+    out[idx] = total
+    return numpy.where(ok, out.reshape(z.shape), numpy.nan)
 
 
 def _hyp2f1_m1_4_m1_4_1_2(z):
@@ -91,17 +100,24 @@ def _hyp2f1_m1_4_m1_4_1_2(z):
     """
     z = numpy.asarray(z, dtype=numpy.float64)
     ok = numpy.abs(z) <= 0.5
-    z = numpy.where(ok, z, 0.0)
-    rho = 1.0 * numpy.abs(z)
+    zz = numpy.where(ok, z, 0.0).reshape(-1)
+    rho = 1.0 * numpy.abs(zz)
     tail = rho / (1.0 - rho)
-    term = numpy.ones_like(z)
-    total = numpy.ones_like(z)
+    out = numpy.ones_like(zz)
+    idx = numpy.arange(zz.size)  # the elements still summed, with their term and sum
+    term = numpy.ones_like(zz)
+    total = numpy.ones_like(zz)
     for k in range(400):
-        term = term * ((-0.25 + k) * (-0.25 + k) / ((0.5 + k) * (k + 1.0)) * z)
-        total = total + term
-        if k + 1 >= 1 and numpy.all(numpy.abs(term) * tail <= 1.3877787807814457e-17 * numpy.abs(total)):
+        if not idx.size:
             break
-    return numpy.where(ok, total, numpy.nan)
+        term = term * ((-0.25 + k) * (-0.25 + k) / ((0.5 + k) * (k + 1.0)) * zz)
+        total = total + term
+        done = numpy.abs(term) * tail <= 1.3877787807814457e-17 * numpy.abs(total)
+        out[idx[done]] = total[done]
+        keep = ~done
+        idx, term, total, zz, tail = idx[keep], term[keep], total[keep], zz[keep], tail[keep]
+    out[idx] = total
+    return numpy.where(ok, out.reshape(z.shape), numpy.nan)
 
 
 def _hyp2f1_m1_4_m1_4_3_2(z):
@@ -113,17 +129,24 @@ def _hyp2f1_m1_4_m1_4_3_2(z):
     """
     z = numpy.asarray(z, dtype=numpy.float64)
     ok = numpy.abs(z) <= 0.5
-    z = numpy.where(ok, z, 0.0)
-    rho = 1.0 * numpy.abs(z)
+    zz = numpy.where(ok, z, 0.0).reshape(-1)
+    rho = 1.0 * numpy.abs(zz)
     tail = rho / (1.0 - rho)
-    term = numpy.ones_like(z)
-    total = numpy.ones_like(z)
+    out = numpy.ones_like(zz)
+    idx = numpy.arange(zz.size)  # the elements still summed, with their term and sum
+    term = numpy.ones_like(zz)
+    total = numpy.ones_like(zz)
     for k in range(400):
-        term = term * ((-0.25 + k) * (-0.25 + k) / ((1.5 + k) * (k + 1.0)) * z)
-        total = total + term
-        if k + 1 >= 1 and numpy.all(numpy.abs(term) * tail <= 1.3877787807814457e-17 * numpy.abs(total)):
+        if not idx.size:
             break
-    return numpy.where(ok, total, numpy.nan)
+        term = term * ((-0.25 + k) * (-0.25 + k) / ((1.5 + k) * (k + 1.0)) * zz)
+        total = total + term
+        done = numpy.abs(term) * tail <= 1.3877787807814457e-17 * numpy.abs(total)
+        out[idx[done]] = total[done]
+        keep = ~done
+        idx, term, total, zz, tail = idx[keep], term[keep], total[keep], zz[keep], tail[keep]
+    out[idx] = total
+    return numpy.where(ok, out.reshape(z.shape), numpy.nan)
 
 
 def _hyp2f1_m3_4_m3_4_1_2(z):
@@ -135,17 +158,24 @@ def _hyp2f1_m3_4_m3_4_1_2(z):
     """
     z = numpy.asarray(z, dtype=numpy.float64)
     ok = numpy.abs(z) <= 0.5
-    z = numpy.where(ok, z, 0.0)
-    rho = 1.0 * numpy.abs(z)
+    zz = numpy.where(ok, z, 0.0).reshape(-1)
+    rho = 1.0 * numpy.abs(zz)
     tail = rho / (1.0 - rho)
-    term = numpy.ones_like(z)
-    total = numpy.ones_like(z)
+    out = numpy.ones_like(zz)
+    idx = numpy.arange(zz.size)  # the elements still summed, with their term and sum
+    term = numpy.ones_like(zz)
+    total = numpy.ones_like(zz)
     for k in range(400):
-        term = term * ((-0.75 + k) * (-0.75 + k) / ((0.5 + k) * (k + 1.0)) * z)
-        total = total + term
-        if k + 1 >= 1 and numpy.all(numpy.abs(term) * tail <= 1.3877787807814457e-17 * numpy.abs(total)):
+        if not idx.size:
             break
-    return numpy.where(ok, total, numpy.nan)
+        term = term * ((-0.75 + k) * (-0.75 + k) / ((0.5 + k) * (k + 1.0)) * zz)
+        total = total + term
+        done = numpy.abs(term) * tail <= 1.3877787807814457e-17 * numpy.abs(total)
+        out[idx[done]] = total[done]
+        keep = ~done
+        idx, term, total, zz, tail = idx[keep], term[keep], total[keep], zz[keep], tail[keep]
+    out[idx] = total
+    return numpy.where(ok, out.reshape(z.shape), numpy.nan)
 
 
 def _hyp2f1_m3_4_m3_4_3_2(z):
@@ -157,17 +187,24 @@ def _hyp2f1_m3_4_m3_4_3_2(z):
     """
     z = numpy.asarray(z, dtype=numpy.float64)
     ok = numpy.abs(z) <= 0.5
-    z = numpy.where(ok, z, 0.0)
-    rho = 1.0 * numpy.abs(z)
+    zz = numpy.where(ok, z, 0.0).reshape(-1)
+    rho = 1.0 * numpy.abs(zz)
     tail = rho / (1.0 - rho)
-    term = numpy.ones_like(z)
-    total = numpy.ones_like(z)
+    out = numpy.ones_like(zz)
+    idx = numpy.arange(zz.size)  # the elements still summed, with their term and sum
+    term = numpy.ones_like(zz)
+    total = numpy.ones_like(zz)
     for k in range(400):
-        term = term * ((-0.75 + k) * (-0.75 + k) / ((1.5 + k) * (k + 1.0)) * z)
-        total = total + term
-        if k + 1 >= 1 and numpy.all(numpy.abs(term) * tail <= 1.3877787807814457e-17 * numpy.abs(total)):
+        if not idx.size:
             break
-    return numpy.where(ok, total, numpy.nan)
+        term = term * ((-0.75 + k) * (-0.75 + k) / ((1.5 + k) * (k + 1.0)) * zz)
+        total = total + term
+        done = numpy.abs(term) * tail <= 1.3877787807814457e-17 * numpy.abs(total)
+        out[idx[done]] = total[done]
+        keep = ~done
+        idx, term, total, zz, tail = idx[keep], term[keep], total[keep], zz[keep], tail[keep]
+    out[idx] = total
+    return numpy.where(ok, out.reshape(z.shape), numpy.nan)
 
 
 def _hyp2f1_m5_4_m1_4_3_2(z):
@@ -179,17 +216,24 @@ def _hyp2f1_m5_4_m1_4_3_2(z):
     """
     z = numpy.asarray(z, dtype=numpy.float64)
     ok = numpy.abs(z) <= 0.5
-    z = numpy.where(ok, z, 0.0)
-    rho = 1.0 * numpy.abs(z)
+    zz = numpy.where(ok, z, 0.0).reshape(-1)
+    rho = 1.0 * numpy.abs(zz)
     tail = rho / (1.0 - rho)
-    term = numpy.ones_like(z)
-    total = numpy.ones_like(z)
+    out = numpy.ones_like(zz)
+    idx = numpy.arange(zz.size)  # the elements still summed, with their term and sum
+    term = numpy.ones_like(zz)
+    total = numpy.ones_like(zz)
     for k in range(400):
-        term = term * ((-1.25 + k) * (-0.25 + k) / ((1.5 + k) * (k + 1.0)) * z)
-        total = total + term
-        if k + 1 >= 1 and numpy.all(numpy.abs(term) * tail <= 1.3877787807814457e-17 * numpy.abs(total)):
+        if not idx.size:
             break
-    return numpy.where(ok, total, numpy.nan)
+        term = term * ((-1.25 + k) * (-0.25 + k) / ((1.5 + k) * (k + 1.0)) * zz)
+        total = total + term
+        done = numpy.abs(term) * tail <= 1.3877787807814457e-17 * numpy.abs(total)
+        out[idx[done]] = total[done]
+        keep = ~done
+        idx, term, total, zz, tail = idx[keep], term[keep], total[keep], zz[keep], tail[keep]
+    out[idx] = total
+    return numpy.where(ok, out.reshape(z.shape), numpy.nan)
 
 
 def _hyp2f1_m5_4_m5_4_1_2(z):
@@ -201,17 +245,24 @@ def _hyp2f1_m5_4_m5_4_1_2(z):
     """
     z = numpy.asarray(z, dtype=numpy.float64)
     ok = numpy.abs(z) <= 0.5
-    z = numpy.where(ok, z, 0.0)
-    rho = 1.0 * numpy.abs(z)
+    zz = numpy.where(ok, z, 0.0).reshape(-1)
+    rho = 1.0 * numpy.abs(zz)
     tail = rho / (1.0 - rho)
-    term = numpy.ones_like(z)
-    total = numpy.ones_like(z)
+    out = numpy.ones_like(zz)
+    idx = numpy.arange(zz.size)  # the elements still summed, with their term and sum
+    term = numpy.ones_like(zz)
+    total = numpy.ones_like(zz)
     for k in range(400):
-        term = term * ((-1.25 + k) * (-1.25 + k) / ((0.5 + k) * (k + 1.0)) * z)
-        total = total + term
-        if k + 1 >= 1 and numpy.all(numpy.abs(term) * tail <= 1.3877787807814457e-17 * numpy.abs(total)):
+        if not idx.size:
             break
-    return numpy.where(ok, total, numpy.nan)
+        term = term * ((-1.25 + k) * (-1.25 + k) / ((0.5 + k) * (k + 1.0)) * zz)
+        total = total + term
+        done = numpy.abs(term) * tail <= 1.3877787807814457e-17 * numpy.abs(total)
+        out[idx[done]] = total[done]
+        keep = ~done
+        idx, term, total, zz, tail = idx[keep], term[keep], total[keep], zz[keep], tail[keep]
+    out[idx] = total
+    return numpy.where(ok, out.reshape(z.shape), numpy.nan)
 
 
 def _hyp2f1_m7_4_m3_4_1_2(z):
@@ -223,17 +274,24 @@ def _hyp2f1_m7_4_m3_4_1_2(z):
     """
     z = numpy.asarray(z, dtype=numpy.float64)
     ok = numpy.abs(z) <= 0.5
-    z = numpy.where(ok, z, 0.0)
-    rho = 1.0 * numpy.abs(z)
+    zz = numpy.where(ok, z, 0.0).reshape(-1)
+    rho = 1.0 * numpy.abs(zz)
     tail = rho / (1.0 - rho)
-    term = numpy.ones_like(z)
-    total = numpy.ones_like(z)
+    out = numpy.ones_like(zz)
+    idx = numpy.arange(zz.size)  # the elements still summed, with their term and sum
+    term = numpy.ones_like(zz)
+    total = numpy.ones_like(zz)
     for k in range(400):
-        term = term * ((-1.75 + k) * (-0.75 + k) / ((0.5 + k) * (k + 1.0)) * z)
-        total = total + term
-        if k + 1 >= 1 and numpy.all(numpy.abs(term) * tail <= 1.3877787807814457e-17 * numpy.abs(total)):
+        if not idx.size:
             break
-    return numpy.where(ok, total, numpy.nan)
+        term = term * ((-1.75 + k) * (-0.75 + k) / ((0.5 + k) * (k + 1.0)) * zz)
+        total = total + term
+        done = numpy.abs(term) * tail <= 1.3877787807814457e-17 * numpy.abs(total)
+        out[idx[done]] = total[done]
+        keep = ~done
+        idx, term, total, zz, tail = idx[keep], term[keep], total[keep], zz[keep], tail[keep]
+    out[idx] = total
+    return numpy.where(ok, out.reshape(z.shape), numpy.nan)
 
 
 def q_star(B):
