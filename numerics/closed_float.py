@@ -131,7 +131,8 @@ def gamma_ratio(x: np.ndarray, ex: np.ndarray, a: Fraction, prec: Precision = FL
 
 
 def _ratio_sup(a: Fraction, b: Fraction, c: Fraction) -> np.ndarray:
-    """Bounds on the term ratios of the 2F1 series (:func:`bnmft.derive.special.hyp2f1_ratio_sup`)."""
+    """Bounds on the term ratios of the 2F1 series
+    (:func:`bnmft.derive.special.hyp2f1_ratio_sup`)."""
     return hyp2f1_ratio_sup(a, b, c, _MAX_TERMS)
 
 
