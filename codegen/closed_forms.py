@@ -15,7 +15,8 @@ import sympy as sp
 
 from .errors import CodegenError
 from .render import one_line
-from .spec import Constant, FunctionSpec, ModuleSpec, batch_argument, with_depth_definitions
+from .spec import Constant, FunctionSpec, ModuleSpec, ScaleParameter, batch_argument
+from .spec import with_depth_definitions
 
 #: Symbols of the compact (paper) form, explained where they appear.
 _KERNEL_SYMBOLS = frozenset({"J", "Jp"})
@@ -112,6 +113,34 @@ class ClosedVerification:
         )
 
 
+#: The input scale: the generated functions of ``phi`` evaluate those of ``phi(gamma x)``.
+GAMMA = sp.Symbol("gamma", positive=True)
+
+
+def input_scale_parameter(deriv) -> ScaleParameter | None:
+    """``gamma`` of ``phi(gamma x)`` (``gamma > 0``) for a positive-homogeneous ``phi`` of
+    degree ``alpha``: each quantity's factor derived from its moment form
+    (:func:`bnmft.derive.homogeneous.input_scale`; ``gamma^(2 alpha)`` for ``q*``, 1 for the
+    others); None without homogeneity or moment forms (e.g. bare quantities)."""
+    hom = getattr(getattr(deriv, "activation", None), "homogeneous", None)
+    quantities = getattr(deriv, "quantities", None)
+    if hom is None or quantities is None:
+        return None
+    from bnmft.derive.homogeneous import input_scale
+
+    factors = []
+    for q in quantities:
+        if q.name in deriv.closed and q.moment_form is not None:
+            try:
+                factors.append((q.name, input_scale(q.moment_form, hom.alpha, GAMMA)))
+            except ValueError:
+                return None
+    return ScaleParameter(
+        symbol=GAMMA, name="gamma", meaning="the input scale: the values for phi(gamma x)",
+        valid=sp.Symbol("gamma", real=True) > 0, valid_text="gamma > 0",
+        factors=tuple(factors))
+
+
 def closed_form_module(quantities, *, module: str, activation_name: str | None = None,
                        verified: ClosedVerification | None = None):
     """The :class:`ModuleSpec` of the closed forms in ``quantities`` (see
@@ -135,6 +164,7 @@ def closed_form_module(quantities, *, module: str, activation_name: str | None =
         header=header,
         description=description,
         constants=constants,
+        scale=input_scale_parameter(quantities),
     )
 
 

@@ -178,8 +178,12 @@ def test_golden(relu_sources, filename, request):
 
 def test_generation_is_deterministic(relu, relu_sources):
     again = generate(list(relu.closed.values()), lang="c", module="relu", activation_name="relu")
-    again.update(generate(relu, lang="numpy", module="relu"))
+    again.update(generate(dict(relu.closed), lang="numpy", module="relu", activation_name="relu"))
     assert again == relu_sources
+    # a whole Derivation adds the input scale gamma (tests/test_codegen_scale.py)
+    whole = generate(relu, lang="numpy", module="relu")
+    assert whole == generate(relu, lang="numpy", module="relu")
+    assert "def q_star(B, *, gamma=None):" in whole["relu.py"]
 
 
 def test_generation_does_not_depend_on_hash_seed():

@@ -145,6 +145,36 @@ def _fused(module: PreparedModule, printer: CKernelPrinter) -> dict:
     }
 
 
+#: Documentation of the parameterised kernels (``{p}``: the parameter, ``{module}``).
+_SCALE_DOC = (
+    "{module}_QTY_p and {module}_all_p: as {module}_QTY and {module}_all, for phi({p} x): "
+    "{p} is NULL (the module's activation itself) or n values, one per element of B; each "
+    "output is multiplied by its factor below, and is NaN where not {valid}. {p} must not "
+    "overlap an output array. Factors (derived from the moment forms): {factors}."
+)
+
+
+def _scale(module: PreparedModule, printer: CKernelPrinter, kernels: list) -> dict | None:
+    """Template context of the ``_p`` kernels of the module's scale parameter: the parameter
+    name, the validity condition and each quantity's factor, printed in the local ``p``."""
+    scale = module.spec.scale
+    if scale is None:
+        return None
+    local = sp.Symbol("bnmft_p")
+    rename = {s: local for s in (scale.symbol, *scale.valid.free_symbols)
+              if s.name == scale.name}
+    factors = [(q.name, printer.doprint(scale.factor(q.name).xreplace(rename)))
+               for q in module.functions]
+    text = ", ".join(f"{name}: {sp.sstr(scale.factor(name))}" for name, _ in factors)
+    return {
+        "name": scale.name,
+        "valid": printer.doprint(scale.valid.xreplace(rename)),
+        "factors": factors,
+        "doc": _comment(_SCALE_DOC.format(module=module.spec.name, p=scale.name,
+                                          valid=scale.valid_text, factors=text)),
+    }
+
+
 def render(module: PreparedModule) -> dict[str, str]:
     """``{module}.c`` and ``{module}.h`` for ``module`` (functions of ``B`` only; the spec's
     numpy constants have no C counterpart, the header notes carry the same facts)."""
@@ -168,6 +198,7 @@ def render(module: PreparedModule) -> dict[str, str]:
             }
         )
     fused = _fused(module, printer)  # before the constants are collected: it may use some
+    scale = _scale(module, printer, kernels)
     context = {
         "header": [comment_safe(line) for line in header_lines(module)],
         "title": comment_safe(one_line(spec.title)),
@@ -179,6 +210,7 @@ def render(module: PreparedModule) -> dict[str, str]:
         "fused": fused,
         "constants": sorted(printer.constants.items()),
         "helpers": [printer.helpers[k] for k in sorted(printer.helpers)],
+        "scale": scale,
     }
     return {
         f"{spec.name}.c": _ENV.get_template("module.c.jinja").render(context),

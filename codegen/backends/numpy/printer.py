@@ -110,8 +110,16 @@ def render(module: PreparedModule) -> dict[str, str]:
         else:
             assigns = [(printer.doprint(s), printer.doprint(e)) for s, e in q.temporaries]
             body = assigns, f"numpy.asarray({printer.doprint(q.result)}, dtype=numpy.float64)"
+        scale_factor = None
+        if spec.scale is not None:
+            scale_factor = printer.doprint(spec.scale.factor(q.name))
+            doc = doc + ["Keyword:"] + ["    " + line for line in wrap(
+                f"{spec.scale.name} = {spec.scale.meaning}, times {scale_factor} (broadcast "
+                f"with B; None: the module's activation itself); ValueError unless "
+                f"{spec.scale.valid_text} everywhere.", WIDTH - 12)]
         functions.append(
             {
+                "scale_factor": scale_factor,
                 "name": q.name,
                 "arguments": ", ".join(q.argument_names),
                 "summary": _doc_safe(doc[0]),
@@ -135,8 +143,18 @@ def render(module: PreparedModule) -> dict[str, str]:
         + [repr(q.name) for q in module.functions],
         functions=functions,
         helpers=[printer.helpers[k] for k in sorted(printer.helpers)],
+        scale=_scale(spec.scale, printer),
     )
     return {f"{spec.name}.py": text}
+
+
+def _scale(scale, printer) -> dict | None:
+    """Template context of the module's keyword scale parameter (:class:`ScaleParameter`)."""
+    if scale is None:
+        return None
+    return {"name": scale.name, "valid": printer.doprint(scale.valid),
+            "message": repr(f"{scale.name} must satisfy {scale.valid_text} ({scale.meaning})"),
+            "valid_text": scale.valid_text}
 
 
 __all__ = ["NumpyModulePrinter", "render"]

@@ -456,3 +456,127 @@ void alpha_relu_1_5_all(size_t n, const double *B,
         if (max_trainable_depth) max_trainable_depth[i] = 16*x35;
     }
 }
+
+void alpha_relu_1_5_q_star_p(size_t n, const double *B, const double *gamma, double *out)
+{
+    alpha_relu_1_5_q_star(n, B, out);
+    if (!gamma) {
+        return;
+    }
+    for (size_t i = 0; i < n; ++i) {
+        const double bnmft_p = gamma[i];
+        out[i] = (bnmft_p > 0) ? out[i] * (pow(bnmft_p, 3)) : NAN;
+    }
+}
+
+void alpha_relu_1_5_c_star_p(size_t n, const double *B, const double *gamma, double *out)
+{
+    alpha_relu_1_5_c_star(n, B, out);
+    if (!gamma) {
+        return;
+    }
+    for (size_t i = 0; i < n; ++i) {
+        const double bnmft_p = gamma[i];
+        out[i] = (bnmft_p > 0) ? out[i] : NAN;
+    }
+}
+
+void alpha_relu_1_5_lambda_G_p(size_t n, const double *B, const double *gamma, double *out)
+{
+    alpha_relu_1_5_lambda_G(n, B, out);
+    if (!gamma) {
+        return;
+    }
+    for (size_t i = 0; i < n; ++i) {
+        const double bnmft_p = gamma[i];
+        out[i] = (bnmft_p > 0) ? out[i] : NAN;
+    }
+}
+
+void alpha_relu_1_5_lambda_L_p(size_t n, const double *B, const double *gamma, double *out)
+{
+    alpha_relu_1_5_lambda_L(n, B, out);
+    if (!gamma) {
+        return;
+    }
+    for (size_t i = 0; i < n; ++i) {
+        const double bnmft_p = gamma[i];
+        out[i] = (bnmft_p > 0) ? out[i] : NAN;
+    }
+}
+
+void alpha_relu_1_5_lambda_M_p(size_t n, const double *B, const double *gamma, double *out)
+{
+    alpha_relu_1_5_lambda_M(n, B, out);
+    if (!gamma) {
+        return;
+    }
+    for (size_t i = 0; i < n; ++i) {
+        const double bnmft_p = gamma[i];
+        out[i] = (bnmft_p > 0) ? out[i] : NAN;
+    }
+}
+
+void alpha_relu_1_5_gradient_rate_p(size_t n, const double *B, const double *gamma, double *out)
+{
+    alpha_relu_1_5_gradient_rate(n, B, out);
+    if (!gamma) {
+        return;
+    }
+    for (size_t i = 0; i < n; ++i) {
+        const double bnmft_p = gamma[i];
+        out[i] = (bnmft_p > 0) ? out[i] : NAN;
+    }
+}
+
+void alpha_relu_1_5_depth_scale_p(size_t n, const double *B, const double *gamma, double *out)
+{
+    alpha_relu_1_5_depth_scale(n, B, out);
+    if (!gamma) {
+        return;
+    }
+    for (size_t i = 0; i < n; ++i) {
+        const double bnmft_p = gamma[i];
+        out[i] = (bnmft_p > 0) ? out[i] : NAN;
+    }
+}
+
+void alpha_relu_1_5_max_trainable_depth_p(size_t n, const double *B, const double *gamma, double *out)
+{
+    alpha_relu_1_5_max_trainable_depth(n, B, out);
+    if (!gamma) {
+        return;
+    }
+    for (size_t i = 0; i < n; ++i) {
+        const double bnmft_p = gamma[i];
+        out[i] = (bnmft_p > 0) ? out[i] : NAN;
+    }
+}
+
+void alpha_relu_1_5_all_p(size_t n, const double *B, const double *gamma,
+                          double *q_star,
+                          double *c_star,
+                          double *lambda_G,
+                          double *lambda_L,
+                          double *lambda_M,
+                          double *gradient_rate,
+                          double *depth_scale,
+                          double *max_trainable_depth)
+{
+    alpha_relu_1_5_all(n, B, q_star, c_star, lambda_G, lambda_L, lambda_M, gradient_rate, depth_scale, max_trainable_depth);
+    if (!gamma) {
+        return;
+    }
+    for (size_t i = 0; i < n; ++i) {
+        const double bnmft_p = gamma[i];
+        const int ok = bnmft_p > 0;
+        if (q_star) q_star[i] = ok ? q_star[i] * (pow(bnmft_p, 3)) : NAN;
+        if (c_star) c_star[i] = ok ? c_star[i] : NAN;
+        if (lambda_G) lambda_G[i] = ok ? lambda_G[i] : NAN;
+        if (lambda_L) lambda_L[i] = ok ? lambda_L[i] : NAN;
+        if (lambda_M) lambda_M[i] = ok ? lambda_M[i] : NAN;
+        if (gradient_rate) gradient_rate[i] = ok ? gradient_rate[i] : NAN;
+        if (depth_scale) depth_scale[i] = ok ? depth_scale[i] : NAN;
+        if (max_trainable_depth) max_trainable_depth[i] = ok ? max_trainable_depth[i] : NAN;
+    }
+}

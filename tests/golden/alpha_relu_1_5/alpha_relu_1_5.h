@@ -211,6 +211,31 @@ void alpha_relu_1_5_all(size_t n, const double *B,
                         double *depth_scale,
                         double *max_trainable_depth);
 
+/*
+ * alpha_relu_1_5_QTY_p and alpha_relu_1_5_all_p: as alpha_relu_1_5_QTY and alpha_relu_1_5_all, for
+ * phi(gamma x): gamma is NULL (the module's activation itself) or n values, one per element of B;
+ * each output is multiplied by its factor below, and is NaN where not gamma > 0. gamma must not
+ * overlap an output array. Factors (derived from the moment forms): q_star: gamma**3, c_star: 1,
+ * lambda_G: 1, lambda_L: 1, lambda_M: 1, gradient_rate: 1, depth_scale: 1, max_trainable_depth: 1.
+ */
+void alpha_relu_1_5_q_star_p(size_t n, const double *B, const double *gamma, double *out);
+void alpha_relu_1_5_c_star_p(size_t n, const double *B, const double *gamma, double *out);
+void alpha_relu_1_5_lambda_G_p(size_t n, const double *B, const double *gamma, double *out);
+void alpha_relu_1_5_lambda_L_p(size_t n, const double *B, const double *gamma, double *out);
+void alpha_relu_1_5_lambda_M_p(size_t n, const double *B, const double *gamma, double *out);
+void alpha_relu_1_5_gradient_rate_p(size_t n, const double *B, const double *gamma, double *out);
+void alpha_relu_1_5_depth_scale_p(size_t n, const double *B, const double *gamma, double *out);
+void alpha_relu_1_5_max_trainable_depth_p(size_t n, const double *B, const double *gamma, double *out);
+void alpha_relu_1_5_all_p(size_t n, const double *B, const double *gamma,
+                          double *q_star,
+                          double *c_star,
+                          double *lambda_G,
+                          double *lambda_L,
+                          double *lambda_M,
+                          double *gradient_rate,
+                          double *depth_scale,
+                          double *max_trainable_depth);
+
 #ifdef __cplusplus
 }
 #endif

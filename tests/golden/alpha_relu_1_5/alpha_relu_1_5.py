@@ -27,6 +27,14 @@ __all__ = [
 ]
 
 
+def _check_gamma(gamma):
+    """gamma as a float64 array; ValueError unless gamma > 0 everywhere."""
+    gamma = numpy.asarray(gamma, dtype=numpy.float64)
+    if not numpy.all(numpy.greater(gamma, 0)):
+        raise ValueError('gamma must satisfy gamma > 0 (the input scale: the values for phi(gamma x))')
+    return gamma
+
+
 def _gamma_ratio_1_2(x):
     """Gamma(x + 1/2)/Gamma(x) for x > 0 (nan elsewhere), elementwise.
 
@@ -294,7 +302,7 @@ def _hyp2f1_m7_4_m3_4_1_2(z):
     return numpy.where(ok, out.reshape(z.shape), numpy.nan)
 
 
-def q_star(B):
+def q_star(B, *, gamma=None):
     """q_star(B) for activation alpha_relu:1.5, elementwise in B.
 
     Formula:
@@ -305,12 +313,18 @@ def q_star(B):
         Mehler series for non-integer degree)
     Valid for:
         B >= 4
+    Keyword:
+        gamma = the input scale: the values for phi(gamma x), times gamma**3 (broadcast with B;
+        None: the module's activation itself); ValueError unless gamma > 0 everywhere.
     """
     B = numpy.asarray(B, dtype=numpy.float64)
+    if gamma is not None:
+        value, gamma = numpy.broadcast_arrays(q_star(B), _check_gamma(gamma))
+        return value * (gamma**3)
     return numpy.asarray(2*numpy.sqrt(B - 1)*_gamma_ratio_1_2((1/2)*B)/(numpy.sqrt(numpy.pi)*B), dtype=numpy.float64)
 
 
-def c_star(B):
+def c_star(B, *, gamma=None):
     """c_star(B) for activation alpha_relu:1.5, elementwise in B.
 
     Formula:
@@ -323,14 +337,20 @@ def c_star(B):
         Mehler series for non-integer degree)
     Valid for:
         B >= 4
+    Keyword:
+        gamma = the input scale: the values for phi(gamma x), times 1 (broadcast with B; None:
+        the module's activation itself); ValueError unless gamma > 0 everywhere.
     """
     B = numpy.asarray(B, dtype=numpy.float64)
+    if gamma is not None:
+        value, gamma = numpy.broadcast_arrays(c_star(B), _check_gamma(gamma))
+        return value * (1)
     x0 = B - 1
     x1 = x0**(-2)
     return numpy.asarray((1/2)*numpy.sqrt(2)*numpy.sqrt(numpy.pi)*(0.18491719494928993*_hyp2f1_m3_4_m3_4_1_2(x1) - 0.38023776003784765*_hyp2f1_m1_4_m1_4_3_2(x1)/x0), dtype=numpy.float64)
 
 
-def lambda_G(B):
+def lambda_G(B, *, gamma=None):
     """lambda_G(B) for activation alpha_relu:1.5, elementwise in B.
 
     Formula:
@@ -341,12 +361,18 @@ def lambda_G(B):
         moments (polar integrals; Mehler series for non-integer degree)
     Valid for:
         B >= 4
+    Keyword:
+        gamma = the input scale: the values for phi(gamma x), times 1 (broadcast with B; None:
+        the module's activation itself); ValueError unless gamma > 0 everywhere.
     """
     B = numpy.asarray(B, dtype=numpy.float64)
+    if gamma is not None:
+        value, gamma = numpy.broadcast_arrays(lambda_G(B), _check_gamma(gamma))
+        return value * (1)
     return numpy.full(B.shape, 0, dtype=numpy.float64)
 
 
-def lambda_L(B):
+def lambda_L(B, *, gamma=None):
     """lambda_L(B) for activation alpha_relu:1.5, elementwise in B.
 
     Formula:
@@ -368,8 +394,14 @@ def lambda_L(B):
         half/orthant moments (polar integrals; Mehler series for non-integer degree)
     Valid for:
         B >= 4
+    Keyword:
+        gamma = the input scale: the values for phi(gamma x), times 1 (broadcast with B; None:
+        the module's activation itself); ValueError unless gamma > 0 everywhere.
     """
     B = numpy.asarray(B, dtype=numpy.float64)
+    if gamma is not None:
+        value, gamma = numpy.broadcast_arrays(lambda_L(B), _check_gamma(gamma))
+        return value * (1)
     x0 = 1/numpy.sqrt(numpy.pi)
     x1 = 1/B
     x2 = B - 1
@@ -389,7 +421,7 @@ def lambda_L(B):
     return numpy.asarray((2*x0*x1*x13*x14*x5*x6 - x0*x8 + x1*x12*x13*x15*x5*x6*x9 - 1/2*x14*x15*x2**(7/2)*x7*x9*(-1.3308321601324669*x11*_hyp2f1_m5_4_m1_4_3_2(x10) + 0.46229298737322483*_hyp2f1_m7_4_m3_4_1_2(x10)))/(2*x0*x1*x3*x5*x6 - x12*x8*x9), dtype=numpy.float64)
 
 
-def lambda_M(B):
+def lambda_M(B, *, gamma=None):
     """lambda_M(B) for activation alpha_relu:1.5, elementwise in B.
 
     Formula:
@@ -412,8 +444,14 @@ def lambda_M(B):
         half/orthant moments (polar integrals; Mehler series for non-integer degree)
     Valid for:
         B >= 4
+    Keyword:
+        gamma = the input scale: the values for phi(gamma x), times 1 (broadcast with B; None:
+        the module's activation itself); ValueError unless gamma > 0 everywhere.
     """
     B = numpy.asarray(B, dtype=numpy.float64)
+    if gamma is not None:
+        value, gamma = numpy.broadcast_arrays(lambda_M(B), _check_gamma(gamma))
+        return value * (1)
     x0 = 1/B
     x1 = B - 1
     x2 = x1**(3/2)
@@ -432,7 +470,7 @@ def lambda_M(B):
     return numpy.asarray((-x1**(5/2)*x11*x13*x7 + (1/2)*x12*x14*(-1.1557324684330621*x10*_hyp2f1_m3_4_m3_4_3_2(x9) + 0.38023776003784765*_hyp2f1_m5_4_m5_4_1_2(x9)) + x13*x14*(-1.3308321601324669*x10*_hyp2f1_m5_4_m1_4_3_2(x9) + 0.46229298737322483*_hyp2f1_m7_4_m3_4_1_2(x9)))/(2*x0*x2*x4*x5/numpy.sqrt(numpy.pi) - x11*x2*x7), dtype=numpy.float64)
 
 
-def gradient_rate(B):
+def gradient_rate(B, *, gamma=None):
     """gradient_rate(B) for activation alpha_relu:1.5, elementwise in B.
 
     Formula:
@@ -454,8 +492,14 @@ def gradient_rate(B):
         half/orthant moments (polar integrals; Mehler series for non-integer degree)
     Valid for:
         B >= 4
+    Keyword:
+        gamma = the input scale: the values for phi(gamma x), times 1 (broadcast with B; None:
+        the module's activation itself); ValueError unless gamma > 0 everywhere.
     """
     B = numpy.asarray(B, dtype=numpy.float64)
+    if gamma is not None:
+        value, gamma = numpy.broadcast_arrays(gradient_rate(B), _check_gamma(gamma))
+        return value * (1)
     x0 = 1/numpy.sqrt(numpy.pi)
     x1 = 1/B
     x2 = B - 1
@@ -475,7 +519,7 @@ def gradient_rate(B):
     return numpy.asarray((-9/4*x1*x14*x15 + x12*x14*numpy.sqrt(x2)*(-0.41606368863590232*x9*_hyp2f1_1_4_1_4_3_2(x7) + 0.38023776003784765*_hyp2f1_m1_4_m1_4_1_2(x7)) + x13*x14*(-0.85553496008515728*x10 + 0.41606368863590232*x8) + (9/8)*x14*x15)/(x0*x1*x3*x5*x6 - x13*(-0.38023776003784765*x10 + 0.18491719494928993*x8)), dtype=numpy.float64)
 
 
-def depth_scale(B):
+def depth_scale(B, *, gamma=None):
     """depth_scale(B) for activation alpha_relu:1.5, elementwise in B.
 
     Formula:
@@ -499,8 +543,14 @@ def depth_scale(B):
         integrals; Mehler series for non-integer degree)
     Valid for:
         B >= 4
+    Keyword:
+        gamma = the input scale: the values for phi(gamma x), times 1 (broadcast with B; None:
+        the module's activation itself); ValueError unless gamma > 0 everywhere.
     """
     B = numpy.asarray(B, dtype=numpy.float64)
+    if gamma is not None:
+        value, gamma = numpy.broadcast_arrays(depth_scale(B), _check_gamma(gamma))
+        return value * (1)
     x0 = 1/numpy.sqrt(numpy.pi)
     x1 = 1/B
     x2 = B - 1
@@ -520,7 +570,7 @@ def depth_scale(B):
     return numpy.asarray(1/numpy.log((-9/4*x1*x14*x15 + x12*x14*numpy.sqrt(x2)*(-0.41606368863590232*x9*_hyp2f1_1_4_1_4_3_2(x7) + 0.38023776003784765*_hyp2f1_m1_4_m1_4_1_2(x7)) + x13*x14*(-0.85553496008515728*x10 + 0.41606368863590232*x8) + (9/8)*x14*x15)/(x0*x1*x3*x5*x6 - x13*(-0.38023776003784765*x10 + 0.18491719494928993*x8))), dtype=numpy.float64)
 
 
-def max_trainable_depth(B):
+def max_trainable_depth(B, *, gamma=None):
     """max_trainable_depth(B) for activation alpha_relu:1.5, elementwise in B.
 
     Formula:
@@ -544,8 +594,14 @@ def max_trainable_depth(B):
         Mehler series for non-integer degree)
     Valid for:
         B >= 4
+    Keyword:
+        gamma = the input scale: the values for phi(gamma x), times 1 (broadcast with B; None:
+        the module's activation itself); ValueError unless gamma > 0 everywhere.
     """
     B = numpy.asarray(B, dtype=numpy.float64)
+    if gamma is not None:
+        value, gamma = numpy.broadcast_arrays(max_trainable_depth(B), _check_gamma(gamma))
+        return value * (1)
     x0 = 1/numpy.sqrt(numpy.pi)
     x1 = 1/B
     x2 = B - 1
