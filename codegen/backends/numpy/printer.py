@@ -132,6 +132,12 @@ def render(module: PreparedModule) -> dict[str, str]:
     if imported - {"numpy"}:
         raise CodegenError(f"numpy backend would import {sorted(imported)}; only numpy is allowed")
     paragraphs = [*_calling_convention(module, shared), *spec.description]
+    if spec.scale is not None:
+        paragraphs.insert(1, (
+            f"Every function also takes the keyword ``{spec.scale.name}`` ({spec.scale.meaning};"
+            f" an array-like broadcasting with ``B``, or None for the module's activation "
+            f"itself) and raises ValueError unless {spec.scale.valid_text} everywhere; the "
+            "factor each value is multiplied by is in its docstring."))
     text = _ENV.get_template("module.py.jinja").render(
         header=header_lines(module),
         title=_doc_safe(one_line(spec.title)),

@@ -7,6 +7,11 @@
 Every function takes an array-like batch size ``B`` (any shape; converted to float64) and
 returns a float64 array of the same shape. Each docstring gives the formula, its provenance
 and the batch sizes for which it is valid.
+
+Every function also takes the keyword ``gamma`` (the input scale: the values for phi(gamma
+x); an array-like broadcasting with ``B``, or None for the module's activation itself) and
+raises ValueError unless gamma > 0 everywhere; the factor each value is multiplied by is in
+its docstring.
 """
 
 import numpy
