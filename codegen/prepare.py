@@ -21,7 +21,7 @@ from sympy.codegen.cfunctions import expm1, log1p
 
 from .errors import CodegenError
 from .spec import FunctionSpec, ModuleSpec
-from .special import fold_constants, helper_argument, helper_of, rewrite_gamma
+from .special import fold_constants, routine_argument, routine_of, rewrite_gamma
 from .stability import stabilize
 
 #: Name of the batch-size symbol every expression must be written in.
@@ -98,8 +98,8 @@ def _unsupported_nodes(expr: sp.Expr) -> set[str]:
                 unsupported.add(str(node))
         elif node.is_Add or node.is_Mul or node.is_Pow or isinstance(node, SUPPORTED_FUNCTIONS):
             stack.extend(node.args)
-        elif helper_of(node) is not None:
-            stack.append(helper_argument(node))
+        elif routine_of(node) is not None:
+            stack.append(routine_argument(node))
         elif not node.free_symbols and node.is_real and node.is_finite:
             continue  # a real constant such as gamma(1/4): a literal (:func:`constant_parts`)
         else:

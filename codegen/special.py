@@ -6,13 +6,13 @@ such as ``Gamma(1/4)`` and ``2F1(a, b; c; z)`` at ``z = 1/(B - 1)^2``. Before pr
 
 * the gamma functions of ``B`` are rewritten as ratios ``rf(x, a) = Gamma(x + a) / Gamma(x)``
   (:func:`bnmft.derive.special.gamma_ratios`, the rewriting the float64 kernels of
-  ``bnmft.numerics.closed_float`` use), each printed as a call of a helper function;
-* ``2F1(a, b; c; z)`` with rational parameters is printed as a call of a helper that sums
+  ``bnmft.numerics.closed_float`` use), each printed as a call of a routine function;
+* ``2F1(a, b; c; z)`` with rational parameters is printed as a call of a routine that sums
   its power series;
 * constant sub-expressions that neither backend can print (``sqrt(2) pi / Gamma(1/4)^2``)
   are evaluated by mpmath to 40 digits and printed as correctly rounded float64 literals.
 
-The helpers (:class:`GammaRatio`, :class:`Hyp2f1`) carry what the templates bake in, all
+The routines (:class:`GammaRatio`, :class:`Hyp2f1`) carry what the templates bake in, all
 computed here at generation time: the Stirling-series coefficients of ``log rf(y, a) - a log y``
 (:func:`bnmft.derive.special.log_gamma_ratio_series`) rounded to float64, and the bound on the
 2F1 term ratios that bounds the series' tail (:func:`bnmft.derive.special.hyp2f1_ratio_sup`).
@@ -146,8 +146,8 @@ class Hyp2f1:
     max_terms = HYPER_MAX_TERMS
 
 
-def helper_of(expr: sp.Expr):
-    """The helper that prints ``expr`` (a ratio ``rf(x, a)`` or a 2F1), or None."""
+def routine_of(expr: sp.Expr):
+    """The routine that prints ``expr`` (a ratio ``rf(x, a)`` or a 2F1), or None."""
     if isinstance(expr, sp.RisingFactorial) and expr.args[1].is_Rational:
         return GammaRatio(_fraction(expr.args[1]))
     if isinstance(expr, sp.hyper) and len(expr.ap) == 2 and len(expr.bq) == 1:
@@ -157,8 +157,8 @@ def helper_of(expr: sp.Expr):
     return None
 
 
-def helper_argument(expr: sp.Expr) -> sp.Expr:
-    """The argument the helper of ``expr`` is called with (``x`` of ``rf``, ``z`` of 2F1)."""
+def routine_argument(expr: sp.Expr) -> sp.Expr:
+    """The argument the routine of ``expr`` is called with (``x`` of ``rf``, ``z`` of 2F1)."""
     return expr.args[0] if isinstance(expr, sp.RisingFactorial) else expr.argument
 
 

@@ -500,9 +500,9 @@ def test_broadcasting_and_dtypes(relu, relu_numpy, which, request):
 # -- refusals ---------------------------------------------------------------------------
 
 
-def test_gamma_and_hyper_outside_the_helpers_are_refused():
+def test_gamma_and_hyper_outside_the_routines_are_refused():
     """Gamma functions of B that do not cancel in ratios, and hypergeometric functions other
-    than 2F1 with rational parameters, have no float64 helper (see test_codegen_special.py
+    than 2F1 with rational parameters, have no float64 routine (see test_codegen_special.py
     for those that do)."""
     cases = [
         ("lone", sp.gamma(B / 2), "gamma functions of B that do not cancel in ratios"),

@@ -1,6 +1,6 @@
 """Generated code for the closed forms of non-integer degrees: gamma ratios, 2F1, constants.
 
-References are independent of the generated helpers: mpmath's ``gammaprod``/``hyp2f1``/
+References are independent of the generated routines: mpmath's ``gammaprod``/``hyp2f1``/
 ``gamma`` at 30 digits, and ``bnmft.analyze(..., digits=16)`` (mpmath evaluation of the
 closed forms, 30+ digits). The rendered alpha_relu:1.5 files are compared byte for byte with
 tests/golden/alpha_relu_1_5/ (regenerate with ``pytest tests/test_codegen_special.py
@@ -54,7 +54,7 @@ def _spec(name, expr):
 
 
 HALF, QUARTER = sp.Rational(1, 2), sp.Rational(1, 4)
-HELPERS = {
+ROUTINES = {
     # name: (expression in B, mpmath reference as a function of an mpf b)
     "r_half": (sp.gamma(B + HALF) / sp.gamma(B), lambda b: mpmath.gammaprod([b + 0.5], [b])),
     "r_three_quarters": (sp.gamma(B / 2 + sp.Rational(3, 4)) / sp.gamma(B / 2 - QUARTER),
@@ -71,12 +71,12 @@ HYPER_Z = [-0.5, -0.3, -1 / 9, -1e-6, 0.0, 1e-12, 1 / 81, 0.2, 0.49, 0.5]
 
 
 @pytest.fixture(scope="module")
-def helper_modules():
-    spec = ModuleSpec(name="helpers", title="Special-function helpers",
-                      functions=tuple(_spec(n, e) for n, (e, _) in HELPERS.items()))
-    mods = {"numpy": load_numpy(render_module(spec, lang="numpy"), "helpers")}
+def routine_modules():
+    spec = ModuleSpec(name="routines", title="Special-function routines",
+                      functions=tuple(_spec(n, e) for n, (e, _) in ROUTINES.items()))
+    mods = {"numpy": load_numpy(render_module(spec, lang="numpy"), "routines")}
     if shutil.which("cc"):
-        mods["c"] = load_c(render_module(spec, lang="c"), "helpers")
+        mods["c"] = load_c(render_module(spec, lang="c"), "routines")
     return mods
 
 
@@ -85,25 +85,25 @@ def _relerr(value, ref):
 
 
 @pytest.mark.parametrize("name", ["r_half", "r_three_quarters"])
-def test_gamma_ratio_helpers_against_mpmath(helper_modules, name):
+def test_gamma_ratio_routines_against_mpmath(routine_modules, name):
     """Gamma(x + a)/Gamma(x) through the recurrence below x = 32 and Stirling's series above,
     from x = 0.3 to 1e200 (where the gamma functions themselves overflow)."""
-    _, ref = HELPERS[name]
+    _, ref = ROUTINES[name]
     x = [2 * v + 1 for v in GAMMA_X] if name == "r_three_quarters" else GAMMA_X
     with mpmath.workdps(240):  # x + a exact up to x = 1e200
         want = [ref(mpmath.mpf(v)) for v in x]
-    for lang, mod in helper_modules.items():
+    for lang, mod in routine_modules.items():
         got = getattr(mod, name)(np.array(x))
         worst = max(_relerr(g, w) for g, w in zip(got, want))
         assert worst < 1e-14, (lang, worst)
 
 
 @pytest.mark.parametrize("name", ["f_a", "f_b"])
-def test_hyp2f1_helpers_against_mpmath(helper_modules, name):
-    _, ref = HELPERS[name]
+def test_hyp2f1_routines_against_mpmath(routine_modules, name):
+    _, ref = ROUTINES[name]
     with mpmath.workdps(30):
         want = [ref(mpmath.mpf(z)) for z in HYPER_Z]
-    for lang, mod in helper_modules.items():
+    for lang, mod in routine_modules.items():
         got = getattr(mod, name)(np.array(HYPER_Z))
         worst = max(_relerr(g, w) for g, w in zip(got, want))
         assert worst < 1e-14, (lang, worst)
@@ -111,23 +111,23 @@ def test_hyp2f1_helpers_against_mpmath(helper_modules, name):
         assert np.all(np.isnan(outside)), lang
 
 
-def test_helpers_outside_their_domain_give_nan(helper_modules):
-    for lang, mod in helper_modules.items():
+def test_routines_outside_their_domain_give_nan(routine_modules):
+    for lang, mod in routine_modules.items():
         got = mod.r_half(np.array([0.0, -1.0, -0.5, np.nan]))
         assert np.all(np.isnan(got)), lang
         assert mod.r_half(np.array([np.inf]))[0] == np.inf, lang
 
 
-def test_constants_are_correctly_rounded_literals(helper_modules):
+def test_constants_are_correctly_rounded_literals(routine_modules):
     """sqrt(2) pi / Gamma(1/4)^2 is folded into one literal, the float64 nearest the value."""
     text = render_module(ModuleSpec(name="k", title="t", functions=(
-        _spec("g_const", HELPERS["g_const"][0]),)), lang="numpy")["k.py"]
+        _spec("g_const", ROUTINES["g_const"][0]),)), lang="numpy")["k.py"]
     with mpmath.workdps(50):
         exact = mpmath.sqrt(2) * mpmath.pi / mpmath.gamma(mpmath.mpf(1) / 4) ** 2
     nearest = float(exact)
     body = text.split('"""')[-1]  # the code after the last docstring
     assert repr(nearest) in body and "gamma" not in body
-    for lang, mod in helper_modules.items():
+    for lang, mod in routine_modules.items():
         assert mod.g_const(np.array([1.0]))[0] == nearest, lang
 
 

@@ -149,7 +149,7 @@ def test_quadrature_modules_install_and_match_mpmath(tmp_path):
 
 def test_render_non_integer_degree_package():
     """alpha_relu:1.5 (gamma ratios and 2F1 in its closed forms): the rendered package's numpy
-    module carries the helpers and matches bnmft.analyze (mpmath) at B = 4 ... 10^6."""
+    module carries the routines and matches bnmft.analyze (mpmath) at B = 4 ... 10^6."""
     import numpy as np
 
     from bnmft.codegen import load_numpy

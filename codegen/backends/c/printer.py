@@ -18,8 +18,8 @@ The printer is SymPy's :class:`~sympy.printing.c.C99CodePrinter` with these chan
   ``int``/``long`` constant);
 * the symbol ``B`` prints as ``b``, the element of the input array ``B`` being processed;
 * ``strict`` printing: an unsupported function raises instead of emitting a comment;
-* gamma ratios ``rf(x, a)`` and ``2F1(a, b; c; z)`` print as calls of ``static`` helper
-  functions of the file (:mod:`bnmft.codegen.special`), emitted once each (``helpers``).
+* gamma ratios ``rf(x, a)`` and ``2F1(a, b; c; z)`` print as calls of ``static`` routine
+  functions of the file (:mod:`bnmft.codegen.special`), emitted once each (``routines``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from sympy.printing.c import C99CodePrinter, known_functions_C99
 from ...errors import CodegenError
 from ...prepare import PreparedModule, fuse
 from ...render import WIDTH, doc_lines, environment, header_lines, one_line, wrap
-from ...special import helper_argument, helper_of
+from ...special import routine_argument, routine_of
 
 _ENV = environment(__file__)
 _CONSTANT_DIGITS = 36
@@ -58,17 +58,17 @@ class CKernelPrinter(C99CodePrinter):
     def __init__(self, settings: dict | None = None) -> None:
         super().__init__({"strict": True, "math_macros": {}, **(settings or {})})
         self.constants: dict[str, str] = {}
-        self.helpers: dict = {}
+        self.routines: dict = {}
 
-    def _print_helper(self, expr):
-        helper = helper_of(expr)
-        if helper is None:
+    def _print_routine(self, expr):
+        routine = routine_of(expr)
+        if routine is None:
             return self._print_not_supported(expr)
-        self.helpers[helper.name] = helper
-        return f"bnmft_{helper.name}({self._print(helper_argument(expr))})"
+        self.routines[routine.name] = routine
+        return f"bnmft_{routine.name}({self._print(routine_argument(expr))})"
 
-    _print_RisingFactorial = _print_helper
-    _print_hyper = _print_helper
+    _print_RisingFactorial = _print_routine
+    _print_hyper = _print_routine
 
     def _print_NumberSymbol(self, expr):
         name = f"bnmft_{str(expr).lower()}"
@@ -209,7 +209,7 @@ def render(module: PreparedModule) -> dict[str, str]:
         "kernels": kernels,
         "fused": fused,
         "constants": sorted(printer.constants.items()),
-        "helpers": [printer.helpers[k] for k in sorted(printer.helpers)],
+        "routines": [printer.routines[k] for k in sorted(printer.routines)],
         "scale": scale,
     }
     return {

@@ -10,9 +10,9 @@ because every generated function first converts ``B`` to a float64 array:
   ``x**(-1.0)`` to dodge numpy's error for integer arrays, which cannot occur here;
 * ``strict`` printing, and a check that nothing but ``numpy`` was referenced, so an
   unsupported function fails loudly instead of emitting a comment or a scipy/math call;
-* gamma ratios ``rf(x, a)`` and ``2F1(a, b; c; z)`` print as calls of private helper
+* gamma ratios ``rf(x, a)`` and ``2F1(a, b; c; z)`` print as calls of private routine
   functions of the module (:mod:`bnmft.codegen.special`), vectorised, which the template
-  emits once each (``helpers`` collects them).
+  emits once each (``routines`` collects them).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from sympy.printing.numpy import NumPyPrinter
 
 from ...errors import CodegenError
 from ...prepare import PreparedModule
-from ...special import helper_argument, helper_of
+from ...special import routine_argument, routine_of
 from ...render import (
     WIDTH,
     argument_text,
@@ -42,20 +42,20 @@ class NumpyModulePrinter(NumPyPrinter):
 
     def __init__(self, settings: dict | None = None) -> None:
         super().__init__({"strict": True, "fully_qualified_modules": True, **(settings or {})})
-        self.helpers: dict = {}
+        self.routines: dict = {}
 
     def _print_Pow(self, expr, rational=False):
         return self._hprint_Pow(expr, rational=rational, sqrt=self._module + ".sqrt")
 
-    def _print_helper(self, expr):
-        helper = helper_of(expr)
-        if helper is None:
+    def _print_routine(self, expr):
+        routine = routine_of(expr)
+        if routine is None:
             return self._print_not_supported(expr)
-        self.helpers[helper.name] = helper
-        return f"_{helper.name}({self._print(helper_argument(expr))})"
+        self.routines[routine.name] = routine
+        return f"_{routine.name}({self._print(routine_argument(expr))})"
 
-    _print_RisingFactorial = _print_helper
-    _print_hyper = _print_helper
+    _print_RisingFactorial = _print_routine
+    _print_hyper = _print_routine
 
 
 def _doc_safe(line: str) -> str:
@@ -148,7 +148,7 @@ def render(module: PreparedModule) -> dict[str, str]:
         names=[repr(c.name) for c in spec.constants if c.public]
         + [repr(q.name) for q in module.functions],
         functions=functions,
-        helpers=[printer.helpers[k] for k in sorted(printer.helpers)],
+        routines=[printer.routines[k] for k in sorted(printer.routines)],
         scale=_scale(spec.scale, printer),
     )
     return {f"{spec.name}.py": text}
