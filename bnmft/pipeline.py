@@ -78,6 +78,20 @@ def analyze(act, batch_sizes, digits: int = 16, epsilon="0", sigma_w="1"):
     return results
 
 
+def _checkable() -> tuple[str, ...]:
+    """The languages a closed-form module is verified in: numpy, and C where a C compiler is
+    found (so that a module states the same record whichever languages are generated; without
+    a compiler the C text is written unverified and its header says numpy only)."""
+    from bnmft.codegen import CodegenError
+    from bnmft.codegen.jit import find_compiler
+
+    try:
+        find_compiler()
+    except CodegenError:
+        return ("numpy",)
+    return ("numpy", "c")
+
+
 def uses_quadrature(deriv) -> bool:
     """True if ``deriv``'s generated code is the sphere-quadrature module (no closed forms
     for a positive-homogeneous phi), False for the closed-form modules."""
@@ -89,13 +103,20 @@ def generate(act, langs=("numpy", "c"), module: str | None = None, plan=None
     """Stage 4: ``{lang: {filename: source}}`` of the generated modules: the closed forms, or,
     for an activation without them, sphere quadrature + moment forms
     (:mod:`bnmft.codegen.quadrature`; ``plan``, its panel width and verification against the
-    mpmath route, is computed unless given: the verification takes a minute)."""
+    mpmath route, is computed unless given: the verification takes a minute). Closed-form
+    modules are verified against bnmft's mpmath evaluation of the closed forms at B = 4 ...
+    10^6 (:func:`bnmft.codegen.closed_forms.verify_closed`; the C kernels compiled), which
+    their headers state."""
     from bnmft.codegen import generate as _generate
 
     deriv = derivation(act)
     module = module or module_name(deriv.activation.name)
     if not uses_quadrature(deriv):
-        return {lang: _generate(deriv, lang=lang, module=module) for lang in langs}
+        from bnmft.codegen.closed_forms import verify_closed
+
+        record = verify_closed(deriv, module, _checkable())
+        return {lang: _generate(deriv, lang=lang, module=module, verified=record)
+                for lang in langs}
     from bnmft.codegen.quadrature import generate_quadrature, plan_for
 
     plan = plan or plan_for(deriv.activation, module)
@@ -441,10 +462,10 @@ def report(act, batch_sizes, digits: int = 16, verify_digits: int = 20) -> Repor
     sources: dict = {}
     unavailable = dict(unavailable_routes(deriv))
     if deriv.activation.homogeneous is not None and deriv.has_closed_forms:
-        for lang in ("numpy", "c"):
-            try:
-                sources[lang] = generate(deriv, [lang])[lang]
-            except CodegenError as err:
+        try:
+            sources = generate(deriv, ("numpy", "c"))  # verified once for both
+        except CodegenError as err:
+            for lang in ("numpy", "c"):
                 unavailable[f"generated {lang} module"] = str(err)
     return Report(deriv, analyses, checks, sample, sources, unavailable, digits, verify_digits)
 

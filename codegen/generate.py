@@ -35,7 +35,7 @@ def render_module(spec: ModuleSpec, *, lang: str) -> dict[str, str]:
 
 
 def generate(
-    quantities, *, lang: str, module: str, activation_name: str | None = None
+    quantities, *, lang: str, module: str, activation_name: str | None = None, verified=None
 ) -> dict[str, str]:
     """Generate source files for ``quantities`` and return ``{filename: text}``.
 
@@ -43,12 +43,14 @@ def generate(
     or an iterable of ``DerivedQuantity``; the order is kept. ``lang``: ``"numpy"``
     (``module.py``) or ``"c"`` (``module.c`` and ``module.h``). ``module`` must be a valid
     Python/C identifier and no standard-library module name. ``activation_name`` is
-    written into the headers (taken from the ``Derivation`` if omitted). Raises
-    :class:`CodegenError` for anything not printable.
+    written into the headers (taken from the ``Derivation`` if omitted). ``verified``: a
+    :class:`~.closed_forms.ClosedVerification` (from :func:`~.closed_forms.verify_closed`) to
+    state in the header. Raises :class:`CodegenError` for anything not printable.
     """
     _check_lang(lang)
     check_module_name(module)
-    spec = closed_form_module(quantities, module=module, activation_name=activation_name)
+    spec = closed_form_module(quantities, module=module, activation_name=activation_name,
+                              verified=verified)
     return render_module(spec, lang=lang)
 
 

@@ -21,6 +21,7 @@ from sympy.codegen.cfunctions import expm1, log1p
 
 from .errors import CodegenError
 from .spec import FunctionSpec, ModuleSpec
+from .special import fold_constants, routine_argument, routine_of, rewrite_gamma
 from .stability import stabilize
 
 #: Name of the batch-size symbol every expression must be written in.
@@ -77,21 +78,11 @@ def _describe(func) -> str:
     return "the hypergeometric function hyper()" if name == "hyper" else f"{name}()"
 
 
-def check_supported(name: str, expr: sp.Expr, arguments: tuple[str, ...] = (BATCH_NAME,)) -> None:
-    """Refuse expressions the numpy/C backends cannot print faithfully (one-line error):
-    free symbols other than the function's ``arguments`` (names), or unsupported functions."""
-    if not isinstance(expr, sp.Expr):
-        raise CodegenError(f"{name}: expected a SymPy expression, got {type(expr).__name__}")
-    if expr.has(sp.zoo, sp.nan):
-        raise CodegenError(f"{name} is undefined (complex infinity or nan)")
-    extra = sorted(str(s) for s in expr.free_symbols if s.name not in arguments)
-    if extra:
-        allowed = (
-            "the batch size B can be an argument"
-            if arguments == (BATCH_NAME,)
-            else f"its arguments {', '.join(arguments)} can occur"
-        )
-        raise CodegenError(f"{name} depends on {', '.join(extra)}; only {allowed}")
+def _unsupported_nodes(expr: sp.Expr) -> set[str]:
+    """Names of the parts of ``expr`` neither backend prints: not ``+ * **``, a rational, a
+    Float, pi, E, a symbol, an elementary function (:data:`SUPPORTED_FUNCTIONS`), a gamma
+    ratio ``rf(x, a)`` or ``2F1(a, b; c; z)`` with rational ``a`` (:mod:`.special`), or a
+    constant part made of other functions (evaluated at generation, :func:`constant_parts`)."""
     unsupported = set()
     stack = [expr]
     while stack:
@@ -107,8 +98,48 @@ def check_supported(name: str, expr: sp.Expr, arguments: tuple[str, ...] = (BATC
                 unsupported.add(str(node))
         elif node.is_Add or node.is_Mul or node.is_Pow or isinstance(node, SUPPORTED_FUNCTIONS):
             stack.extend(node.args)
+        elif routine_of(node) is not None:
+            stack.append(routine_argument(node))
+        elif not node.free_symbols and node.is_real and node.is_finite:
+            continue  # a real constant such as gamma(1/4): a literal (:func:`constant_parts`)
         else:
             unsupported.add(_describe(node.func))  # its arguments are not examined
+    return unsupported
+
+
+def _printable_constant(expr: sp.Expr) -> bool:
+    """True if the constant ``expr`` is made of rationals, pi, E and elementary functions."""
+    return all(
+        node.is_Rational or node in _SUPPORTED_CONSTANTS or node.is_Float
+        or node.is_Add or node.is_Mul or node.is_Pow or isinstance(node, SUPPORTED_FUNCTIONS)
+        for node in sp.preorder_traversal(expr)
+    )
+
+
+def constant_parts(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with its constant parts made of other functions (``sqrt(2) pi / Gamma(1/4)^2``)
+    as correctly rounded float64 literals (:func:`.special.fold_constants`)."""
+    return fold_constants(expr, _printable_constant)
+
+
+def check_supported(name: str, expr: sp.Expr, arguments: tuple[str, ...] = (BATCH_NAME,)) -> None:
+    """Refuse expressions the numpy/C backends cannot print faithfully (one-line error):
+    free symbols other than the function's ``arguments`` (names), or unsupported functions
+    (gamma functions of ``B`` are accepted where they cancel in ratios, see
+    :func:`.special.rewrite_gamma`, which must have been applied)."""
+    if not isinstance(expr, sp.Expr):
+        raise CodegenError(f"{name}: expected a SymPy expression, got {type(expr).__name__}")
+    if expr.has(sp.zoo, sp.nan):
+        raise CodegenError(f"{name} is undefined (complex infinity or nan)")
+    extra = sorted(str(s) for s in expr.free_symbols if s.name not in arguments)
+    if extra:
+        allowed = (
+            "the batch size B can be an argument"
+            if arguments == (BATCH_NAME,)
+            else f"its arguments {', '.join(arguments)} can occur"
+        )
+        raise CodegenError(f"{name} depends on {', '.join(extra)}; only {allowed}")
+    unsupported = _unsupported_nodes(expr)
     if unsupported:
         verb = "is" if len(unsupported) == 1 else "are"
         raise CodegenError(
@@ -217,8 +248,16 @@ def _prepare_function(f: FunctionSpec) -> Prepared:
         expr = f.expr.xreplace(rename)
     else:
         expr = f.expr  # refused just below
+    if isinstance(expr, sp.Basic):
+        batch = {s.name: s for s in expr.free_symbols}.get(BATCH_NAME)
+        if batch is not None:
+            try:
+                expr = rewrite_gamma(expr, batch)
+            except CodegenError as err:
+                raise CodegenError(f"{f.name}: {err}") from None
     check_supported(f.name, expr, names)
     stable, notes = _stabilize_in_batch(expr)
+    stable = constant_parts(stable)
     if stable.free_symbols:
         temps, (result,) = sp.cse([stable], symbols=sp.numbered_symbols("x"), order="canonical")
     else:

@@ -66,6 +66,25 @@ class Constant:
 
 
 @dataclass(frozen=True)
+class ScaleParameter:
+    """A keyword parameter ``name`` (symbol ``symbol``) that multiplies the value of function
+    ``f`` by ``factors[f]`` (an expression in ``symbol``) where ``valid`` (a condition on
+    ``symbol``) holds; omitted, the module's functions are evaluated as they are. Printed as a
+    keyword argument of every numpy function (``ValueError`` where not ``valid``) and as the C
+    kernels ``NAME_QTY_p`` / ``NAME_all_p`` (NaN where not ``valid``)."""
+
+    symbol: sp.Symbol
+    name: str
+    meaning: str
+    valid: sp.Basic
+    valid_text: str
+    factors: tuple[tuple[str, sp.Expr], ...]
+
+    def factor(self, function: str) -> sp.Expr:
+        return dict(self.factors).get(function, sp.Integer(1))
+
+
+@dataclass(frozen=True)
 class ModuleSpec:
     """One generated module: ``name`` (a Python/C identifier), its functions in order, a
     one-line ``title``, ``header`` notes for the generated-file header, ``description``
@@ -77,6 +96,7 @@ class ModuleSpec:
     header: tuple[str, ...] = ()
     description: tuple[str, ...] = ()
     constants: tuple[Constant, ...] = ()
+    scale: ScaleParameter | None = None
 
 
 def batch_argument() -> Argument:

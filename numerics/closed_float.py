@@ -31,15 +31,15 @@ import numpy as np
 import sympy as sp
 
 from bnmft.derive import B as B_SYM
+from bnmft.derive.special import HYPER_MAX_TERMS, HYPER_Z_MAX, NotInRatios, gamma_ratios
+from bnmft.derive.special import hyp2f1_ratio_sup, log_gamma_ratio_series
 
 #: Factor on every final bound (covers the second-order terms a first-order bound omits).
 SAFETY = 2.0
 #: ``Gamma(x + a) / Gamma(x)``: asymptotic series from this ``x`` on, mpmath below.
 X0 = 32.0
-#: Largest ``|z|`` at which ``2F1`` is summed as a power series.
-HYPER_Z_MAX = 0.5
 #: Terms of a 2F1 series summed at most.
-_MAX_TERMS = 400
+_MAX_TERMS = HYPER_MAX_TERMS
 
 
 @dataclass(frozen=True)
@@ -74,28 +74,14 @@ class Unsupported(ValueError):
 # -- special functions -------------------------------------------------------------------
 
 
-@lru_cache(maxsize=64)
 def _ratio_coefficients(a: Fraction, u: float) -> tuple[tuple[Fraction, ...], float]:
-    """Coefficients ``c_n`` of ``log(Gamma(x + a) / Gamma(x)) - a log x ~ sum c_n x^-n`` up to
-    where the terms at ``X0`` fall below ``u / 64``, and a bound on the omitted rest there:
-    ``c_n = (-1)^(n+1) (B_(n+1)(a) - B_(n+1)) / (n (n+1))`` (Stirling's series of both
-    log-gammas; every other one vanishes for ``a = 1/2``, so the rest is bounded by twice the
-    larger of the next two terms)."""
-    aa = sp.Rational(a.numerator, a.denominator)
-
-    def coefficient(n):
-        c = (-1) ** (n + 1) * (sp.bernoulli(n + 1, aa) - sp.bernoulli(n + 1)) / (n * (n + 1))
-        return Fraction(int(c.p), int(c.q)), abs(float(c)) * X0**-n
-
-    coeffs, n = [], 1
-    while True:
-        (c, s1), (_, s2) = coefficient(n), coefficient(n + 1)
-        if n > 4 and max(s1, s2) < u / 64:
-            return tuple(coeffs), 2 * max(s1, s2)
-        coeffs.append(c)
-        n += 1
-        if n > 80:
-            raise Unsupported(f"Gamma(x + {a}) / Gamma(x): asymptotic series too slow at X0")
+    """Coefficients of ``log(Gamma(x + a) / Gamma(x)) - a log x ~ sum c_n x^-n`` up to where
+    the terms at ``X0`` fall below ``u / 64``, and a bound on the omitted rest there
+    (:func:`bnmft.derive.special.log_gamma_ratio_series`)."""
+    try:
+        return log_gamma_ratio_series(a, X0, u / 64)
+    except ValueError as err:
+        raise Unsupported(str(err)) from None
 
 
 @lru_cache(maxsize=4096)
@@ -144,15 +130,10 @@ def gamma_ratio(x: np.ndarray, ex: np.ndarray, a: Fraction, prec: Precision = FL
     return value, err
 
 
-@lru_cache(maxsize=256)
 def _ratio_sup(a: Fraction, b: Fraction, c: Fraction) -> np.ndarray:
-    """``s[k] = sup_(j >= k) |(a + j)(b + j) / ((c + j)(j + 1))|`` for ``k <= _MAX_TERMS``
-    (the ratio tends to 1 monotonically for large ``j``: the sup is taken over ``2 _MAX_TERMS``
-    terms and 1, with a margin for the rounding)."""
-    j = np.arange(2 * _MAX_TERMS + 1, dtype=float)
-    f = np.abs((float(a) + j) * (float(b) + j) / ((float(c) + j) * (j + 1))) * (1 + 1e-12)
-    sup = np.maximum.accumulate(np.maximum(f, 1.0)[::-1])[::-1]
-    return sup[: _MAX_TERMS + 2]
+    """Bounds on the term ratios of the 2F1 series
+    (:func:`bnmft.derive.special.hyp2f1_ratio_sup`)."""
+    return hyp2f1_ratio_sup(a, b, c, _MAX_TERMS)
 
 
 def hyp2f1_series(a: Fraction, b: Fraction, c: Fraction, z: np.ndarray, ez: np.ndarray,
@@ -222,26 +203,12 @@ def _constant(e: sp.Expr) -> tuple:
 
 
 def _gamma_ratios(expr: sp.Expr) -> sp.Expr:
-    """``Gamma(v + r)`` of ``B`` as ``rf(v + r0, r - r0) Gamma(v + r0)`` with ``r0`` the least
-    offset of its group, so that the gamma functions cancel in ratios; raises
-    :class:`Unsupported` if one is left over."""
-    groups: dict = {}
-    for g in expr.atoms(sp.gamma):
-        if g.has(B_SYM):
-            r, v = g.args[0].as_coeff_Add()
-            if not r.is_Rational:
-                raise Unsupported(f"{g}: offset is not rational")
-            groups.setdefault(v, []).append((r, g))
-    subs = {}
-    for v, items in groups.items():
-        r0 = min(r for r, _ in items)
-        for r, g in items:
-            if r != r0:
-                subs[g] = sp.RisingFactorial(v + r0, r - r0, evaluate=False) * sp.gamma(v + r0)
-    out = expr.xreplace(subs)
-    if any(g.has(B_SYM) for g in out.atoms(sp.gamma)):
-        raise Unsupported("gamma functions of B that do not cancel in ratios")
-    return out
+    """Gamma functions of ``B`` as ratios ``rf(x, a)`` (:func:`bnmft.derive.special.gamma_ratios`);
+    raises :class:`Unsupported` if one is left over."""
+    try:
+        return gamma_ratios(expr, B_SYM)
+    except NotInRatios as err:
+        raise Unsupported(str(err)) from None
 
 
 def _stabilized(expr: sp.Expr) -> sp.Expr:

@@ -178,8 +178,12 @@ def test_golden(relu_sources, filename, request):
 
 def test_generation_is_deterministic(relu, relu_sources):
     again = generate(list(relu.closed.values()), lang="c", module="relu", activation_name="relu")
-    again.update(generate(relu, lang="numpy", module="relu"))
+    again.update(generate(dict(relu.closed), lang="numpy", module="relu", activation_name="relu"))
     assert again == relu_sources
+    # a whole Derivation adds the input scale gamma (tests/test_codegen_scale.py)
+    whole = generate(relu, lang="numpy", module="relu")
+    assert whole == generate(relu, lang="numpy", module="relu")
+    assert "def q_star(B, *, gamma=None):" in whole["relu.py"]
 
 
 def test_generation_does_not_depend_on_hash_seed():
@@ -496,14 +500,22 @@ def test_broadcasting_and_dtypes(relu, relu_numpy, which, request):
 # -- refusals ---------------------------------------------------------------------------
 
 
-def test_gamma_and_hyper_are_refused():
-    deriv = derive(activation("alpha_relu:1.5"))
-    for lang in ("numpy", "c"):
-        with pytest.raises(CodegenError, match="not supported by the numpy/C backends yet") as e:
-            generate(deriv, lang=lang, module="ar")
-        assert "\n" not in str(e.value)
-    with pytest.raises(CodegenError, match=r"c_star: gamma\(\) and the hypergeometric .* are not"):
-        generate([deriv.closed["c_star"]], lang="c", module="ar", activation_name="x")
+def test_gamma_and_hyper_outside_the_routines_are_refused():
+    """Gamma functions of B that do not cancel in ratios, and hypergeometric functions other
+    than 2F1 with rational parameters, have no float64 routine (see test_codegen_special.py
+    for those that do)."""
+    cases = [
+        ("lone", sp.gamma(B / 2), "gamma functions of B that do not cancel in ratios"),
+        ("irrational", sp.gamma(B + sp.sqrt(2)) / sp.gamma(B), "do not cancel"),
+        ("f32", sp.hyper([1, 2, 3], [4, 5], 1 / B), "the hypergeometric function hyper()"),
+        ("fb", sp.hyper([sp.Rational(1, 2), B], [3], 1 / B), "the hypergeometric function"),
+    ]
+    for name, expr, message in cases:
+        spec = ModuleSpec(name="bad", title="t", functions=(_function(name, (), expr),))
+        for lang in ("numpy", "c"):
+            with pytest.raises(CodegenError, match=message) as e:
+                render_module(spec, lang=lang)
+            assert "\n" not in str(e.value) and str(e.value).startswith(name)
 
 
 @pytest.mark.parametrize("name", ["1relu", "re-lu", "", "re lu", "for", "int", "numpy", "x" * 64,

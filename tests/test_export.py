@@ -145,3 +145,58 @@ def test_quadrature_modules_install_and_match_mpmath(tmp_path):
                     r = refs[Q.VERIFY_BATCH_SIZES.index(Bv)]
                     err = abs(mpmath.mpf(v) - r) / max(abs(r), mpmath.mpf(1e-300))
                     assert err <= 1e-12, (module, name, route, Bv, v, r)
+
+
+def test_render_non_integer_degree_package():
+    """alpha_relu:1.5 (gamma ratios and 2F1 in its closed forms): the rendered package's numpy
+    module carries the routines and matches bnmft.analyze (mpmath) at B = 4 ... 10^6."""
+    import numpy as np
+
+    from bnmft.codegen import load_numpy
+
+    deriv = pipeline.derivation("alpha_relu:1.5")
+    files = render_package([ExportItem(deriv, "alpha_relu_1_5", {})], "pkg")
+    assert {"pkg/alpha_relu_1_5.py", "pkg/c/alpha_relu_1_5.c"} <= set(files)
+    assert "static double bnmft_gamma_ratio_1_2(double x)" in files["pkg/c/alpha_relu_1_5.c"]
+    mod = load_numpy(files["pkg/alpha_relu_1_5.py"], "alpha_relu_1_5")
+    refs = pipeline.analyze(deriv, BATCH, digits=16)
+    for name in deriv.closed:
+        got = getattr(mod, name)(np.array(BATCH, dtype=float))
+        for v, res in zip(got, refs):
+            r = res.numbers[name].value
+            assert abs(mpmath.mpf(float(v)) - r) <= 1e-13 * abs(r), (name, res.batch_size)
+
+
+@pytest.mark.slow
+def test_non_integer_degree_installs_and_matches_mpmath(tmp_path):
+    """``bnmft export alpha_relu:1.5``, installed into a fresh environment without SymPy,
+    mpmath or bnmft: numpy, C and fused values against bnmft.analyze (mpmath, 16 digits)."""
+    out = tmp_path / "pkg"
+    assert main(["export", "alpha_relu:1.5", "--out", str(out)]) == 0
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    py = str(env_dir / "bin" / "python")
+    for args in (["numpy"], [str(out)]):
+        subprocess.run([py, "-m", "pip", "install", "-q", *args], check=True,
+                       capture_output=True, timeout=600)
+    script = (
+        "import json, sys, bnmft_generated as g\n"
+        f"B = {QUADRATURE_BATCH!r}\n"
+        "m, c = g.alpha_relu_1_5, g.load_c('alpha_relu_1_5')\n"
+        "fused = c.all(B)\n"
+        "out = {q: [list(map(float, getattr(m, q)(B))), list(map(float, getattr(c, q)(B))),\n"
+        "           list(map(float, fused[q]))] for q in g.MODULES['alpha_relu_1_5']}\n"
+        "out['loaded'] = [k for k in ('sympy', 'mpmath', 'scipy', 'bnmft') if k in sys.modules]\n"
+        "print(json.dumps(out))\n")
+    run = subprocess.run([py, "-c", script], check=True, capture_output=True, text=True,
+                         cwd=tmp_path, timeout=600, env={"HOME": str(tmp_path), "PATH":
+                                                         "/usr/bin:/bin"})
+    got = json.loads(run.stdout)
+    assert got.pop("loaded") == []
+    refs = pipeline.analyze("alpha_relu:1.5", QUADRATURE_BATCH, digits=16)
+    for name, routes in got.items():
+        for route, values in zip(("numpy", "C", "fused"), routes):
+            for v, res in zip(values, refs):
+                r = res.numbers[name].value
+                assert abs(mpmath.mpf(v) - r) <= 1e-13 * max(abs(r), mpmath.mpf(1e-300)), (
+                    name, route, res.batch_size, v, r)

@@ -17,7 +17,9 @@ The printer is SymPy's :class:`~sympy.printing.c.C99CodePrinter` with these chan
 * integers beyond 32 bits print as double literals (``1e20*b`` must not become an overflowing
   ``int``/``long`` constant);
 * the symbol ``B`` prints as ``b``, the element of the input array ``B`` being processed;
-* ``strict`` printing: an unsupported function raises instead of emitting a comment.
+* ``strict`` printing: an unsupported function raises instead of emitting a comment;
+* gamma ratios ``rf(x, a)`` and ``2F1(a, b; c; z)`` print as calls of ``static`` routine
+  functions of the file (:mod:`bnmft.codegen.special`), emitted once each (``routines``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from sympy.printing.c import C99CodePrinter, known_functions_C99
 from ...errors import CodegenError
 from ...prepare import PreparedModule, fuse
 from ...render import WIDTH, doc_lines, environment, header_lines, one_line, wrap
+from ...special import routine_argument, routine_of
 
 _ENV = environment(__file__)
 _CONSTANT_DIGITS = 36
@@ -55,6 +58,17 @@ class CKernelPrinter(C99CodePrinter):
     def __init__(self, settings: dict | None = None) -> None:
         super().__init__({"strict": True, "math_macros": {}, **(settings or {})})
         self.constants: dict[str, str] = {}
+        self.routines: dict = {}
+
+    def _print_routine(self, expr):
+        routine = routine_of(expr)
+        if routine is None:
+            return self._print_not_supported(expr)
+        self.routines[routine.name] = routine
+        return f"bnmft_{routine.name}({self._print(routine_argument(expr))})"
+
+    _print_RisingFactorial = _print_routine
+    _print_hyper = _print_routine
 
     def _print_NumberSymbol(self, expr):
         name = f"bnmft_{str(expr).lower()}"
@@ -131,6 +145,36 @@ def _fused(module: PreparedModule, printer: CKernelPrinter) -> dict:
     }
 
 
+#: Documentation of the parameterised kernels (``{p}``: the parameter, ``{module}``).
+_SCALE_DOC = (
+    "{module}_QTY_p and {module}_all_p: as {module}_QTY and {module}_all, for phi({p} x): "
+    "{p} is NULL (the module's activation itself) or n values, one per element of B; each "
+    "output is multiplied by its factor below, and is NaN where not {valid}. {p} must not "
+    "overlap an output array. Factors (derived from the moment forms): {factors}."
+)
+
+
+def _scale(module: PreparedModule, printer: CKernelPrinter, kernels: list) -> dict | None:
+    """Template context of the ``_p`` kernels of the module's scale parameter: the parameter
+    name, the validity condition and each quantity's factor, printed in the local ``p``."""
+    scale = module.spec.scale
+    if scale is None:
+        return None
+    local = sp.Symbol("bnmft_p")
+    rename = {s: local for s in (scale.symbol, *scale.valid.free_symbols)
+              if s.name == scale.name}
+    factors = [(q.name, printer.doprint(scale.factor(q.name).xreplace(rename)))
+               for q in module.functions]
+    text = ", ".join(f"{name}: {sp.sstr(scale.factor(name))}" for name, _ in factors)
+    return {
+        "name": scale.name,
+        "valid": printer.doprint(scale.valid.xreplace(rename)),
+        "factors": factors,
+        "doc": _comment(_SCALE_DOC.format(module=module.spec.name, p=scale.name,
+                                          valid=scale.valid_text, factors=text)),
+    }
+
+
 def render(module: PreparedModule) -> dict[str, str]:
     """``{module}.c`` and ``{module}.h`` for ``module`` (functions of ``B`` only; the spec's
     numpy constants have no C counterpart, the header notes carry the same facts)."""
@@ -154,6 +198,7 @@ def render(module: PreparedModule) -> dict[str, str]:
             }
         )
     fused = _fused(module, printer)  # before the constants are collected: it may use some
+    scale = _scale(module, printer, kernels)
     context = {
         "header": [comment_safe(line) for line in header_lines(module)],
         "title": comment_safe(one_line(spec.title)),
@@ -164,6 +209,8 @@ def render(module: PreparedModule) -> dict[str, str]:
         "kernels": kernels,
         "fused": fused,
         "constants": sorted(printer.constants.items()),
+        "routines": [printer.routines[k] for k in sorted(printer.routines)],
+        "scale": scale,
     }
     return {
         f"{spec.name}.c": _ENV.get_template("module.c.jinja").render(context),

@@ -9,7 +9,10 @@ because every generated function first converts ``B`` to a float64 array:
 * negative integer powers print as ``1/(B - 3)`` / ``x**(-2)``: NumPyPrinter writes
   ``x**(-1.0)`` to dodge numpy's error for integer arrays, which cannot occur here;
 * ``strict`` printing, and a check that nothing but ``numpy`` was referenced, so an
-  unsupported function fails loudly instead of emitting a comment or a scipy/math call.
+  unsupported function fails loudly instead of emitting a comment or a scipy/math call;
+* gamma ratios ``rf(x, a)`` and ``2F1(a, b; c; z)`` print as calls of private routine
+  functions of the module (:mod:`bnmft.codegen.special`), vectorised, which the template
+  emits once each (``routines`` collects them).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from sympy.printing.numpy import NumPyPrinter
 
 from ...errors import CodegenError
 from ...prepare import PreparedModule
+from ...special import routine_argument, routine_of
 from ...render import (
     WIDTH,
     argument_text,
@@ -38,9 +42,20 @@ class NumpyModulePrinter(NumPyPrinter):
 
     def __init__(self, settings: dict | None = None) -> None:
         super().__init__({"strict": True, "fully_qualified_modules": True, **(settings or {})})
+        self.routines: dict = {}
 
     def _print_Pow(self, expr, rational=False):
         return self._hprint_Pow(expr, rational=rational, sqrt=self._module + ".sqrt")
+
+    def _print_routine(self, expr):
+        routine = routine_of(expr)
+        if routine is None:
+            return self._print_not_supported(expr)
+        self.routines[routine.name] = routine
+        return f"_{routine.name}({self._print(routine_argument(expr))})"
+
+    _print_RisingFactorial = _print_routine
+    _print_hyper = _print_routine
 
 
 def _doc_safe(line: str) -> str:
@@ -95,8 +110,16 @@ def render(module: PreparedModule) -> dict[str, str]:
         else:
             assigns = [(printer.doprint(s), printer.doprint(e)) for s, e in q.temporaries]
             body = assigns, f"numpy.asarray({printer.doprint(q.result)}, dtype=numpy.float64)"
+        scale_factor = None
+        if spec.scale is not None:
+            scale_factor = printer.doprint(spec.scale.factor(q.name))
+            doc = doc + ["Keyword:"] + ["    " + line for line in wrap(
+                f"{spec.scale.name} = {spec.scale.meaning}, times {scale_factor} (broadcast "
+                f"with B; None: the module's activation itself); ValueError unless "
+                f"{spec.scale.valid_text} everywhere.", WIDTH - 12)]
         functions.append(
             {
+                "scale_factor": scale_factor,
                 "name": q.name,
                 "arguments": ", ".join(q.argument_names),
                 "summary": _doc_safe(doc[0]),
@@ -109,6 +132,12 @@ def render(module: PreparedModule) -> dict[str, str]:
     if imported - {"numpy"}:
         raise CodegenError(f"numpy backend would import {sorted(imported)}; only numpy is allowed")
     paragraphs = [*_calling_convention(module, shared), *spec.description]
+    if spec.scale is not None:
+        paragraphs.insert(1, (
+            f"Every function also takes the keyword ``{spec.scale.name}`` ({spec.scale.meaning};"
+            f" an array-like broadcasting with ``B``, or None for the module's activation "
+            f"itself) and raises ValueError unless {spec.scale.valid_text} everywhere; the "
+            "factor each value is multiplied by is in its docstring."))
     text = _ENV.get_template("module.py.jinja").render(
         header=header_lines(module),
         title=_doc_safe(one_line(spec.title)),
@@ -119,8 +148,19 @@ def render(module: PreparedModule) -> dict[str, str]:
         names=[repr(c.name) for c in spec.constants if c.public]
         + [repr(q.name) for q in module.functions],
         functions=functions,
+        routines=[printer.routines[k] for k in sorted(printer.routines)],
+        scale=_scale(spec.scale, printer),
     )
     return {f"{spec.name}.py": text}
+
+
+def _scale(scale, printer) -> dict | None:
+    """Template context of the module's keyword scale parameter (:class:`ScaleParameter`)."""
+    if scale is None:
+        return None
+    return {"name": scale.name, "valid": printer.doprint(scale.valid),
+            "message": repr(f"{scale.name} must satisfy {scale.valid_text} ({scale.meaning})"),
+            "valid_text": scale.valid_text}
 
 
 __all__ = ["NumpyModulePrinter", "render"]
