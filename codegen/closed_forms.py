@@ -170,20 +170,9 @@ def closed_form_module(quantities, *, module: str, activation_name: str | None =
 
 def _closed_references(deriv, Bs) -> dict:
     """``{name: [mpf per B]}``: bnmft's mpmath evaluation of the closed forms, 16 digits."""
-    import bnmft
+    from .quadrature import mpmath_references
 
-    from .quadrature import VerificationError
-
-    out: dict = {}
-    for res in bnmft.analyze(deriv, list(Bs), digits=16):
-        for name, num in res.numbers.items():
-            if num.digits is None or num.digits < 15:
-                raise VerificationError(
-                    f"{deriv.activation.name}: the mpmath reference for {name} at B = "
-                    f"{res.batch_size} reached only {num.digits} digits; cannot verify the module"
-                )
-            out.setdefault(name, []).append(num.value)
-    return out
+    return mpmath_references(deriv, Bs, 15)
 
 
 def verify_closed(deriv, module: str, languages=("numpy", "c"), Bs=None) -> ClosedVerification:

@@ -289,22 +289,31 @@ def choose_panel(act, module: str) -> float:
     )
 
 
+def mpmath_references(deriv, Bs, least: float, digits: int = 16) -> dict:
+    """``{name: [mpf per B]}``: ``bnmft.analyze(deriv, Bs, digits)`` on its mpmath routes (the
+    closed forms, or the hyperspherical quadrature), each number required to reach ``least``
+    digits (:class:`VerificationError` otherwise: a module cannot be verified against it)."""
+    import bnmft
+
+    out: dict = {}
+    for res in bnmft.analyze(deriv, list(Bs), digits=digits):
+        for name, num in res.numbers.items():
+            if num.digits is None or num.digits < least:
+                raise VerificationError(
+                    f"{deriv.activation.name}: the mpmath reference for {name} at B = "
+                    f"{res.batch_size} reached only {num.digits} digits; cannot verify the "
+                    "generated module"
+                )
+            out.setdefault(name, []).append(num.value)
+    return out
+
+
 @lru_cache(maxsize=32)
 def _reference(act, Bs, digits: int = 16) -> dict:
     """The project's mpmath route (hyperspherical quadrature at ``digits``): ``{name: [mpf]}``."""
     import bnmft
 
-    deriv = bnmft.derivation(act)
-    out: dict = {}
-    for res in bnmft.analyze(deriv, list(Bs), digits=digits):
-        for name, num in res.numbers.items():
-            if num.digits is None or num.digits < 14:
-                raise VerificationError(
-                    f"{act.name}: the mpmath reference for {name} at B = {res.batch_size} reached "
-                    f"only {num.digits} digits; cannot verify the generated module"
-                )
-            out.setdefault(name, []).append(num.value)
-    return out
+    return mpmath_references(bnmft.derivation(act), Bs, 14, digits)
 
 
 def agreement_digits(values, reference) -> float:

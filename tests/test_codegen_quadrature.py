@@ -22,6 +22,10 @@ from bnmft.codegen import load_c, load_numpy, write_sources
 from bnmft.codegen import quadrature as Q
 from bnmft.derive.activation import activation
 
+#: One xdist worker runs this file: its module fixture (the verified plans, minutes of mpmath
+#: references) would otherwise be computed once per worker.
+pytestmark = pytest.mark.xdist_group("codegen_quadrature")
+
 GOLDEN = __import__("pathlib").Path(__file__).parent / "golden" / "quadrature"
 BATCH = (4, 5, 8, 32, 1000, 10**5, 10**6)
 #: One smooth phi and one kinked, non-homogeneous phi (module names for the golden copies).
