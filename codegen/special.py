@@ -201,3 +201,21 @@ def fold_constants(expr: sp.Expr, printable) -> sp.Expr:
         return expr.func(*const, *rest)
     args = [fold_constants(a, printable) for a in expr.args]
     return expr if args == list(expr.args) else expr.func(*args, evaluate=False)
+
+
+class RoutinePrinting:
+    """Printer mixin: ``RisingFactorial`` (gamma ratios) and ``hyper`` (2F1) print as calls of
+    the generated routines (:func:`routine_of`), named ``ROUTINE_PREFIX + name``, collected in
+    ``self.routines`` so that the template emits each routine used once."""
+
+    ROUTINE_PREFIX = "_"
+
+    def _print_routine(self, expr):
+        routine = routine_of(expr)
+        if routine is None:
+            return self._print_not_supported(expr)
+        self.routines[routine.name] = routine
+        return f"{self.ROUTINE_PREFIX}{routine.name}({self._print(routine_argument(expr))})"
+
+    _print_RisingFactorial = _print_routine
+    _print_hyper = _print_routine

@@ -32,7 +32,7 @@ from sympy.printing.c import C99CodePrinter, known_functions_C99
 from ...errors import CodegenError
 from ...prepare import PreparedModule, fuse
 from ...render import WIDTH, doc_lines, environment, header_lines, one_line, wrap
-from ...special import routine_argument, routine_of
+from ...special import RoutinePrinting
 
 _ENV = environment(__file__)
 _CONSTANT_DIGITS = 36
@@ -49,26 +49,18 @@ _BODY_NAMES = frozenset(
 _BODY_PATTERN = re.compile(r"x[0-9]+\Z|bnmft_|__|_[A-Z]")
 
 
-class CKernelPrinter(C99CodePrinter):
+class CKernelPrinter(RoutinePrinting, C99CodePrinter):
     """Prints expressions as C99 double arithmetic on the loop element ``b``.
 
     ``constants`` collects the named constants used, as ``{name: literal}``.
     """
 
+    ROUTINE_PREFIX = "bnmft_"
+
     def __init__(self, settings: dict | None = None) -> None:
         super().__init__({"strict": True, "math_macros": {}, **(settings or {})})
         self.constants: dict[str, str] = {}
         self.routines: dict = {}
-
-    def _print_routine(self, expr):
-        routine = routine_of(expr)
-        if routine is None:
-            return self._print_not_supported(expr)
-        self.routines[routine.name] = routine
-        return f"bnmft_{routine.name}({self._print(routine_argument(expr))})"
-
-    _print_RisingFactorial = _print_routine
-    _print_hyper = _print_routine
 
     def _print_NumberSymbol(self, expr):
         name = f"bnmft_{str(expr).lower()}"

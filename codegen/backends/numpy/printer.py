@@ -21,7 +21,7 @@ from sympy.printing.numpy import NumPyPrinter
 
 from ...errors import CodegenError
 from ...prepare import PreparedModule
-from ...special import routine_argument, routine_of
+from ...special import RoutinePrinting
 from ...render import (
     WIDTH,
     argument_text,
@@ -37,7 +37,7 @@ from ...spec import Constant
 _ENV = environment(__file__)
 
 
-class NumpyModulePrinter(NumPyPrinter):
+class NumpyModulePrinter(RoutinePrinting, NumPyPrinter):
     """Prints expressions for float64 numpy arrays, qualified as ``numpy.<function>``."""
 
     def __init__(self, settings: dict | None = None) -> None:
@@ -46,16 +46,6 @@ class NumpyModulePrinter(NumPyPrinter):
 
     def _print_Pow(self, expr, rational=False):
         return self._hprint_Pow(expr, rational=rational, sqrt=self._module + ".sqrt")
-
-    def _print_routine(self, expr):
-        routine = routine_of(expr)
-        if routine is None:
-            return self._print_not_supported(expr)
-        self.routines[routine.name] = routine
-        return f"_{routine.name}({self._print(routine_argument(expr))})"
-
-    _print_RisingFactorial = _print_routine
-    _print_hyper = _print_routine
 
 
 def _doc_safe(line: str) -> str:
