@@ -280,6 +280,9 @@ def _step(tol: float) -> float:
     return min(0.5, 4.0 * math.pi / math.log(SAFETY / tol))
 
 
+#: Margin (in log t) of the radial rule's lower end beyond the fitted tail's own needs.
+L_MARGIN = 0.5
+
 #: Factor on the error models ``e(h) = e(2h)^2 / I`` (radius) and ``e(G_n) = e(G_m)^{n/m}``
 #: (angle, Gauss rules); the tests compare every claimed error with the actual one.
 SAFETY = 10.0
@@ -321,7 +324,9 @@ def _radial(W: np.ndarray, mu: np.ndarray, pp: np.ndarray, qq: np.ndarray, dual:
     mumax = np.max(mu, axis=-1)
     mumin = np.min(np.where(pos, mu, np.inf), axis=-1)
     logk = np.log(mumax / mumin)  # (k,): each element's rule ends at its own t mu_min = e^U
-    L = math.log(1.0 / tol) / (a + 2.0) + math.log(float(np.max(nrank)) / 2.0 + a + 1.0) + 2.0
+    # below t mu_max = e^-L the fitted tail's error (f2 term, claimed in tail_err) is ~
+    # growth^2 e^{-(a+2) L}: at this L a few percent of tol (measured: relu, B = 10, 1e-9)
+    L = math.log(1.0 / tol) / (a + 2.0) + math.log(float(np.max(nrank)) / 2.0 + a + 1.0) + L_MARGIN
     U = max(3.0, math.log(100.0 / tol) / (float(np.min(nrank)) / 2.0) + 2.0)
     h = _step(tol) if h is None else h
     grid = _grid(pp, qq)
