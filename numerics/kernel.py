@@ -19,7 +19,9 @@ Routes
   Gauss-Jacobi arcs of :class:`bnmft.numerics.bruteforce.DualKernel` otherwise). Radius:
   trapezoid rule in ``y = log t`` (the integrand is analytic in a strip around the real
   axis, so the error falls like ``exp(-c/h)``) with fitted geometric tails, the error from
-  the difference to the half rule through that exponential model; angle: nested Fejer rules
+  the difference to the half rule through that exponential model, each pair of a stack on
+  its own range (cross blocks: cut where a bound on the rest is below 5% of ``tol``, see
+  :func:`_upper_cut`) and refined on its own; angle: nested Fejer rules
   (second kind) of 3, 7, 15, 31 nodes for integer ``a`` (each reuses the nodes of the one
   before), Gauss-Jacobi rules of 4, 6, 9, 14, 21 nodes otherwise, the error from three
   successive rules (safe for geometric and for algebraic convergence), then adaptive Gauss-Kronrod (``scipy.integrate.quad_vec``)
@@ -303,7 +305,8 @@ def _claimed(delta, scale, power: float = 2.0):
 
 
 def _radial(W: np.ndarray, mu: np.ndarray, pp: np.ndarray, qq: np.ndarray, dual: _Dual,
-            B: int, eps: float, tol: float, scale=None, h: float | None = None, rows=None):
+            B: int, eps: float, tol: float, scale=None, h: float | None = None, rows=None,
+            steps=None):
     """``I_pq = Int_0^inf t^{a-1} e^{-eps B t / 2} prod_k (1 + t mu_k)^{-1/2}
     V_phi(C'(t))_pq dt`` with ``C'(t) = W diag(1/(1 + t mu)) W^T``, for stacks ``W`` (k, P, r),
     ``mu`` (k, r) >= 0 and pairs ``(pp, qq)`` of rows of ``W``.
@@ -316,6 +319,7 @@ def _radial(W: np.ndarray, mu: np.ndarray, pp: np.ndarray, qq: np.ndarray, dual:
     until ``err <= tol`` times the pair's scale (``scale``, or ``sqrt(I_pp I_qq)``) or ``h <
     0.02``; each element's rule runs to its own ``mu_min``, or stops where
     :func:`_upper_cut` bounds the rest (given ``rows`` (k, P), ``scale = rows_p rows_q``).
+    ``steps`` (k,), if given, receives the step at which each element was accepted.
     """
     a = dual.alpha
     k, P, r = W.shape
@@ -389,6 +393,8 @@ def _radial(W: np.ndarray, mu: np.ndarray, pp: np.ndarray, qq: np.ndarray, dual:
         err = _claimed(full - half, sc) + tail_err
         done = np.all(err <= tol * sc, axis=-1) | (h < 0.02)
         I_out[todo[done]], E_out[todo[done]] = full[done], err[done]
+        if steps is not None:
+            steps[todo[done]] = h
         if np.all(done):
             return I_out, E_out
         # next step from the convergence seen: the half rule's error e(2h) ~ exp(-pi d / h)
@@ -399,7 +405,14 @@ def _radial(W: np.ndarray, mu: np.ndarray, pp: np.ndarray, qq: np.ndarray, dual:
             aim = math.log(math.sqrt(tol / (2.0 * SAFETY)))
             shrink = np.where((delta > 0) & (delta < 1), aim / np.log(delta), 2.0)
         todo = todo[~done]
-        h *= min(0.8, max(0.5, 1.0 / float(np.max(shrink))))
+        h = _ladder(h * min(0.8, max(0.5, 1.0 / float(np.max(shrink)))))
+
+
+def _ladder(h: float) -> float:
+    """The largest step ``0.5 * 0.8^m`` not above ``h`` (refined steps from a few values, so
+    that pairs starting from the step of a neighbouring angle share their calls)."""
+    m = max(0, math.ceil(math.log(h / 0.5) / math.log(0.8) - 1e-9))
+    return 0.5 * 0.8**m
 
 
 def _grid(pp, qq):
@@ -458,10 +471,11 @@ def _radial_sums(dual, prod, dpp, mu, mumax, pp, qq, grid, nk, L, h, eps, B, ful
     """The trapezoid sums of :func:`_radial`: ``full = h sum_j g_j``, ``half = 2 h sum_{j
     even} g_j`` over the nodes ``u_j = -L + j h``, ``j = 0 .. nk`` of each stack element,
     ``ends`` = ``g`` at ``j = 0, 1, nk``, ``d`` the diagonal ``h sum_j w_j V_phi(C'(t_j))_pp``
-    (if not None); filled in place (``grid``: :func:`_grid` of the pairs). The stack is taken in order of ``nk``, in slices that
-    stay in cache (a few times faster than whole arrays), each on the nodes of its longest
-    element (the others' further nodes weighted 0); the weighted sums over the nodes are one
-    matrix product with the weights ``(h w_j, 2 h w_j [j even])``."""
+    (if not None); filled in place (``grid``: :func:`_grid` of the pairs). The stack is taken
+    in order of ``nk``, in slices that stay in cache (a few times faster than whole arrays),
+    each on the nodes of its longest element (the others' further nodes weighted 0), in
+    arrays allocated once; the weighted sums over the nodes are one matrix product with the
+    weights ``(h w_j, 2 h w_j [j even])``."""
     a = dual.alpha
     k = prod.shape[0]
     npairs = len(pp)
@@ -574,26 +588,40 @@ def _cross_laplace(S11, S12, S22, dual: _Dual, eps: float, tol: float, d1, d2):
     scale = np.sqrt(np.abs(d1[:, ii.ravel()] * d2[:, jj.ravel()])) / pref  # (k, B*B)
     rows = np.sqrt(np.abs(np.concatenate([d1, d2], axis=1)) / pref)  # scale = rows_p rows_q
     cache: dict = {}
+    h0 = _step(tol / 2)
+
+    def start(theta, todo):
+        """Each pair's first radial step: the one it was accepted at, at the nearest angle
+        already done (the rule converges alike at neighbouring angles), else the default."""
+        h = np.full(len(todo), np.nan)
+        for other in sorted(cache, key=lambda x: abs(x - theta)):
+            free = np.isnan(h) & cache[other][2][todo]
+            h[free] = cache[other][3][todo[free]]
+        return np.where(np.isnan(h), h0, h)
 
     def at(theta, idx):
         """Radial integrals at one angle for the pairs ``idx`` (computed once per pair)."""
         if theta not in cache:
             cache[theta] = (np.zeros((k, len(pp))), np.zeros((k, len(pp))),
-                            np.zeros(k, dtype=bool))
-        I, E, done = cache[theta]
+                            np.zeros(k, dtype=bool), np.full(k, np.nan))
+        I, E, done, steps = cache[theta]
         todo = idx[~done[idx]]
-        if len(todo):
-            s1, c1 = math.sin(theta), math.cos(theta)
+        hs = start(theta, todo)
+        s1, c1 = math.sin(theta), math.cos(theta)
+        for h in np.unique(hs)[::-1]:  # the pairs that start from one step together
+            grp = todo[hs == h]
             # tilt s1 |x1|^2 + s2 |x2|^2 = rho xi^T F^T D F xi, D = diag(sin^2 I, cos^2 I)
-            Fd = F[todo].copy()
+            Fd = F[grp].copy()
             Fd[:, :n, :] *= s1
             Fd[:, n:, :] *= c1
             R = np.swapaxes(Fd, 1, 2) @ Fd
             mu, Ev = np.linalg.eigh((R + np.swapaxes(R, 1, 2)) / 2)
             mu = np.where(mu > RANK_TOL * mu[:, -1:], mu, 0.0)
-            I[todo], E[todo] = _radial(Wx[todo] @ Ev, mu, pp, qq, dual, B, eps, tol / 2,
-                                       scale[todo], rows=rows[todo])
-            done[todo] = True
+            got = np.empty(len(grp))
+            I[grp], E[grp] = _radial(Wx[grp] @ Ev, mu, pp, qq, dual, B, eps, tol / 2,
+                                     scale[grp], float(h), rows[grp], got)
+            steps[grp] = got
+            done[grp] = True
         return I[idx], E[idx]
 
     def rule(m, idx):
