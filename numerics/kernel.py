@@ -492,9 +492,11 @@ def _radial_sums(dual, prod, dpp, mu, mumax, pp, qq, grid, nk, L, h, eps, B, ful
     ew = np.exp(logw)  # the weight of the integrand in y (dy = dt / t)
     ew[j[None, :] > nk[:, None]] = 0.0  # beyond an element's own last node
     step = max(1, _CACHED // (npairs * (nmax + 1)))
-    # work arrays allocated once (fresh arrays of this size cost page faults on every slice)
+    # work arrays kept between calls (fresh arrays of this size cost page faults every time)
     size = min(step, k) * npairs * (nmax + 1)
-    work = np.empty((4, size))
+    if _WORK[0].shape[1] < size:
+        _WORK[0] = np.empty((4, size))
+    work = _WORK[0]
     for s in range(0, k, step):
         idx = order[s:s + step]
         m = len(idx)
@@ -534,6 +536,8 @@ def _radial_sums(dual, prod, dpp, mu, mumax, pp, qq, grid, nk, L, h, eps, B, ful
 _CHUNK = 4_000_000  # doubles per intermediate array
 #: Doubles per intermediate array of the radial integrand (a slice that stays in cache).
 _CACHED = 100_000
+#: The radial sums' work arrays (4, size), reused by every call in a process.
+_WORK = [np.empty((4, 0))]
 
 
 def _within_laplace(S: np.ndarray, dual: _Dual, eps: float, tol: float):
