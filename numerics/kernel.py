@@ -315,9 +315,9 @@ def _radial(W: np.ndarray, mu: np.ndarray, pp: np.ndarray, qq: np.ndarray, dual:
     the smallest positive ``mu``), plus the geometric tails ``~ e^{a y}`` below and ``~ e^{-r
     y / 2}`` above (r the number of positive ``mu``). Returns ``(I, err)`` (k, npairs), ``err``
     = :func:`_claimed` of the difference between the rule and its half (every other node) + a
-    bound on the tails' error; the step is halved, for the elements of the stack still short,
-    until ``err <= tol`` times the pair's scale (``scale``, or ``sqrt(I_pp I_qq)``) or ``h <
-    0.02``; each element's rule runs to its own ``mu_min``, or stops where
+    bound on the tails' error; the step is refined (to between h/2 and 0.8 h, from the
+    convergence seen) for the elements of the stack still short, until ``err <= tol`` times
+    the pair's scale (``scale``, or ``sqrt(I_pp I_qq)``) or ``h < 0.02``; each element's rule runs to its own ``mu_min``, or stops where
     :func:`_upper_cut` bounds the rest (given ``rows`` (k, P), ``scale = rows_p rows_q``).
     ``steps`` (k,), if given, receives the step at which each element was accepted.
     """
