@@ -19,7 +19,9 @@ Routes
   Gauss-Jacobi arcs of :class:`bnmft.numerics.bruteforce.DualKernel` otherwise). Radius:
   trapezoid rule in ``y = log t`` (the integrand is analytic in a strip around the real
   axis, so the error falls like ``exp(-c/h)``) with fitted geometric tails, the error from
-  the difference to the half rule through that exponential model; angle: nested Fejer rules
+  the difference to the half rule through that exponential model, each pair of a stack on
+  its own range (cross blocks: cut where a bound on the rest is below 5% of ``tol``, see
+  :func:`_upper_cut`) and refined on its own; angle: nested Fejer rules
   (second kind) of 3, 7, 15, 31 nodes for integer ``a`` (each reuses the nodes of the one
   before), Gauss-Jacobi rules of 4, 6, 9, 14, 21 nodes otherwise, the error from three
   successive rules (safe for geometric and for algebraic convergence), then adaptive Gauss-Kronrod (``scipy.integrate.quad_vec``)
@@ -156,6 +158,34 @@ class _Dual:
         return root
 
 
+    def scaled_norm(self, cross, norm, inv, work):
+        """``(U, c)`` with ``c U =`` :meth:`value_norm` ``(cross, norm)``, given also ``inv =
+        1 / norm``, without new arrays: ``cross``, ``inv`` and ``work`` (of their shape) are
+        overwritten, ``U`` is ``cross``'s memory, ``c`` a number. ``a = 1``: ``U = norm
+        (sqrt((1 - rho)(1 + rho)) + (c0 - theta) rho)``, ``rho = cross inv``, ``theta =
+        arccos rho``, ``c0 = (A^2 + C^2) pi / (A + C)^2``, ``c = (A + C)^2 / (2 pi)`` (the closed
+        form of :meth:`value`); ``A + C = 0``: ``U = cross``, ``c = (A^2 + C^2) / 2``; other
+        ``a``: ``(value_norm(cross, norm), 1)`` (a new array)."""
+        if self.alpha != 1.0:
+            return self.value_norm(cross, norm), 1.0
+        A, C = self.A, self.C
+        s2 = (A + C) ** 2
+        if s2 == 0:
+            return cross, (A * A + C * C) / 2.0
+        rho = np.multiply(cross, inv, out=inv)
+        np.clip(rho, -1.0, 1.0, out=rho)
+        lin = np.arccos(rho, out=work)
+        np.subtract((A * A + C * C) * np.pi / s2, lin, out=lin)
+        lin *= rho
+        root = np.subtract(1.0, rho, out=cross)
+        rho += 1.0
+        root *= rho
+        np.sqrt(root, out=root)
+        root += lin
+        root *= norm
+        return root, s2 / (2 * np.pi)
+
+
 @lru_cache(maxsize=64)
 def _dual_of(act) -> _Dual | None:
     hom = act.homogeneous
@@ -252,6 +282,9 @@ def _step(tol: float) -> float:
     return min(0.5, 4.0 * math.pi / math.log(SAFETY / tol))
 
 
+#: Margin (in log t) of the radial rule's lower end beyond the fitted tail's own needs.
+L_MARGIN = 0.5
+
 #: Factor on the error models ``e(h) = e(2h)^2 / I`` (radius) and ``e(G_n) = e(G_m)^{n/m}``
 #: (angle, Gauss rules); the tests compare every claimed error with the actual one.
 SAFETY = 10.0
@@ -272,7 +305,8 @@ def _claimed(delta, scale, power: float = 2.0):
 
 
 def _radial(W: np.ndarray, mu: np.ndarray, pp: np.ndarray, qq: np.ndarray, dual: _Dual,
-            B: int, eps: float, tol: float, scale=None, h: float | None = None):
+            B: int, eps: float, tol: float, scale=None, h: float | None = None, rows=None,
+            steps=None):
     """``I_pq = Int_0^inf t^{a-1} e^{-eps B t / 2} prod_k (1 + t mu_k)^{-1/2}
     V_phi(C'(t))_pq dt`` with ``C'(t) = W diag(1/(1 + t mu)) W^T``, for stacks ``W`` (k, P, r),
     ``mu`` (k, r) >= 0 and pairs ``(pp, qq)`` of rows of ``W``.
@@ -281,8 +315,11 @@ def _radial(W: np.ndarray, mu: np.ndarray, pp: np.ndarray, qq: np.ndarray, dual:
     the smallest positive ``mu``), plus the geometric tails ``~ e^{a y}`` below and ``~ e^{-r
     y / 2}`` above (r the number of positive ``mu``). Returns ``(I, err)`` (k, npairs), ``err``
     = :func:`_claimed` of the difference between the rule and its half (every other node) + a
-    bound on the tails' error; the step is halved until ``err <= tol`` times the pair's scale
-    (``scale``, or ``sqrt(I_pp I_qq)``) or ``h < 0.02``.
+    bound on the tails' error; the step is refined (to between h/2 and 0.8 h, from the
+    convergence seen) for the elements of the stack still short, until ``err <= tol`` times
+    the pair's scale (``scale``, or ``sqrt(I_pp I_qq)``) or ``h < 0.02``; each element's rule runs to its own ``mu_min``, or stops where
+    :func:`_upper_cut` bounds the rest (given ``rows`` (k, P), ``scale = rows_p rows_q``).
+    ``steps`` (k,), if given, receives the step at which each element was accepted.
     """
     a = dual.alpha
     k, P, r = W.shape
@@ -290,39 +327,35 @@ def _radial(W: np.ndarray, mu: np.ndarray, pp: np.ndarray, qq: np.ndarray, dual:
     nrank = np.sum(pos, axis=-1)  # (k,)
     mumax = np.max(mu, axis=-1)
     mumin = np.min(np.where(pos, mu, np.inf), axis=-1)
-    logk = float(np.max(np.log(mumax / mumin)))
-    L = math.log(1.0 / tol) / (a + 2.0) + math.log(float(np.max(nrank)) / 2.0 + a + 1.0) + 2.0
+    logk = np.log(mumax / mumin)  # (k,): each element's rule ends at its own t mu_min = e^U
+    # below t mu_max = e^-L the fitted tail's error (f2 term, claimed in tail_err) is ~
+    # growth^2 e^{-(a+2) L}: at this L a few percent of tol (measured: relu, B = 10, 1e-9)
+    L = math.log(1.0 / tol) / (a + 2.0) + math.log(float(np.max(nrank)) / 2.0 + a + 1.0) + L_MARGIN
     U = max(3.0, math.log(100.0 / tol) / (float(np.min(nrank)) / 2.0) + 2.0)
     h = _step(tol) if h is None else h
-    prod = W[:, pp, :] * W[:, qq, :]  # (k, npairs, r)
+    grid = _grid(pp, qq)
+    if grid is not None:  # all pairs (p, q) of two sets of rows: products by broadcasting
+        u1, u2 = grid
+        prod = (W[:, u1, None, :] * W[:, None, u2, :]).reshape(k, len(pp), r)
+    else:
+        prod = W[:, pp, :] * W[:, qq, :]  # (k, npairs, r)
     dpp = W * W  # (k, P, r)
+    I_out, E_out = np.empty((k, len(pp))), np.empty((k, len(pp)))
+    todo = np.arange(k)  # elements not yet within tol: only these go on to the next step
     while True:
-        n = int(math.ceil((L + logk + U) / h))
-        n += n % 2  # even: the half rule ends on the same node
-        u = -L + h * np.arange(n + 1)  # y + log mu_max
-        t = np.exp(u)[None, :] / mumax[:, None]  # (k, nodes)
-        tm = t[:, :, None] * mu[:, None, :]  # (k, nodes, r)
-        f = 1.0 / (1.0 + tm)
-        logw = a * np.log(t) - 0.5 * np.sum(np.log1p(tm), axis=-1) - 0.5 * eps * B * t
-        ew = np.exp(logw)
-        ft = np.swapaxes(f, 1, 2)
-        full, half = np.empty((k, len(pp))), np.empty((k, len(pp)))
-        ends = np.empty((k, len(pp), 3))  # integrand at the first two and the last node
-        d = np.empty((k, P)) if scale is None else None
-        # in slices of the stack that stay in cache (a few times faster than whole arrays)
-        step = max(1, _CACHED // (len(pp) * (n + 1)))
-        for s in range(0, k, step):
-            sl = slice(s, s + step)
-            cross = prod[sl] @ ft[sl]  # (step, npairs, nodes)
-            diag = dpp[sl] @ ft[sl]  # (step, P, nodes)
-            sd = np.sqrt(diag)
-            g = dual.value_norm(cross, sd[:, pp, :] * sd[:, qq, :])
-            g *= ew[sl, None, :]  # integrand in y (dy = dt / t)
-            full[sl] = h * np.sum(g, axis=-1)
-            half[sl] = 2 * h * np.sum(g[..., ::2], axis=-1)
-            ends[sl] = g[..., [0, 1, -1]]
-            if d is not None:
-                d[sl] = h * np.sum(ew[sl, None, :] * diag**a * dual.second, axis=-1)
+        kk = len(todo)
+        sel = slice(None) if kk == k else todo  # (no copies on the first step)
+        nk = np.ceil((L + logk[sel] + U) / h).astype(np.int64)
+        nk += nk % 2  # even: the half rule ends on the same node
+        if rows is not None:
+            nk, T, cut = _upper_cut(dpp[sel], mu[sel], mumax[sel], pp, qq, nk, L, h, a, eps, B,
+                                    dual.second, rows[sel], 0.05 * tol)
+        full, half = np.empty((kk, len(pp))), np.empty((kk, len(pp)))
+        ends = np.empty((kk, len(pp), 3))  # integrand at the first two and the last node
+        d = np.empty((kk, P)) if scale is None else None
+        _radial_sums(dual, prod[sel], dpp[sel], mu[sel], mumax[sel], pp, qq, grid, nk, L, h, eps,
+                     B, full, half, ends, d)
+        nr = nrank[sel]
         g = ends
         # tails. Below: g = e^{a u} (f0 + f1 e^u + O(e^{2u})) (t -> 0 is regular), f0, f1 fitted
         # to the first two nodes, summed on the grid continued down; the f2 term left out is
@@ -339,28 +372,172 @@ def _radial(W: np.ndarray, mu: np.ndarray, pp: np.ndarray, qq: np.ndarray, dual:
             two = f1 * math.exp(-(a + 1) * L) * rb / (1 - rb)
             return step * (one + two), step * np.abs(two)
 
-        ru = np.exp(-nrank * h / 2.0)[:, None]
+        ru = np.exp(-nr * h / 2.0)[:, None]
         g1 = g[..., -1]
         lo, lo_two = below(h)
         lo2, _ = below(2 * h)
-        full += lo + h * g1 * ru / (1 - ru)
-        half += lo2 + 2 * h * g1 * ru**2 / (1 - ru**2)
-        growth = nrank[:, None] / 2.0 + a + 1.0
-        tail_err = (2.0 * growth * math.exp(-L) * lo_two
-                    + h * np.abs(g1) * math.exp(-U) * growth / (1 - ru))
+        up = h * g1 * ru / (1 - ru)
+        up2 = 2 * h * g1 * ru**2 / (1 - ru**2)
+        growth = nr[:, None] / 2.0 + a + 1.0
+        up_err = h * np.abs(g1) * math.exp(-U) * growth / (1 - ru)
+        if rows is not None:  # rules cut short: no tail added, its bound (twice) claimed
+            up, up2, up_err = (np.where(cut[:, None], 0.0, x) for x in (up, up2, up_err))
+            up_err += 2.0 * T
+        full += lo + up
+        half += lo2 + up2
+        tail_err = 2.0 * growth * math.exp(-L) * lo_two + up_err
         if scale is None:
             sc = np.sqrt(np.abs(d[:, pp] * d[:, qq]))
         else:
-            sc = scale
+            sc = scale[sel]
         err = _claimed(full - half, sc) + tail_err
-        if np.all(err <= tol * sc) or h < 0.02:
-            return full, err
-        h /= 2.0
+        done = np.all(err <= tol * sc, axis=-1) | (h < 0.02)
+        I_out[todo[done]], E_out[todo[done]] = full[done], err[done]
+        if steps is not None:
+            steps[todo[done]] = h
+        if np.all(done):
+            return I_out, E_out
+        # next step from the convergence seen: the half rule's error e(2h) ~ exp(-pi d / h)
+        # is |full - half|, and the error claimed at step h' is SAFETY e(2h')^2; h' aims at
+        # half the tolerance (between h/2 and 0.8 h; checked again like every step)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            delta = np.max(np.abs(full - half)[~done] / sc[~done], axis=-1)
+            aim = math.log(math.sqrt(tol / (2.0 * SAFETY)))
+            shrink = np.where((delta > 0) & (delta < 1), aim / np.log(delta), 2.0)
+        todo = todo[~done]
+        h = _ladder(h * min(0.8, max(0.5, 1.0 / float(np.max(shrink)))))
+
+
+def _ladder(h: float) -> float:
+    """The largest step ``0.5 * 0.8^m`` not above ``h`` (refined steps from a few values, so
+    that pairs starting from the step of a neighbouring angle share their calls)."""
+    m = max(0, math.ceil(math.log(h / 0.5) / math.log(0.8) - 1e-9))
+    return 0.5 * 0.8**m
+
+
+def _grid(pp, qq):
+    """``(u1, u2)`` if the pairs ``(pp, qq)`` are all ``(p, q)``, ``p`` in ``u1``, ``q`` in
+    ``u2``, in row-major order; else None."""
+    u1, u2 = np.unique(pp), np.unique(qq)
+    if (len(u1) * len(u2) == len(pp) and np.array_equal(pp, np.repeat(u1, len(u2)))
+            and np.array_equal(qq, np.tile(u2, len(u1)))):
+        return u1, u2
+    return None
+
+
+def _upper_cut(dpp, mu, mumax, pp, qq, nk, L, h, a, eps, B, second, rows, frac):
+    """Where each element's rule of :func:`_radial` may stop early: the first even node
+    ``c`` (with ``t mu_max >= 1``) at which the bound ``T_pq`` on the rest of the integral,
+    and on the rest of the rule and of its half, is below ``frac rows_p rows_q`` for every
+    pair. From ``t_c`` on, ``|V_phi(C'(t))_pq| <= second (C'_pp C'_qq)^{a/2}`` at ``t_c``
+    (Cauchy-Schwarz, ``C'(t)`` decreasing) and, by convexity of ``log(1 + mu e^y)`` in
+    ``y``, ``prod_k (1 + t mu_k)^{-1/2} <= prod_k (1 + t_c mu_k)^{-1/2} (t/t_c)^{-gamma/2}``
+    with ``gamma = sum_k t_c mu_k / (1 + t_c mu_k)``, so the integrand in ``y`` is at most
+    ``g_c e^{-(gamma/2 - a)(y - y_c)}``: ``T = second (C'_pp C'_qq)^{a/2} w_c / (gamma/2 -
+    a)``, ``w_c`` the weight at ``t_c`` (the rule's sums beyond ``c`` are bounded by the same
+    ``T``). Returns ``(nk, T, cut)``: the new last nodes, ``T`` at them (0 where not cut)."""
+    k = len(nk)
+    j = np.arange(int(math.ceil(L / h)), int(np.max(nk)) + 1)
+    j = j[j % 2 == 0]  # candidate nodes: even, t mu_max >= 1
+    T = np.zeros((k, len(pp)))
+    cut = np.zeros(k, dtype=bool)
+    if not len(j):
+        return nk, T, cut
+    t = np.exp(-L + h * j)[None, :] / mumax[:, None]  # (k, nc)
+    tm = t[:, :, None] * mu[:, None, :]
+    f = 1.0 / (1.0 + tm)
+    gamma = np.sum(tm * f, axis=-1)
+    w = np.exp(a * np.log(t) - 0.5 * np.sum(np.log1p(tm), axis=-1) - 0.5 * eps * B * t)
+    sd = dpp @ np.swapaxes(f, 1, 2)  # C'_pp at the candidates (k, P, nc)
+    sd = np.sqrt(sd) if a == 1.0 else sd ** (a / 2.0)
+    rate = gamma / 2.0 - a
+    with np.errstate(divide="ignore", invalid="ignore"):
+        coef = np.where(rate > 0, second * w / rate, np.inf)  # (k, nc)
+        rel = sd / rows[:, :, None]
+    # max_pairs of (rel_p rel_q) <= max_pp rel_p * max_qq rel_q (equal for a grid of pairs)
+    worst = np.max(rel[:, np.unique(pp), :], axis=1) * np.max(rel[:, np.unique(qq), :], axis=1)
+    ok = (worst * coef <= frac) & (j[None, :] < nk[:, None])
+    cut = np.any(ok, axis=-1)
+    first = np.argmax(ok, axis=-1)
+    new = np.where(cut, j[first], nk)
+    ic, jc = np.flatnonzero(cut), first[cut]
+    T[cut] = sd[ic[:, None], pp[None, :], jc[:, None]] * sd[ic[:, None], qq[None, :], jc[:, None]] \
+        * coef[ic, jc][:, None]
+    return new, T, cut
+
+
+def _radial_sums(dual, prod, dpp, mu, mumax, pp, qq, grid, nk, L, h, eps, B, full, half, ends,
+                 d):
+    """The trapezoid sums of :func:`_radial`: ``full = h sum_j g_j``, ``half = 2 h sum_{j
+    even} g_j`` over the nodes ``u_j = -L + j h``, ``j = 0 .. nk`` of each stack element,
+    ``ends`` = ``g`` at ``j = 0, 1, nk``, ``d`` the diagonal ``h sum_j w_j V_phi(C'(t_j))_pp``
+    (if not None); filled in place (``grid``: :func:`_grid` of the pairs). The stack is taken
+    in order of ``nk``, in slices that stay in cache (a few times faster than whole arrays),
+    each on the nodes of its longest element (the others' further nodes weighted 0), in
+    arrays allocated once; the weighted sums over the nodes are one matrix product with the
+    weights ``(h w_j, 2 h w_j [j even])``."""
+    a = dual.alpha
+    k = prod.shape[0]
+    npairs = len(pp)
+    order = np.argsort(nk, kind="stable")
+    if grid is not None:  # sqrt(d_p d_q) as an outer product
+        u1, u2 = grid
+    nmax = int(np.max(nk))
+    j = np.arange(nmax + 1)
+    u = -L + h * j  # y + log mu_max
+    t = np.exp(u)[None, :] / mumax[:, None]  # (k, nodes)
+    tm = t[:, :, None] * mu[:, None, :]  # (k, nodes, r)
+    fts = np.swapaxes(1.0 / (1.0 + tm), 1, 2)
+    logw = a * np.log(t) - 0.5 * np.sum(np.log1p(tm), axis=-1) - 0.5 * eps * B * t
+    ew = np.exp(logw)  # the weight of the integrand in y (dy = dt / t)
+    ew[j[None, :] > nk[:, None]] = 0.0  # beyond an element's own last node
+    step = max(1, _CACHED // (npairs * (nmax + 1)))
+    # work arrays kept between calls (fresh arrays of this size cost page faults every time)
+    size = min(step, k) * npairs * (nmax + 1)
+    if _WORK[0].shape[1] < size:
+        _WORK[0] = np.empty((4, size))
+    work = _WORK[0]
+    for s in range(0, k, step):
+        idx = order[s:s + step]
+        m = len(idx)
+        last = nk[idx]
+        n = int(last[-1])
+        cross, norm, inv, tmp = (w[:m * npairs * (n + 1)].reshape(m, npairs, n + 1)
+                                 for w in work)
+        ft = fts[idx, :, :n + 1]
+        we = ew[idx, :n + 1]
+        np.matmul(prod[idx], ft, out=cross)
+        diag = dpp[idx] @ ft  # (m, P, nodes)
+        sd = np.sqrt(diag)
+        isd = 1.0 / np.maximum(sd, 1e-150)  # a row that vanishes has cross = 0: rho = 0
+        if grid is not None:
+            g4 = (m, len(u1), len(u2), n + 1)
+            np.multiply(sd[:, u1, None, :], sd[:, None, u2, :], out=norm.reshape(g4))
+            np.multiply(isd[:, u1, None, :], isd[:, None, u2, :], out=inv.reshape(g4))
+        else:
+            np.multiply(sd[:, pp, :], sd[:, qq, :], out=norm)
+            np.multiply(isd[:, pp, :], isd[:, qq, :], out=inv)
+        G, c = dual.scaled_norm(cross, norm, inv, tmp)
+        wts = np.empty((m, n + 1, 2))
+        wts[:, :, 0] = (c * h) * we
+        wts[:, :, 1] = (c * 2 * h) * we
+        wts[:, 1::2, 1] = 0.0
+        sums = G @ wts  # (m, npairs, 2)
+        full[idx] = sums[..., 0]
+        half[idx] = sums[..., 1]
+        ar = np.arange(m)
+        ends[idx, :, 0] = G[..., 0] * (c * we[:, None, 0])
+        ends[idx, :, 1] = G[..., 1] * (c * we[:, None, 1])
+        ends[idx, :, 2] = G[ar, :, last] * (c * we[ar, last])[:, None]
+        if d is not None:
+            d[idx] = np.einsum("mpj,mj->mp", diag**a, we) * (h * dual.second)
 
 
 _CHUNK = 4_000_000  # doubles per intermediate array
 #: Doubles per intermediate array of the radial integrand (a slice that stays in cache).
-_CACHED = 40_000
+_CACHED = 100_000
+#: The radial sums' work arrays (4, size), reused by every call in a process.
+_WORK = [np.empty((4, 0))]
 
 
 def _within_laplace(S: np.ndarray, dual: _Dual, eps: float, tol: float):
@@ -413,27 +590,42 @@ def _cross_laplace(S11, S12, S22, dual: _Dual, eps: float, tol: float, d1, d2):
     pp, qq = ii.ravel(), B + jj.ravel()
     pref = 2.0 * math.exp(a * math.log(B / 2.0) - 2.0 * gammaln(a / 2.0))
     scale = np.sqrt(np.abs(d1[:, ii.ravel()] * d2[:, jj.ravel()])) / pref  # (k, B*B)
+    rows = np.sqrt(np.abs(np.concatenate([d1, d2], axis=1)) / pref)  # scale = rows_p rows_q
     cache: dict = {}
+    h0 = _step(tol / 2)
+
+    def start(theta, todo):
+        """Each pair's first radial step: the one it was accepted at, at the nearest angle
+        already done (the rule converges alike at neighbouring angles), else the default."""
+        h = np.full(len(todo), np.nan)
+        for other in sorted(cache, key=lambda x: abs(x - theta)):
+            free = np.isnan(h) & cache[other][2][todo]
+            h[free] = cache[other][3][todo[free]]
+        return np.where(np.isnan(h), h0, h)
 
     def at(theta, idx):
         """Radial integrals at one angle for the pairs ``idx`` (computed once per pair)."""
         if theta not in cache:
             cache[theta] = (np.zeros((k, len(pp))), np.zeros((k, len(pp))),
-                            np.zeros(k, dtype=bool))
-        I, E, done = cache[theta]
+                            np.zeros(k, dtype=bool), np.full(k, np.nan))
+        I, E, done, steps = cache[theta]
         todo = idx[~done[idx]]
-        if len(todo):
-            s1, c1 = math.sin(theta), math.cos(theta)
+        hs = start(theta, todo)
+        s1, c1 = math.sin(theta), math.cos(theta)
+        for h in np.unique(hs)[::-1]:  # the pairs that start from one step together
+            grp = todo[hs == h]
             # tilt s1 |x1|^2 + s2 |x2|^2 = rho xi^T F^T D F xi, D = diag(sin^2 I, cos^2 I)
-            Fd = F[todo].copy()
+            Fd = F[grp].copy()
             Fd[:, :n, :] *= s1
             Fd[:, n:, :] *= c1
             R = np.swapaxes(Fd, 1, 2) @ Fd
             mu, Ev = np.linalg.eigh((R + np.swapaxes(R, 1, 2)) / 2)
             mu = np.where(mu > RANK_TOL * mu[:, -1:], mu, 0.0)
-            I[todo], E[todo] = _radial(Wx[todo] @ Ev, mu, pp, qq, dual, B, eps, tol / 2,
-                                       scale[todo])
-            done[todo] = True
+            got = np.empty(len(grp))
+            I[grp], E[grp] = _radial(Wx[grp] @ Ev, mu, pp, qq, dual, B, eps, tol / 2,
+                                     scale[grp], float(h), rows[grp], got)
+            steps[grp] = got
+            done[grp] = True
         return I[idx], E[idx]
 
     def rule(m, idx):

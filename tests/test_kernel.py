@@ -176,6 +176,92 @@ def test_dual_kernel_fast_path_is_the_derived_closed_form():
         assert np.allclose(dual.value(rho, one, one), dual.K(rho), rtol=0, atol=1e-15)
 
 
+
+def test_scaled_dual_kernel_is_the_dual_kernel():
+    """The in-place form of the a = 1 dual kernel used by the radial sums (U, c with c U =
+    E[phi phi]) equals the closed form of _Dual.value, also for A + C = 0 (linear)."""
+    rng = np.random.default_rng(3)
+    dp, dq = rng.uniform(0.1, 2.0, (2, 500))
+    rho = np.concatenate([rng.uniform(-1, 1, 494), [-1, -1 + 1e-12, 0, 1 - 1e-12, 1, 1]])
+    cross = rho * np.sqrt(dp * dq)
+    for spec in ("relu", "leaky_relu:0.2", "abs", "linear"):
+        dual = K._dual_of(bnmft.activation(spec))
+        norm = np.sqrt(dp) * np.sqrt(dq)
+        U, c = dual.scaled_norm(cross.copy(), norm, 1.0 / norm, np.empty_like(norm))
+        ref = dual.value(cross, dp, dq)
+        assert np.all(np.abs(c * U - ref) <= 1e-15 * norm), spec
+
+
+def _radial_case(seed, k=6, B=5):
+    """A stack of tilted cross-batch radial problems (W, mu, pp, qq, scale, rows) at one angle."""
+    rng = np.random.default_rng(seed)
+    n = B - 1
+    F = rng.standard_normal((k, 2 * n, 2 * n)) * rng.uniform(0.2, 3.0, (k, 1, 2 * n))
+    th = rng.uniform(0.002, 0.3, k)  # near an end of the angle range: a long rule
+    Fd = F.copy()
+    Fd[:, :n] *= np.sin(th)[:, None, None]
+    Fd[:, n:] *= np.cos(th)[:, None, None]
+    mu, Ev = np.linalg.eigh(np.swapaxes(Fd, 1, 2) @ Fd)
+    W = F @ Ev
+    ii, jj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    pp, qq = ii.ravel(), n + jj.ravel()
+    rows = np.sqrt(np.einsum("kpr,kpr->kp", W, W))  # scale of the pairs: sqrt(S_pp S_qq)
+    return W, mu, pp, qq, rows[:, pp] * rows[:, qq], rows
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_radial_rule_cut_short_keeps_its_error_bound(seed):
+    """Cutting the radial rule where the bound on the rest is small (_upper_cut) stops
+    earlier than the rule to mu_min and stays within its claimed error of a rule run to
+    mu_min at a far smaller tolerance and step."""
+    dual = K._dual_of(bnmft.activation("relu"))
+    W, mu, pp, qq, scale, rows = _radial_case(seed)
+    ref, _ = K._radial(W, mu, pp, qq, dual, 5, 0.0, 1e-13, scale, h=0.1)
+    for tol in (1e-6, 1e-10):
+        full, err_full = K._radial(W, mu, pp, qq, dual, 5, 0.0, tol, scale)
+        cut, err_cut = K._radial(W, mu, pp, qq, dual, 5, 0.0, tol, scale, rows=rows)
+        assert np.all(np.abs(cut - ref) <= err_cut), tol
+        assert np.all(np.abs(full - ref) <= err_full), tol
+        assert np.all(err_cut <= tol * scale)
+    # the cut happens, and the bound it claims is a bound
+    L, h = 10.0, 0.5
+    nk = np.full(len(W), 120)
+    new, T, was = K._upper_cut(W * W, mu, mu.max(-1), pp, qq, nk, L, h, 1.0, 0.0, 5,
+                               dual.second, rows, 1e-10)
+    assert np.all(was) and np.all(new < nk)
+    t_c = np.exp(-L + h * new) / mu.max(-1)
+    # the integral from t_c on, by the same rule on [t_c, inf): rescale t = t_c s
+    rest = _radial_from(W, mu, pp, qq, dual, t_c)
+    assert np.all(np.abs(rest) <= T)
+    assert np.all(T <= 1e-10 * scale)
+
+
+def _radial_from(W, mu, pp, qq, dual, t_c, m=4000):
+    """Int_{t_c}^inf of the radial integrand (a = 1, eps = 0) by a fine trapezoid in log t."""
+    out = np.empty((len(W), len(pp)))
+    y = np.log(t_c)[:, None] + np.linspace(0, 60, m)[None, :]
+    for e in range(len(W)):
+        t = np.exp(y[e])
+        f = 1.0 / (1.0 + t[:, None] * mu[e][None, :])
+        w = t * np.exp(-0.5 * np.sum(np.log1p(t[:, None] * mu[e][None, :]), axis=-1))
+        C = np.einsum("pr,jr,qr->jpq", W[e], f, W[e])
+        g = dual.value(C[:, pp, qq], C[:, pp, pp], C[:, qq, qq]) * w[:, None]
+        dy = y[e, 1] - y[e, 0]
+        out[e] = dy * (np.sum(g, axis=0) - 0.5 * (g[0] + g[-1]))
+    return out
+
+
+def test_radial_grid_and_listed_pairs_agree():
+    """The radial sums for all pairs of two sets of rows (products by broadcasting) and for
+    the same pairs listed in another order (gathers) give the same integrals."""
+    dual = K._dual_of(bnmft.activation("relu"))
+    W, mu, pp, qq, scale, rows = _radial_case(4)
+    I, E = K._radial(W, mu, pp, qq, dual, 5, 0.0, 1e-9, scale)
+    perm = np.random.default_rng(0).permutation(len(pp))
+    Ip, Ep = K._radial(W, mu, pp[perm], qq[perm], dual, 5, 0.0, 1e-9, scale[:, perm])
+    assert np.allclose(Ip, I[:, perm], rtol=0, atol=1e-15 * np.max(scale))
+
+
 # -- the BSB1 point --------------------------------------------------------------------------
 
 
