@@ -46,6 +46,60 @@ def _quadrature_error(levels: list[Assembled], key) -> np.ndarray:
     return np.where(e1 < 0.5 * e2, extrap, e1)
 
 
+#: Chunks larger than this are first solved on three of their rows (see :func:`_run`).
+_PROBE_MIN = 8
+
+
+class _ChunkSolver:
+    """Grow ``K`` and the nodes for one chunk until its checks pass (or the caps are reached).
+
+    ``state`` (``K``, ``trap``, ``gl``: the trapezoid and Gauss-Legendre node counts) is
+    updated in place and only ever grows, so later chunks start from it.
+    """
+
+    def __init__(self, act, moments, want_rate, rtol, one_pts, coef_pts, keys, K_max):
+        self.act, self.moments, self.want_rate, self.rtol = act, moments, want_rate, rtol
+        self.one_pts, self.coef_pts, self.keys, self.K_max = one_pts, coef_pts, keys, K_max
+
+    def __call__(self, Bc, trap: bool, state: dict):
+        act, moments, want_rate, rtol = self.act, self.moments, self.want_rate, self.rtol
+        one_pts, coef_pts, keys = self.one_pts, self.coef_pts, self.keys
+        while True:
+            K = state["K"]
+            if trap:
+                state["trap"] = max(state["trap"], K + 16)
+                M = (state["trap"] + 3) // 4
+                grid = trapezoid_grid(Bc, M)
+                nodes = 4 * M + 1
+                levels = [assemble(p, Bc, moments, want_rate, K, nodes)
+                          for p in rule_passes(act, grid, one_pts, coef_pts, K, want_rate)]
+            else:
+                # the coarser rule must resolve e_k up to K too, or it only measures aliasing
+                n_gl = state["gl"] = max(state["gl"], (4 * (K + 24)) // 3)
+                m = max(16, (3 * n_gl) // 4)
+                grids = [gauss_grid(act, Bc, nn) for nn in (n_gl, m)]
+                levels = [
+                    assemble(rule_passes(act, gr, one_pts, coef_pts, K, want_rate)[0],
+                              Bc, moments, want_rate, K, gr.t.shape[1])
+                    for gr in grids
+                ]
+                nodes = n_gl
+            hi = levels[0]
+            quad = {key: _quadrature_error(levels, key) for key in keys}
+            tail_bad = any(np.any(hi.tails[key] > 0.1 * rtol * hi.scales[key]) for key in keys)
+            # rounding noise differs between the rules too: do not chase it with more nodes
+            quad_bad = any(np.any(quad[key] > rtol * hi.scales[key] + 2 * hi.rounding[key])
+                           for key in keys)
+            if tail_bad and K < self.K_max and coef_pts:
+                state["K"] = min(self.K_max, int(K * 1.5) + 1)
+                continue
+            if quad_bad and nodes < _N_MAX:
+                kind = "trap" if trap else "gl"
+                state[kind] = int(state[kind] * 1.4)
+                continue
+            return hi, quad, nodes
+
+
 def _run(act: Activation, Bs, moments, want_rate: bool, rtol: float, info: dict | None,
          K0: int = 12, n0: int = 48, K_max: int | None = None):
     """Values and absolute error estimates of ``moments`` (and the Thm 9 rate) for each ``B``.
@@ -75,8 +129,8 @@ def _run(act: Activation, Bs, moments, want_rate: bool, rtol: float, info: dict 
     used_n = np.zeros(len(Bs), dtype=int)
     order = np.argsort(-Bs, kind="stable")
     smooth = not act.kink_floats
-    K = K0
-    n_trap, n_gl = n0, n0
+    state = {"K": K0, "trap": n0, "gl": n0}
+    solve = _ChunkSolver(act, moments, want_rate, rtol, one_pts, coef_pts, keys, K_max)
     start = 0
     while start < len(order):
         trap = smooth and Bs[order[start]] >= TRAPEZOID_MIN_B
@@ -84,45 +138,15 @@ def _run(act: Activation, Bs, moments, want_rate: bool, rtol: float, info: dict 
                if (smooth and Bs[i] >= TRAPEZOID_MIN_B) == trap]
         start += len(idx)
         Bc = Bs[idx]
-        while True:
-            if trap:
-                n_trap = max(n_trap, K + 16)
-                M = (n_trap + 3) // 4
-                grid = trapezoid_grid(Bc, M)
-                nodes = 4 * M + 1
-                levels = [assemble(p, Bc, moments, want_rate, K, nodes)
-                          for p in rule_passes(act, grid, one_pts, coef_pts, K, want_rate)]
-            else:
-                # the coarser rule must resolve e_k up to K too, or it only measures aliasing
-                n_gl = max(n_gl, (4 * (K + 24)) // 3)
-                m = max(16, (3 * n_gl) // 4)
-                grids = [gauss_grid(act, Bc, nn) for nn in (n_gl, m)]
-                levels = [
-                    assemble(rule_passes(act, gr, one_pts, coef_pts, K, want_rate)[0],
-                              Bc, moments, want_rate, K, gr.t.shape[1])
-                    for gr in grids
-                ]
-                nodes = n_gl
-            hi = levels[0]
-            quad = {key: _quadrature_error(levels, key) for key in keys}
-            tail_bad = any(np.any(hi.tails[key] > 0.1 * rtol * hi.scales[key]) for key in keys)
-            # rounding noise differs between the rules too: do not chase it with more nodes
-            quad_bad = any(np.any(quad[key] > rtol * hi.scales[key] + 2 * hi.rounding[key])
-                           for key in keys)
-            if tail_bad and K < K_max and coef_pts:
-                K = min(K_max, int(K * 1.5) + 1)
-                continue
-            if quad_bad and nodes < _N_MAX:
-                if trap:
-                    n_trap = int(n_trap * 1.4)
-                else:
-                    n_gl = int(n_gl * 1.4)
-                continue
-            break
+        if len(idx) > _PROBE_MIN:
+            # grow K and the nodes on a few rows first (largest, middle, smallest B), so that
+            # the whole chunk is mostly evaluated once; the full chunk is then checked as is
+            solve(Bc[[0, len(idx) // 2, len(idx) - 1]], trap, state)
+        hi, quad, nodes = solve(Bc, trap, state)
         for key in keys:
             out_v[key][idx] = hi.values[key]
             out_e[key][idx] = quad[key] + hi.tails[key] + hi.rounding[key]
-        used_K[idx] = K if coef_pts else 0
+        used_K[idx] = state["K"] if coef_pts else 0
         used_n[idx] = nodes
     if info is not None:
         info["plan"] = Plan(used_K, used_n)
