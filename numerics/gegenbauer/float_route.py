@@ -14,7 +14,7 @@ from ._common import EPS, PHI, GegenbauerError, Plan, check_batch_sizes
 from .funk_hecke import Assembled, assemble, rule_passes
 from .grid import TRAPEZOID_MIN_B, gauss_grid, trapezoid_grid
 from .homogeneous import run_homogeneous
-from .recurrence import c_coefficients
+from .recurrence import c_coefficients, r_coefficients
 
 _K_MAX_SMOOTH = 1024
 #: Kinked, non-homogeneous ``phi`` (coefficients by quadrature): the series converge only
@@ -71,16 +71,18 @@ class _ChunkSolver:
                 M = (state["trap"] + 3) // 4
                 grid = trapezoid_grid(Bc, M)
                 nodes = 4 * M + 1
-                levels = [assemble(p, Bc, moments, want_rate, K, nodes)
+                r = r_coefficients(Bc, K) if coef_pts else None
+                levels = [assemble(p, Bc, moments, want_rate, K, nodes, r)
                           for p in rule_passes(act, grid, one_pts, coef_pts, K, want_rate)]
             else:
                 # the coarser rule must resolve e_k up to K too, or it only measures aliasing
                 n_gl = state["gl"] = max(state["gl"], (4 * (K + 24)) // 3)
                 m = max(16, (3 * n_gl) // 4)
                 grids = [gauss_grid(act, Bc, nn) for nn in (n_gl, m)]
+                r = r_coefficients(Bc, K) if coef_pts else None
                 levels = [
                     assemble(rule_passes(act, gr, one_pts, coef_pts, K, want_rate)[0],
-                              Bc, moments, want_rate, K, gr.t.shape[1])
+                              Bc, moments, want_rate, K, gr.t.shape[1], r)
                     for gr in grids
                 ]
                 nodes = n_gl

@@ -181,6 +181,7 @@ class Values:
     def __init__(self, act: Activation, z: np.ndarray):
         self.act, self.z = act, z
         self._f = self._g = None
+        self._points = {}
 
     @property
     def f(self):
@@ -197,6 +198,9 @@ class Values:
         return self._g
 
     def point(self, pt: Point):
+        """``z^m phi^p phi'^q`` at the nodes (cached)."""
+        if pt in self._points:
+            return self._points[pt]
         val = np.ones_like(self.z)
         if pt.m:
             val = val * self.z**pt.m
@@ -204,6 +208,7 @@ class Values:
             val = val * self.f**pt.p
         if pt.q:
             val = val * self.g**pt.q
+        self._points[pt] = val
         return val
 
 
