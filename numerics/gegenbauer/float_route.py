@@ -11,7 +11,7 @@ from bnmft.derive import Activation
 from bnmft.derive import Point
 
 from ._common import EPS, PHI, GegenbauerError, Plan, check_batch_sizes
-from .funk_hecke import Assembled, assemble, rule_passes
+from .funk_hecke import Assembled, assemble, assemble_levels, rule_passes
 from .grid import TRAPEZOID_MIN_B, gauss_grid, trapezoid_grid
 from .homogeneous import run_homogeneous
 from .recurrence import c_coefficients, r_coefficients
@@ -46,7 +46,7 @@ def _quadrature_error(levels: list[Assembled], key) -> np.ndarray:
     return np.where(e1 < 0.5 * e2, extrap, e1)
 
 
-#: Chunks larger than this are first solved on three of their rows (see :func:`_run`).
+#: The first chunk of a rule, if larger than this, is first solved on three of its rows.
 _PROBE_MIN = 8
 
 
@@ -72,8 +72,8 @@ class _ChunkSolver:
                 grid = trapezoid_grid(Bc, M)
                 nodes = 4 * M + 1
                 r = r_coefficients(Bc, K) if coef_pts else None
-                levels = [assemble(p, Bc, moments, want_rate, K, nodes, r)
-                          for p in rule_passes(act, grid, one_pts, coef_pts, K, want_rate)]
+                levels = assemble_levels(rule_passes(act, grid, one_pts, coef_pts, K, want_rate),
+                                         Bc, moments, want_rate, K, nodes, r)
             else:
                 # the coarser rule must resolve e_k up to K too, or it only measures aliasing
                 n_gl = state["gl"] = max(state["gl"], (4 * (K + 24)) // 3)
@@ -134,15 +134,18 @@ def _run(act: Activation, Bs, moments, want_rate: bool, rtol: float, info: dict 
     state = {"K": K0, "trap": n0, "gl": n0}
     solve = _ChunkSolver(act, moments, want_rate, rtol, one_pts, coef_pts, keys, K_max)
     start = 0
+    probed = set()
     while start < len(order):
         trap = smooth and Bs[order[start]] >= TRAPEZOID_MIN_B
         idx = [i for i in order[start : start + _CHUNK]
                if (smooth and Bs[i] >= TRAPEZOID_MIN_B) == trap]
         start += len(idx)
         Bc = Bs[idx]
-        if len(idx) > _PROBE_MIN:
-            # grow K and the nodes on a few rows first (largest, middle, smallest B), so that
-            # the whole chunk is mostly evaluated once; the full chunk is then checked as is
+        if len(idx) > _PROBE_MIN and trap not in probed:
+            # the first chunk of each rule grows the nodes from n0 (several passes): do that on
+            # a few rows (largest, middle, smallest B) first; the full chunk is then checked as
+            # is. Later chunks start from converged counts and mostly pass at once.
+            probed.add(trap)
             solve(Bc[[0, len(idx) // 2, len(idx) - 1]], trap, state)
         hi, quad, nodes = solve(Bc, trap, state)
         for key in keys:

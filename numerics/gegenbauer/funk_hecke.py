@@ -136,3 +136,29 @@ def assemble(p: RulePass, Bs: np.ndarray, moments, want_rate: bool, K: int,
         scales["rate"] = np.abs(rate)
         rnd["rate"] = np.abs(rate) * rnd_rel
     return Assembled(vals, tails, scales, rnd)
+
+
+def assemble_levels(passes: list[RulePass], Bs: np.ndarray, moments, want_rate: bool, K: int,
+                    nodes: int, r: np.ndarray | None = None) -> list[Assembled]:
+    """:func:`assemble` of every rule level, in one call on the levels stacked as rows."""
+    L, nb = len(passes), len(Bs)
+    if L == 1:
+        return [assemble(passes[0], Bs, moments, want_rate, K, nodes, r)]
+
+    def cat(xs):
+        return None if xs[0] is None else np.concatenate(xs)
+
+    first = passes[0]
+    stacked = RulePass(
+        {pt: cat([p.one[pt] for p in passes]) for pt in first.one},
+        {pt: cat([p.one_abs[pt] for p in passes]) for pt in first.one_abs},
+        cat([p.coef for p in passes]), first.index,
+        cat([p.var for p in passes]), cat([p.dirichlet for p in passes]))
+    rs = None if r is None else np.tile(r, (L, 1))
+    both = assemble(stacked, np.tile(Bs, L), moments, want_rate, K, nodes, rs)
+
+    def part(d, i):
+        return {key: v[i * nb : (i + 1) * nb] for key, v in d.items()}
+
+    return [Assembled(part(both.values, i), part(both.tails, i), part(both.scales, i),
+                      part(both.rounding, i)) for i in range(L)]
