@@ -443,15 +443,18 @@ def _float_table(names, fns, Bs, moments, values, errors, route: str, relations=
             table[name] = (base, _array_digits(base, total))
         _float_related(relations, table, Barr.shape)
     related = [name for name in table if name not in names]
+    # as Python floats once (indexing numpy arrays element by element is slow)
+    lists = {name: (np.asarray(v, dtype=float).tolist(), np.asarray(d, dtype=float).tolist())
+             for name, (v, d) in table.items()}
     out = {}
     for j, Bv in enumerate(Bs):
         nums = {}
         for name in related:  # a pole or an undefined value: left to the mpmath relation
-            value, digits = float(table[name][0][j]), float(table[name][1][j])
+            value, digits = lists[name][0][j], lists[name][1][j]
             if math.isfinite(value) and not math.isnan(digits):
                 nums[name] = Number(value, digits, route)
         for name in names:
-            value, digits = float(table[name][0][j]), float(table[name][1][j])
+            value, digits = lists[name][0][j], lists[name][1][j]
             if not math.isfinite(value):
                 nums[name] = Number(None, 0.0, route, "not finite in float64")
             elif math.isnan(digits):

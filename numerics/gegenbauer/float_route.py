@@ -46,6 +46,10 @@ def _quadrature_error(levels: list[Assembled], key) -> np.ndarray:
     return np.where(e1 < 0.5 * e2, extrap, e1)
 
 
+#: A chunk whose largest series tail is above this fraction of its bound (``rtol/10`` of the
+#: scale) hands the next, smaller batch sizes more terms to start with.
+_TAIL_GROW_AHEAD = 1e-3
+
 #: The first chunk of a rule, if larger than this, is first solved on three of its rows.
 _PROBE_MIN = 8
 
@@ -99,6 +103,11 @@ class _ChunkSolver:
                 kind = "trap" if trap else "gl"
                 state[kind] = int(state[kind] * 1.4)
                 continue
+            bound = {key: 0.1 * rtol * hi.scales[key] for key in keys}
+            state["tail_ratio"] = max(
+                (float(np.max(np.divide(hi.tails[key], bound[key], where=bound[key] > 0,
+                                        out=np.zeros_like(bound[key])), initial=0.0))
+                 for key in keys), default=0.0)
             return hi, quad, nodes
 
 
@@ -153,6 +162,10 @@ def _run(act: Activation, Bs, moments, want_rate: bool, rtol: float, info: dict 
             out_e[key][idx] = quad[key] + hi.tails[key] + hi.rounding[key]
         used_K[idx] = state["K"] if coef_pts else 0
         used_n[idx] = nodes
+        if coef_pts and state["tail_ratio"] > _TAIL_GROW_AHEAD and state["K"] < K_max:
+            # the tails grow fast towards smaller B (r_k ~ (k/B)^(k/2)): the next chunk would
+            # most likely fail at this K, so it starts with more terms (it is checked all the same)
+            state["K"] = min(K_max, int(state["K"] * 1.5) + 1)
     if info is not None:
         info["plan"] = Plan(used_K, used_n)
     return out_v, out_e
