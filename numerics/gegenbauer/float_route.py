@@ -58,57 +58,80 @@ class _ChunkSolver:
     """Grow ``K`` and the nodes for one chunk until its checks pass (or the caps are reached).
 
     ``state`` (``K``, ``trap``, ``gl``: the trapezoid and Gauss-Legendre node counts) is
-    updated in place and only ever grows, so later chunks start from it.
+    updated in place, so later chunks start from it (the node counts shrink only by the
+    bisection of a probe, to the smallest count that passed).
     """
 
     def __init__(self, act, moments, want_rate, rtol, one_pts, coef_pts, keys, K_max):
         self.act, self.moments, self.want_rate, self.rtol = act, moments, want_rate, rtol
         self.one_pts, self.coef_pts, self.keys, self.K_max = one_pts, coef_pts, keys, K_max
 
-    def __call__(self, Bc, trap: bool, state: dict):
+    def _evaluate(self, Bc, trap: bool, K: int, n: int):
+        """One pass at ``K`` terms and ``n`` nodes: ``(hi, quad, nodes, tail_bad, quad_bad)``."""
         act, moments, want_rate, rtol = self.act, self.moments, self.want_rate, self.rtol
         one_pts, coef_pts, keys = self.one_pts, self.coef_pts, self.keys
+        r = r_coefficients(Bc, K) if coef_pts else None
+        if trap:
+            M = (n + 3) // 4
+            grid = trapezoid_grid(Bc, M)
+            nodes = 4 * M + 1
+            levels = assemble_levels(rule_passes(act, grid, one_pts, coef_pts, K, want_rate),
+                                     Bc, moments, want_rate, K, nodes, r)
+        else:
+            m = max(16, (3 * n) // 4)
+            grids = [gauss_grid(act, Bc, nn) for nn in (n, m)]
+            levels = [
+                assemble(rule_passes(act, gr, one_pts, coef_pts, K, want_rate)[0],
+                          Bc, moments, want_rate, K, gr.t.shape[1], r)
+                for gr in grids
+            ]
+            nodes = n
+        hi = levels[0]
+        quad = {key: _quadrature_error(levels, key) for key in keys}
+        tail_bad = any(np.any(hi.tails[key] > 0.1 * rtol * hi.scales[key]) for key in keys)
+        # rounding noise differs between the rules too: do not chase it with more nodes
+        quad_bad = any(np.any(quad[key] > rtol * hi.scales[key] + 2 * hi.rounding[key])
+                       for key in keys)
+        return hi, quad, nodes, tail_bad, quad_bad
+
+    def _floor(self, trap: bool, K: int, state: dict) -> int:
+        kind = "trap" if trap else "gl"
+        # the coarser Gauss-Legendre rule must resolve e_k up to K too, or it only measures
+        # aliasing; the trapezoid rule needs more nodes than terms
+        state[kind] = max(state[kind], K + 16 if trap else (4 * (K + 24)) // 3)
+        return state[kind]
+
+    def __call__(self, Bc, trap: bool, state: dict, refine: bool = False):
+        """Solve the chunk ``Bc``; ``refine``: afterwards bisect the node count between the
+        last failing and the passing one (for a probe: the next solve starts from it)."""
+        kind = "trap" if trap else "gl"
+        failed = None  # the node count of the last pass that failed on quadrature alone
         while True:
             K = state["K"]
-            if trap:
-                state["trap"] = max(state["trap"], K + 16)
-                M = (state["trap"] + 3) // 4
-                grid = trapezoid_grid(Bc, M)
-                nodes = 4 * M + 1
-                r = r_coefficients(Bc, K) if coef_pts else None
-                levels = assemble_levels(rule_passes(act, grid, one_pts, coef_pts, K, want_rate),
-                                         Bc, moments, want_rate, K, nodes, r)
-            else:
-                # the coarser rule must resolve e_k up to K too, or it only measures aliasing
-                n_gl = state["gl"] = max(state["gl"], (4 * (K + 24)) // 3)
-                m = max(16, (3 * n_gl) // 4)
-                grids = [gauss_grid(act, Bc, nn) for nn in (n_gl, m)]
-                r = r_coefficients(Bc, K) if coef_pts else None
-                levels = [
-                    assemble(rule_passes(act, gr, one_pts, coef_pts, K, want_rate)[0],
-                              Bc, moments, want_rate, K, gr.t.shape[1], r)
-                    for gr in grids
-                ]
-                nodes = n_gl
-            hi = levels[0]
-            quad = {key: _quadrature_error(levels, key) for key in keys}
-            tail_bad = any(np.any(hi.tails[key] > 0.1 * rtol * hi.scales[key]) for key in keys)
-            # rounding noise differs between the rules too: do not chase it with more nodes
-            quad_bad = any(np.any(quad[key] > rtol * hi.scales[key] + 2 * hi.rounding[key])
-                           for key in keys)
-            if tail_bad and K < self.K_max and coef_pts:
+            n = self._floor(trap, K, state)
+            hi, quad, nodes, tail_bad, quad_bad = self._evaluate(Bc, trap, K, n)
+            if tail_bad and K < self.K_max and self.coef_pts:
                 state["K"] = min(self.K_max, int(K * 1.5) + 1)
+                failed = None
                 continue
             if quad_bad and nodes < _N_MAX:
-                kind = "trap" if trap else "gl"
-                state[kind] = int(state[kind] * 1.4)
+                failed = n
+                state[kind] = int(n * 1.4)
                 continue
-            bound = {key: 0.1 * rtol * hi.scales[key] for key in keys}
-            state["tail_ratio"] = max(
-                (float(np.max(np.divide(hi.tails[key], bound[key], where=bound[key] > 0,
-                                        out=np.zeros_like(bound[key])), initial=0.0))
-                 for key in keys), default=0.0)
-            return hi, quad, nodes
+            break
+        if refine and failed is not None and not (tail_bad or quad_bad):
+            lo, good = failed, n
+            while good - lo > 8:
+                mid = (lo + good) // 2
+                *_, t_bad, q_bad = self._evaluate(Bc, trap, K, mid)
+                lo, good = (mid, good) if (t_bad or q_bad) else (lo, mid)
+            state[kind] = good
+        bound = {key: 0.1 * self.rtol * hi.scales[key] for key in self.keys}
+        state["tail_ratio"] = max(
+            (float(np.max(np.divide(hi.tails[key], bound[key], where=bound[key] > 0,
+                                    out=np.zeros_like(bound[key])), initial=0.0))
+             for key in self.keys), default=0.0)
+        return hi, quad, nodes
 
 
 def _run(act: Activation, Bs, moments, want_rate: bool, rtol: float, info: dict | None,
@@ -155,7 +178,7 @@ def _run(act: Activation, Bs, moments, want_rate: bool, rtol: float, info: dict 
             # a few rows (largest, middle, smallest B) first; the full chunk is then checked as
             # is. Later chunks start from converged counts and mostly pass at once.
             probed.add(trap)
-            solve(Bc[[0, len(idx) // 2, len(idx) - 1]], trap, state)
+            solve(Bc[[0, len(idx) // 2, len(idx) - 1]], trap, state, refine=True)
         hi, quad, nodes = solve(Bc, trap, state)
         for key in keys:
             out_v[key][idx] = hi.values[key]

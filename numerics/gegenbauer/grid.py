@@ -201,13 +201,14 @@ class Values:
         """``z^m phi^p phi'^q`` at the nodes (cached)."""
         if pt in self._points:
             return self._points[pt]
-        val = np.ones_like(self.z)
-        if pt.m:
-            val = val * self.z**pt.m
-        if pt.p:
-            val = val * self.f**pt.p
-        if pt.q:
-            val = val * self.g**pt.q
+        val = None
+        for power, base in ((pt.m, "z"), (pt.p, "f"), (pt.q, "g")):
+            if power:
+                x = getattr(self, base)
+                factor = x if power == 1 else x**power
+                val = factor if val is None else val * factor
+        if val is None:
+            val = np.ones_like(self.z)
         self._points[pt] = val
         return val
 
