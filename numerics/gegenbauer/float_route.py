@@ -58,7 +58,7 @@ class _ChunkSolver:
     """Grow ``K`` and the nodes for one chunk until its checks pass (or the caps are reached).
 
     ``state`` (``K``, ``trap``, ``gl``: the trapezoid and Gauss-Legendre node counts) is
-    updated in place, so later chunks start from it (the node counts shrink only by the
+    updated in place, so later chunks start from it (the trapezoid count shrinks only by the
     bisection of a probe, to the smallest count that passed).
     """
 
@@ -102,8 +102,9 @@ class _ChunkSolver:
         return state[kind]
 
     def __call__(self, Bc, trap: bool, state: dict, refine: bool = False):
-        """Solve the chunk ``Bc``; ``refine``: afterwards bisect the node count between the
-        last failing and the passing one (for a probe: the next solve starts from it)."""
+        """Solve the chunk ``Bc``; ``refine`` (trapezoid rule): afterwards bisect the node count
+        between the last failing and the passing one (for a probe: the next solve starts
+        from it)."""
         kind = "trap" if trap else "gl"
         failed = None  # the node count of the last pass that failed on quadrature alone
         while True:
@@ -119,7 +120,8 @@ class _ChunkSolver:
                 state[kind] = int(n * 1.4)
                 continue
             break
-        if refine and failed is not None and not (tail_bad or quad_bad):
+        # trapezoid only: each new Gauss-Legendre size costs a 40-digit Newton solve
+        if refine and trap and failed is not None and not (tail_bad or quad_bad):
             lo, good = failed, n
             while good - lo > 8:
                 mid = (lo + good) // 2
