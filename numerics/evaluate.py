@@ -21,9 +21,11 @@ achieved; a number short of the request is reported as such, never padded):
 
 from __future__ import annotations
 
+import gc
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, wraps
 
 import mpmath
 import numpy as np
@@ -443,15 +445,18 @@ def _float_table(names, fns, Bs, moments, values, errors, route: str, relations=
             table[name] = (base, _array_digits(base, total))
         _float_related(relations, table, Barr.shape)
     related = [name for name in table if name not in names]
+    # as Python floats once (indexing numpy arrays element by element is slow)
+    lists = {name: (np.asarray(v, dtype=float).tolist(), np.asarray(d, dtype=float).tolist())
+             for name, (v, d) in table.items()}
     out = {}
     for j, Bv in enumerate(Bs):
         nums = {}
         for name in related:  # a pole or an undefined value: left to the mpmath relation
-            value, digits = float(table[name][0][j]), float(table[name][1][j])
+            value, digits = lists[name][0][j], lists[name][1][j]
             if math.isfinite(value) and not math.isnan(digits):
                 nums[name] = Number(value, digits, route)
         for name in names:
-            value, digits = float(table[name][0][j]), float(table[name][1][j])
+            value, digits = lists[name][0][j], lists[name][1][j]
             if not math.isfinite(value):
                 nums[name] = Number(None, 0.0, route, "not finite in float64")
             elif math.isnan(digits):
@@ -624,6 +629,29 @@ def _limit_numbers(deriv: Derivation, names: list[str], digits: int) -> dict:
         return _mp_numbers(fns, None, moments, vals, errs, "Gaussian limit (mpmath)")
 
 
+@contextmanager
+def _gc_paused():
+    """Automatic garbage collection off (restored after): building thousands of small result
+    objects otherwise triggers full collections that walk the whole heap (SymPy's objects
+    included; about 40 ms for 853 batch sizes). Nothing here depends on collecting cycles."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _gc_paused_call(fn):
+    @wraps(fn)
+    def call(*args, **kwargs):
+        with _gc_paused():
+            return fn(*args, **kwargs)
+    return call
+
+
+@_gc_paused_call
 def analyze(deriv: Derivation, batch_sizes, digits: int = 16,
             float_kernels: bool = True) -> list[Analysis]:
     """:class:`Analysis` of every quantity of ``deriv`` for each batch size (``math.inf``

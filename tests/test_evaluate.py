@@ -169,3 +169,22 @@ def test_float_route_relations_match_their_definition_in_mpmath(spec):
                 # a rate known to d digits gives xi to d - log10(|1/log r|) digits at best
                 amplification = mpmath.log10(abs(1 / (r * mpmath.log(r))) * r)
                 assert num.digits <= rate.digits - float(amplification) + 1.5
+
+
+def test_analyze_restores_the_garbage_collector():
+    """analyze pauses automatic collection during the call and leaves its state as found,
+    also when the call fails."""
+    import gc
+
+    assert gc.isenabled()
+    analyze("tanh", [8], digits=6)
+    assert gc.isenabled()
+    with pytest.raises(InvalidInput):
+        analyze("tanh", [2], digits=6)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        analyze("tanh", [8], digits=6)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

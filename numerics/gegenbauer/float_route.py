@@ -11,10 +11,10 @@ from bnmft.derive import Activation
 from bnmft.derive import Point
 
 from ._common import EPS, PHI, GegenbauerError, Plan, check_batch_sizes
-from .funk_hecke import Assembled, assemble, rule_passes
+from .funk_hecke import Assembled, assemble, assemble_levels, rule_passes
 from .grid import TRAPEZOID_MIN_B, gauss_grid, trapezoid_grid
 from .homogeneous import run_homogeneous
-from .recurrence import c_coefficients
+from .recurrence import c_coefficients, r_coefficients
 
 _K_MAX_SMOOTH = 1024
 #: Kinked, non-homogeneous ``phi`` (coefficients by quadrature): the series converge only
@@ -46,6 +46,96 @@ def _quadrature_error(levels: list[Assembled], key) -> np.ndarray:
     return np.where(e1 < 0.5 * e2, extrap, e1)
 
 
+#: A chunk whose largest series tail is above this fraction of its bound (``rtol/10`` of the
+#: scale) hands the next, smaller batch sizes more terms to start with.
+_TAIL_GROW_AHEAD = 1e-3
+
+#: The first chunk of a rule, if larger than this, is first solved on three of its rows.
+_PROBE_MIN = 8
+
+
+class _ChunkSolver:
+    """Grow ``K`` and the nodes for one chunk until its checks pass (or the caps are reached).
+
+    ``state`` (``K``, ``trap``, ``gl``: the trapezoid and Gauss-Legendre node counts) is
+    updated in place, so later chunks start from it (the trapezoid count shrinks only by the
+    bisection of a probe, to the smallest count that passed).
+    """
+
+    def __init__(self, act, moments, want_rate, rtol, one_pts, coef_pts, keys, K_max):
+        self.act, self.moments, self.want_rate, self.rtol = act, moments, want_rate, rtol
+        self.one_pts, self.coef_pts, self.keys, self.K_max = one_pts, coef_pts, keys, K_max
+
+    def _evaluate(self, Bc, trap: bool, K: int, n: int):
+        """One pass at ``K`` terms and ``n`` nodes: ``(hi, quad, nodes, tail_bad, quad_bad)``."""
+        act, moments, want_rate, rtol = self.act, self.moments, self.want_rate, self.rtol
+        one_pts, coef_pts, keys = self.one_pts, self.coef_pts, self.keys
+        r = r_coefficients(Bc, K) if coef_pts else None
+        if trap:
+            M = (n + 3) // 4
+            grid = trapezoid_grid(Bc, M)
+            nodes = 4 * M + 1
+            levels = assemble_levels(rule_passes(act, grid, one_pts, coef_pts, K, want_rate),
+                                     Bc, moments, want_rate, K, nodes, r)
+        else:
+            m = max(16, (3 * n) // 4)
+            grids = [gauss_grid(act, Bc, nn) for nn in (n, m)]
+            levels = [
+                assemble(rule_passes(act, gr, one_pts, coef_pts, K, want_rate)[0],
+                          Bc, moments, want_rate, K, gr.t.shape[1], r)
+                for gr in grids
+            ]
+            nodes = n
+        hi = levels[0]
+        quad = {key: _quadrature_error(levels, key) for key in keys}
+        tail_bad = any(np.any(hi.tails[key] > 0.1 * rtol * hi.scales[key]) for key in keys)
+        # rounding noise differs between the rules too: do not chase it with more nodes
+        quad_bad = any(np.any(quad[key] > rtol * hi.scales[key] + 2 * hi.rounding[key])
+                       for key in keys)
+        return hi, quad, nodes, tail_bad, quad_bad
+
+    def _floor(self, trap: bool, K: int, state: dict) -> int:
+        kind = "trap" if trap else "gl"
+        # the coarser Gauss-Legendre rule must resolve e_k up to K too, or it only measures
+        # aliasing; the trapezoid rule needs more nodes than terms
+        state[kind] = max(state[kind], K + 16 if trap else (4 * (K + 24)) // 3)
+        return state[kind]
+
+    def __call__(self, Bc, trap: bool, state: dict, refine: bool = False):
+        """Solve the chunk ``Bc``; ``refine`` (trapezoid rule): afterwards bisect the node count
+        between the last failing and the passing one (for a probe: the next solve starts
+        from it)."""
+        kind = "trap" if trap else "gl"
+        failed = None  # the node count of the last pass that failed on quadrature alone
+        while True:
+            K = state["K"]
+            n = self._floor(trap, K, state)
+            hi, quad, nodes, tail_bad, quad_bad = self._evaluate(Bc, trap, K, n)
+            if tail_bad and K < self.K_max and self.coef_pts:
+                state["K"] = min(self.K_max, int(K * 1.5) + 1)
+                failed = None
+                continue
+            if quad_bad and nodes < _N_MAX:
+                failed = n
+                state[kind] = int(n * 1.4)
+                continue
+            break
+        # trapezoid only: each new Gauss-Legendre size costs a 40-digit Newton solve
+        if refine and trap and failed is not None and not (tail_bad or quad_bad):
+            lo, good = failed, n
+            while good - lo > 8:
+                mid = (lo + good) // 2
+                *_, t_bad, q_bad = self._evaluate(Bc, trap, K, mid)
+                lo, good = (mid, good) if (t_bad or q_bad) else (lo, mid)
+            state[kind] = good
+        bound = {key: 0.1 * self.rtol * hi.scales[key] for key in self.keys}
+        state["tail_ratio"] = max(
+            (float(np.max(np.divide(hi.tails[key], bound[key], where=bound[key] > 0,
+                                    out=np.zeros_like(bound[key])), initial=0.0))
+             for key in self.keys), default=0.0)
+        return hi, quad, nodes
+
+
 def _run(act: Activation, Bs, moments, want_rate: bool, rtol: float, info: dict | None,
          K0: int = 12, n0: int = 48, K_max: int | None = None):
     """Values and absolute error estimates of ``moments`` (and the Thm 9 rate) for each ``B``.
@@ -75,55 +165,32 @@ def _run(act: Activation, Bs, moments, want_rate: bool, rtol: float, info: dict 
     used_n = np.zeros(len(Bs), dtype=int)
     order = np.argsort(-Bs, kind="stable")
     smooth = not act.kink_floats
-    K = K0
-    n_trap, n_gl = n0, n0
+    state = {"K": K0, "trap": n0, "gl": n0}
+    solve = _ChunkSolver(act, moments, want_rate, rtol, one_pts, coef_pts, keys, K_max)
     start = 0
+    probed = set()
     while start < len(order):
         trap = smooth and Bs[order[start]] >= TRAPEZOID_MIN_B
         idx = [i for i in order[start : start + _CHUNK]
                if (smooth and Bs[i] >= TRAPEZOID_MIN_B) == trap]
         start += len(idx)
         Bc = Bs[idx]
-        while True:
-            if trap:
-                n_trap = max(n_trap, K + 16)
-                M = (n_trap + 3) // 4
-                grid = trapezoid_grid(Bc, M)
-                nodes = 4 * M + 1
-                levels = [assemble(p, Bc, moments, want_rate, K, nodes)
-                          for p in rule_passes(act, grid, one_pts, coef_pts, K, want_rate)]
-            else:
-                # the coarser rule must resolve e_k up to K too, or it only measures aliasing
-                n_gl = max(n_gl, (4 * (K + 24)) // 3)
-                m = max(16, (3 * n_gl) // 4)
-                grids = [gauss_grid(act, Bc, nn) for nn in (n_gl, m)]
-                levels = [
-                    assemble(rule_passes(act, gr, one_pts, coef_pts, K, want_rate)[0],
-                              Bc, moments, want_rate, K, gr.t.shape[1])
-                    for gr in grids
-                ]
-                nodes = n_gl
-            hi = levels[0]
-            quad = {key: _quadrature_error(levels, key) for key in keys}
-            tail_bad = any(np.any(hi.tails[key] > 0.1 * rtol * hi.scales[key]) for key in keys)
-            # rounding noise differs between the rules too: do not chase it with more nodes
-            quad_bad = any(np.any(quad[key] > rtol * hi.scales[key] + 2 * hi.rounding[key])
-                           for key in keys)
-            if tail_bad and K < K_max and coef_pts:
-                K = min(K_max, int(K * 1.5) + 1)
-                continue
-            if quad_bad and nodes < _N_MAX:
-                if trap:
-                    n_trap = int(n_trap * 1.4)
-                else:
-                    n_gl = int(n_gl * 1.4)
-                continue
-            break
+        if len(idx) > _PROBE_MIN and trap not in probed:
+            # the first chunk of each rule grows the nodes from n0 (several passes): do that on
+            # a few rows (largest, middle, smallest B) first; the full chunk is then checked as
+            # is. Later chunks start from converged counts and mostly pass at once.
+            probed.add(trap)
+            solve(Bc[[0, len(idx) // 2, len(idx) - 1]], trap, state, refine=True)
+        hi, quad, nodes = solve(Bc, trap, state)
         for key in keys:
             out_v[key][idx] = hi.values[key]
             out_e[key][idx] = quad[key] + hi.tails[key] + hi.rounding[key]
-        used_K[idx] = K if coef_pts else 0
+        used_K[idx] = state["K"] if coef_pts else 0
         used_n[idx] = nodes
+        if coef_pts and state["tail_ratio"] > _TAIL_GROW_AHEAD and state["K"] < K_max:
+            # the tails grow fast towards smaller B (r_k ~ (k/B)^(k/2)): the next chunk would
+            # most likely fail at this K, so it starts with more terms (it is checked all the same)
+            state["K"] = min(K_max, int(state["K"] * 1.5) + 1)
     if info is not None:
         info["plan"] = Plan(used_K, used_n)
     return out_v, out_e

@@ -28,29 +28,39 @@ class RulePass:
 
 
 def rule_passes(act, grid: Grid, one_pts, coef_pts, K, need_rate) -> list[RulePass]:
-    """One :class:`RulePass` per rule level of ``grid``."""
+    """One :class:`RulePass` per rule level of ``grid``.
+
+    One-point moments ``E[F] = sum_i wt_i F(z_i)`` (and ``sum_i wt_i |F(z_i)|``) for all
+    points and levels in one batched matrix product.
+    """
     vals = Values(act, grid.z)
     index = {pt: j for j, pt in enumerate(coef_pts)}
     coef = None
     if coef_pts:
         funcs = np.stack([vals.point(pt) for pt in coef_pts], axis=2)
         coef = project(grid, funcs, K)
+    wt_rows = grid.wt.transpose(1, 0, 2)  # (nb, L, N)
+    sums = None
+    if one_pts:
+        g = np.stack([vals.point(pt) for pt in one_pts], axis=2)
+        sums = np.matmul(wt_rows, np.concatenate([g, np.abs(g)], axis=2))  # (nb, L, 2P)
+    if need_rate:
+        f = vals.f
+        dirichlet = (grid.Bs - 1)[:, None] * np.matmul(
+            wt_rows, (grid.cos2 * vals.g**2)[:, :, None])[:, :, 0]
+        mean = np.matmul(wt_rows, f[:, :, None])  # (nb, L, 1)
+    P = len(one_pts)
     out = []
     for lev, wt in enumerate(grid.wt):
-        one, one_abs = {}, {}
-        for pt in one_pts:
-            g = vals.point(pt)
-            one[pt] = np.einsum("bn,bn->b", wt, g)
-            one_abs[pt] = np.einsum("bn,bn->b", wt, np.abs(g))
+        one = {pt: sums[:, lev, j] for j, pt in enumerate(one_pts)}
+        one_abs = {pt: sums[:, lev, P + j] for j, pt in enumerate(one_pts)}
         res = RulePass(one, one_abs, None if coef is None else coef[lev], index)
         if need_rate:
-            f = vals.f
-            mean = np.einsum("bn,bn->b", wt, f)
-            dev = f - mean[:, None]
+            dev = f - mean[:, lev]
             # Var(phi) from centred values: q* - a_0^2 would cancel when |E phi| >> std(phi)
             res.var = np.einsum("bn,bn->b", wt, dev * dev)
             # E[(B-1-z^2) phi'^2] = (B-1) E[cos^2 d phi'^2]: no cancellation at the support edge
-            res.dirichlet = (grid.Bs - 1) * np.einsum("bn,bn->b", wt, grid.cos2 * vals.g**2)
+            res.dirichlet = dirichlet[:, lev]
         out.append(res)
     return out
 
@@ -64,18 +74,20 @@ class Assembled:
 
 
 def assemble(p: RulePass, Bs: np.ndarray, moments, want_rate: bool, K: int,
-              nodes: int) -> Assembled:
+              nodes: int, r: np.ndarray | None = None) -> Assembled:
     """Two-point sums, the split Thm 9 rate, tails and rounding estimates for one rule level.
 
     Rounding: sums of ``N`` terms in float64 err by about ``sqrt(N) eps`` of the sum of
     absolute values (random-walk accumulation; the weights ``cos^{B-3} d`` themselves carry
     a few ulps), so ``4 sqrt(N) eps`` is charged for quadratures (for a coefficient ``F_k``:
-    times ``||F||``, by Cauchy-Schwarz) and ``4 sqrt(K) eps`` for the series.
+    times ``||F||``, by Cauchy-Schwarz) and ``4 sqrt(K) eps`` for the series. ``r``: the
+    ``r_k`` of ``Bs`` (computed if not given). The two-point moments are summed all at once.
     """
     vals, tails, scales, rnd = {}, {}, {}, {}
     qround = 4 * EPS * math.sqrt(nodes)
     sround = 4 * EPS * math.sqrt(max(K, 1))
-    r = r_coefficients(Bs, K) if p.coef is not None else None
+    if p.coef is not None and r is None:
+        r = r_coefficients(Bs, K)
     for mo in moments:
         if mo.arity == 1:
             pt = mo.points[0]
@@ -83,19 +95,27 @@ def assemble(p: RulePass, Bs: np.ndarray, moments, want_rate: bool, K: int,
             tails[mo] = np.zeros_like(p.one[pt])
             scales[mo] = p.one_abs[pt]
             rnd[mo] = qround * p.one_abs[pt]
-            continue
-        F = p.coef[:, :, p.index[mo.points[0]]]
-        G = p.coef[:, :, p.index[mo.points[1]]]
-        terms = F * G * r
-        vals[mo] = terms.sum(axis=1)
-        tails[mo] = series_tail(terms)
-        scales[mo] = np.sqrt((F * F).sum(axis=1) * (G * G).sum(axis=1))
+    two = [mo for mo in moments if mo.arity == 2]
+    if two:
+        # coefficient vectors as (nb, moments, K): k last, contiguous for the sums
+        cT = p.coef.transpose(0, 2, 1)
+        F = cT[:, [p.index[mo.points[0]] for mo in two], :]
+        G = cT[:, [p.index[mo.points[1]] for mo in two], :]
+        rr = r[:, None, :]
+        terms = F * G * rr
+        total = terms.sum(axis=2)
+        tail = series_tail(terms)
+        nF, nG = np.sqrt((F * F).sum(axis=2)), np.sqrt((G * G).sum(axis=2))
+        scale = nF * nG
         # coefficient noise is ~qround ||F|| per k (Cauchy-Schwarz on the quadrature sum);
         # weighted by |r_k| it is small relative to the sum even where the sum itself is
         # small (E[phi(z1) phi(z2)] ~ -1/B for odd phi), so do not charge qround * scale
-        nF, nG = np.sqrt((F * F).sum(axis=1)), np.sqrt((G * G).sum(axis=1))
-        rnd[mo] = sround * np.abs(terms).sum(axis=1) + qround * (
-            nG * np.abs(r * F).sum(axis=1) + nF * np.abs(r * G).sum(axis=1))
+        absr = np.abs(rr)
+        rounding = sround * np.abs(terms).sum(axis=2) + qround * (
+            nG * (absr * np.abs(F)).sum(axis=2) + nF * (absr * np.abs(G)).sum(axis=2))
+        for j, mo in enumerate(two):
+            vals[mo], tails[mo], scales[mo], rnd[mo] = (
+                total[:, j], tail[:, j], scale[:, j], rounding[:, j])
     if want_rate:
         lam = (Bs - 3) / 2
         a = p.coef[:, :, p.index[PHI]]
@@ -116,3 +136,29 @@ def assemble(p: RulePass, Bs: np.ndarray, moments, want_rate: bool, K: int,
         scales["rate"] = np.abs(rate)
         rnd["rate"] = np.abs(rate) * rnd_rel
     return Assembled(vals, tails, scales, rnd)
+
+
+def assemble_levels(passes: list[RulePass], Bs: np.ndarray, moments, want_rate: bool, K: int,
+                    nodes: int, r: np.ndarray | None = None) -> list[Assembled]:
+    """:func:`assemble` of every rule level, in one call on the levels stacked as rows."""
+    L, nb = len(passes), len(Bs)
+    if L == 1:
+        return [assemble(passes[0], Bs, moments, want_rate, K, nodes, r)]
+
+    def cat(xs):
+        return None if xs[0] is None else np.concatenate(xs)
+
+    first = passes[0]
+    stacked = RulePass(
+        {pt: cat([p.one[pt] for p in passes]) for pt in first.one},
+        {pt: cat([p.one_abs[pt] for p in passes]) for pt in first.one_abs},
+        cat([p.coef for p in passes]), first.index,
+        cat([p.var for p in passes]), cat([p.dirichlet for p in passes]))
+    rs = None if r is None else np.tile(r, (L, 1))
+    both = assemble(stacked, np.tile(Bs, L), moments, want_rate, K, nodes, rs)
+
+    def part(d, i):
+        return {key: v[i * nb : (i + 1) * nb] for key, v in d.items()}
+
+    return [Assembled(part(both.values, i), part(both.tails, i), part(both.scales, i),
+                      part(both.rounding, i)) for i in range(L)]

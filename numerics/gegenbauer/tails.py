@@ -7,7 +7,8 @@ import numpy as np
 
 
 def series_tail(terms: np.ndarray) -> np.ndarray:
-    """Estimate of ``|sum_{k>=K} t_k|`` from the decay of ``|t_k|``, ``k < K`` (rows: batch sizes).
+    """Estimate of ``|sum_{k>=K} t_k|`` from the decay of ``|t_k|``, ``k < K`` (last axis: ``k``;
+    leading axes: batch sizes, moments).
 
     With ``m1``, ``m2`` the largest ``|t_k|`` in the third and the last quarter, the blocks are
     assumed to keep shrinking by ``q = m2/m1`` (geometric or power-law decay both give such a
@@ -15,12 +16,12 @@ def series_tail(terms: np.ndarray) -> np.ndarray:
     decay. Block maxima make it insensitive to parity zeros.
     """
     a = np.abs(terms)
-    K = a.shape[1]
+    K = a.shape[-1]
     if K < 8:
-        return a.sum(axis=1)
+        return a.sum(axis=-1)
     q1, q2 = K // 2, (3 * K) // 4
-    m1 = a[:, q1:q2].max(axis=1)
-    m2 = a[:, q2:].max(axis=1)
+    m1 = a[..., q1:q2].max(axis=-1)
+    m2 = a[..., q2:].max(axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.where(m1 > 0, m2 / m1, 1.0)
     blk = K - q2
