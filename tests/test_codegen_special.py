@@ -38,11 +38,8 @@ RTOL = 1e-13
 needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc) on PATH")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _private_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BNMFT_CACHE_DIR", str(tmp_path_factory.mktemp("bnmft-cache")))
-        yield
+#: Generated modules built into a cache of this file's own (conftest.py).
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def _spec(name, expr):

@@ -47,6 +47,17 @@ def test_write_is_whole_and_refuses_foreign_folders(tmp_path):
     assert (foreign / "notes.txt").read_text() == "keep"
 
 
+def _fresh_environment(tmp_path, package) -> str:
+    """A new virtual environment with numpy and the exported ``package`` only; its python."""
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    py = str(env_dir / "bin" / "python")
+    for args in (["numpy"], [str(package)]):
+        subprocess.run([py, "-m", "pip", "install", "-q", *args], check=True,
+                       capture_output=True, timeout=600)
+    return py
+
+
 def test_cli_refuses_unsupported_activation(tmp_path, capsys):
     assert main(["export", "relu", "Heaviside(x - 0.5)", "--out", str(tmp_path / "t")]) == 2
     err = capsys.readouterr().err
@@ -57,12 +68,7 @@ def test_cli_refuses_unsupported_activation(tmp_path, capsys):
 def test_installs_and_runs_without_sympy(tmp_path):
     out = tmp_path / "pkg"
     assert main(["export", "relu", "leaky_relu:0.2", "--out", str(out)]) == 0
-    env_dir = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=True).create(env_dir)
-    py = str(env_dir / "bin" / "python")
-    for args in (["numpy"], [str(out)]):
-        subprocess.run([py, "-m", "pip", "install", "-q", *args], check=True,
-                       capture_output=True, timeout=600)
+    py = _fresh_environment(tmp_path, out)
     script = (
         "import json, sys, bnmft_generated as g\n"
         f"B = {BATCH!r}\n"
@@ -113,12 +119,7 @@ def test_quadrature_modules_install_and_match_mpmath(tmp_path):
     assert main(["export", *specs, "--out", str(out)]) == 0
     readme = " ".join((out / "README.md").read_text().split())
     assert "Gauss-Legendre" in readme and "significant digits" in readme
-    env_dir = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=True).create(env_dir)
-    py = str(env_dir / "bin" / "python")
-    for args in (["numpy"], [str(out)]):
-        subprocess.run([py, "-m", "pip", "install", "-q", *args], check=True,
-                       capture_output=True, timeout=600)
+    py = _fresh_environment(tmp_path, out)
     script = (
         "import json, sys, bnmft_generated as g\n"
         f"B = {QUADRATURE_BATCH!r}\n"
@@ -173,12 +174,7 @@ def test_non_integer_degree_installs_and_matches_mpmath(tmp_path):
     mpmath or bnmft: numpy, C and fused values against bnmft.analyze (mpmath, 16 digits)."""
     out = tmp_path / "pkg"
     assert main(["export", "alpha_relu:1.5", "--out", str(out)]) == 0
-    env_dir = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=True).create(env_dir)
-    py = str(env_dir / "bin" / "python")
-    for args in (["numpy"], [str(out)]):
-        subprocess.run([py, "-m", "pip", "install", "-q", *args], check=True,
-                       capture_output=True, timeout=600)
+    py = _fresh_environment(tmp_path, out)
     script = (
         "import json, sys, bnmft_generated as g\n"
         f"B = {QUADRATURE_BATCH!r}\n"
