@@ -32,9 +32,10 @@ BATCH = (4, 5, 8, 32, 1000, 10**5, 10**6)
 CASES = {"tanh": "tanh_q", "Min(Max(x, -1), 1)": "hardtanh_q"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def generated():
-    """``{spec: (plan, {lang: sources})}``; the plan is verified against mpmath here."""
+    """``{spec: (plan, {lang: sources})}``; the plan is verified against mpmath here (once per
+    worker: session scope, so that tests of other files run in between do not tear it down)."""
     out = {}
     for spec, module in CASES.items():
         act = activation(spec)
