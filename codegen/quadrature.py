@@ -209,8 +209,8 @@ def kink_exponents(act) -> list[tuple[float, int, float]]:
                 if not all(mpmath.isfinite(v) for v in vals):
                     raise CodegenError(
                         f"{act.name}: phi' is not finite next to the kink {float(k):g} "
-                        f"({'right' if side > 0 else 'left'} side; e.g. 0 times a negative "
-                        "power): write phi' so that it can be evaluated there")
+                        f"({'right' if side > 0 else 'left'} side: 0 times a negative power); "
+                        "not supported by the generated quadrature")
                 if all(v == 0 for v in vals):
                     out.append((float(k), side, math.inf))
                     continue
@@ -275,6 +275,7 @@ def _description(act, plan: QuadraturePlan) -> list[str]:
             "density as expm1 of its log ratio to the product of the marginals, so that moments "
             "of size 1/B keep their relative accuracy (verified from B = 4 to 10^6; larger B are "
             "computed, not verified)."
+            + (_power_sentence(act) if act.kink_power != 1 else "")
         ),
         (
             "Batchnorm's gamma, beta (absorbed into phi): every quantity is also evaluated for "
@@ -294,6 +295,16 @@ def _description(act, plan: QuadraturePlan) -> list[str]:
             + (_grid_sentence(plan) if plan.grid else "")
         ),
     ]
+
+
+def _power_sentence(act) -> str:
+    p = int(act.kink_power)
+    return (f" Power singularities at the kinks (phi ~ |x - k|^(r/q), q | {p}): the pieces ending "
+            f"at a kink are graded, d = k + (b - k) s^{p} (s^{2 * p} at the tangency angles, "
+            "which are kept where they meet the outer window's end), and every inner piece is "
+            "halved and each half graded so towards its end, so that the integrands are "
+            "analytic in s (the Gauss-Legendre rule converges geometrically again); the moments "
+            "of phi' the quantities need were checked finite at generation.")
 
 
 def _grid_sentence(plan: QuadraturePlan) -> str:
