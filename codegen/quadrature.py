@@ -436,6 +436,8 @@ def verify(act, module: str, panel_z: float, Bs=VERIFY_BATCH_SIZES, grid=None,
     ``grid_Bs``, and compare every quantity with the mpmath reference of ``phi(gamma x +
     beta)``; a quantity short of :data:`REQUIRED_RTOL` raises :class:`VerificationError`
     (:class:`GridVerificationError` on the grid)."""
+    from bnmft.derive.activation import NoBSB1Point
+
     from .jit import load_numpy
 
     grid = tuple(parameter_grid(BETA_CANDIDATES[-1]) if grid is None else grid)
@@ -452,6 +454,8 @@ def verify(act, module: str, panel_z: float, Bs=VERIFY_BATCH_SIZES, grid=None,
             agreed = _agreement(act, got, ref, f" at gamma = {g}, beta = {b}")
         except VerificationError as err:
             raise GridVerificationError(str(err)) from None
+        except NoBSB1Point as err:  # phi(gamma x + beta) vanishes on the whole sphere
+            raise GridVerificationError(f"{act.name}: {err}") from None
         for name, digits in agreed.items():
             on_grid[name] = min(on_grid.get(name, math.inf), digits)
     return QuadraturePlan(panel_z, verified, tuple(Bs), on_grid, grid, tuple(grid_Bs))

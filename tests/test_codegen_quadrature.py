@@ -457,12 +457,13 @@ def test_power_kink_independent_reference(power_generated):
 
 def test_power_kink_needs_the_graded_rule(power_generated):
     """The grading is what gives the accuracy: the same module with plain panels at the kinks
-    (power 1) misses 1e-12 at B = 4 (Gauss-Legendre converges only algebraically there)."""
+    (power 1) misses 1e-12 by orders of magnitude at B = 4 and 1000 (Gauss-Legendre converges
+    only algebraically there)."""
     plan, sources = power_generated
     src = sources["numpy"]["pow_q.py"]
     plain = src.replace("_KINK_POWER = 2", "_KINK_POWER = 1")
     assert plain != src
     ref = Q._reference(activation(POWER), tuple(Q.VERIFY_BATCH_SIZES))
     got = load_numpy(plain).all(np.array([4.0, 1000.0]))
-    worst = max(_rel(got[n][0], ref[n][0]) for n in ref)
-    assert worst > 1e-12
+    for j, i in enumerate((Q.VERIFY_BATCH_SIZES.index(4), Q.VERIFY_BATCH_SIZES.index(1000))):
+        assert max(_rel(got[n][j], ref[n][i]) for n in ref) > 1e-10
