@@ -221,10 +221,12 @@ def kink_exponents(act) -> list[tuple[float, int, float]]:
 
 
 def check_finite_moments(act) -> None:
-    """Refuse (one line) a phi for which a moment of :data:`MOMENTS` is infinite: near a kink
-    ``|phi'|^q ~ |x - k|^(q e)`` is integrable iff ``q e > -1`` (``z^m phi^p`` stays bounded;
-    in a two-point moment each coordinate must be integrable, the joint density being
-    bounded away from the kink lines' crossing only by a factor, Thm 4)."""
+    """Refuse (one line) a phi for which a sphere moment ``E[z^m phi^p phi'^q]`` of the
+    moment forms is infinite: near a kink ``|phi'|^q ~ |x - k|^(q e)`` (:func:`kink_exponents`)
+    is integrable iff ``q e > -1``; ``z^m phi^p`` is bounded there and not credited (so a
+    vanishing ``phi(k)`` that would make the moment finite is refused too). Two-point moments
+    factor near the crossing of two kink lines (Thm 4: the joint density is bounded inside
+    the ellipse), so the same condition per coordinate decides them."""
     from .moment_forms import moment_forms_module
 
     needed = sorted({pt[2] for pts in moment_forms_module().constants[0].value for pt in pts})

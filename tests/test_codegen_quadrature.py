@@ -443,10 +443,10 @@ def test_power_kink_independent_reference(power_generated):
     for gv, bv in ((1.0, 0.0), (-1.5, 0.4)):
         k = (mpmath.mpf(-0.5) - mpmath.mpf(bv)) / gv
 
-        def phi(z):
+        def phi(z, gv=gv, bv=bv):
             return max(gv * z + bv + mpmath.mpf(0.5), 0) ** 1.5
 
-        def dphi(z):
+        def dphi(z, gv=gv, bv=bv):
             return gv * 1.5 * mpmath.sqrt(max(gv * z + bv + mpmath.mpf(0.5), 0))
 
         q, c = R.fixed_point(phi, 6, dps=20, kinks=(k,))
@@ -459,7 +459,7 @@ def test_power_kink_needs_the_graded_rule(power_generated):
     """The grading is what gives the accuracy: the same module with plain panels at the kinks
     (power 1) misses 1e-12 by orders of magnitude at B = 4 and 1000 (Gauss-Legendre converges
     only algebraically there)."""
-    plan, sources = power_generated
+    _, sources = power_generated
     src = sources["numpy"]["pow_q.py"]
     plain = src.replace("_KINK_POWER = 2", "_KINK_POWER = 1")
     assert plain != src
