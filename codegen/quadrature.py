@@ -184,15 +184,72 @@ def _forms():
     return prepare(moment_forms_module())
 
 
+#: Kink exponent estimates: phi' sampled at k +- h for these h (mpmath, KINK_DPS digits).
+KINK_STEPS = (sp.Rational(1, 10**20), sp.Rational(1, 10**40))
+KINK_DPS = 80
+
+
+def kink_exponents(act) -> list[tuple[float, int, float]]:
+    """``(k, side, e)``: phi'(k + side h) ~ c h^e as h -> 0+ at each kink ``k`` of ``phi``
+    (``e`` from two steps :data:`KINK_STEPS`, rounded to a multiple of ``1/kink_power``, the
+    exponents of phi being rationals r/q with q | kink_power; ``e = 0`` where phi' stays
+    bounded away from 0 and from infinity, ``+inf`` where it vanishes identically)."""
+    import mpmath
+
+    q = int(act.kink_power)
+    out = []
+    with mpmath.workdps(KINK_DPS):
+        for k in act.kinks:
+            for side in (-1, 1):
+                try:
+                    vals = [abs(act.mpmath_derivative(mpmath.mpf(k) + side * mpmath.mpf(h)))
+                            for h in KINK_STEPS]
+                except (ZeroDivisionError, ValueError, TypeError):
+                    vals = [mpmath.nan]
+                if not all(mpmath.isfinite(v) for v in vals):
+                    raise CodegenError(
+                        f"{act.name}: phi' is not finite next to the kink {float(k):g} "
+                        f"({'right' if side > 0 else 'left'} side: 0 times a negative power); "
+                        "not supported by the generated quadrature")
+                if all(v == 0 for v in vals):
+                    out.append((float(k), side, math.inf))
+                    continue
+                h1, h2 = (mpmath.mpf(h) for h in KINK_STEPS)
+                e = float(mpmath.log(vals[0] / vals[1]) / mpmath.log(h1 / h2))
+                out.append((float(k), side, round(e * q) / q))
+    return out
+
+
+def check_finite_moments(act) -> None:
+    """Refuse (one line) a phi for which a sphere moment ``E[z^m phi^p phi'^q]`` of the
+    moment forms is infinite: near a kink ``|phi'|^q ~ |x - k|^(q e)`` (:func:`kink_exponents`)
+    is integrable iff ``q e > -1``; ``z^m phi^p`` is bounded there and not credited (so a
+    vanishing ``phi(k)`` that would make the moment finite is refused too). Two-point moments
+    factor near the crossing of two kink lines (Thm 4: the joint density is bounded inside
+    the ellipse), so the same condition per coordinate decides them."""
+    from .moment_forms import moment_forms_module
+
+    needed = sorted({pt[2] for pts in moment_forms_module().constants[0].value for pt in pts})
+    for k, side, e in kink_exponents(act):
+        for q in needed:
+            if q and q * e <= -1:
+                raise CodegenError(
+                    f"{act.name}: E[phi'^{q} ...] is infinite: phi' ~ |x - {k:g}|^{e:g} at the "
+                    f"kink {k:g} ({'right' if side > 0 else 'left'} side), so the moments the "
+                    "quantities need do not exist")
+
+
 def check_supported_activation(act) -> None:
     """Refuse, with one line, what the quadrature modules do not handle."""
     if act.derivative_has_delta:
         raise CodegenError(f"{act.name}: phi' has a Dirac mass; its moments are infinite")
-    if act.kink_power != 1:
+    if act.kink_power is None:
         raise CodegenError(
-            f"{act.name}: kinks with a power singularity (phi ~ |x - k|^a, a not an integer) "
-            "are not supported by the generated quadrature yet"
+            f"{act.name}: power singularities with irrational exponents (phi ~ |x - k|^a) "
+            "are not supported by the generated quadrature"
         )
+    if act.kink_power != 1:
+        check_finite_moments(act)
     if act.params:
         names = ", ".join(str(n) for n, _ in act.params if not isinstance(_, (int, sp.Number)))
         if names:
@@ -220,6 +277,7 @@ def _description(act, plan: QuadraturePlan) -> list[str]:
             "density as expm1 of its log ratio to the product of the marginals, so that moments "
             "of size 1/B keep their relative accuracy (verified from B = 4 to 10^6; larger B are "
             "computed, not verified)."
+            + (_power_sentence(act) if act.kink_power != 1 else "")
         ),
         (
             "Batchnorm's gamma, beta (absorbed into phi): every quantity is also evaluated for "
@@ -239,6 +297,16 @@ def _description(act, plan: QuadraturePlan) -> list[str]:
             + (_grid_sentence(plan) if plan.grid else "")
         ),
     ]
+
+
+def _power_sentence(act) -> str:
+    p = int(act.kink_power)
+    return (f" Power singularities at the kinks (phi ~ |x - k|^(r/q), q | {p}): the pieces ending "
+            f"at a kink are graded, d = k + (b - k) s^{p} (s^{2 * p} at the tangency angles, "
+            "which are kept where they meet the outer window's end), and every inner piece is "
+            "halved and each half graded so towards its end, so that the integrands are "
+            "analytic in s (the Gauss-Legendre rule converges geometrically again); the moments "
+            "of phi' the quantities need were checked finite at generation.")
 
 
 def _grid_sentence(plan: QuadraturePlan) -> str:
@@ -370,6 +438,8 @@ def verify(act, module: str, panel_z: float, Bs=VERIFY_BATCH_SIZES, grid=None,
     ``grid_Bs``, and compare every quantity with the mpmath reference of ``phi(gamma x +
     beta)``; a quantity short of :data:`REQUIRED_RTOL` raises :class:`VerificationError`
     (:class:`GridVerificationError` on the grid)."""
+    from bnmft.derive.activation import NoBSB1Point
+
     from .jit import load_numpy
 
     grid = tuple(parameter_grid(BETA_CANDIDATES[-1]) if grid is None else grid)
@@ -386,6 +456,8 @@ def verify(act, module: str, panel_z: float, Bs=VERIFY_BATCH_SIZES, grid=None,
             agreed = _agreement(act, got, ref, f" at gamma = {g}, beta = {b}")
         except VerificationError as err:
             raise GridVerificationError(str(err)) from None
+        except NoBSB1Point as err:  # phi(gamma x + beta) vanishes on the whole sphere
+            raise GridVerificationError(f"{act.name}: {err}") from None
         for name, digits in agreed.items():
             on_grid[name] = min(on_grid.get(name, math.inf), digits)
     return QuadraturePlan(panel_z, verified, tuple(Bs), on_grid, grid, tuple(grid_Bs))
@@ -515,6 +587,7 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
         panel_z=repr(float(plan.panel_z)),
         tensor_min_b=repr(float(TENSOR_MIN_B)),
         tangency_max_b=repr(float(TANGENCY_MAX_B)),
+        kink_power=int(act.kink_power),
         names=[repr(n) for n in ("ACTIVATION", "KINKS", "MOMENTS", "VERIFIED", "VERIFIED_GRID",
                                  "VERIFIED_PARAMETERS", "GAMMA_RANGE", "BETA_MAX",
                                  "sphere_moments", "shift",
@@ -689,6 +762,7 @@ def _render_c(act, module: str, plan: QuadraturePlan) -> dict[str, str]:
         "panel_z": repr(float(plan.panel_z)),
         "tensor_min_b": repr(float(TENSOR_MIN_B)),
         "tangency_max_b": repr(float(TANGENCY_MAX_B)),
+        "kink_power": int(act.kink_power),
         "n_moments": len(moments),
         "moment_points": "{" + ", ".join(points) + "}",
         "phi": phi_code, "dphi": dphi_code,
