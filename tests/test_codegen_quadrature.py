@@ -401,7 +401,7 @@ def test_parameter_grid_is_verified(generated):
 POWER = "Max(x + 0.5, 0)**1.5"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def power_generated():
     """phi ~ (x + 1/2)^(3/2) at its kink: the plan (panel choice, verified at the default
     gamma, beta; the (gamma, beta) grid, minutes of mpmath references, is
@@ -412,6 +412,7 @@ def power_generated():
                   for lang in ("numpy", "c")}
 
 
+@pytest.mark.slow  # the fixture's verification at B = 4 ... 10^6 takes minutes
 def test_power_kink_against_mpmath(power_generated):
     """numpy, C and fused C against the mpmath route (split at the kink, power substitution
     at mpmath precision) at B = 4, 5, 8, 32, 1000, 10^6, to 1e-12 relative."""
@@ -459,6 +460,7 @@ def test_power_kink_independent_reference(power_generated):
             assert _rel(getattr(py, name)(6.0, gamma=gv, beta=bv), r) <= 1e-12, (name, gv, bv)
 
 
+@pytest.mark.slow  # the fixture's verification at B = 4 ... 10^6 takes minutes
 def test_power_kink_needs_the_graded_rule(power_generated):
     """The grading is what gives the accuracy: the same module with plain panels at the kinks
     (power 1) misses 1e-12 by orders of magnitude at B = 4 and 1000 (Gauss-Legendre converges
