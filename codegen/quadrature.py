@@ -184,59 +184,30 @@ def _forms():
     return prepare(moment_forms_module())
 
 
-#: Kink exponent estimates: phi' sampled at k +- h for these h (mpmath, KINK_DPS digits).
-KINK_STEPS = (sp.Rational(1, 10**20), sp.Rational(1, 10**40))
-KINK_DPS = 80
-
-
 def kink_exponents(act) -> list[tuple[float, int, float]]:
-    """``(k, side, e)``: phi'(k + side h) ~ c h^e as h -> 0+ at each kink ``k`` of ``phi``
-    (``e`` from two steps :data:`KINK_STEPS`, rounded to a multiple of ``1/kink_power``, the
-    exponents of phi being rationals r/q with q | kink_power; ``e = 0`` where phi' stays
-    bounded away from 0 and from infinity, ``+inf`` where it vanishes identically)."""
-    import mpmath
+    """:func:`bnmft.derive.activation.kink_exponents`, refusals as :class:`CodegenError`."""
+    from bnmft.derive.activation import ActivationError
+    from bnmft.derive.activation import kink_exponents as exponents
 
-    q = int(act.kink_power)
-    out = []
-    with mpmath.workdps(KINK_DPS):
-        for k in act.kinks:
-            for side in (-1, 1):
-                try:
-                    vals = [abs(act.mpmath_derivative(mpmath.mpf(k) + side * mpmath.mpf(h)))
-                            for h in KINK_STEPS]
-                except (ZeroDivisionError, ValueError, TypeError):
-                    vals = [mpmath.nan]
-                if not all(mpmath.isfinite(v) for v in vals):
-                    raise CodegenError(
-                        f"{act.name}: phi' is not finite next to the kink {float(k):g} "
-                        f"({'right' if side > 0 else 'left'} side: 0 times a negative power); "
-                        "not supported by the generated quadrature")
-                if all(v == 0 for v in vals):
-                    out.append((float(k), side, math.inf))
-                    continue
-                h1, h2 = (mpmath.mpf(h) for h in KINK_STEPS)
-                e = float(mpmath.log(vals[0] / vals[1]) / mpmath.log(h1 / h2))
-                out.append((float(k), side, round(e * q) / q))
-    return out
+    try:
+        return exponents(act)
+    except ActivationError as err:
+        raise CodegenError(f"{err}; not supported by the generated quadrature") from None
 
 
 def check_finite_moments(act) -> None:
     """Refuse (one line) a phi for which a sphere moment ``E[z^m phi^p phi'^q]`` of the
-    moment forms is infinite: near a kink ``|phi'|^q ~ |x - k|^(q e)`` (:func:`kink_exponents`)
-    is integrable iff ``q e > -1``; ``z^m phi^p`` is bounded there and not credited (so a
-    vanishing ``phi(k)`` that would make the moment finite is refused too). Two-point moments
-    factor near the crossing of two kink lines (Thm 4: the joint density is bounded inside
-    the ellipse), so the same condition per coordinate decides them."""
+    moment forms is infinite (:func:`bnmft.derive.activation.check_finite_moments`)."""
+    from bnmft.derive.activation import ActivationError
+    from bnmft.derive.activation import check_finite_moments as check
+
     from .moment_forms import moment_forms_module
 
     needed = sorted({pt[2] for pts in moment_forms_module().constants[0].value for pt in pts})
-    for k, side, e in kink_exponents(act):
-        for q in needed:
-            if q and q * e <= -1:
-                raise CodegenError(
-                    f"{act.name}: E[phi'^{q} ...] is infinite: phi' ~ |x - {k:g}|^{e:g} at the "
-                    f"kink {k:g} ({'right' if side > 0 else 'left'} side), so the moments the "
-                    "quantities need do not exist")
+    try:
+        check(act, needed)
+    except ActivationError as err:
+        raise CodegenError(str(err)) from None
 
 
 def check_supported_activation(act) -> None:

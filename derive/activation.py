@@ -252,6 +252,65 @@ def check_defined(act: "Activation", batch_sizes) -> None:
             f"there is no BSB1 point; use B >= {first}")
 
 
+#: Kink exponent estimates: phi' sampled at k +- h for these h (mpmath, KINK_DPS digits).
+KINK_STEPS = (sp.Rational(1, 10**20), sp.Rational(1, 10**40))
+KINK_DPS = 80
+
+
+def kink_exponents(act: "Activation") -> list[tuple[float, int, float]]:
+    """``(k, side, e)``: phi'(k + side h) ~ c h^e as h -> 0+ at each kink ``k`` of ``phi``
+    (``e`` from two steps :data:`KINK_STEPS`, rounded to a multiple of ``1/kink_power``, the
+    exponents of phi being rationals r/q with q | kink_power; ``e = 0`` where phi' stays
+    bounded away from 0 and from infinity, ``+inf`` where it vanishes identically). A phi'
+    that is not finite next to a kink (0 times a negative power) raises
+    :class:`ActivationError`."""
+    import math
+
+    import mpmath
+
+    q = int(act.kink_power)
+    out = []
+    with mpmath.workdps(KINK_DPS):
+        for k in act.kinks:
+            for side in (-1, 1):
+                try:
+                    vals = [abs(act.mpmath_derivative(mpmath.mpf(k) + side * mpmath.mpf(h)))
+                            for h in KINK_STEPS]
+                except (ZeroDivisionError, ValueError, TypeError):
+                    vals = [mpmath.nan]
+                if not all(mpmath.isfinite(v) for v in vals):
+                    raise ActivationError(
+                        f"{act.name}: phi' is not finite next to the kink {float(k):g} "
+                        f"({'right' if side > 0 else 'left'} side: 0 times a negative power)")
+                if all(v == 0 for v in vals):
+                    out.append((float(k), side, math.inf))
+                    continue
+                h1, h2 = (mpmath.mpf(h) for h in KINK_STEPS)
+                e = float(mpmath.log(vals[0] / vals[1]) / mpmath.log(h1 / h2))
+                out.append((float(k), side, round(e * q) / q))
+    return out
+
+
+def check_finite_moments(act: "Activation", powers) -> None:
+    """Refuse (:class:`ActivationError`, one line) a phi for which a sphere moment ``E[z^m
+    phi^p phi'^q]`` with ``q`` in ``powers`` is infinite: near a kink ``|phi'|^q ~ |x -
+    k|^(q e)`` (:func:`kink_exponents`) is integrable iff ``q e > -1``; ``z^m phi^p`` is
+    bounded there and not credited (so a vanishing ``phi(k)`` that would make the moment
+    finite is refused too). Two-point moments factor near the crossing of two kink lines
+    (Thm 4: the joint density is bounded inside the ellipse), so the same condition per
+    coordinate decides them. Only kinks with power singularities (``kink_power > 1``) can
+    fail."""
+    if act.kink_power in (None, 1):
+        return
+    for k, side, e in kink_exponents(act):
+        for q in sorted(set(powers)):
+            if q and q * e <= -1:
+                raise ActivationError(
+                    f"{act.name}: E[phi'^{q} ...] is infinite: phi' ~ |x - {k:g}|^{e:g} at the "
+                    f"kink {k:g} ({'right' if side > 0 else 'left'} side), so the moments the "
+                    "quantities need do not exist")
+
+
 def _short_list(values) -> str:
     values = sorted(set(int(v) for v in values))
     return ", ".join(map(str, values)) if len(values) <= 4 else f"{values[0]} ... {values[-1]}"

@@ -34,6 +34,7 @@ import sympy as sp
 from bnmft.derive import (Derivation, DerivedQuantity, Point, SphereMoment, check_batch_sizes,
                           check_defined, numpy_function)
 from bnmft.derive import B as B_SYM
+from bnmft.derive.activation import check_finite_moments
 
 from bnmft.progress import progress
 
@@ -662,6 +663,8 @@ def analyze(deriv: Derivation, batch_sizes, digits: int = 16,
     batch_sizes = check_batch_sizes(batch_sizes)
     act = deriv.activation
     check_defined(act, batch_sizes)
+    if act.homogeneous is None:  # a power-singular kink can make a needed moment infinite
+        check_finite_moments(act, {p.q for mo in deriv.moments for p in mo.points})
     primary = [q for q in deriv.quantities if q.relation is None]
     closed = [q for q in primary if q.expr is not None]
     open_ = [q.name for q in primary if q.expr is None]

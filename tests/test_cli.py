@@ -494,3 +494,19 @@ def test_phi_vanishing_near_zero_but_not_on_the_sphere(capsys):
     se = f2.std() / math.sqrt(len(f2))
     assert abs(float(row["q_star"]) - f2.mean()) < 5 * se
     assert significant_digits(row["q_star"]) == 10
+
+
+@pytest.mark.parametrize("spec", ["Abs(x - 0.3)**0.5 * x", "Abs(x + 0.4)**0.3"])
+def test_analyze_refuses_phi_whose_needed_moments_are_infinite(spec, capsys):
+    """phi' ~ |x - k|^e with 2e <= -1 at a kink: E[phi'^2] (the gradient rate's moments) does
+    not exist; one line and exit 2, before any quadrature."""
+    assert main(["analyze", spec, "--batch-size", "8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is infinite" in err[0] and "phi'" in err[0]
+
+
+def test_analyze_accepts_an_integrable_power_kink(capsys):
+    """phi' ~ |x + 1/2|^(1/2): every needed moment is finite, the numbers are printed."""
+    assert main(["analyze", "Max(x + 0.5, 0)**1.5", "--batch-size", "8", "--digits",
+                 "12"]) == 0
+    assert "gradient_rate" in capsys.readouterr().out
