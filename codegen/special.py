@@ -29,7 +29,9 @@ import sympy as sp
 from bnmft.derive.special import (
     HYPER_MAX_TERMS,
     HYPER_Z_MAX,
+    RATIO_SERIES_X0,
     NotInRatios,
+    fraction,
     gamma_ratios,
     hyp2f1_ratio_sup,
     log_gamma_ratio_series,
@@ -39,7 +41,7 @@ from .errors import CodegenError
 
 #: ``rf(x, a)``: Stirling's series from ``y = x + m >= X0`` on (``m`` steps of the recurrence
 #: ``rf(x, a) = rf(x + 1, a) x / (x + a)`` below).
-X0 = 32.0
+X0 = RATIO_SERIES_X0
 #: Truncation of the Stirling series: omitted terms below this at ``X0`` (float64 ``u / 64``).
 SERIES_TOL = 2.0**-59
 #: 2F1: summed until the bound on the tail is below this times the sum.
@@ -55,10 +57,6 @@ def literal(value: float) -> str:
     if text in ("inf", "-inf", "nan"):
         raise CodegenError(f"constant {text} cannot be printed as a literal")
     return text
-
-
-def _fraction(r: sp.Rational) -> Fraction:
-    return Fraction(int(r.p), int(r.q))
 
 
 def _tag(q: Fraction) -> str:
@@ -149,11 +147,11 @@ class Hyp2f1:
 def routine_of(expr: sp.Expr):
     """The routine that prints ``expr`` (a ratio ``rf(x, a)`` or a 2F1), or None."""
     if isinstance(expr, sp.RisingFactorial) and expr.args[1].is_Rational:
-        return GammaRatio(_fraction(expr.args[1]))
+        return GammaRatio(fraction(expr.args[1]))
     if isinstance(expr, sp.hyper) and len(expr.ap) == 2 and len(expr.bq) == 1:
         params = (*expr.ap, *expr.bq)
         if all(p.is_Rational for p in params):
-            return Hyp2f1(*(_fraction(p) for p in params))
+            return Hyp2f1(*(fraction(p) for p in params))
     return None
 
 

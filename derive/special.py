@@ -35,6 +35,16 @@ class NotInRatios(ValueError):
     """An expression has gamma functions of ``B`` that do not cancel in ratios."""
 
 
+#: ``Gamma(x + a) / Gamma(x)``: the asymptotic (Stirling) series from this ``x`` on, in the
+#: float64 kernels and the generated routines alike.
+RATIO_SERIES_X0 = 32.0
+
+
+def fraction(r: sp.Rational) -> Fraction:
+    """A SymPy rational as a :class:`fractions.Fraction`."""
+    return Fraction(int(r.p), int(r.q))
+
+
 def gamma_ratios(expr: sp.Expr, symbol: sp.Symbol = B_SYM) -> sp.Expr:
     """``expr`` with every ``Gamma(v + r)`` of ``symbol`` written ``rf(v + r0, r - r0)
     Gamma(v + r0)``, ``r0`` the least rational offset of the group of ``v``

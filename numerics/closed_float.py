@@ -31,13 +31,14 @@ import numpy as np
 import sympy as sp
 
 from bnmft.derive import B as B_SYM
-from bnmft.derive.special import HYPER_MAX_TERMS, HYPER_Z_MAX, NotInRatios, gamma_ratios
-from bnmft.derive.special import hyp2f1_ratio_sup, log_gamma_ratio_series
+from bnmft.derive.special import (HYPER_MAX_TERMS, HYPER_Z_MAX, RATIO_SERIES_X0, NotInRatios,
+                                  fraction, gamma_ratios, hyp2f1_ratio_sup,
+                                  log_gamma_ratio_series)
 
 #: Factor on every final bound (covers the second-order terms a first-order bound omits).
 SAFETY = 2.0
 #: ``Gamma(x + a) / Gamma(x)``: asymptotic series from this ``x`` on, mpmath below.
-X0 = 32.0
+X0 = RATIO_SERIES_X0
 #: Terms of a 2F1 series summed at most.
 _MAX_TERMS = HYPER_MAX_TERMS
 
@@ -181,14 +182,10 @@ def _exact(v) -> Fraction:
     return Fraction(*v.as_integer_ratio())
 
 
-def _fraction(r: sp.Rational) -> Fraction:
-    return Fraction(int(r.p), int(r.q))
-
-
 def _constant(e: sp.Expr) -> tuple:
     """A constant step: per precision, the rounded value and the error of that rounding."""
     if e.is_Rational:
-        q = _fraction(e)
+        q = fraction(e)
         vals = [(p, p.num(q)) for p in (FLOAT64, EXTENDED) if p is not None]
         return tuple((v, 0.0 if _exact(v) == q else abs(float(v)) * p.u) for p, v in vals)
     if not e.is_real or not e.is_finite:
@@ -258,13 +255,13 @@ class Kernel:
             base, p = e.args
             if not p.is_Rational:
                 raise Unsupported(f"exponent {p} is not rational")
-            idx = self._add(("pow", self._node(base), _fraction(p)))
+            idx = self._add(("pow", self._node(base), fraction(p)))
         elif isinstance(e, sp.RisingFactorial) and e.args[1].is_Rational:
-            idx = self._add(("rf", self._node(e.args[0]), _fraction(e.args[1])))
+            idx = self._add(("rf", self._node(e.args[0]), fraction(e.args[1])))
         elif isinstance(e, sp.hyper) and len(e.ap) == 2 and len(e.bq) == 1 and all(
                 p.is_Rational for p in (*e.ap, *e.bq)):
-            a, b = (_fraction(p) for p in e.ap)
-            idx = self._add(("hyp2f1", self._node(e.argument), a, b, _fraction(e.bq[0])))
+            a, b = (fraction(p) for p in e.ap)
+            idx = self._add(("hyp2f1", self._node(e.argument), a, b, fraction(e.bq[0])))
         elif type(e) in _UNARY:
             idx = self._add((_UNARY[type(e)], self._node(e.args[0])))
         else:

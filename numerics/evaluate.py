@@ -25,7 +25,7 @@ import gc
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache, wraps
+from functools import lru_cache
 
 import mpmath
 import numpy as np
@@ -416,8 +416,6 @@ def _float_related(relations, table: dict, shape) -> None:
     claim capped at the inputs' digits + 15 as on the mpmath route (:func:`_related_number`).
     A pole at an input (``log(rate) = 0``) gives a non-finite value, left to that route."""
     for q in relations:
-        if not all(n in table for n in q.depends_on):
-            continue
         names, fn = _relation_function(q, "numpy")
         if any(n not in table for n in names):
             continue
@@ -644,15 +642,7 @@ def _gc_paused():
             gc.enable()
 
 
-def _gc_paused_call(fn):
-    @wraps(fn)
-    def call(*args, **kwargs):
-        with _gc_paused():
-            return fn(*args, **kwargs)
-    return call
-
-
-@_gc_paused_call
+@_gc_paused()  # a context decorator: a fresh pause per call
 def analyze(deriv: Derivation, batch_sizes, digits: int = 16,
             float_kernels: bool = True) -> list[Analysis]:
     """:class:`Analysis` of every quantity of ``deriv`` for each batch size (``math.inf``
