@@ -556,13 +556,32 @@ def cmd_derive(args) -> int:
 # -- codegen -----------------------------------------------------------------------------------
 
 
+#: Families whose closed forms codegen prints with their parameter as an array argument
+#: when the parameter is not given (``bnmft codegen leaky_relu``).
+CODEGEN_FAMILIES = ("leaky_relu", "alpha_relu")
+
+
+def _codegen_activation(args):
+    """A family of :data:`CODEGEN_FAMILIES` named without parameters (and without
+    --gamma/--beta) keeps them symbolic: the generated functions take them as arguments."""
+    from bnmft.derive.activation import ActivationError, symbolic_activation
+
+    if args.activation.strip() in CODEGEN_FAMILIES and args.gamma is None \
+            and args.beta is None:
+        try:
+            return symbolic_activation(args.activation.strip())
+        except ActivationError as err:
+            raise InputError(str(err)) from None
+    return _activation(args)
+
+
 def cmd_codegen(args) -> int:
     from bnmft import pipeline
     from bnmft.codegen import CodegenError, write_sources
 
     from bnmft.codegen.quadrature import VerificationError
 
-    deriv = pipeline.derivation(_activation(args))
+    deriv = pipeline.derivation(_codegen_activation(args))
     out = Path(args.out)
     try:
         sources = pipeline.generate(deriv, [args.lang], module=args.module)

@@ -15,7 +15,8 @@ import sympy as sp
 
 from .errors import CodegenError
 from .render import one_line
-from .spec import Constant, FunctionSpec, ModuleSpec, ScaleParameter, batch_argument
+from .spec import Argument, Condition, Constant, FunctionSpec, ModuleSpec, ScaleParameter
+from .spec import batch_argument
 from .spec import with_depth_definitions
 
 #: Symbols of the compact (paper) form, explained where they appear.
@@ -29,10 +30,108 @@ def _text(value: object) -> str:
     return "not recorded" if value is None else str(value)
 
 
+#: What the family parameters of a symbolic activation stand for (documentation).
+_PARAMETER_MEANINGS = {
+    "slope": "the slope of phi for x < 0",
+    "alpha": "the degree of phi(x) = max(x, 0)^alpha",
+}
+
+
+def family_parameters(deriv) -> tuple[Argument, ...]:
+    """The parameters a symbolic activation (:func:`bnmft.derive.symbolic_activation`) keeps
+    as symbols, as arguments after ``B``, in the family's order; () for a fixed activation."""
+    params = getattr(getattr(deriv, "activation", None), "params", ()) or ()
+    return tuple(Argument(v, k, _PARAMETER_MEANINGS.get(k, f"the parameter {k}"))
+                 for k, v in params if isinstance(v, sp.Symbol))
+
+
+def parameter_conditions(expr: sp.Expr, domain, parameters) -> tuple[Condition, ...]:
+    """Where ``expr`` holds as a function of the family ``parameters``: the relations of
+    ``domain`` (a derive domain such as ``(B >= 4) & (alpha > 1/2)``) free of ``B``, and
+    ``p > 0`` (the assumption the closed form was derived under) for each parameter ``p`` that
+    occurs in an exponent or a special function (alpha_relu's ``alpha``). Where ``p`` enters
+    only rationally (leaky_relu's ``slope``: the moments of ``relu(x) + slope min(x, 0)`` are
+    polynomials in ``slope``, and the quantities elementary functions of those), the identity
+    holds for every real ``p``."""
+    out: list[Condition] = []
+    for p in parameters:
+        if _enters_non_rationally(expr, p.symbol):
+            out.append(Condition(sp.Symbol(p.name, real=True) > 0, f"{p.name} > 0"))
+    if isinstance(domain, sp.Basic):
+        names = {p.name: sp.Symbol(p.name, real=True) for p in parameters}
+        parts = domain.args if isinstance(domain, sp.And) else (domain,)
+        for part in parts:
+            free = {s.name for s in part.free_symbols}
+            if free and free <= set(names) and isinstance(part, sp.core.relational.Relational):
+                part = part.xreplace({s: names[s.name] for s in part.free_symbols})
+                text = str(part)
+                if all(c.text != text for c in out):
+                    out = [c for c in out if not _implied(c, part)] + [Condition(part, text)]
+    return tuple(out)
+
+
+#: Where a rational dependence on a family parameter is expanded (:func:`expand_about`):
+#: slope = -1 (phi = |x|, even), where lambda_M and E[phi'] vanish as B -> oo, so that their
+#: leading parts cancel as B-only expressions (stabilised) instead of in float64.
+_EXPANSION_POINTS = {"slope": sp.Integer(-1)}
+
+
+def expand_about(expr: sp.Expr, parameters) -> sp.Expr:
+    """``expr`` with each largest part that is a rational function ``N(p)/D(p)`` of a family
+    parameter ``p`` (with an expansion point, :data:`_EXPANSION_POINTS`) written as
+    ``N(p)/D(p)`` with ``N`` and ``D`` in Horner form in ``p - p0``: the coefficients (exact
+    Taylor coefficients at ``p0``) are expressions in ``B`` alone, which :mod:`.prepare`
+    stabilises for large ``B``. The same function of ``p``, exactly."""
+    for a in parameters:
+        at = _EXPANSION_POINTS.get(a.name)
+        if at is not None and a.symbol in expr.free_symbols:
+            expr = _expand_walk(expr, a.symbol, at)
+    return expr
+
+
+def _expand_walk(e: sp.Expr, p: sp.Symbol, at: sp.Expr) -> sp.Expr:
+    if p not in e.free_symbols or e.is_Atom:
+        return e
+    if len(e.free_symbols) == 1:
+        return e  # a function of p alone (q_star = (slope^2 + 1)/2): nothing to stabilise
+    if (e.is_Add or e.is_Mul or e.is_Pow) and e.is_rational_function(p):
+        num, den = sp.fraction(sp.together(e))
+        parts = []
+        for part in (num, den):
+            h = sp.Integer(0)
+            for c in sp.Poly(sp.expand(part), p).shift(at).all_coeffs():
+                h = h * (p - at) + sp.together(c)
+            parts.append(h)
+        return parts[0] / parts[1]
+    return e.func(*(_expand_walk(x, p, at) for x in e.args))
+
+
+def _enters_non_rationally(expr: sp.Expr, p: sp.Symbol) -> bool:
+    """True if ``p`` occurs in an exponent or an argument of anything but ``+ * /``, integer
+    powers and elementary functions of parts rational in ``p``."""
+    for node in sp.preorder_traversal(expr):
+        if not isinstance(node, sp.Basic) or p not in node.free_symbols:
+            continue
+        if node.is_Pow and p in node.exp.free_symbols:
+            return True
+        if isinstance(node, (sp.gamma, sp.hyper, sp.RisingFactorial, sp.loggamma)):
+            return True
+    return False
+
+
+def _implied(cond: Condition, stronger: sp.Basic) -> bool:
+    """True if ``cond`` is ``p > 0`` and ``stronger`` is ``p > a`` or ``p >= a``, ``a >= 0``."""
+    lhs, rhs = cond.valid.lhs, cond.valid.rhs
+    return (isinstance(stronger, (sp.StrictGreaterThan, sp.GreaterThan)) and rhs == 0
+            and stronger.lhs == lhs and stronger.rhs.is_nonnegative is True)
+
+
 def closed_form_spec(
-    name: str, expr: sp.Expr, *, compact, provenance, domain, activation: str
+    name: str, expr: sp.Expr, *, compact, provenance, domain, activation: str,
+    parameters: tuple[Argument, ...] = (),
 ) -> FunctionSpec:
-    """A function of ``B`` documented by its compact (paper) form and its explicit form."""
+    """A function of ``B`` (and the family ``parameters``) documented by its compact (paper)
+    form and its explicit form."""
     explicit = str(expr)
     if compact is not None and compact != expr:
         names = {s.name for s in compact.free_symbols}
@@ -40,18 +139,36 @@ def closed_form_spec(
         math = (("Formula", f"{compact}{where}"), ("Explicit in B", explicit))
     else:
         math = (("Formula", explicit),)
+    if not parameters:
+        return FunctionSpec(
+            name=name,
+            arguments=(batch_argument(),),
+            expr=expr,
+            summary=f"{name}(B) for activation {one_line(activation)}, elementwise in B.",
+            math=math,
+            provenance=_text(provenance),
+            domain=_text(domain),
+        )
+    args = ", ".join(p.name for p in parameters)
+    conditions = ()
+    if isinstance(expr, sp.Expr):
+        conditions = parameter_conditions(expr, domain, parameters)
+        expr = expand_about(expr, parameters)
     return FunctionSpec(
         name=name,
-        arguments=(batch_argument(),),
+        arguments=(batch_argument(), *parameters),
         expr=expr,
-        summary=f"{name}(B) for activation {one_line(activation)}, elementwise in B.",
+        summary=(f"{name}(B, {args}) for activation {one_line(activation)}, elementwise in B "
+                 f"and {args} (broadcast together)."),
         math=math,
         provenance=_text(provenance),
-        domain=_text(domain),
+        domain=_text(domain) + "; " + (" and ".join(c.text for c in conditions)
+                                       if conditions else f"every real {args}"),
+        conditions=conditions,
     )
 
 
-def derivation_functions(quantities, activation_name: str | None = None):
+def derivation_functions(quantities, activation_name: str | None = None, parameters=()):
     """``(activation name, function specs)`` of ``quantities``: a ``Derivation`` (its closed
     forms, activation name from it unless given), a mapping ``name -> DerivedQuantity`` or an
     iterable of ``DerivedQuantity``; the order is kept. Reads ``.closed``, ``.activation.name``
@@ -80,6 +197,7 @@ def derivation_functions(quantities, activation_name: str | None = None):
             provenance=getattr(q, "provenance", None),
             domain=getattr(q, "domain", None),
             activation=str(activation_name),
+            parameters=parameters,
         )
         for key, q in items
     )
@@ -96,18 +214,28 @@ class ClosedVerification:
     digits: dict
     batch_sizes: tuple[int, ...]
     languages: tuple[str, ...]
+    grid: tuple[tuple[str, tuple[float, ...]], ...] = ()
 
     @property
     def least(self) -> float:
         return min(self.digits.values())
 
+    def grid_text(self) -> str:
+        """``slope = -1, -0.3, ...``: the parameter values verified (family modules)."""
+        return "; ".join(f"{name} = {', '.join(repr(v) for v in values)}"
+                         for name, values in self.grid)
+
     def text(self) -> str:
         sizes = ", ".join(str(b) for b in self.batch_sizes)
         what = {"numpy": "the numpy module", "c": "the C kernels (single and fused)"}
+        where = f"at B = {sizes}"
+        if self.grid:
+            where = (f"at every pair of B = {sizes} and {self.grid_text()} (bnmft.derive at "
+                     "each fixed parameter value)")
         return (
             f"Verified at generation time: {' and '.join(what[x] for x in self.languages)} "
             f"agree with bnmft's mpmath evaluation of the closed forms (bnmft.analyze, 16 "
-            f"digits) at B = {sizes} to {self.least:.1f} significant digits or more (relative "
+            f"digits) {where} to {self.least:.1f} significant digits or more (relative "
             f"error <= {10 ** -self.least:.1e}) in every quantity (per quantity: VERIFIED in "
             "the numpy module)."
         )
@@ -146,17 +274,21 @@ def closed_form_module(quantities, *, module: str, activation_name: str | None =
     """The :class:`ModuleSpec` of the closed forms in ``quantities`` (see
     :func:`derivation_functions`), named ``module``; ``verified``: the record of
     :func:`verify_closed`, stated in the header (and as ``VERIFIED`` in the numpy module)."""
-    activation, functions = derivation_functions(quantities, activation_name)
+    parameters = family_parameters(quantities)
+    activation, functions = derivation_functions(quantities, activation_name, parameters)
     header = (f"Activation: {activation}",)
     constants = (Constant("ACTIVATION", activation),)
     description = ()
     if verified is not None:
         least = f"{verified.least:.1f}"
         header += (f"Verified: >= {least} significant digits against mpmath at B = "
-                   f"{verified.batch_sizes[0]} ... {verified.batch_sizes[-1]}",)
+                   f"{verified.batch_sizes[0]} ... {verified.batch_sizes[-1]}"
+                   + (f" times {verified.grid_text()}" if verified.grid else ""),)
         description = (verified.text(),)
         constants += (Constant("VERIFIED", dict(verified.digits)),
                       Constant("VERIFIED_BATCH_SIZES", tuple(verified.batch_sizes)))
+        constants += tuple(Constant(f"VERIFIED_{name.upper()}", tuple(values))
+                           for name, values in verified.grid)
     return ModuleSpec(
         name=module,
         title=f"Closed-form BSB1 quantities for activation {one_line(activation)}",
@@ -165,6 +297,7 @@ def closed_form_module(quantities, *, module: str, activation_name: str | None =
         description=description,
         constants=constants,
         scale=input_scale_parameter(quantities),
+        parameters=parameters,
     )
 
 
@@ -175,12 +308,15 @@ def _closed_references(deriv, Bs) -> dict:
     return mpmath_references(deriv, Bs, 15)
 
 
-def verify_closed(deriv, module: str, languages=("numpy", "c"), Bs=None) -> ClosedVerification:
+def verify_closed(deriv, module: str, languages=("numpy", "c"), Bs=None, grid=None
+                  ) -> ClosedVerification:
     """Generate the closed-form modules of ``deriv`` for ``languages``, evaluate them (the C
     kernels compiled) at ``Bs`` (default :data:`.quadrature.VERIFY_BATCH_SIZES`, B from 4 to
     10^6) and compare every quantity with bnmft's mpmath evaluation of the closed forms; raises
     :class:`.quadrature.VerificationError` below :data:`.quadrature.REQUIRED_RTOL` (or if the C
-    kernels cannot be compiled)."""
+    kernels cannot be compiled). For a family (parameters kept symbolic), every pair of a
+    batch size and a point of ``grid`` (``((name, values), ...)``, default
+    :data:`FAMILY_GRIDS`) is compared with the closed forms derived at that fixed point."""
     from .generate import generate
     from .jit import load_c, load_numpy
     from .quadrature import REQUIRED_RTOL, VERIFY_BATCH_SIZES, VerificationError
@@ -190,37 +326,87 @@ def verify_closed(deriv, module: str, languages=("numpy", "c"), Bs=None) -> Clos
 
     check_module_name(module)  # before the references are computed
     Bs = tuple(VERIFY_BATCH_SIZES if Bs is None else Bs)
+    params = family_parameters(deriv)
+    if params:
+        if grid is None:
+            grid = tuple((p.name, FAMILY_GRIDS[p.name]) for p in params)
+        points = _grid_points(grid)
+        refs = [_family_references(deriv, point, Bs) for point in points]
+    else:
+        grid, points, refs = (), [()], [_closed_references(deriv, Bs)]
     x = np.asarray(Bs, dtype=float)
-    ref = _closed_references(deriv, Bs)
     got: dict = {}
     langs = tuple(lang for lang in ("numpy", "c") if lang in languages)
     for lang in langs:
         sources = generate(deriv, lang=lang, module=module)
         if lang == "numpy":
             mod = load_numpy(sources, module)
-            values = {n: getattr(mod, n)(x) for n in deriv.closed}
         else:
             try:
                 mod = load_c(sources, module)
             except CodegenError as err:
                 raise VerificationError(f"{module}: cannot compile the C kernels to check them "
                                         f"({err})") from None
-            values = {n: getattr(mod, n)(x) for n in deriv.closed}
-            values.update({f"{n} (fused)": v for n, v in mod.all(x).items()})
-        for key, vals in values.items():
-            name = key.split()[0]
-            got.setdefault(name, []).append(_agreement(vals, ref[name], agreement_digits))
+        for point, ref in zip(points, refs):
+            args = [np.full(x.shape, v) for _, v in point]
+            values = {n: getattr(mod, n)(x, *args) for n in ref}
+            if lang == "c":
+                values.update({f"{n} (fused)": v for n, v in mod.all(x, *args).items()
+                               if n in ref})
+            for key, vals in values.items():
+                name = key.split()[0]
+                found = _agreement(vals, ref[name], agreement_digits)
+                got.setdefault(name, []).append((found, point))
     need = -math.log10(REQUIRED_RTOL)
     digits = {}
     for name, found in got.items():
-        least = min(found)
+        least, point = min(found, key=lambda item: item[0])
         if least < need:
+            at = "".join(f" at {k} = {v!r}" for k, v in point)
             raise VerificationError(
-                f"{deriv.activation.name}: generated {name} agrees with the mpmath reference to "
-                f"only {least:.1f} digits (need {need:g}); refusing to write the module"
+                f"{deriv.activation.name}: generated {name}{at} agrees with the mpmath "
+                f"reference to only {least:.1f} digits (need {need:g}); refusing to write the "
+                "module"
             )
         digits[name] = math.floor(min(least, 16.0) * 10) / 10
-    return ClosedVerification(digits, Bs, langs)
+    return ClosedVerification(digits, Bs, langs, tuple(grid))
+
+
+#: The parameter values a family module is verified at (times every batch size): slopes of
+#: both signs, relu (0) and near it; degrees from just above 1/2 (where E[phi'^2] diverges)
+#: to 4.5, half-integers and integers included.
+FAMILY_GRIDS = {
+    "slope": (-1.0, -0.3, 0.0, 0.01, 0.5, 2.0),
+    "alpha": (0.55, 0.75, 1.0, 1.5, 2.0, 3.0, 4.5),
+}
+
+
+def _grid_points(grid) -> list[tuple[tuple[str, float], ...]]:
+    """Every combination of the grid's values, as ``((name, value), ...)``."""
+    points: list[tuple] = [()]
+    for name, values in grid:
+        points = [(*p, (name, float(v))) for p in points for v in values]
+    return points
+
+
+def _family_references(deriv, point, Bs) -> dict:
+    """``{name: [mpf per B]}`` at one parameter point of a family: the closed forms derived
+    at those fixed values (``activation("alpha_relu:alpha=1.5")``, the value as its exact
+    binary rational), evaluated by mpmath to 16 digits; only the quantities whose conditions
+    hold there."""
+    from fractions import Fraction
+
+    from bnmft.derive import derive
+    from bnmft.derive.activation import activation
+
+    family = deriv.activation.name.split()[0]
+    text = ",".join(f"{k}={Fraction(v).numerator}/{Fraction(v).denominator}" for k, v in point)
+    fixed = derive(activation(f"{family}:{text}"))
+    ref = _closed_references(fixed, Bs)
+    values = {sp.Symbol(k, real=True): sp.Float(v, 30) for k, v in point}
+    _, specs = derivation_functions(deriv, parameters=family_parameters(deriv))
+    keep = {f.name for f in specs if all(bool(c.valid.xreplace(values)) for c in f.conditions)}
+    return {n: v for n, v in ref.items() if n in keep}
 
 
 def _agreement(values, reference, agreement_digits) -> float:

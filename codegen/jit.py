@@ -197,16 +197,17 @@ class CModule:
     against ``B``; empty for a module without parameterised kernels). Quantities cannot take
     those names."""
 
-    RESERVED = frozenset({"module", "path", "names", "params", "all"})
+    RESERVED = frozenset({"module", "path", "names", "params", "arguments", "all"})
 
     def __init__(
         self, module: str, path: Path, functions: dict[str, Callable], fused: Callable,
-        params: tuple[str, ...] = (),
+        params: tuple[str, ...] = (), arguments: tuple[str, ...] = (),
     ) -> None:
         self.module = module
         self.path = path
         self.names = tuple(functions)
         self.params = tuple(params)
+        self.arguments = tuple(arguments)
         for name, fn in functions.items():
             setattr(self, name, fn)
         self.all = fused
@@ -223,45 +224,68 @@ def _as_input(B) -> np.ndarray:
     return arr
 
 
-def _inputs(symbol: str, B, params: dict, accepted: tuple[str, ...]):
+def _inputs(symbol: str, B, params: dict, accepted: tuple[str, ...], args=()):
     """``(B, [parameter arrays or None in accepted order])``, all C-contiguous float64 of the
-    broadcast shape of ``B`` and the given parameters (``None`` values count as not given)."""
+    broadcast shape of ``B``, the arrays ``args`` (the family arguments, which then lead the
+    list) and the given parameters (``None`` values count as not given)."""
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         have = ", ".join(accepted) or "none"
         raise TypeError(f"{symbol} has no parameter {unknown[0]!r} (parameters: {have})")
     given = [name for name in accepted if params.get(name) is not None]
-    if not given:
+    if not given and not args:
         return _as_input(B), None
-    arrays = np.broadcast_arrays(
+    arrays = [_as_input(np.array(a)) for a in np.broadcast_arrays(
         np.asarray(B, dtype=np.float64),
+        *(np.asarray(a, dtype=np.float64) for a in args),
         *(np.asarray(params[name], dtype=np.float64) for name in given),
-    )
-    arrays = dict(zip(["B", *given], (_as_input(np.array(a)) for a in arrays)))
-    return arrays.pop("B"), [arrays.get(name) for name in accepted]
+    )]
+    lead, arrays = arrays[: 1 + len(args)], dict(zip(given, arrays[1 + len(args):]))
+    return lead[0], [*lead[1:], *(arrays.get(name) for name in accepted)]
+
+
+def _arguments(symbol: str, args: tuple, kw: dict, names: tuple[str, ...]) -> tuple:
+    """The family arguments ``names`` of a call, positional or by keyword (removed from
+    ``kw``); TypeError if one is missing or given twice."""
+    if len(args) > len(names):
+        raise TypeError(f"{symbol} takes B and {len(names)} arguments ({', '.join(names)})")
+    values = list(args)
+    for name in names[len(args):]:
+        if name not in kw:
+            raise TypeError(f"{symbol} needs the argument {name!r} after B")
+        values.append(kw.pop(name))
+    clash = [name for name in names[: len(args)] if name in kw]
+    if clash:
+        raise TypeError(f"{symbol} got {clash[0]!r} twice")
+    return tuple(values)
 
 
 def _pointers(ffi, arrays) -> list:
     return [ffi.NULL if a is None else ffi.from_buffer("double[]", a) for a in arrays]
 
 
-def _wrap(ffi, lib, symbol: str, name: str, params: tuple[str, ...] = ()) -> Callable:
+def _wrap(ffi, lib, symbol: str, name: str, params: tuple[str, ...] = (),
+          arguments: tuple[str, ...] = ()) -> Callable:
     kernel = getattr(lib, symbol)
     kernel_p = getattr(lib, f"{symbol}_p") if params else None
+    k = len(arguments)
 
-    def call(B, **kw) -> np.ndarray:
-        arr, given = _inputs(symbol, B, kw, params)
+    def call(B, *args, **kw) -> np.ndarray:
+        args = _arguments(symbol, args, kw, arguments)
+        arr, given = _inputs(symbol, B, kw, params, args)
         out = np.empty(arr.shape, dtype=np.float64)
         if arr.size:
             b, o = ffi.from_buffer("double[]", arr), ffi.from_buffer("double[]", out)
             if given is None:
                 kernel(arr.size, b, o)
+            elif all(g is None for g in given[k:]):
+                kernel(arr.size, b, *_pointers(ffi, given[:k]), o)
             else:
                 kernel_p(arr.size, b, *_pointers(ffi, given), o)
         return out
 
     call.__name__ = call.__qualname__ = name
-    extra = "".join(f", {p}=None" for p in params)
+    extra = "".join(f", {p}" for p in arguments) + "".join(f", {p}=None" for p in params)
     call.__doc__ = (
         f"{name}(B{extra}): elementwise C kernel {symbol}"
         + (f" ({symbol}_p with the parameters, broadcast against B; None = the module's"
@@ -289,12 +313,14 @@ def _output_array(name: str, array, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _wrap_fused(ffi, lib, symbol: str, outputs: tuple[str, ...],
-                params: tuple[str, ...] = ()) -> Callable:
+                params: tuple[str, ...] = (), arguments: tuple[str, ...] = ()) -> Callable:
     kernel = getattr(lib, symbol)
     kernel_p = getattr(lib, f"{symbol}_p") if params else None
+    k = len(arguments)
 
-    def fused(B, names=None, out=None, **kw) -> dict[str, np.ndarray]:
-        arr, given_params = _inputs(symbol, B, kw, params)
+    def fused(B, *args, names=None, out=None, **kw) -> dict[str, np.ndarray]:
+        args = _arguments(symbol, args, kw, arguments)
+        arr, given_params = _inputs(symbol, B, kw, params, args)
         given = dict(out or {})
         if names is None:
             wanted = set(given or outputs)
@@ -320,6 +346,8 @@ def _wrap_fused(ffi, lib, symbol: str, outputs: tuple[str, ...],
             b = ffi.from_buffer("double[]", arr)
             if given_params is None:
                 kernel(arr.size, b, *pointers)
+            elif all(g is None for g in given_params[k:]):
+                kernel(arr.size, b, *_pointers(ffi, given_params[:k]), *pointers)
             else:
                 kernel_p(arr.size, b, *_pointers(ffi, given_params), *pointers)
         return result
@@ -327,7 +355,7 @@ def _wrap_fused(ffi, lib, symbol: str, outputs: tuple[str, ...],
     fused.__name__ = fused.__qualname__ = "all"
     extra = "".join(f", {p}=None" for p in params)
     fused.__doc__ = (
-        f"all(B, names=None, out=None{extra}): the quantities in names (default: all, or those"
+        f"all(B{''.join(f', {p}' for p in arguments)}, names=None, out=None{extra}): the quantities in names (default: all, or those"
         f" of out) at B in one pass of the fused C kernel {symbol}, as {{quantity: float64"
         " array of the broadcast shape} in module order (new arrays are rows of one block);"
         " out maps quantities to arrays to write in place"
@@ -353,21 +381,24 @@ def _split_arguments(text: str) -> tuple[tuple[str, ...], tuple[str, ...]] | Non
     return tuple(params), tuple(outputs)
 
 
-def _fused_outputs(h_text: str, module: str) -> tuple[str, tuple[str, ...]] | None:
-    """``(symbol, output names)`` of the fused prototype in the header, if it has one."""
+def _fused_outputs(h_text: str, module: str
+                   ) -> tuple[str, tuple[str, ...], tuple[str, ...]] | None:
+    """``(symbol, output names, family arguments)`` of the fused prototype in the header, if
+    it has one."""
     found = re.findall(_FUSED_PROTOTYPE.format(re.escape(module)), h_text, re.M)
     if len(found) != 1:
         return None
     split = _split_arguments(found[0])
-    if split is None or split[0] or not split[1]:
+    if split is None or not split[1]:
         return None
-    return f"{module}_all", split[1]
+    return f"{module}_all", split[1], split[0]
 
 
-def _parameterised(h_text: str, module: str, names: tuple[str, ...], outputs: tuple[str, ...]
-                   ) -> tuple[str, ...]:
-    """The parameters of the ``_p`` kernels in the header: every kernel and the fused one
-    must take the same list, or there must be none."""
+def _parameterised(h_text: str, module: str, names: tuple[str, ...], outputs: tuple[str, ...],
+                   arguments: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The parameters of the ``_p`` kernels in the header (after the family ``arguments``,
+    which they take first): every kernel and the fused one must take the same list, or there
+    must be none."""
     found = {}
     for symbol, args in _PARAM_PROTOTYPE.findall(h_text):
         split = _split_arguments(args)
@@ -379,12 +410,12 @@ def _parameterised(h_text: str, module: str, names: tuple[str, ...], outputs: tu
     params = next(iter(found.values()))[0]
     expected = {f"{module}_{name}": (params, ("out",)) for name in names}
     expected[f"{module}_all"] = (params, outputs)
-    if found != expected:
+    if found != expected or params[: len(arguments)] != arguments:
         raise CodegenError(
             f"{module}.h: the _p kernels must be one per quantity and {module}_all_p, all with"
             " the same parameters"
         )
-    return params
+    return params[len(arguments):]
 
 
 def load_c(sources: Mapping[str, str], module: str | None = None) -> CModule:
@@ -396,35 +427,43 @@ def load_c(sources: Mapping[str, str], module: str | None = None) -> CModule:
     import cffi
 
     module, _, h_text = _c_files(sources, module)
-    symbols = _PROTOTYPE.findall(h_text)
+    fused = _fused_outputs(h_text, module)
+    arguments = fused[2] if fused is not None else ()
+    declared = "".join(f", const double *{a}" for a in arguments)
+    symbols = re.findall(
+        r"^void ([A-Za-z_][A-Za-z0-9_]*)\(size_t n, const double \*B"
+        + re.escape(declared) + r", double \*out\);$", h_text, re.M)
+    symbols = [s for s in symbols if not (s.endswith("_p") and s[:-2] in symbols)]
     prefix = f"{module}_"
     if not symbols or any(not s.startswith(prefix) for s in symbols):
         raise CodegenError(f"{module}.h has no bnmft kernel prototypes")
     names = tuple(s[len(prefix):] for s in symbols)
-    fused = _fused_outputs(h_text, module)
     if fused is None or fused[1] != names:
         raise CodegenError(f"{module}.h lacks {module}_all over its kernels, in their order")
-    params = _parameterised(h_text, module, names, fused[1])
+    params = _parameterised(h_text, module, names, fused[1], arguments)
     path = build_c(sources, module)
     ffi = cffi.FFI()
-    ffi.cdef("\n".join(f"void {s}(size_t n, const double *B, double *out);" for s in symbols))
+    ffi.cdef("\n".join(f"void {s}(size_t n, const double *B{declared}, double *out);"
+                       for s in symbols))
     outputs = ", ".join(f"double *{name}" for name in fused[1])
-    ffi.cdef(f"void {fused[0]}(size_t n, const double *B, {outputs});")
+    ffi.cdef(f"void {fused[0]}(size_t n, const double *B{declared}, {outputs});")
     if params:
-        inputs = ", ".join(f"const double *{p}" for p in params)
+        inputs = declared + "".join(f", const double *{p}" for p in params)
         ffi.cdef("\n".join(
-            f"void {s}_p(size_t n, const double *B, {inputs}, double *out);" for s in symbols
+            f"void {s}_p(size_t n, const double *B{inputs}, double *out);" for s in symbols
         ))
-        ffi.cdef(f"void {fused[0]}_p(size_t n, const double *B, {inputs}, {outputs});")
+        ffi.cdef(f"void {fused[0]}_p(size_t n, const double *B{inputs}, {outputs});")
     try:
         lib = ffi.dlopen(str(path))
     except OSError as err:
         raise CodegenError(f"cannot load {path}: {err}") from None
-    functions = {name: _wrap(ffi, lib, s, name, params) for s, name in zip(symbols, names)}
+    functions = {name: _wrap(ffi, lib, s, name, params, arguments)
+                 for s, name in zip(symbols, names)}
     clash = sorted(CModule.RESERVED & set(functions))
     if clash:
         raise CodegenError(f"quantity name {clash[0]!r} clashes with a CModule attribute")
-    return CModule(module, path, functions, _wrap_fused(ffi, lib, *fused, params), params)
+    return CModule(module, path, functions,
+                   _wrap_fused(ffi, lib, *fused[:2], params, arguments), params, arguments)
 
 
 def load_numpy(sources: Mapping[str, str] | str, module: str | None = None):

@@ -49,6 +49,17 @@ class FunctionSpec:
     math: tuple[tuple[str, str], ...]
     provenance: str
     domain: str
+    conditions: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Where a function of a family module is defined: ``valid``, a relation in the
+    parameter arguments (``alpha > 1/2``), stated as ``text``. The numpy function raises
+    ValueError and the C kernels give NaN where it fails."""
+
+    valid: sp.Basic
+    text: str
 
 
 @dataclass(frozen=True)
@@ -88,7 +99,9 @@ class ScaleParameter:
 class ModuleSpec:
     """One generated module: ``name`` (a Python/C identifier), its functions in order, a
     one-line ``title``, ``header`` notes for the generated-file header, ``description``
-    paragraphs for the module documentation and numpy-only ``constants``."""
+    paragraphs for the module documentation and numpy-only ``constants``. ``parameters``:
+    the family parameters (``slope``, ``alpha``) that every function takes after ``B``, as
+    arrays broadcasting with it (numpy) or one value per element of ``B`` (C)."""
 
     name: str
     title: str
@@ -97,6 +110,7 @@ class ModuleSpec:
     description: tuple[str, ...] = ()
     constants: tuple[Constant, ...] = ()
     scale: ScaleParameter | None = None
+    parameters: tuple[Argument, ...] = ()
 
 
 def batch_argument() -> Argument:

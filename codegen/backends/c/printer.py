@@ -57,10 +57,11 @@ class CKernelPrinter(RoutinePrinting, C99CodePrinter):
 
     ROUTINE_PREFIX = "bnmft_"
 
-    def __init__(self, settings: dict | None = None) -> None:
+    def __init__(self, settings: dict | None = None, parameters=()) -> None:
         super().__init__({"strict": True, "math_macros": {}, **(settings or {})})
         self.constants: dict[str, str] = {}
         self.routines: dict = {}
+        self.parameters = frozenset(parameters)
 
     def _print_NumberSymbol(self, expr):
         name = f"bnmft_{str(expr).lower()}"
@@ -73,7 +74,16 @@ class CKernelPrinter(RoutinePrinting, C99CodePrinter):
         return super()._print_Integer(expr)
 
     def _print_Symbol(self, expr):
-        return "b" if expr.name == "B" else super()._print_Symbol(expr)
+        if expr.name == "B":
+            return "b"
+        if expr.name in self.parameters:
+            return element_name(expr.name)
+        return super()._print_Symbol(expr)
+
+
+def element_name(parameter: str) -> str:
+    """The loop-local value ``PARAM[i]`` of a family parameter array ``PARAM``."""
+    return f"bnmft_{parameter}"
 
 
 def comment_safe(line: str) -> str:
@@ -88,6 +98,13 @@ _CONVENTION = (
     "Each kernel sets out[i] = f(B[i]) for 0 <= i < n, and {fused} every quantity in one pass. "
     "Kernels are stateless (thread-safe), need only <math.h> (link with -lm), and may run in "
     "place (out == B)."
+)
+#: Header paragraph on the family parameters (``{params}``: their declarations).
+_PARAMETERS_DOC = (
+    "Every kernel (single, fused and _p) takes after B the family parameter arrays {params}: "
+    "n values each, one per element of B (broadcast by the caller), read before any output "
+    "is written. Where a quantity's conditions on {names} (its Valid for: line) fail, its "
+    "output is NaN."
 )
 #: Documentation of the fused kernel (``{fused}``: its name, ``{first}``: the first output).
 _FUSED_DOC = (
@@ -120,20 +137,46 @@ def _check_output_name(module: str, name: str) -> str:
     return name
 
 
+def _guarded(printer: CKernelPrinter, q, result: str) -> str:
+    """``result``, or ``(conditions) ? result : NAN`` for a function with conditions on the
+    family parameters."""
+    if not q.spec.conditions:
+        return result
+    test = " && ".join(f"({printer.doprint(c.valid)})" for c in q.spec.conditions)
+    return f"({test}) ? {result} : NAN"
+
+
+def _used(exprs, parameters) -> list[dict]:
+    """The family parameters occurring in ``exprs``, as template items (name, local)."""
+    names = {s.name for e in exprs for s in sp.sympify(e).free_symbols}
+    return [{"name": p, "local": element_name(p)} for p in parameters if p in names]
+
+
+def _uses_batch(exprs) -> bool:
+    """True if ``B`` occurs in ``exprs`` (else the kernel declares no ``b``)."""
+    return any(s.name == "B" for e in exprs for s in sp.sympify(e).free_symbols)
+
+
 def _fused(module: PreparedModule, printer: CKernelPrinter) -> dict:
     """Template context of ``{module}_all``: outputs, shared temporaries, one result each."""
     fused = fuse(module)
     symbol = f"{module.spec.name}_{FUSED_SUFFIX}"
+    params = [a.name for a in module.spec.parameters]
+    exprs = [e for _, e in fused.temporaries] + list(fused.results) + [
+        c.valid for q in module.functions for c in q.spec.conditions]
     return {
         "symbol": symbol,
         "doc": _comment(_FUSED_DOC.format(fused=symbol, first=module.functions[0].name)),
         "indent": " " * len(f"void {symbol}("),
-        "constant": fused.is_constant,
+        "constant": fused.is_constant and not _used(exprs, params),
         "temporaries": [(printer.doprint(s), printer.doprint(e)) for s, e in fused.temporaries],
         "outputs": [
-            (_check_output_name(module.spec.name, q.name), printer.doprint(r))
+            (_check_output_name(module.spec.name, q.name),
+             _guarded(printer, q, printer.doprint(r)))
             for q, r in zip(module.functions, fused.results)
         ],
+        "parameters": params,
+        "locals": _used(exprs, params),
     }
 
 
@@ -158,7 +201,10 @@ def _scale(module: PreparedModule, printer: CKernelPrinter, kernels: list) -> di
     factors = [(q.name, printer.doprint(scale.factor(q.name).xreplace(rename)))
                for q in module.functions]
     text = ", ".join(f"{name}: {sp.sstr(scale.factor(name))}" for name, _ in factors)
+    params = [a.name for a in module.spec.parameters]
     return {
+        "locals": {q.name: _used([scale.factor(q.name)], params) for q in module.functions},
+        "all_locals": _used([scale.factor(q.name) for q in module.functions], params),
         "name": scale.name,
         "valid": printer.doprint(scale.valid.xreplace(rename)),
         "factors": factors,
@@ -171,22 +217,28 @@ def render(module: PreparedModule) -> dict[str, str]:
     """``{module}.c`` and ``{module}.h`` for ``module`` (functions of ``B`` only; the spec's
     numpy constants have no C counterpart, the header notes carry the same facts)."""
     spec = module.spec
-    printer = CKernelPrinter()
+    params = [a.name for a in spec.parameters]
+    printer = CKernelPrinter(parameters=params)
     kernels = []
     for q in module.functions:
-        if len(q.argument_names) > 1:
+        if q.argument_names != ("B", *params):
             raise CodegenError(
                 f"{q.name} takes {', '.join(q.argument_names)}; the C backend prints kernels of "
-                "the batch size B only"
+                "the batch size B " + ("and the module's family parameters only" if params
+                                       else "only")
             )
         temps = [(printer.doprint(s), printer.doprint(e)) for s, e in q.temporaries]
+        used = _used([e for _, e in q.temporaries] + [q.result]
+                     + [c.valid for c in q.spec.conditions], params)
         kernels.append(
             {
                 "symbol": f"{spec.name}_{q.name}",
-                "doc": [comment_safe(line) for line in doc_lines(q)],
-                "constant": q.is_constant,
+                "doc": [comment_safe(line) for line in doc_lines(q, tuple(spec.parameters))],
+                "constant": q.is_constant and not used,
+                "uses_b": _uses_batch([e for _, e in q.temporaries] + [q.result]),
                 "temporaries": temps,
-                "result": printer.doprint(q.result),
+                "result": _guarded(printer, q, printer.doprint(q.result)),
+                "locals": used,
             }
         )
     fused = _fused(module, printer)  # before the constants are collected: it may use some
@@ -196,6 +248,9 @@ def render(module: PreparedModule) -> dict[str, str]:
         "title": comment_safe(one_line(spec.title)),
         "description": [_comment(p) for p in spec.description],
         "convention": _comment(_CONVENTION.format(fused=fused["symbol"])),
+        "parameter_doc": _comment(_PARAMETERS_DOC.format(
+            params=", ".join(f"const double *{a.name} ({a.meaning})" for a in spec.parameters),
+            names=" and ".join(params))) if params else [],
         "module": spec.name,
         "guard": f"BNMFT_{spec.name.upper()}_H",
         "kernels": kernels,
@@ -203,6 +258,9 @@ def render(module: PreparedModule) -> dict[str, str]:
         "constants": sorted(printer.constants.items()),
         "routines": [printer.routines[k] for k in sorted(printer.routines)],
         "scale": scale,
+        "parameters": params,
+        "inputs": "".join(f", const double *{p}" for p in params),
+        "arguments": "".join(f", {p}" for p in params),
     }
     return {
         f"{spec.name}.c": _ENV.get_template("module.c.jinja").render(context),

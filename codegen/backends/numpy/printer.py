@@ -107,8 +107,13 @@ def render(module: PreparedModule) -> dict[str, str]:
                 f"{spec.scale.name} = {spec.scale.meaning}, times {scale_factor} (broadcast "
                 f"with B; None: the module's activation itself); ValueError unless "
                 f"{spec.scale.valid_text} everywhere.", WIDTH - 12)]
+        params = [a.name for a in spec.parameters]
         functions.append(
             {
+                "parameters": params,
+                "conditions": [(printer.doprint(c.valid), repr(
+                    f"{q.name}: needs {c.text} (the domain of its closed form)"))
+                    for c in q.spec.conditions],
                 "scale_factor": scale_factor,
                 "name": q.name,
                 "arguments": ", ".join(q.argument_names),
