@@ -76,7 +76,8 @@ _PARAMETER_NOTES = {
         "slope may be any real number (the moments of relu(x) + slope min(x, 0) are "
         "polynomials in slope, so the closed forms hold for every slope). Near slope = 1 (phi "
         "linear: c_star -> -1/(B - 1), gradient_rate -> 1) c_star and the depth quantities "
-        "lose digits (measured at B = 4 ... 10^6: 12.6 at slope 0.9 and 1.1, 11.1 at 0.99; at slope 1 c_star 11.0, depth_scale 10.3); "
+        "lose digits (measured at B = 4 ... 10^6: 12.6 at slope 0.9 and 1.1, 11.1 at 0.99; at "
+        "slope 1 c_star 11.0, depth_scale 10.3); "
         "near a zero of c_star or lambda_M in slope only their absolute accuracy (~1e-16) "
         "remains."
     ),
