@@ -557,10 +557,9 @@ def cmd_derive(args) -> int:
 
 
 #: Families whose closed forms codegen prints with their parameter as an array argument
-#: when the parameter is not given (``bnmft codegen leaky_relu``). alpha_relu is not one yet:
-#: its degree enters gamma ratios and 2F1 parameters, which the generated routines take as
-#: generation-time constants only.
-CODEGEN_FAMILIES = ("leaky_relu",)
+#: when the parameter is not given (``bnmft codegen leaky_relu``, ``bnmft codegen
+#: alpha_relu``).
+CODEGEN_FAMILIES = ("leaky_relu", "alpha_relu")
 
 
 def _codegen_activation(args):

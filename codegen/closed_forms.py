@@ -81,6 +81,16 @@ _PARAMETER_NOTES = {
         "near a zero of c_star or lambda_M in slope only their absolute accuracy (~1e-16) "
         "remains."
     ),
+    "alpha": (
+        "alpha must be > 0 wherever a quantity depends on it (the closed forms are derived for "
+        "alpha > 0) and > 1/2 for gradient_rate, depth_scale and max_trainable_depth, which "
+        "need E[phi'(z)^2], finite only for alpha > 1/2 (ValueError in numpy, NaN in C, per "
+        "quantity: its Valid for line). Gamma(B/2 + 1/2 + alpha)/Gamma(B/2 + 1/2), constants "
+        "such as Gamma(alpha + 1/2) and 2F1 with parameters in alpha at z = 1/(B - 1)^2 are "
+        "evaluated at run time (the routines _gamma_ratio, _gamma and _hyp2f1, each "
+        "documented with its error bound). Outside the verified degrees the values are "
+        "computed, not verified."
+    ),
 }
 
 #: Where a rational dependence on a family parameter is expanded (:func:`expand_about`):
@@ -139,6 +149,18 @@ def _implied(cond: Condition, stronger: sp.Basic) -> bool:
             and stronger.lhs == lhs and stronger.rhs.is_nonnegative is True)
 
 
+def _family_domain(domain, conditions, args: str) -> str:
+    """``B >= 4 and alpha > 1/2``: the relations of ``domain`` in ``B`` and the conditions on
+    the family parameters (``every real slope`` if there are none)."""
+    if isinstance(domain, sp.Basic):
+        parts = domain.args if isinstance(domain, sp.And) else (domain,)
+        batch = [str(p) for p in parts if any(s.name == "B" for s in p.free_symbols)]
+    else:
+        batch = [_text(domain)]
+    rest = [c.text for c in conditions] or [f"every real {args}"]
+    return " and ".join(batch + rest)
+
+
 def closed_form_spec(
     name: str, expr: sp.Expr, *, compact, provenance, domain, activation: str,
     parameters: tuple[Argument, ...] = (),
@@ -175,8 +197,7 @@ def closed_form_spec(
                  f"and {args} (broadcast together)."),
         math=math,
         provenance=_text(provenance),
-        domain=_text(domain) + "; " + (" and ".join(c.text for c in conditions)
-                                       if conditions else f"every real {args}"),
+        domain=_family_domain(domain, conditions, args),
         conditions=conditions,
     )
 
@@ -273,7 +294,8 @@ def input_scale_parameter(deriv) -> ScaleParameter | None:
     for q in quantities:
         if q.name in deriv.closed and q.moment_form is not None:
             try:
-                factors.append((q.name, input_scale(q.moment_form, hom.alpha, GAMMA)))
+                factors.append((q.name, input_scale(q.moment_form, hom.alpha, GAMMA,
+                                                    hom.alpha.free_symbols)))
             except ValueError:
                 return None
     return ScaleParameter(

@@ -21,7 +21,7 @@ from sympy.codegen.cfunctions import expm1, log1p
 
 from .errors import CodegenError
 from .spec import FunctionSpec, ModuleSpec
-from .special import fold_constants, routine_argument, routine_of, rewrite_gamma
+from .special import fold_constants, routine_arguments, routine_of, rewrite_gamma
 from .stability import stabilize
 
 #: Name of the batch-size symbol every expression must be written in.
@@ -99,7 +99,7 @@ def _unsupported_nodes(expr: sp.Expr) -> set[str]:
         elif node.is_Add or node.is_Mul or node.is_Pow or isinstance(node, SUPPORTED_FUNCTIONS):
             stack.extend(node.args)
         elif routine_of(node) is not None:
-            stack.append(routine_argument(node))
+            stack.extend(routine_arguments(node))
         elif not node.free_symbols and node.is_real and node.is_finite:
             continue  # a real constant such as gamma(1/4): a literal (:func:`constant_parts`)
         else:

@@ -144,15 +144,93 @@ class Hyp2f1:
     max_terms = HYPER_MAX_TERMS
 
 
+#: Run-time ``Gamma(t)``: ``1/Gamma(1 + x) = sum_k g_k x^k`` (entire; Taylor coefficients by
+#: mpmath at generation) for ``|x| <= 1/2``, reached by ``Gamma(t + 1) = t Gamma(t)``.
+GAMMA_TAYLOR_TERMS = 26
+#: Run-time ``Gamma(x + a)/Gamma(x)``: Stirling's series of ``log Gamma`` at ``y >= X0`` and
+#: ``y + a >= X0``, this many terms ``B_2k / (2k (2k - 1)) y^(1 - 2k)`` (the first omitted one
+#: is below ``6e-20`` at ``X0 = 32``, and bounds the error of an alternating series).
+STIRLING_TERMS = 6
+
+
+@dataclass(frozen=True)
+class GammaFunction:
+    """``Gamma(t)`` for a run-time ``t > 0`` (NaN for ``t <= 0``): ``t`` moved into
+    ``[1/2, 3/2]`` by ``Gamma(t + 1) = t Gamma(t)`` (a product of at most ``t`` factors),
+    there ``1 / sum_k g_k (t - 1)^k`` (the Taylor series of the entire function ``1/Gamma(1 +
+    x)``, |x| <= 1/2, truncated where ``|g_k| 2^-k`` is below ``2^-60``)."""
+
+    name = "gamma"
+    text = "Gamma(t)"
+
+    @property
+    def coefficients(self) -> tuple[str, ...]:
+        with mpmath.workdps(40):
+            g = mpmath.taylor(lambda x: mpmath.rgamma(1 + x), 0, GAMMA_TAYLOR_TERMS)
+        return tuple(literal(float(c)) for c in g)
+
+
+@dataclass(frozen=True)
+class GammaRatioParameter:
+    """``Gamma(x + a)/Gamma(x)`` for run-time ``x > 0`` and ``a`` (``x + a`` no pole): the
+    recurrence ``rf(x, a) = rf(x + 1, a) x / (x + a)`` to ``y = x + m`` with ``y >= X0`` and
+    ``y + a >= X0``, then ``exp(a log y + ((y + a - 1/2) log1p(a/y) - a) + sum_k b_k ((y +
+    a)^(1 - 2k) - y^(1 - 2k)))``: the difference of Stirling's series of ``log Gamma(y + a)``
+    and ``log Gamma(y)`` with the large parts cancelled analytically (``b_k = B_2k / (2k (2k -
+    1))``, Bernoulli numbers; no lgamma, so no ``signgam``)."""
+
+    name = "gamma_ratio"
+    text = "Gamma(x + a)/Gamma(x)"
+    x0 = X0
+    x0_literal = literal(X0)
+
+    @property
+    def coefficients(self) -> tuple[str, ...]:
+        return tuple(literal(float(sp.bernoulli(2 * k) / (2 * k * (2 * k - 1))))
+                     for k in range(1, STIRLING_TERMS + 1))
+
+
+@dataclass(frozen=True)
+class Hyp2f1Parameter:
+    """``2F1(a, b; c; z)`` for run-time ``a, b, c`` and ``|z| <= HYPER_Z_MAX`` (NaN elsewhere):
+    the power series ``t_(k+1) = t_k z (a + k)(b + k)/((c + k)(k + 1))`` until the tail after
+    ``t_(k+1)`` is below ``HYPER_TOL`` times the sum. Tail bound, per element at run time: for
+    ``j >= k + 1`` with ``c + k + 1 > 0`` every ratio ``|t_(j+1)/(z t_j)| <= S = max(1, (k + 1 +
+    |a|)/(k + 2)) max(1, (k + 1 + |b|)/(k + 1 + c))`` (each factor decreases in ``j`` or stays
+    below 1), so the tail is at most ``|t_(k+1)| rho/(1 - rho)``, ``rho = S |z| < 1``."""
+
+    name = "hyp2f1"
+    text = "2F1(a, b; c; z)"
+    z_max = HYPER_Z_MAX
+    z_max_literal = literal(HYPER_Z_MAX)
+    tol_literal = literal(HYPER_TOL)
+    max_terms = HYPER_MAX_TERMS
+
+
 def routine_of(expr: sp.Expr):
-    """The routine that prints ``expr`` (a ratio ``rf(x, a)`` or a 2F1), or None."""
-    if isinstance(expr, sp.RisingFactorial) and expr.args[1].is_Rational:
-        return GammaRatio(fraction(expr.args[1]))
+    """The routine that prints ``expr`` (a ratio ``rf(x, a)``, a 2F1 or, with run-time
+    parameters, ``Gamma(t)``), or None."""
+    if isinstance(expr, sp.RisingFactorial):
+        if expr.args[1].is_Rational:
+            return GammaRatio(fraction(expr.args[1]))
+        return GammaRatioParameter() if _run_time(expr.args[1]) else None
     if isinstance(expr, sp.hyper) and len(expr.ap) == 2 and len(expr.bq) == 1:
         params = (*expr.ap, *expr.bq)
         if all(p.is_Rational for p in params):
             return Hyp2f1(*(fraction(p) for p in params))
+        if all(p.is_Rational or _run_time(p) for p in params):
+            return Hyp2f1Parameter()
+        return None
+    if isinstance(expr, sp.gamma) and _run_time(expr.args[0]):
+        return GammaFunction()
     return None
+
+
+def _run_time(parameter: sp.Expr) -> bool:
+    """True if ``parameter`` is one the run-time routines take: an expression in family
+    parameters, not in the batch size (``alpha/2 + 1/2``; not ``sqrt(2)``, not ``B``)."""
+    names = {s.name for s in parameter.free_symbols}
+    return bool(names) and "B" not in names
 
 
 def routine_argument(expr: sp.Expr) -> sp.Expr:
@@ -160,12 +238,56 @@ def routine_argument(expr: sp.Expr) -> sp.Expr:
     return expr.args[0] if isinstance(expr, sp.RisingFactorial) else expr.argument
 
 
+def routine_arguments(expr: sp.Expr) -> tuple[sp.Expr, ...]:
+    """Every argument the routine of ``expr`` is called with: that of
+    :func:`routine_argument`, and for the run-time routines their parameters (``x, a`` of
+    ``rf``; ``a, b, c, z`` of 2F1; ``t`` of ``Gamma``)."""
+    routine = routine_of(expr)
+    if isinstance(routine, GammaRatioParameter):
+        return tuple(expr.args)
+    if isinstance(routine, Hyp2f1Parameter):
+        return (*expr.ap, *expr.bq, expr.argument)
+    if isinstance(routine, GammaFunction):
+        return tuple(expr.args)
+    return (routine_argument(expr),)
+
+
 def rewrite_gamma(expr: sp.Expr, batch: sp.Symbol) -> sp.Expr:
-    """``expr`` with its gamma functions of ``batch`` as ratios ``rf(x, a)`` (unevaluated)."""
+    """``expr`` with its gamma functions of ``batch`` as ratios ``rf(x, a)`` (unevaluated); an
+    offset that is not rational (``Gamma(B/2 + alpha + 1/2)``, a family parameter) is measured
+    from the least rational offset of its group (:func:`_family_ratios`)."""
     try:
         return gamma_ratios(expr, batch)
     except NotInRatios as err:
-        raise CodegenError(str(err)) from None
+        family = _family_ratios(expr, batch)
+        if family is None:
+            raise CodegenError(str(err)) from None
+        return family
+
+
+def _family_ratios(expr: sp.Expr, batch: sp.Symbol) -> sp.Expr | None:
+    """Every ``Gamma(v + r)`` (``v`` the part in ``batch``, ``r`` the rest: rational or in
+    the family parameters) as ``rf(v + r0, r - r0) Gamma(v + r0)``, ``r0`` the least rational
+    offset of its group; None if a group has no rational offset or gammas of ``batch`` remain."""
+    groups: dict = {}
+    for g in expr.atoms(sp.gamma):
+        if g.has(batch):
+            arg = sp.expand(g.args[0])
+            v = sp.Add(*(t for t in sp.Add.make_args(arg) if t.has(batch)))
+            groups.setdefault(v, []).append((arg - v, g))
+    subs = {}
+    for v, items in groups.items():
+        rational = [r for r, _ in items if r.is_Rational]
+        if not rational or any(not (r.is_Rational or _run_time(r)) for r, _ in items):
+            return None
+        r0 = min(rational)
+        for r, g in items:
+            if r != r0:
+                subs[g] = sp.RisingFactorial(v + r0, r - r0, evaluate=False) * sp.gamma(v + r0)
+    out = expr.xreplace(subs)
+    if any(g.has(batch) for g in out.atoms(sp.gamma)):
+        return None
+    return out
 
 
 def constant_literal(expr: sp.Expr) -> sp.Float:
@@ -213,7 +335,13 @@ class RoutinePrinting:
         if routine is None:
             return self._print_not_supported(expr)
         self.routines[routine.name] = routine
-        return f"{self.ROUTINE_PREFIX}{routine.name}({self._print(routine_argument(expr))})"
+        args = ", ".join(self._print(a) for a in routine_arguments(expr))
+        return f"{self.ROUTINE_PREFIX}{routine.name}({args})"
 
     _print_RisingFactorial = _print_routine
     _print_hyper = _print_routine
+
+    def _print_gamma(self, expr):
+        if isinstance(routine_of(expr), GammaFunction):
+            return self._print_routine(expr)
+        return self._print_Function(expr)

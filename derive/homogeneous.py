@@ -139,14 +139,14 @@ def sphere_moment(mo: SphereMoment, hom: Homogeneous, corr=RHO) -> sp.Expr:
     return gauss * sig2 ** (degree / 2) / _decoupling(degree)
 
 
-def input_scale(form: sp.Expr, alpha: sp.Expr, gamma: sp.Symbol) -> sp.Expr:
+def input_scale(form: sp.Expr, alpha: sp.Expr, gamma: sp.Symbol, allowed=()) -> sp.Expr:
     """The factor by which a BSB1 quantity with moment form ``form`` changes when ``phi(x)``
     is replaced by ``phi(gamma x)``, ``gamma > 0``, for ``phi`` positive-homogeneous of degree
     ``alpha``: ``phi(gamma z) = gamma^alpha phi(z)`` and ``d/dz phi(gamma z) = gamma^alpha
     phi'(z)``, so a sphere moment with ``sum (p + q) = d`` over its points scales by
     ``gamma^(alpha d)``; the factor is the scaled form over the form (``gamma^(2 alpha)`` for
     ``q*``, 1 for the scale-free ratios). Raises ``ValueError`` if it depends on more than
-    ``gamma``."""
+    ``gamma`` and the symbols ``allowed`` (a symbolic degree)."""
     from .moments import moments_in
 
     if form == 0:
@@ -154,6 +154,6 @@ def input_scale(form: sp.Expr, alpha: sp.Expr, gamma: sp.Symbol) -> sp.Expr:
     subs = {mo.symbol: gamma ** (alpha * sum(pt.p + pt.q for pt in mo.points)) * mo.symbol
             for mo in moments_in(form)}
     ratio = sp.powsimp(sp.simplify(form.xreplace(subs) / form), force=True)
-    if ratio.free_symbols - {gamma}:
+    if ratio.free_symbols - {gamma, *allowed}:
         raise ValueError(f"the scaling of {form} by phi(gamma x) is not a function of gamma")
     return ratio

@@ -1,11 +1,13 @@
-"""Family modules: closed forms with the family parameter (leaky_relu's ``slope``) as an
-array argument of every generated function (numpy) and kernel (C).
+"""Family modules: closed forms with the family parameter (leaky_relu's ``slope``,
+alpha_relu's ``alpha``) as an array argument of every generated function (numpy) and kernel
+(C), and the special-function routines with run-time parameters that alpha needs.
 
 References: ``bnmft.analyze`` (mpmath, 16 digits) of the closed forms derived at each fixed
 parameter value (``activation("leaky_relu:slope=-3/10")``), independent of the symbolic
-family derivation the module is printed from. The rendered files are compared byte for byte
-with tests/golden/leaky_relu_family/ (regenerate with ``pytest tests/test_codegen_family.py
---update-golden`` and review the diff).
+family derivation the module is printed from; mpmath's ``gamma``, ``gammaprod`` and
+``hyp2f1`` for the routines. The rendered files are compared byte for byte with
+tests/golden/leaky_relu_family/ and tests/golden/alpha_relu_family/ (regenerate with
+``pytest tests/test_codegen_family.py --update-golden`` and review the diff).
 """
 
 from __future__ import annotations
@@ -126,14 +128,15 @@ def test_out_of_domain(leaky):
         assert np.isnan(mod.c_star(10.0, np.nan))
 
 
-@pytest.mark.parametrize("filename", ["leaky_relu_family.py", "leaky_relu_family.c",
-                                      "leaky_relu_family.h"])
-def test_golden(leaky, filename, request):
+@pytest.mark.parametrize("filename", [f"{f}_family.{ext}" for f in ("leaky_relu", "alpha_relu")
+                                      for ext in ("py", "c", "h")])
+def test_golden(leaky, alpha, filename, request):
     """The rendering (no verification record: that depends on the platform's libm)."""
-    deriv, _ = leaky
+    deriv, _ = leaky if filename.startswith("leaky") else alpha
     lang = "numpy" if filename.endswith(".py") else "c"
-    fresh = generate(deriv, lang=lang, module="leaky_relu_family")[filename]
-    folder = GOLDEN / "leaky_relu_family"
+    module = filename.rsplit(".", 1)[0]
+    fresh = generate(deriv, lang=lang, module=module)[filename]
+    folder = GOLDEN / module
     if request.config.getoption("--update-golden"):
         write_sources({filename: fresh}, folder)
         return
@@ -162,3 +165,136 @@ def test_cli_writes_a_verified_family_module(tmp_path):
                  "lk2", cwd=tmp_path)
     assert fixed.returncode == 0, fixed.stderr
     assert "def c_star(B, *, gamma=None):" in (tmp_path / "gen" / "lk2.py").read_text()
+
+
+# -- alpha_relu: the degree as an argument ---------------------------------------------------
+
+#: (B, alpha) pairs off the verification grid.
+ALPHA_PAIRS = [(4, 0.6), (7, 1.25), (50, 0.9), (3000, 2.5), (250000, 3.75), (10**6, 0.625)]
+
+
+@pytest.fixture(scope="module")
+def alpha():
+    deriv = derive(symbolic_activation("alpha_relu"))
+    mods = {"numpy": load_numpy(generate(deriv, lang="numpy", module="ar_fam"), "ar_fam")}
+    if shutil.which("cc"):
+        mods["c"] = load_c(generate(deriv, lang="c", module="ar_fam"), "ar_fam")
+    return deriv, mods
+
+
+def test_alpha_values_against_fixed_degree_references(alpha):
+    deriv, mods = alpha
+    refs = {}
+    for b, a in ALPHA_PAIRS:
+        q = Fraction(a)
+        (res,) = bnmft.analyze(activation(f"alpha_relu:alpha={q.numerator}/{q.denominator}"),
+                               [b], digits=16)
+        refs[(b, a)] = {n: num.value for n, num in res.numbers.items()}
+    b = np.array([p[0] for p in ALPHA_PAIRS], dtype=float)
+    a = np.array([p[1] for p in ALPHA_PAIRS])
+    for lang, mod in mods.items():
+        fused = mod.all(b, a) if lang == "c" else {}
+        for name in deriv.closed:
+            got = {"single": getattr(mod, name)(b, a), **({"fused": fused[name]} if fused else {})}
+            for how, vals in got.items():
+                for pair, v in zip(ALPHA_PAIRS, vals):
+                    err = _relerr(v, refs[pair][name])
+                    assert err < RTOL, (lang, how, name, pair, float(v), err)
+
+
+def test_alpha_broadcasting_domain_and_input_scale(alpha):
+    _, mods = alpha
+    B = np.array([[4.0], [64.0], [1e5]])
+    a = np.array([0.75, 1.0, 2.5, 4.0])
+    py = mods["numpy"]
+    for lang, mod in mods.items():
+        for name in ("q_star", "lambda_G", "c_star", "gradient_rate"):
+            out = getattr(mod, name)(B, a)
+            assert out.shape == (3, 4) and np.all(np.isfinite(out)), (lang, name)
+        g = np.array([0.5, 1.0, 2.0, 3.0])
+        np.testing.assert_allclose(mod.q_star(B, a, gamma=g), g ** (2 * a) * py.q_star(B, a),
+                                   rtol=1e-14)
+        np.testing.assert_allclose(mod.c_star(B, a, gamma=g), py.c_star(B, a), rtol=1e-14)
+    # alpha > 0 for every quantity that depends on alpha, alpha > 1/2 where E[phi'^2] enters
+    with pytest.raises(ValueError, match="alpha > 1/2"):
+        py.gradient_rate(10.0, np.array([0.4, 1.0]))
+    with pytest.raises(ValueError, match="alpha > 0"):
+        py.c_star(10.0, 0.0)
+    assert py.c_star(10.0, 0.3) > 0  # 0 < alpha <= 1/2: c_star is defined
+    if "c" in mods:
+        c = mods["c"]
+        got = c.all(np.full(3, 10.0), np.array([0.4, 0.0, 1.0]))
+        assert np.isnan(got["gradient_rate"][:2]).all() and np.isfinite(got["gradient_rate"][2])
+        assert np.isnan(got["c_star"][1]) and np.isfinite(got["c_star"][0])
+        assert np.isnan(c.depth_scale(10.0, 0.5)) and np.isnan(c.q_star(10.0, -1.0))
+        B2 = np.geomspace(4, 1e6, 40)
+        a2 = np.linspace(0.51, 5.0, 40)
+        for name in py.__all__:
+            np.testing.assert_allclose(getattr(c, name)(B2, a2), getattr(py, name)(B2, a2),
+                                       rtol=1e-13, err_msg=name)
+
+
+def _routines(lang):
+    """The run-time routines as callables: through a spec whose functions are them."""
+    import sympy as sp
+
+    from bnmft.codegen import Argument, FunctionSpec, ModuleSpec, render_module
+    from bnmft.derive.symbols import B
+
+    a_, b_, c_ = sp.symbols("pa pb pc", real=True)
+    args = tuple(Argument(s, s.name, s.name) for s in (a_, b_, c_))
+
+    def spec(name, expr):
+        return FunctionSpec(name=name, arguments=(Argument(B, "B", "x or z"), *args),
+                            expr=expr, summary=f"{name}.", math=(("Formula", str(expr)),),
+                            provenance="tests", domain="see the test")
+
+    mspec = ModuleSpec(name="rt_routines", title="run-time routines", parameters=args,
+                       functions=(spec("g", sp.gamma(a_)),
+                                  spec("r", sp.RisingFactorial(B, a_, evaluate=False)),
+                                  spec("h", sp.hyper([a_, b_], [c_], B))))
+    src = render_module(mspec, lang=lang)
+    return load_numpy(src, "rt_routines") if lang == "numpy" else load_c(src, "rt_routines")
+
+
+@pytest.mark.parametrize("lang", ["numpy", pytest.param("c", marks=needs_cc)])
+def test_runtime_routines_against_mpmath(lang):
+    mod = _routines(lang)
+    zero = np.zeros(1)
+    t = np.array([1e-3, 0.275, 0.5, 1.0, 1.5, 2.0, 2.75, 5.25, 10.5, 33.3, 100.25, 170.5])
+    with mpmath.workdps(40):
+        want = [mpmath.gamma(mpmath.mpf(v)) for v in t]
+    got = mod.g(0 * t, t, 0 * t, 0 * t)
+    assert max(_relerr(g, w) for g, w in zip(got, want)) < 1e-14
+    assert np.isnan(mod.g(zero, np.array([0.0, -1.5, np.nan]), zero, zero)).all()
+    x = np.array([2.5, 2.5, 3.0, 17.0, 31.5, 32.0, 500.5, 5e5 + 0.5, 1e12, 2.5, 40.0, 1e6])
+    a = np.array([0.55, 4.5, 1.25, -0.75, 2.25, -30.5, 3.0, 4.5, 0.75, -1.25, -35.25, 1e-8])
+    with mpmath.workdps(60):
+        want = [mpmath.gammaprod([mpmath.mpf(u) + mpmath.mpf(v)], [mpmath.mpf(u)])
+                for u, v in zip(x, a)]
+    got = mod.r(x, a, 0 * a, 0 * a)
+    assert max(_relerr(g, w) for g, w in zip(got, want)) < 1e-13
+    assert np.isnan(mod.r(np.array([0.0, -2.0, 3.0]), np.array([1.0, 1.0, np.inf]), zero,
+                          zero)).all()
+    z = np.array([1 / 9, -1 / 9, 1e-4, 0.3, -0.5, 1 / 81, 0.0, 1 / 9, 1 / 25])
+    pa = np.array([-0.275, -2.0, 1.7, -0.25, 2.5, -1.375, 3.0, -2.25, 0.5])
+    pb = np.array([-0.275, -2.5, -0.3, 4.75, -3.5, -1.375, 1.0, 0.2, -2.75])
+    pc = np.array([0.5, 1.5, 0.5, 1.5, 0.25, 1.5, 0.5, 1.5, 1.5])
+    with mpmath.workdps(40):
+        want = [mpmath.hyp2f1(*(mpmath.mpf(v) for v in row)) for row in zip(pa, pb, pc, z)]
+    got = mod.h(z, pa, pb, pc)
+    assert max(_relerr(g, w) for g, w in zip(got, want)) < 1e-14
+    assert np.isnan(mod.h(np.array([0.6, -0.51, np.nan]), np.ones(3), np.ones(3),
+                          np.ones(3))).all()
+
+
+def test_cli_alpha_relu_family(tmp_path):
+    run = _cli("codegen", "alpha_relu", "--lang", "numpy", "--out", "gen", "--module", "ar",
+               cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    mod = load_numpy({"ar.py": (tmp_path / "gen" / "ar.py").read_text()}, "ar")
+    assert mod.VERIFIED_ALPHA == (0.55, 0.75, 1.0, 1.5, 2.0, 3.0, 4.5)
+    assert min(mod.VERIFIED.values()) >= 12
+    bad = _cli("codegen", "alpha_relu", "--gamma", "2", "--lang", "numpy", "--out", "gen",
+               "--module", "ar2", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr

@@ -40,7 +40,7 @@ extern "C" {
  *     g/|g| (Laplace method, paper Thm 2) -> Gaussian half/orthant moments (polar integrals;
  *     Mehler series for non-integer degree)
  * Valid for:
- *     B >= 4; every real slope
+ *     B >= 4 and every real slope
  */
 void leaky_relu_family_q_star(size_t n, const double *B, const double *slope, double *out);
 
@@ -63,7 +63,7 @@ void leaky_relu_family_q_star(size_t n, const double *B, const double *slope, do
  *     g/|g| (Laplace method, paper Thm 2) -> Gaussian half/orthant moments (polar integrals;
  *     Mehler series for non-integer degree)
  * Valid for:
- *     B >= 4; every real slope
+ *     B >= 4 and every real slope
  */
 void leaky_relu_family_c_star(size_t n, const double *B, const double *slope, double *out);
 
@@ -77,7 +77,7 @@ void leaky_relu_family_c_star(size_t n, const double *B, const double *slope, do
  *     decoupling z = sqrt(B) g/|g| (Laplace method, paper Thm 2) -> Gaussian half/orthant
  *     moments (polar integrals; Mehler series for non-integer degree)
  * Valid for:
- *     B >= 4; every real slope
+ *     B >= 4 and every real slope
  */
 void leaky_relu_family_lambda_G(size_t n, const double *B, const double *slope, double *out);
 
@@ -113,7 +113,7 @@ void leaky_relu_family_lambda_G(size_t n, const double *B, const double *slope, 
  *     sphere moments -> decoupling z = sqrt(B) g/|g| (Laplace method, paper Thm 2) -> Gaussian
  *     half/orthant moments (polar integrals; Mehler series for non-integer degree)
  * Valid for:
- *     B >= 4; every real slope
+ *     B >= 4 and every real slope
  */
 void leaky_relu_family_lambda_L(size_t n, const double *B, const double *slope, double *out);
 
@@ -139,7 +139,7 @@ void leaky_relu_family_lambda_L(size_t n, const double *B, const double *slope, 
  *     sphere moments -> decoupling z = sqrt(B) g/|g| (Laplace method, paper Thm 2) -> Gaussian
  *     half/orthant moments (polar integrals; Mehler series for non-integer degree)
  * Valid for:
- *     B >= 4; every real slope
+ *     B >= 4 and every real slope
  * Numerics:
  *     the cancelling sum 2*B**2*acos(-1/(B - 1)) - pi*B**2 - 4*B*acos(-1/(B - 1)) + 2*pi*B +
  *     2*acos(-1/(B - 1)) - pi is evaluated as 2*B**2*asin(1/(B - 1)) - 4*B*asin(1/(B - 1)) +
@@ -181,7 +181,7 @@ void leaky_relu_family_lambda_M(size_t n, const double *B, const double *slope, 
  *     moments -> decoupling z = sqrt(B) g/|g| (Laplace method, paper Thm 2) -> Gaussian
  *     half/orthant moments (polar integrals; Mehler series for non-integer degree)
  * Valid for:
- *     B >= 4; every real slope
+ *     B >= 4 and every real slope
  */
 void leaky_relu_family_gradient_rate(size_t n, const double *B, const double *slope, double *out);
 
@@ -218,7 +218,7 @@ void leaky_relu_family_gradient_rate(size_t n, const double *B, const double *sl
  *     sqrt(B) g/|g| (Laplace method, paper Thm 2) -> Gaussian half/orthant moments (polar
  *     integrals; Mehler series for non-integer degree)
  * Valid for:
- *     B >= 4; every real slope
+ *     B >= 4 and every real slope
  */
 void leaky_relu_family_depth_scale(size_t n, const double *B, const double *slope, double *out);
 
@@ -255,7 +255,7 @@ void leaky_relu_family_depth_scale(size_t n, const double *B, const double *slop
  *     g/|g| (Laplace method, paper Thm 2) -> Gaussian half/orthant moments (polar integrals;
  *     Mehler series for non-integer degree)
  * Valid for:
- *     B >= 4; every real slope
+ *     B >= 4 and every real slope
  */
 void leaky_relu_family_max_trainable_depth(size_t n, const double *B, const double *slope, double *out);
 

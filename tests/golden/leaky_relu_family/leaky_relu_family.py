@@ -60,7 +60,7 @@ def q_star(B, slope, *, gamma=None):
         g/|g| (Laplace method, paper Thm 2) -> Gaussian half/orthant moments (polar integrals;
         Mehler series for non-integer degree)
     Valid for:
-        B >= 4; every real slope
+        B >= 4 and every real slope
     Keyword:
         gamma = the input scale: the values for phi(gamma x), times gamma**2 (broadcast with B;
         None: the module's activation itself); ValueError unless gamma > 0 everywhere.
@@ -91,7 +91,7 @@ def c_star(B, slope, *, gamma=None):
         g/|g| (Laplace method, paper Thm 2) -> Gaussian half/orthant moments (polar integrals;
         Mehler series for non-integer degree)
     Valid for:
-        B >= 4; every real slope
+        B >= 4 and every real slope
     Keyword:
         gamma = the input scale: the values for phi(gamma x), times 1 (broadcast with B; None:
         the module's activation itself); ValueError unless gamma > 0 everywhere.
@@ -125,7 +125,7 @@ def lambda_G(B, slope, *, gamma=None):
         decoupling z = sqrt(B) g/|g| (Laplace method, paper Thm 2) -> Gaussian half/orthant
         moments (polar integrals; Mehler series for non-integer degree)
     Valid for:
-        B >= 4; every real slope
+        B >= 4 and every real slope
     Keyword:
         gamma = the input scale: the values for phi(gamma x), times 1 (broadcast with B; None:
         the module's activation itself); ValueError unless gamma > 0 everywhere.
@@ -169,7 +169,7 @@ def lambda_L(B, slope, *, gamma=None):
         sphere moments -> decoupling z = sqrt(B) g/|g| (Laplace method, paper Thm 2) -> Gaussian
         half/orthant moments (polar integrals; Mehler series for non-integer degree)
     Valid for:
-        B >= 4; every real slope
+        B >= 4 and every real slope
     Keyword:
         gamma = the input scale: the values for phi(gamma x), times 1 (broadcast with B; None:
         the module's activation itself); ValueError unless gamma > 0 everywhere.
@@ -225,7 +225,7 @@ def lambda_M(B, slope, *, gamma=None):
         sphere moments -> decoupling z = sqrt(B) g/|g| (Laplace method, paper Thm 2) -> Gaussian
         half/orthant moments (polar integrals; Mehler series for non-integer degree)
     Valid for:
-        B >= 4; every real slope
+        B >= 4 and every real slope
     Numerics:
         the cancelling sum 2*B**2*acos(-1/(B - 1)) - pi*B**2 - 4*B*acos(-1/(B - 1)) + 2*pi*B +
         2*acos(-1/(B - 1)) - pi is evaluated as 2*B**2*asin(1/(B - 1)) - 4*B*asin(1/(B - 1)) +
@@ -295,7 +295,7 @@ def gradient_rate(B, slope, *, gamma=None):
         moments -> decoupling z = sqrt(B) g/|g| (Laplace method, paper Thm 2) -> Gaussian
         half/orthant moments (polar integrals; Mehler series for non-integer degree)
     Valid for:
-        B >= 4; every real slope
+        B >= 4 and every real slope
     Keyword:
         gamma = the input scale: the values for phi(gamma x), times 1 (broadcast with B; None:
         the module's activation itself); ValueError unless gamma > 0 everywhere.
@@ -365,7 +365,7 @@ def depth_scale(B, slope, *, gamma=None):
         sqrt(B) g/|g| (Laplace method, paper Thm 2) -> Gaussian half/orthant moments (polar
         integrals; Mehler series for non-integer degree)
     Valid for:
-        B >= 4; every real slope
+        B >= 4 and every real slope
     Keyword:
         gamma = the input scale: the values for phi(gamma x), times 1 (broadcast with B; None:
         the module's activation itself); ValueError unless gamma > 0 everywhere.
@@ -435,7 +435,7 @@ def max_trainable_depth(B, slope, *, gamma=None):
         g/|g| (Laplace method, paper Thm 2) -> Gaussian half/orthant moments (polar integrals;
         Mehler series for non-integer degree)
     Valid for:
-        B >= 4; every real slope
+        B >= 4 and every real slope
     Keyword:
         gamma = the input scale: the values for phi(gamma x), times 1 (broadcast with B; None:
         the module's activation itself); ValueError unless gamma > 0 everywhere.
