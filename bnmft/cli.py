@@ -226,14 +226,19 @@ def _activation(args):
         raise InputError(str(err)) from None
 
 
-def _activations(specs) -> list:
-    """Several activation specs (``export``, ``sheet``), each refused with one line."""
-    from bnmft.derive.activation import ActivationError, activation
+def _activations(specs, families=False) -> list:
+    """Several activation specs (``export``, ``sheet``), each refused with one line; with
+    ``families``, a family of :data:`CODEGEN_FAMILIES` named bare keeps its parameter
+    symbolic (``export leaky_relu``: the slope as an argument)."""
+    from bnmft.derive.activation import ActivationError, activation, symbolic_activation
 
     out = []
     for spec in specs:
         try:
-            out.append(activation(spec))
+            if families and spec.strip() in CODEGEN_FAMILIES:
+                out.append(symbolic_activation(spec.strip()))
+            else:
+                out.append(activation(spec))
         except ActivationError as err:
             raise InputError(str(err)) from None
     return out
@@ -938,7 +943,7 @@ def cmd_export(args) -> int:
 
     from bnmft.codegen.quadrature import VerificationError
 
-    acts = _activations(args.activations)
+    acts = _activations(args.activations, families=True)
     try:
         out = pipeline.export(acts, args.out, args.package)
     except VerificationError as err:

@@ -211,7 +211,8 @@ def export(acts, out, package: str = "bnmft_generated"):
     """Stage 4-5 for code: a standalone pip-installable package of the generated numpy and C
     modules of ``acts`` in folder ``out`` (written as a whole), with the digits each generated
     numpy function was verified to against the mpmath references (least over
-    :data:`EXPORT_VERIFY_BATCH_SIZES`). Returns the folder."""
+    :data:`EXPORT_VERIFY_BATCH_SIZES`; for a family with symbolic parameters, over the grid
+    of :func:`~bnmft.codegen.closed_forms.verify_closed`). Returns the folder."""
     from bnmft.codegen.export import ExportItem, render_package, write_package
 
     items = []
@@ -224,6 +225,13 @@ def export(acts, out, package: str = "bnmft_generated"):
             plan = plan_for(deriv.activation, module)
             sources = generate(deriv, ("numpy", "c"), module, plan)
             items.append(ExportItem(deriv, module, dict(plan.verified), sources, plan))
+            continue
+        from bnmft.codegen.closed_forms import family_parameters, verify_closed
+
+        if family_parameters(deriv):
+            # parameters as arguments: verified on the family grid (numpy and C) instead
+            items.append(ExportItem(deriv, module, dict(verify_closed(deriv, module,
+                                                                      _checkable()).digits)))
             continue
         checks = verify(deriv, list(EXPORT_VERIFY_BATCH_SIZES), EXPORT_VERIFY_DIGITS)
         digits: dict = {}

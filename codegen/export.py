@@ -66,6 +66,7 @@ def render_package(items, package: str, dist_name: str | None = None,
         raise CodegenError("nothing to export")
     files: dict[str, str] = {}
     modules, docs, verified = {}, [], {}
+    example_args: dict[str, str] = {}
     for item in items:
         check_module_name(item.module)
         if item.module in modules:
@@ -87,6 +88,23 @@ def render_package(items, package: str, dist_name: str | None = None,
             quantities = {q.name: (str(q.moment_form), q.provenance)
                           for q in item.derivation.quantities}
             route = route_text(item.derivation.activation, item.plan)
+        family = ""
+        if item.sources is None:
+            from .closed_forms import FAMILY_GRIDS, family_parameters
+
+            params = family_parameters(item.derivation)
+            if params:
+                names = ", ".join(f"`{p.name}`" for p in params)
+                grid = "; ".join(f"{p.name} = {', '.join(repr(v) for v in FAMILY_GRIDS[p.name])}"
+                                 for p in params)
+                family = (f"Every function takes {names} after `B` "
+                          f"({'; '.join(p.meaning for p in params)}; arrays broadcasting with "
+                          "`B`; each function's docstring states the values it is defined "
+                          "for), the C kernels too (positionally). Verified at generation, numpy"
+                          " and C, against the closed forms derived at each fixed "
+                          f"{grid} times B = 4 ... 10^6 (digits below: the least over them).")
+                example_args[item.module] = "".join(
+                    f", {FAMILY_GRIDS[p.name][len(FAMILY_GRIDS[p.name]) // 2]!r}" for p in params)
         modules[item.module] = list(quantities)
         verified[item.module] = {n: _digits(item.verified.get(n)) for n in quantities}
         docs.append({
@@ -94,6 +112,7 @@ def render_package(items, package: str, dist_name: str | None = None,
             "definitions": ", ".join(f"`{k} = {v}`" for k, v in item.derivation.definitions)
                            if item.sources is None else "",
             "route": route,
+            "family": family,
             "quantities": [{
                 "name": n, "formula": formula,
                 "provenance": str(provenance),
@@ -106,6 +125,7 @@ def render_package(items, package: str, dist_name: str | None = None,
                    dist_name=dist_name or package.replace("_", "-"), package_version="0.1.0",
                    activations=names, verified=verified, module_docs=docs,
                    first_module=items[0].module, verify_batch_sizes=list(verify_batch_sizes),
+                   first_args=example_args.get(items[0].module, ""),
                    modules_repr=repr(modules), verified_repr=repr(verified))
     for template, path in (("pyproject.toml.jinja", "pyproject.toml"),
                            ("README.md.jinja", "README.md"),

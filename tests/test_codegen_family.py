@@ -298,3 +298,39 @@ def test_cli_alpha_relu_family(tmp_path):
     bad = _cli("codegen", "alpha_relu", "--gamma", "2", "--lang", "numpy", "--out", "gen",
                "--module", "ar2", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+@needs_cc
+def test_export_family_package(tmp_path, monkeypatch):
+    """``bnmft export leaky_relu relu``: the family module (slope as an argument) next to a
+    fixed one; the package's numpy functions and its ctypes-loaded C kernels, imported from
+    the written folder, against the fixed-slope references and each other."""
+    from bnmft.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "pkg"
+    assert main(["export", "leaky_relu", "relu", "--out", str(out), "--package", "famx"]) == 0
+    monkeypatch.syspath_prepend(str(out))
+    import importlib
+
+    pkg = importlib.import_module("famx")
+    fam = pkg.leaky_relu_symbolic_slope
+    assert min(pkg.VERIFIED["leaky_relu_symbolic_slope"].values()) >= 12
+    c = pkg.load_c("leaky_relu_symbolic_slope")
+    assert c.arguments == ("slope",) and c.params == ("gamma",)
+    B = np.array([4.0, 50.0, 3000.0])
+    s = np.array([-0.7, 0.25, 1.5])
+    fused = c.all(B, s)
+    for name in fam.__all__:
+        want = getattr(fam, name)(B, s)
+        np.testing.assert_allclose(getattr(c, name)(B, s), want, rtol=1e-13, err_msg=name)
+        np.testing.assert_allclose(fused[name], want, rtol=1e-13, err_msg=name)
+    np.testing.assert_allclose(c.q_star(B, s, gamma=2.0), 4 * fam.q_star(B, s), rtol=1e-15)
+    q = Fraction(0.25)
+    (res,) = bnmft.analyze(activation(f"leaky_relu:slope={q.numerator}/{q.denominator}"), [50],
+                           digits=16)
+    assert _relerr(fam.c_star(50.0, 0.25), res.numbers["c_star"].value) < RTOL
+    relu = pkg.load_c("relu")
+    assert relu.arguments == () and relu.c_star(np.array([8.0])).shape == (1,)
+    with pytest.raises(TypeError):
+        c.c_star(B)
