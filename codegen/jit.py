@@ -47,9 +47,10 @@ from .prepare import check_identifier
 CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-shared", "-fPIC")
 LDLIBS = ("-lm",)
 _COMPILE_TIMEOUT_S = 300
-_PROTOTYPE = re.compile(
-    r"^void ([A-Za-z_][A-Za-z0-9_]*)\(size_t n, const double \*B, double \*out\);$", re.M
-)
+#: One kernel per quantity, ``void NAME_QTY(size_t n, const double *B, double *out);`` or,
+#: for a family module, with the family arguments ``const double *slope, ...`` after ``B``
+#: (filled in: the leading ``const double *`` parameters of the fused prototype).
+_PROTOTYPE = r"^void ([A-Za-z_][A-Za-z0-9_]*)\(size_t n, const double \*B{}, double \*out\);$"
 #: The fused kernel ``void NAME_all(size_t n, const double *B, double *q1, ...);`` (NAME
 #: filled in), and one of its output parameters.
 _FUSED_PROTOTYPE = r"^void {}_all\(size_t n, const double \*B,([^;()]*)\);$"
@@ -430,9 +431,7 @@ def load_c(sources: Mapping[str, str], module: str | None = None) -> CModule:
     fused = _fused_outputs(h_text, module)
     arguments = fused[2] if fused is not None else ()
     declared = "".join(f", const double *{a}" for a in arguments)
-    symbols = re.findall(
-        r"^void ([A-Za-z_][A-Za-z0-9_]*)\(size_t n, const double \*B"
-        + re.escape(declared) + r", double \*out\);$", h_text, re.M)
+    symbols = re.findall(_PROTOTYPE.format(re.escape(declared)), h_text, re.M)
     symbols = [s for s in symbols if not (s.endswith("_p") and s[:-2] in symbols)]
     prefix = f"{module}_"
     if not symbols or any(not s.startswith(prefix) for s in symbols):
