@@ -14,7 +14,8 @@ B = np.exp(rng.uniform(np.log(4), np.log(1e6), n))
 mods = {}
 for label, act, arg in [("leaky family", symbolic_activation("leaky_relu"), rng.uniform(-2, 2, n)),
                         ("leaky_relu:0.2", activation("leaky_relu:0.2"), None),
-                        ("alpha family", symbolic_activation("alpha_relu"), rng.uniform(0.55, 4.5, n)),
+                        ("alpha family", symbolic_activation("alpha_relu"),
+                         rng.uniform(0.55, 4.5, n)),
                         ("alpha_relu:1.5", activation("alpha_relu:1.5"), None)]:
     d = derive(act)
     name = "bm_" + label.replace(" ", "_").replace(":", "_").replace(".", "_")
@@ -29,4 +30,5 @@ for r in range(5):
         for q in py.__all__: getattr(py, q)(B, *args)
         res[k]["np"].append(time.process_time() - t)
 for k, v in res.items():
-    print(f"{k:16s} C fused {min(v['c'])/n*1e9:7.0f} ns/B   numpy all eight {min(v['np'])/n*1e9:7.0f} ns/B")
+    c_ns, np_ns = min(v["c"]) / n * 1e9, min(v["np"]) / n * 1e9
+    print(f"{k:16s} C fused {c_ns:7.0f} ns/B   numpy all eight {np_ns:7.0f} ns/B")

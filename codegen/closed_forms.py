@@ -193,8 +193,7 @@ def closed_form_spec(
         name=name,
         arguments=(batch_argument(), *parameters),
         expr=expr,
-        summary=(f"{name}(B, {args}) for activation {one_line(activation)}, elementwise in B "
-                 f"and {args} (broadcast together)."),
+        summary=f"{name}(B, {args}) for activation {one_line(activation)}, elementwise.",
         math=math,
         provenance=_text(provenance),
         domain=_family_domain(domain, conditions, args),

@@ -355,9 +355,10 @@ def _wrap_fused(ffi, lib, symbol: str, outputs: tuple[str, ...],
 
     fused.__name__ = fused.__qualname__ = "all"
     extra = "".join(f", {p}=None" for p in params)
+    lead = "".join(f", {p}" for p in arguments)
     fused.__doc__ = (
-        f"all(B{''.join(f', {p}' for p in arguments)}, names=None, out=None{extra}): the quantities in names (default: all, or those"
-        f" of out) at B in one pass of the fused C kernel {symbol}, as {{quantity: float64"
+        f"all(B{lead}, names=None, out=None{extra}): the quantities in names (default: all, or"
+        f" those of out) at B in one pass of the fused C kernel {symbol}, as {{quantity: float64"
         " array of the broadcast shape} in module order (new arrays are rows of one block);"
         " out maps quantities to arrays to write in place"
         + ("; parameters broadcast against B, None = the module's default." if params else ".")

@@ -33,7 +33,7 @@ extern "C" {
 #endif
 
 /*
- * q_star(B, alpha) for activation alpha_relu (symbolic alpha), elementwise in B and alpha (broadcast together).
+ * q_star(B, alpha) for activation alpha_relu (symbolic alpha), elementwise.
  *
  * Formula:
  *     (B - 1)**alpha*(B + 2*alpha - 1)*gamma(B/2 + 1/2)*gamma(alpha + 1/2)/(2*sqrt(pi)*(B -
@@ -48,7 +48,7 @@ extern "C" {
 void alpha_relu_family_q_star(size_t n, const double *B, const double *alpha, double *out);
 
 /*
- * c_star(B, alpha) for activation alpha_relu (symbolic alpha), elementwise in B and alpha (broadcast together).
+ * c_star(B, alpha) for activation alpha_relu (symbolic alpha), elementwise.
  *
  * Formula:
  *     2**(1 - alpha)*sqrt(pi)*(2**alpha*gamma(alpha/2 + 1/2)**2*hyper((-alpha/2, -alpha/2),
@@ -64,7 +64,7 @@ void alpha_relu_family_q_star(size_t n, const double *B, const double *alpha, do
 void alpha_relu_family_c_star(size_t n, const double *B, const double *alpha, double *out);
 
 /*
- * lambda_G(B, alpha) for activation alpha_relu (symbolic alpha), elementwise in B and alpha (broadcast together).
+ * lambda_G(B, alpha) for activation alpha_relu (symbolic alpha), elementwise.
  *
  * Formula:
  *     0
@@ -78,7 +78,7 @@ void alpha_relu_family_c_star(size_t n, const double *B, const double *alpha, do
 void alpha_relu_family_lambda_G(size_t n, const double *B, const double *alpha, double *out);
 
 /*
- * lambda_L(B, alpha) for activation alpha_relu (symbolic alpha), elementwise in B and alpha (broadcast together).
+ * lambda_L(B, alpha) for activation alpha_relu (symbolic alpha), elementwise.
  *
  * Formula:
  *     (2**alpha*2**(-alpha - 1)*B**(alpha + 1)*((B - 1)/B)**(alpha + 1)*gamma(B/2 +
@@ -109,7 +109,7 @@ void alpha_relu_family_lambda_G(size_t n, const double *B, const double *alpha, 
 void alpha_relu_family_lambda_L(size_t n, const double *B, const double *alpha, double *out);
 
 /*
- * lambda_M(B, alpha) for activation alpha_relu (symbolic alpha), elementwise in B and alpha (broadcast together).
+ * lambda_M(B, alpha) for activation alpha_relu (symbolic alpha), elementwise.
  *
  * Formula:
  *     (2*2**(-alpha - 1)*B**(alpha + 1)*((B - 1)/B)**(alpha + 1)*(B -
@@ -141,7 +141,7 @@ void alpha_relu_family_lambda_L(size_t n, const double *B, const double *alpha, 
 void alpha_relu_family_lambda_M(size_t n, const double *B, const double *alpha, double *out);
 
 /*
- * gradient_rate(B, alpha) for activation alpha_relu (symbolic alpha), elementwise in B and alpha (broadcast together).
+ * gradient_rate(B, alpha) for activation alpha_relu (symbolic alpha), elementwise.
  *
  * Formula:
  *     (2**(1 - alpha)*2**(alpha - 2)*B**(alpha - 1)*alpha**2*((B - 1)/B)**(alpha - 1)*(B -
@@ -174,7 +174,7 @@ void alpha_relu_family_lambda_M(size_t n, const double *B, const double *alpha, 
 void alpha_relu_family_gradient_rate(size_t n, const double *B, const double *alpha, double *out);
 
 /*
- * depth_scale(B, alpha) for activation alpha_relu (symbolic alpha), elementwise in B and alpha (broadcast together).
+ * depth_scale(B, alpha) for activation alpha_relu (symbolic alpha), elementwise.
  *
  * Formula:
  *     1/log((2**(1 - alpha)*2**(alpha - 2)*B**(alpha - 1)*alpha**2*((B - 1)/B)**(alpha - 1)*(B
@@ -209,7 +209,7 @@ void alpha_relu_family_gradient_rate(size_t n, const double *B, const double *al
 void alpha_relu_family_depth_scale(size_t n, const double *B, const double *alpha, double *out);
 
 /*
- * max_trainable_depth(B, alpha) for activation alpha_relu (symbolic alpha), elementwise in B and alpha (broadcast together).
+ * max_trainable_depth(B, alpha) for activation alpha_relu (symbolic alpha), elementwise.
  *
  * Formula:
  *     16/log((2**(1 - alpha)*2**(alpha - 2)*B**(alpha - 1)*alpha**2*((B - 1)/B)**(alpha -

@@ -180,7 +180,7 @@ def _hyp2f1(a, b, c, z):
 
 
 def q_star(B, alpha, *, gamma=None):
-    """q_star(B, alpha) for activation alpha_relu (symbolic alpha), elementwise in B and alpha (broadcast together).
+    """q_star(B, alpha) for activation alpha_relu (symbolic alpha), elementwise.
 
     Formula:
         (B - 1)**alpha*(B + 2*alpha - 1)*gamma(B/2 + 1/2)*gamma(alpha + 1/2)/(2*sqrt(pi)*(B -
@@ -206,7 +206,7 @@ def q_star(B, alpha, *, gamma=None):
 
 
 def c_star(B, alpha, *, gamma=None):
-    """c_star(B, alpha) for activation alpha_relu (symbolic alpha), elementwise in B and alpha (broadcast together).
+    """c_star(B, alpha) for activation alpha_relu (symbolic alpha), elementwise.
 
     Formula:
         2**(1 - alpha)*sqrt(pi)*(2**alpha*gamma(alpha/2 + 1/2)**2*hyper((-alpha/2, -alpha/2),
@@ -239,7 +239,7 @@ def c_star(B, alpha, *, gamma=None):
 
 
 def lambda_G(B, alpha, *, gamma=None):
-    """lambda_G(B, alpha) for activation alpha_relu (symbolic alpha), elementwise in B and alpha (broadcast together).
+    """lambda_G(B, alpha) for activation alpha_relu (symbolic alpha), elementwise.
 
     Formula:
         0
@@ -261,7 +261,7 @@ def lambda_G(B, alpha, *, gamma=None):
 
 
 def lambda_L(B, alpha, *, gamma=None):
-    """lambda_L(B, alpha) for activation alpha_relu (symbolic alpha), elementwise in B and alpha (broadcast together).
+    """lambda_L(B, alpha) for activation alpha_relu (symbolic alpha), elementwise.
 
     Formula:
         (2**alpha*2**(-alpha - 1)*B**(alpha + 1)*((B - 1)/B)**(alpha + 1)*gamma(B/2 +
@@ -330,7 +330,7 @@ def lambda_L(B, alpha, *, gamma=None):
 
 
 def lambda_M(B, alpha, *, gamma=None):
-    """lambda_M(B, alpha) for activation alpha_relu (symbolic alpha), elementwise in B and alpha (broadcast together).
+    """lambda_M(B, alpha) for activation alpha_relu (symbolic alpha), elementwise.
 
     Formula:
         (2*2**(-alpha - 1)*B**(alpha + 1)*((B - 1)/B)**(alpha + 1)*(B -
@@ -403,7 +403,7 @@ def lambda_M(B, alpha, *, gamma=None):
 
 
 def gradient_rate(B, alpha, *, gamma=None):
-    """gradient_rate(B, alpha) for activation alpha_relu (symbolic alpha), elementwise in B and alpha (broadcast together).
+    """gradient_rate(B, alpha) for activation alpha_relu (symbolic alpha), elementwise.
 
     Formula:
         (2**(1 - alpha)*2**(alpha - 2)*B**(alpha - 1)*alpha**2*((B - 1)/B)**(alpha - 1)*(B -
@@ -468,7 +468,7 @@ def gradient_rate(B, alpha, *, gamma=None):
 
 
 def depth_scale(B, alpha, *, gamma=None):
-    """depth_scale(B, alpha) for activation alpha_relu (symbolic alpha), elementwise in B and alpha (broadcast together).
+    """depth_scale(B, alpha) for activation alpha_relu (symbolic alpha), elementwise.
 
     Formula:
         1/log((2**(1 - alpha)*2**(alpha - 2)*B**(alpha - 1)*alpha**2*((B - 1)/B)**(alpha - 1)*(B
@@ -535,7 +535,7 @@ def depth_scale(B, alpha, *, gamma=None):
 
 
 def max_trainable_depth(B, alpha, *, gamma=None):
-    """max_trainable_depth(B, alpha) for activation alpha_relu (symbolic alpha), elementwise in B and alpha (broadcast together).
+    """max_trainable_depth(B, alpha) for activation alpha_relu (symbolic alpha), elementwise.
 
     Formula:
         16/log((2**(1 - alpha)*2**(alpha - 2)*B**(alpha - 1)*alpha**2*((B - 1)/B)**(alpha -

@@ -31,7 +31,7 @@ extern "C" {
 #endif
 
 /*
- * q_star(B, slope) for activation leaky_relu (symbolic slope), elementwise in B and slope (broadcast together).
+ * q_star(B, slope) for activation leaky_relu (symbolic slope), elementwise.
  *
  * Formula:
  *     slope**2/2 + 1/2
@@ -45,7 +45,7 @@ extern "C" {
 void leaky_relu_family_q_star(size_t n, const double *B, const double *slope, double *out);
 
 /*
- * c_star(B, slope) for activation leaky_relu (symbolic slope), elementwise in B and slope (broadcast together).
+ * c_star(B, slope) for activation leaky_relu (symbolic slope), elementwise.
  *
  * Formula:
  *     (B*J*slope**2 - 2*B*J*slope + B*J - J*slope**2 + 2*J*slope - J - 2*slope)/((B -
@@ -68,7 +68,7 @@ void leaky_relu_family_q_star(size_t n, const double *B, const double *slope, do
 void leaky_relu_family_c_star(size_t n, const double *B, const double *slope, double *out);
 
 /*
- * lambda_G(B, slope) for activation leaky_relu (symbolic slope), elementwise in B and slope (broadcast together).
+ * lambda_G(B, slope) for activation leaky_relu (symbolic slope), elementwise.
  *
  * Formula:
  *     0
@@ -82,7 +82,7 @@ void leaky_relu_family_c_star(size_t n, const double *B, const double *slope, do
 void leaky_relu_family_lambda_G(size_t n, const double *B, const double *slope, double *out);
 
 /*
- * lambda_L(B, slope) for activation leaky_relu (symbolic slope), elementwise in B and slope (broadcast together).
+ * lambda_L(B, slope) for activation leaky_relu (symbolic slope), elementwise.
  *
  * Formula:
  *     (-B**2*J*slope**2 + 2*B**2*J*slope - B**2*J + B**2*slope**2 + B**2 + 3*B*J*slope**2 -
@@ -118,7 +118,7 @@ void leaky_relu_family_lambda_G(size_t n, const double *B, const double *slope, 
 void leaky_relu_family_lambda_L(size_t n, const double *B, const double *slope, double *out);
 
 /*
- * lambda_M(B, slope) for activation leaky_relu (symbolic slope), elementwise in B and slope (broadcast together).
+ * lambda_M(B, slope) for activation leaky_relu (symbolic slope), elementwise.
  *
  * Formula:
  *     B*(B - 1)*(Jp*slope**2 - 2*Jp*slope + Jp + 2*slope)/((B + 1)*(-B*J*slope**2 +
@@ -152,7 +152,7 @@ void leaky_relu_family_lambda_L(size_t n, const double *B, const double *slope, 
 void leaky_relu_family_lambda_M(size_t n, const double *B, const double *slope, double *out);
 
 /*
- * gradient_rate(B, slope) for activation leaky_relu (symbolic slope), elementwise in B and slope (broadcast together).
+ * gradient_rate(B, slope) for activation leaky_relu (symbolic slope), elementwise.
  *
  * Formula:
  *     (B**2*slope**2 + B**2 + B*J*slope**2 - 2*B*J*slope + B*J + B*Jp*slope**2 - 2*B*Jp*slope
@@ -186,7 +186,7 @@ void leaky_relu_family_lambda_M(size_t n, const double *B, const double *slope, 
 void leaky_relu_family_gradient_rate(size_t n, const double *B, const double *slope, double *out);
 
 /*
- * depth_scale(B, slope) for activation leaky_relu (symbolic slope), elementwise in B and slope (broadcast together).
+ * depth_scale(B, slope) for activation leaky_relu (symbolic slope), elementwise.
  *
  * Formula:
  *     1/log((B**2*slope**2 + B**2 + B*J*slope**2 - 2*B*J*slope + B*J + B*Jp*slope**2 -
@@ -223,7 +223,7 @@ void leaky_relu_family_gradient_rate(size_t n, const double *B, const double *sl
 void leaky_relu_family_depth_scale(size_t n, const double *B, const double *slope, double *out);
 
 /*
- * max_trainable_depth(B, slope) for activation leaky_relu (symbolic slope), elementwise in B and slope (broadcast together).
+ * max_trainable_depth(B, slope) for activation leaky_relu (symbolic slope), elementwise.
  *
  * Formula:
  *     16/log((B**2*slope**2 + B**2 + B*J*slope**2 - 2*B*J*slope + B*J + B*Jp*slope**2 -

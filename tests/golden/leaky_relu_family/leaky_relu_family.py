@@ -51,7 +51,7 @@ def _check_gamma(gamma):
 
 
 def q_star(B, slope, *, gamma=None):
-    """q_star(B, slope) for activation leaky_relu (symbolic slope), elementwise in B and slope (broadcast together).
+    """q_star(B, slope) for activation leaky_relu (symbolic slope), elementwise.
 
     Formula:
         slope**2/2 + 1/2
@@ -73,7 +73,7 @@ def q_star(B, slope, *, gamma=None):
 
 
 def c_star(B, slope, *, gamma=None):
-    """c_star(B, slope) for activation leaky_relu (symbolic slope), elementwise in B and slope (broadcast together).
+    """c_star(B, slope) for activation leaky_relu (symbolic slope), elementwise.
 
     Formula:
         (B*J*slope**2 - 2*B*J*slope + B*J - J*slope**2 + 2*J*slope - J - 2*slope)/((B -
@@ -116,7 +116,7 @@ def c_star(B, slope, *, gamma=None):
 
 
 def lambda_G(B, slope, *, gamma=None):
-    """lambda_G(B, slope) for activation leaky_relu (symbolic slope), elementwise in B and slope (broadcast together).
+    """lambda_G(B, slope) for activation leaky_relu (symbolic slope), elementwise.
 
     Formula:
         0
@@ -138,7 +138,7 @@ def lambda_G(B, slope, *, gamma=None):
 
 
 def lambda_L(B, slope, *, gamma=None):
-    """lambda_L(B, slope) for activation leaky_relu (symbolic slope), elementwise in B and slope (broadcast together).
+    """lambda_L(B, slope) for activation leaky_relu (symbolic slope), elementwise.
 
     Formula:
         (-B**2*J*slope**2 + 2*B**2*J*slope - B**2*J + B**2*slope**2 + B**2 + 3*B*J*slope**2 -
@@ -204,7 +204,7 @@ def lambda_L(B, slope, *, gamma=None):
 
 
 def lambda_M(B, slope, *, gamma=None):
-    """lambda_M(B, slope) for activation leaky_relu (symbolic slope), elementwise in B and slope (broadcast together).
+    """lambda_M(B, slope) for activation leaky_relu (symbolic slope), elementwise.
 
     Formula:
         B*(B - 1)*(Jp*slope**2 - 2*Jp*slope + Jp + 2*slope)/((B + 1)*(-B*J*slope**2 +
@@ -266,7 +266,7 @@ def lambda_M(B, slope, *, gamma=None):
 
 
 def gradient_rate(B, slope, *, gamma=None):
-    """gradient_rate(B, slope) for activation leaky_relu (symbolic slope), elementwise in B and slope (broadcast together).
+    """gradient_rate(B, slope) for activation leaky_relu (symbolic slope), elementwise.
 
     Formula:
         (B**2*slope**2 + B**2 + B*J*slope**2 - 2*B*J*slope + B*J + B*Jp*slope**2 - 2*B*Jp*slope
@@ -333,7 +333,7 @@ def gradient_rate(B, slope, *, gamma=None):
 
 
 def depth_scale(B, slope, *, gamma=None):
-    """depth_scale(B, slope) for activation leaky_relu (symbolic slope), elementwise in B and slope (broadcast together).
+    """depth_scale(B, slope) for activation leaky_relu (symbolic slope), elementwise.
 
     Formula:
         1/log((B**2*slope**2 + B**2 + B*J*slope**2 - 2*B*J*slope + B*J + B*Jp*slope**2 -
@@ -403,7 +403,7 @@ def depth_scale(B, slope, *, gamma=None):
 
 
 def max_trainable_depth(B, slope, *, gamma=None):
-    """max_trainable_depth(B, slope) for activation leaky_relu (symbolic slope), elementwise in B and slope (broadcast together).
+    """max_trainable_depth(B, slope) for activation leaky_relu (symbolic slope), elementwise.
 
     Formula:
         16/log((B**2*slope**2 + B**2 + B*J*slope**2 - 2*B*J*slope + B*J + B*Jp*slope**2 -
