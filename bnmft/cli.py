@@ -1825,9 +1825,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_derive)
 
     c = command("codegen", "generate a numpy module or C kernels (closed forms, or sphere "
-                "quadrature verified against mpmath for any other activation)",
+                "quadrature verified against mpmath for any other activation; leaky_relu or "
+                "alpha_relu named without a parameter: slope or alpha as an array argument)",
                 "bnmft codegen relu --lang numpy --out gen --module relu_bn",
                 "bnmft codegen leaky_relu:0.2 --lang c --out gen --module leaky",
+                "bnmft codegen alpha_relu --lang numpy --out gen --module relu_alpha",
                 "bnmft codegen tanh --lang c --out gen --module tanh_bn")
     common(c, batch=False, digits=0)
     c.add_argument("--lang", choices=["numpy", "c"], required=True,
