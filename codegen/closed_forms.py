@@ -6,12 +6,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import sympy as sp
+from sympy.codegen.cfunctions import log1p
 
 from .errors import CodegenError
 from .render import one_line
@@ -74,12 +76,14 @@ def parameter_conditions(expr: sp.Expr, domain, parameters) -> tuple[Condition, 
 _PARAMETER_NOTES = {
     "slope": (
         "slope may be any real number (the moments of relu(x) + slope min(x, 0) are "
-        "polynomials in slope, so the closed forms hold for every slope). Near slope = 1 (phi "
-        "linear: c_star -> -1/(B - 1), gradient_rate -> 1) c_star and the depth quantities "
-        "lose digits (measured at B = 4 ... 10^6: 12.6 at slope 0.9 and 1.1, 11.1 at 0.99; at "
-        "slope 1 c_star 11.0, depth_scale 10.3); "
-        "near a zero of c_star or lambda_M in slope only their absolute accuracy (~1e-16) "
-        "remains."
+        "polynomials in slope, so the closed forms hold for every slope). Each part rational "
+        "in slope is printed in u = (1 + slope)/2 and v = (1 - slope)/2 (phi = u x + v |x|; "
+        "by the symmetry z -> -z only u^2 and v^2 occur, with coefficients in B alone), so "
+        "nothing cancels between slope terms near slope = 1 (phi linear) or -1 (phi = |x|), "
+        "and log(gradient_rate) is evaluated as log1p(gradient_rate - 1) (gradient_rate -> 1 "
+        "at slope = 1). Near a zero in slope of c_star (close to slope = 1 for large B) or "
+        "of lambda_M (close to slope = -1) the value cancels between its u^2 and v^2 parts: "
+        "there only an absolute accuracy of ~1e-16 times the size of those parts remains."
     ),
     "alpha": (
         "alpha must be > 0 wherever a quantity depends on it (the closed forms are derived for "
@@ -93,40 +97,90 @@ _PARAMETER_NOTES = {
     ),
 }
 
-#: Where a rational dependence on a family parameter is expanded (:func:`expand_about`):
-#: slope = -1 (phi = |x|, even), where lambda_M and E[phi'] vanish as B -> oo, so that their
-#: leading parts cancel as B-only expressions (stabilised) instead of in float64.
-_EXPANSION_POINTS = {"slope": sp.Integer(-1)}
+#: Bases a rational dependence on a family parameter is written in (:func:`expand_about`):
+#: ``p -> (u, v)`` with ``p = u - v`` and ``1 = u + v``. For leaky_relu, ``phi(x) = x`` for
+#: x > 0 and ``slope x`` for x < 0 is ``u x + v |x|`` with ``u = (1 + slope)/2`` and
+#: ``v = (1 - slope)/2``; the sphere measure is symmetric under ``z -> -z``, so every moment the
+#: quantities need is a quadratic form in ``(u, v)`` without cross terms (``E[z |z|] = 0``,
+#: ``E[sign z] = 0``). Written in ``u^2`` and ``v^2`` with coefficients in B alone, each
+#: quantity has no cancellation between parameter-dependent terms at ``v -> 0`` (slope = 1,
+#: the linear network) or at ``u -> 0`` (slope = -1, phi = |x|), and the coefficients (the
+#: values at those two points) are stabilised for large B as B-only expressions.
+_BASES = {"slope": (sp.Rational(1, 2), sp.Rational(1, 2))}
 
 
 def expand_about(expr: sp.Expr, parameters) -> sp.Expr:
     """``expr`` with each largest part that is a rational function ``N(p)/D(p)`` of a family
-    parameter ``p`` (with an expansion point, :data:`_EXPANSION_POINTS`) written as
-    ``N(p)/D(p)`` with ``N`` and ``D`` in Horner form in ``p - p0``: the coefficients (exact
-    Taylor coefficients at ``p0``) are expressions in ``B`` alone, which :mod:`.prepare`
-    stabilises for large ``B``. The same function of ``p``, exactly."""
+    parameter ``p`` (one with a basis, :data:`_BASES`) written as ``N_h(u, v)/D_h(u, v)``:
+    ``N`` and ``D`` homogenised to their common degree ``d`` by ``p^k -> (u - v)^k (u +
+    v)^(d - k)`` and expanded in monomials ``u^i v^j`` whose coefficients are expressions in
+    ``B`` alone (which :mod:`.prepare` stabilises for large ``B``); ``u = (1 + p)/2`` and
+    ``v = (1 - p)/2`` are printed as such. ``log(N/D)`` becomes ``log1p((N_h - D_h)/D_h)``
+    (gradient_rate -> 1 as B grows at slope = 1: ``log`` would lose ``log10 B`` digits). The
+    same function of ``p``, exactly (each rewrite compared with the derived part to 40 digits
+    at three points, :func:`_checked`)."""
     for a in parameters:
-        at = _EXPANSION_POINTS.get(a.name)
-        if at is not None and a.symbol in expr.free_symbols:
-            expr = _expand_walk(expr, a.symbol, at)
+        basis = _BASES.get(a.name)
+        if basis is not None and a.symbol in expr.free_symbols:
+            expr = _basis_walk(expr, a.symbol, basis)
     return expr
 
 
-def _expand_walk(e: sp.Expr, p: sp.Symbol, at: sp.Expr) -> sp.Expr:
+def _basis_polys(num: sp.Expr, den: sp.Expr, p: sp.Symbol, basis) -> tuple[sp.Expr, sp.Expr]:
+    """``num`` and ``den`` (polynomials in ``p``) as homogeneous polynomials of their common
+    degree in ``u = a + b p`` and ``v = a - b p`` (``basis = (a, b)``, ``a = b = 1/2``), each
+    a sum of ``c_ij u^i v^j`` with ``c_ij`` free of ``p`` (brought to one fraction)."""
+    a, b = basis
+    u, v = sp.Dummy("u"), sp.Dummy("v")
+    # p = (u - v)/(2 b) and 1 = (u + v)/(2 a)
+    polys = [sp.Poly(sp.expand(part), p) for part in (num, den)]
+    d = max(P.degree() for P in polys)
+    one, pp = (u + v) / (2 * a), (u - v) / (2 * b)
+    u_p, v_p = a + b * p, a - b * p
+    out = []
+    for P in polys:
+        h = sp.Add(*(c * pp**k * one ** (d - k) for (k,), c in P.terms()))
+        H = sp.Poly(sp.expand(h), u, v)
+        terms = []
+        for (i, j), c in sorted(H.terms(), key=lambda t: (-t[0][0], t[0][1])):
+            c = sp.together(c)
+            if c != 0:
+                terms.append(c * u_p**i * v_p**j)
+        out.append(sp.Add(*terms))
+    return out[0], out[1]
+
+
+def _basis_walk(e: sp.Expr, p: sp.Symbol, basis) -> sp.Expr:
     if p not in e.free_symbols or e.is_Atom:
         return e
     if len(e.free_symbols) == 1:
         return e  # a function of p alone (q_star = (slope^2 + 1)/2): nothing to stabilise
+    if isinstance(e, sp.log) and e.args[0].is_rational_function(p):
+        num, den = sp.fraction(sp.together(e.args[0]))
+        diff, den_h = _basis_polys(num - den, den, p, basis)
+        return _checked(log1p(diff / den_h), e, p)
     if (e.is_Add or e.is_Mul or e.is_Pow) and e.is_rational_function(p):
         num, den = sp.fraction(sp.together(e))
-        parts = []
-        for part in (num, den):
-            h = sp.Integer(0)
-            for c in sp.Poly(sp.expand(part), p).shift(at).all_coeffs():
-                h = h * (p - at) + sp.together(c)
-            parts.append(h)
-        return parts[0] / parts[1]
-    return e.func(*(_expand_walk(x, p, at) for x in e.args))
+        num_h, den_h = _basis_polys(num, den, p, basis)
+        return _checked(num_h / den_h, e, p)
+    return e.func(*(_basis_walk(x, p, basis) for x in e.args))
+
+
+#: (B, parameter) points where a rewrite is compared with the derived form (60 digits).
+_BASIS_CHECKS = ((5, sp.Rational(1, 3)), (64, sp.Rational(-7, 3)), (10**6, sp.Rational(99, 100)))
+
+
+def _checked(new: sp.Expr, old: sp.Expr, p: sp.Symbol) -> sp.Expr:
+    """``new`` after checking that it equals ``old`` (relative 1e-40) at :data:`_BASIS_CHECKS`
+    (both functions of ``B`` and ``p`` only, so the points determine their values)."""
+    batch = [s for s in old.free_symbols if s.name == "B"]
+    for b, at in _BASIS_CHECKS:
+        subs = {p: at, **{s: sp.Integer(b) for s in batch}}
+        x, y = (e.xreplace(subs).evalf(60) for e in (new, old))
+        if abs(x - y) > sp.Float(10, 60) ** -40 * max(abs(y), 1):
+            raise CodegenError(f"internal error: the rewrite of {old} in the basis of {p} "
+                               f"changed its value at B = {b}, {p} = {at}")
+    return new
 
 
 def _enters_non_rationally(expr: sp.Expr, p: sp.Symbol) -> bool:
@@ -166,7 +220,8 @@ def closed_form_spec(
     parameters: tuple[Argument, ...] = (),
 ) -> FunctionSpec:
     """A function of ``B`` (and the family ``parameters``) documented by its compact (paper)
-    form and its explicit form."""
+    form and its explicit form; ``expr`` as derived (:func:`closed_form_module` rewrites the
+    family dependence for printing, :func:`expand_about`)."""
     explicit = str(expr)
     if compact is not None and compact != expr:
         names = {s.name for s in compact.free_symbols}
@@ -188,7 +243,6 @@ def closed_form_spec(
     conditions = ()
     if isinstance(expr, sp.Expr):
         conditions = parameter_conditions(expr, domain, parameters)
-        expr = expand_about(expr, parameters)
     return FunctionSpec(
         name=name,
         arguments=(batch_argument(), *parameters),
@@ -324,10 +378,15 @@ def closed_form_module(quantities, *, module: str, activation_name: str | None =
                       Constant("VERIFIED_BATCH_SIZES", tuple(verified.batch_sizes)))
         constants += tuple(Constant(f"VERIFIED_{name.upper()}", tuple(values))
                            for name, values in verified.grid)
+    # the depth definitions are checked on the derived forms, the rewrite is exact
+    functions = tuple(
+        dataclasses.replace(f, expr=expand_about(f.expr, parameters))
+        if isinstance(f.expr, sp.Expr) else f
+        for f in with_depth_definitions(functions))
     return ModuleSpec(
         name=module,
         title=f"Closed-form BSB1 quantities for activation {one_line(activation)}",
-        functions=with_depth_definitions(functions),
+        functions=functions,
         header=header,
         description=description,
         constants=constants,
@@ -408,10 +467,10 @@ def verify_closed(deriv, module: str, languages=("numpy", "c"), Bs=None, grid=No
 
 
 #: The parameter values a family module is verified at (times every batch size): slopes of
-#: both signs, relu (0) and near it; degrees from just above 1/2 (where E[phi'^2] diverges)
-#: to 4.5, half-integers and integers included.
+#: both signs, relu (0) and near it, the linear network (1) and near it; degrees from just above
+#: 1/2 (where E[phi'^2] diverges) to 4.5, half-integers and integers included.
 FAMILY_GRIDS = {
-    "slope": (-1.0, -0.3, 0.0, 0.01, 0.5, 2.0),
+    "slope": (-1.0, -0.3, 0.0, 0.01, 0.5, 0.99, 1.0, 2.0),
     "alpha": (0.55, 0.75, 1.0, 1.5, 2.0, 3.0, 4.5),
 }
 

@@ -31,9 +31,13 @@ GOLDEN = Path(__file__).parent / "golden"
 needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc) on PATH")
 pytestmark = pytest.mark.usefixtures("private_cache")
 
-#: (B, slope) pairs off the verification grid (which codegen checks at generation time).
-PAIRS = [(4, -0.7), (6, 0.25), (50, -0.05), (3000, 1.5), (250000, -2.5), (10**6, 0.125)]
+#: (B, slope) pairs off the verification grid (which codegen checks at generation time),
+#: the last four near the linear network (slope = 1).
+PAIRS = [(4, -0.7), (6, 0.25), (50, -0.05), (3000, 1.5), (250000, -2.5), (10**6, 0.125),
+         (7, 0.9), (1000, 1.01), (65536, 1.0), (10**6, 0.999999)]
 RTOL = 1e-12
+#: leaky_relu family against the fixed-slope references (every slope, slope = 1 included).
+LEAKY_RTOL = 1e-14
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +77,7 @@ def test_values_against_fixed_slope_references(leaky, leaky_refs):
             for how, vals in got.items():
                 for pair, v in zip(PAIRS, vals):
                     err = _relerr(v, leaky_refs[pair][name])
-                    assert err < RTOL, (lang, how, name, pair, float(v), err)
+                    assert err < LEAKY_RTOL, (lang, how, name, pair, float(v), err)
 
 
 def test_broadcasting_shapes(leaky):
@@ -98,9 +102,8 @@ def test_c_agrees_with_numpy_and_the_input_scale(leaky):
     rng = np.random.default_rng(3)
     B = rng.uniform(4, 1e5, 200)
     slope = rng.uniform(-3, 3, 200)
+    slope[:40] = 1 + rng.uniform(-1e-3, 1e-3, 40)  # near the linear phi too
     gamma = rng.uniform(0.2, 5, 200)
-    keep = np.abs(slope - 1) > 0.2  # near the linear phi: see the README (domain)
-    B, slope, gamma = B[keep], slope[keep], gamma[keep]
     c, py = mods["c"], mods["numpy"]
     fused = c.all(B, slope, gamma=gamma)
     # atol: c_star and lambda_M cross zero as functions of slope; near a zero the value is
@@ -112,6 +115,57 @@ def test_c_agrees_with_numpy_and_the_input_scale(leaky):
         np.testing.assert_allclose(fused[name], want, rtol=1e-12, atol=1e-14, err_msg=name)
     np.testing.assert_allclose(py.q_star(B, slope, gamma=gamma),
                                gamma**2 * py.q_star(B, slope), rtol=1e-15)
+
+
+#: A dense slope grid: the points named in the README, a uniform grid and 1 +- 10^-k (the
+#: linear network, where the Horner form about slope = -1 lost up to 6 digits).
+DENSE_SLOPES = sorted({-10.0, -2.0, -1.0, -0.999, 0.0, 0.9, 0.99, 0.999999, 1.0, 1.01, 2.0, 10.0,
+                       *np.round(np.linspace(-3, 3, 25), 6),
+                       *(1 + s * 10.0**-k for k in range(1, 9) for s in (-1, 1))})
+DENSE_B = sorted({4, 5, 6, 7, 8, 10, 17, 63, 64, 100, 1000, 12345, 10**5, 654321, 10**6,
+                  *np.round(np.geomspace(4, 1e6, 12))})
+#: Quantities that change sign as functions of slope (c_star near slope = 1 - O(1/B),
+#: lambda_M near -1 + O(1/B)): there the value cancels between its two parts.
+SIGN_CHANGING = ("c_star", "lambda_M")
+
+
+def test_dense_slope_grid_against_50_digit_forms(leaky):
+    """Every function (numpy, C single and fused) on DENSE_B x DENSE_SLOPES against the
+    derived closed forms (not the printed rewrite) evaluated by mpmath at 50 digits: relative
+    error <= 1e-14; for SIGN_CHANGING quantities error <= 1e-14 (|ref| + scale), with scale =
+    (u^2 |f(B, 1)| + v^2 |f(B, -1)|)/(u^2 + v^2), u = (1 + slope)/2, v = (1 - slope)/2, the
+    size of the linear and |x| parts the value is made of (an absolute tolerance at the zero)."""
+    import sympy as sp
+
+    deriv, mods = leaky
+    b, s = (np.array(a, dtype=float).ravel() for a in np.meshgrid(DENSE_B, DENSE_SLOPES))
+    got = {}
+    for lang, mod in mods.items():
+        got[lang] = {n: getattr(mod, n)(b, s) for n in deriv.closed}
+        if lang == "c":
+            got["c fused"] = mod.all(b, s)
+    for name, q in deriv.closed.items():
+        syms = sorted(q.expr.free_symbols, key=lambda x: x.name != "B")
+        f = sp.lambdify(syms, q.expr, "mpmath")
+        args = {"B": None, "slope": None}
+
+        def ref(bb, ss):
+            args.update(B=mpmath.mpf(bb), slope=mpmath.mpf(ss))
+            return mpmath.mpf(f(*(args[x.name] for x in syms)))
+
+        with mpmath.workdps(50):
+            want = [ref(bb, ss) for bb, ss in zip(b, s)]
+            ends = {bb: (abs(ref(bb, 1)), abs(ref(bb, -1))) for bb in DENSE_B}
+            for i, (bb, ss) in enumerate(zip(b, s)):
+                tol = 1e-14 * abs(want[i])
+                if name in SIGN_CHANGING:
+                    u2, v2 = ((1 + mpmath.mpf(ss)) / 2) ** 2, ((1 - mpmath.mpf(ss)) / 2) ** 2
+                    lin, even = ends[bb]
+                    tol += 1e-14 * (u2 * lin + v2 * even) / (u2 + v2)
+                for how, vals in got.items():
+                    err = abs(mpmath.mpf(float(vals[name][i])) - want[i])
+                    assert err <= tol, (how, name, bb, ss, float(vals[name][i]), float(want[i]))
+    assert len(b) >= 1000
 
 
 def test_out_of_domain(leaky):
@@ -156,10 +210,11 @@ def test_cli_writes_a_verified_family_module(tmp_path):
     assert run.returncode == 0, run.stderr
     text = (tmp_path / "gen" / "lk.py").read_text()
     head = [ln for ln in text.splitlines()[:4] if ln.startswith("# Verified: >= ")]
-    assert head and "times slope = -1.0, -0.3, 0.0, 0.01, 0.5, 2.0" in head[0]
+    assert head and "times slope = -1.0, -0.3, 0.0, 0.01, 0.5, 0.99, 1.0, 2.0" in head[0]
     mod = load_numpy({"lk.py": text}, "lk")
     assert min(mod.VERIFIED.values()) >= 12
-    assert mod.VERIFIED_SLOPE == (-1.0, -0.3, 0.0, 0.01, 0.5, 2.0)
+    assert mod.VERIFIED_SLOPE == (-1.0, -0.3, 0.0, 0.01, 0.5, 0.99, 1.0, 2.0)
+    assert min(mod.VERIFIED.values()) >= 14
     assert mod.c_star(np.array([4.0, 64.0]), 0.2).shape == (2,)
     fixed = _cli("codegen", "leaky_relu:0.2", "--lang", "numpy", "--out", "gen", "--module",
                  "lk2", cwd=tmp_path)
