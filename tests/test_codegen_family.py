@@ -168,6 +168,34 @@ def test_dense_slope_grid_against_50_digit_forms(leaky):
     assert len(b) >= 1000
 
 
+def test_basis_rewrite_is_exact_and_only_in_u2_v2(leaky):
+    """The printed forms (``expand_about``) equal the derived ones at points other than those
+    codegen checks, contain slope only through u^2 and v^2, and a wrong rewrite is refused."""
+    import sympy as sp
+
+    from bnmft.codegen import CodegenError
+    from bnmft.codegen.closed_forms import _checked, expand_about, family_parameters
+
+    deriv, _ = leaky
+    params = family_parameters(deriv)
+    slope = params[0].symbol
+    u, v = sp.Rational(1, 2) + slope / 2, sp.Rational(1, 2) - slope / 2
+    U, V = sp.symbols("U V")
+    for name, q in deriv.closed.items():
+        new = expand_about(q.expr, params)
+        batch = {x: sp.Integer(37) for x in q.expr.free_symbols if x.name == "B"}
+        for at in (sp.Rational(-13, 7), sp.Rational(999, 1000), sp.Integer(1), sp.Integer(10)):
+            subs = {slope: at, **batch}
+            x, y = (e.xreplace(subs).evalf(50) for e in (new, q.expr))
+            assert abs(x - y) <= sp.Float(10, 50) ** -40 * max(abs(y), 1), (name, at)
+        if len(q.expr.free_symbols) > 1:
+            rest = new.xreplace({u**2: U, v**2: V})
+            assert slope not in rest.free_symbols, name
+    bad = deriv.closed["c_star"].expr
+    with pytest.raises(CodegenError, match="rewrite"):
+        _checked(bad * (1 + sp.Rational(1, 10**30)), bad, slope)
+
+
 def test_out_of_domain(leaky):
     _, mods = leaky
     with pytest.raises(ValueError, match="gamma"):
