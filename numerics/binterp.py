@@ -25,7 +25,7 @@ from . import sphere
 
 #: Smallest batch size interpolated (below, the per-B quadrature; the moments are analytic in
 #: 1/B well past it, the convergence is faster away from B = 4).
-MIN_B = 16
+MIN_B = 12
 #: Node counts tried, each set containing the previous one.
 NODE_COUNTS = (9, 17, 33)
 #: Fewest batch sizes for which interpolating is cheaper than the per-B quadrature.
