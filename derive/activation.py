@@ -261,27 +261,26 @@ def kink_exponents(act: "Activation") -> list[tuple[float, int, float]]:
     """``(k, side, e)``: phi'(k + side h) ~ c h^e as h -> 0+ at each kink ``k`` of ``phi``
     (``e`` from two steps :data:`KINK_STEPS`, rounded to a multiple of ``1/kink_power``, the
     exponents of phi being rationals r/q with q | kink_power; ``e = 0`` where phi' stays
-    bounded away from 0 and from infinity, ``+inf`` where it vanishes identically). A phi'
-    that is not finite next to a kink (0 times a negative power) raises
-    :class:`ActivationError`."""
+    bounded away from 0 and from infinity, ``+inf`` where it vanishes identically, as on the
+    flat side of ``Max(x - k, 0)**a``, see :func:`_flat_sides_explicit`). A phi' that cannot
+    be evaluated next to a kink raises :class:`ActivationError`."""
     import math
-
-    import mpmath
 
     q = int(act.kink_power)
     out = []
     with mpmath.workdps(KINK_DPS):
         for k in act.kinks:
+            kk = mpmath.mpf(sp.N(k, KINK_DPS + 20))  # exact kinks may be irrational
             for side in (-1, 1):
                 try:
-                    vals = [abs(act.mpmath_derivative(mpmath.mpf(k) + side * mpmath.mpf(h)))
+                    vals = [abs(act.mpmath_derivative(kk + side * mpmath.mpf(h)))
                             for h in KINK_STEPS]
                 except (ZeroDivisionError, ValueError, TypeError):
                     vals = [mpmath.nan]
                 if not all(mpmath.isfinite(v) for v in vals):
                     raise ActivationError(
-                        f"{act.name}: phi' is not finite next to the kink {float(k):g} "
-                        f"({'right' if side > 0 else 'left'} side: 0 times a negative power)")
+                        f"{act.name}: phi' cannot be evaluated next to the kink {float(k):g} "
+                        f"({'right' if side > 0 else 'left'} side)")
                 if all(v == 0 for v in vals):
                     out.append((float(k), side, math.inf))
                     continue
@@ -648,9 +647,33 @@ def _jumps(expr: sp.Expr, points) -> bool:
     return False
 
 
+def _flat_sides_explicit(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with each ``Max(0, u)**a``, ``0 < a < 1``, written ``Piecewise((u**a, u > 0),
+    (0, True))`` (the same function).
+
+    The chain rule turns ``Max(0, u)**a`` into ``a Heaviside(u) Max(0, u)**(a - 1) u'``:
+    on the flat side ``u < 0`` that is ``0 * 0**(a - 1) = 0 * oo``, NaN in every evaluator
+    (mpmath, numpy, arb, generated code), although ``phi' = 0`` there. Differentiated
+    branch by branch, the Piecewise form gives ``a u**(a - 1) u'`` for ``u > 0`` and ``0``
+    otherwise. For ``a > 1`` the product is ``0 * 0 = 0`` and the expression is left as it
+    is."""
+
+    def flat(node):
+        return (isinstance(node, sp.Pow) and isinstance(node.base, sp.Max)
+                and len(node.base.args) == 2 and sp.S.Zero in node.base.args
+                and node.exp.is_number and node.exp.is_positive and (node.exp < 1) is sp.true)
+
+    def explicit(node):
+        (u,) = [a for a in node.base.args if a != 0]
+        return sp.Piecewise((u**node.exp, u > 0), (0, True))
+
+    return expr.replace(flat, explicit)
+
+
 def _derivative(expr: sp.Expr, kinks) -> tuple[sp.Expr, bool]:
-    """``phi'`` without its Dirac masses; flag whether a mass of nonzero weight exists."""
-    d = sp.diff(expr, x)
+    """``phi'`` without its Dirac masses; flag whether a mass of nonzero weight exists.
+    Flat sides of power kinks are made explicit first (:func:`_flat_sides_explicit`)."""
+    d = sp.diff(_flat_sides_explicit(expr), x)
     if any(isinstance(n, sp.Pow) and n.exp.is_number and not n.exp.is_Rational
            for n in sp.preorder_traversal(d)):
         # d/dx u^a is printed u^a/u for irrational a: 0/0 where u = 0 (relu^sqrt(2), z < 0)

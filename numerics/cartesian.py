@@ -84,7 +84,7 @@ def _outer_pieces(B, kinks, power, Z):
         # (z1, k) on the ellipse: (B-1) z1^2 + 2 k z1 + (B-1) k^2 - B(B-2) = 0
         a, b, c = B - 1, 2 * k, (B - 1) * k * k - B * (B - 2)
         disc = b * b - 4 * a * c
-        if disc > 0:
+        if disc >= 0:  # 0: |k| = sqrt(B-1), the line touches the ellipse at z1 = -k/(B-1)
             for t in ((-b - mpmath.sqrt(disc)) / (2 * a), (-b + mpmath.sqrt(disc)) / (2 * a)):
                 if -Z < t < Z:
                     pts[t] = max(pts.get(t, 1), 2 * power)

@@ -38,7 +38,7 @@ from bnmft.derive.activation import check_finite_moments
 
 from bnmft.progress import progress
 
-from . import sphere
+from . import binterp, sphere
 from .gaussian_limit import limit_moments
 from .precision import FLOAT_DIGITS, INF, Number, digits_from_error, shortfalls
 
@@ -402,11 +402,21 @@ def _float_moments(act, moments, Bs: list[int]):
         return values, errors, "Gegenbauer/Funk-Hecke (float64)"
     values = {mo: np.empty(len(Bs)) for mo in moments}
     errors = {mo: np.empty(len(Bs)) for mo in moments}
-    for j, Bv in enumerate(Bs):
-        vals, errs = sphere.moments_float_estimated(act, moments, Bv)
+    todo = np.ones(len(Bs), dtype=bool)
+    route = "sphere quadrature (float64)"
+    big = np.flatnonzero(Barr >= binterp.MIN_B)
+    if len(big) >= binterp.MIN_COUNT:
+        # many batch sizes: the moments are analytic in 1/B, interpolated from a few nodes
+        vals, errs, ok = binterp.moments_interpolated(act, moments, Barr[big])
+        for mo in moments:
+            values[mo][big[ok]], errors[mo][big[ok]] = vals[mo][ok], errs[mo][ok]
+        todo[big[ok]] = False
+        route = f"sphere quadrature (float64; interpolated in 1/B for B >= {binterp.MIN_B})"
+    for j in np.flatnonzero(todo):
+        vals, errs = sphere.moments_float_estimated(act, moments, Bs[j])
         for mo in moments:
             values[mo][j], errors[mo][j] = vals[mo], errs[mo]
-    return values, errors, "sphere quadrature (float64)"
+    return values, errors, route
 
 
 def _float_related(relations, table: dict, shape) -> None:

@@ -34,6 +34,7 @@ def _breaks_1d(B, kinks, tangencies=False):
         x = mpmath.mpf(k) / root
         if -1 < x < 1:
             pts.add(mpmath.acos(-x))  # sqrt(B) z1(t) = -sqrt(B-1) cos t = k
+        if -1 <= x <= 1:  # |k| = sqrt(B-1): the kink line touches the disk's edge
             if tangencies:
                 a = mpmath.acos(x)
                 for cand in (a - phi0, -a - phi0, a + phi0, -a + phi0):
@@ -108,6 +109,15 @@ def gradient_rate(phi, dphi, B: int, dps: int = 30, kinks=()) -> mpmath.mpf:
             return mpmath.quad(
                 lambda v: ((B - 1 - u * u) * du**2 + (1 + u * v) * du * dphi(v)) * dens(u, v), pts)
 
-        outer = [-R] + [mpmath.mpf(k) for k in kinks if -R < k < R] + [R]
+        outer = {-R, R} | {mpmath.mpf(k) for k in kinks if -R < k < R}
+        for k in kinks:  # where the chord's end meets the kink line: (z1, k) on the ellipse
+            k = mpmath.mpf(k)
+            disc = 4 * k * k - 4 * (B - 1) * ((B - 1) * k * k - B * (B - 2))
+            if disc >= 0:
+                for t in ((-2 * k - mpmath.sqrt(disc)) / (2 * (B - 1)),
+                          (-2 * k + mpmath.sqrt(disc)) / (2 * (B - 1))):
+                    if -R < t < R:
+                        outer.add(t)
+        outer = sorted(outer)
         total = const * mpmath.quad(inner, outer)
         return +(total / ((B - 3) * q * (1 - c)))

@@ -150,21 +150,31 @@ class Geometry:
         pts = {-W1: 1, W1: 1}
         s2 = self.sigma * mpmath.sin(self.window2)
         radius = mpmath.sqrt(self.rho**2 + s2**2)
+        eps = mpmath.mpf(10) ** (-(mpmath.mp.dps // 2))
         for k in kinks:
             kappa = mpmath.mpf(k) / self.root
             if abs(kappa) < 1:
                 a = mpmath.asin(kappa)
                 pts[a] = int(sp_lcm(pts.get(a, 1), kink_power))
-            if abs(kappa) < radius and self.B <= self.tangency_limit:
-                # rho sin d + s2 cos d = R sin(d + psi'),  rho sin d - s2 cos d = R sin(d - psi')
-                psi = mpmath.atan2(s2, self.rho)
-                base = mpmath.asin(kappa / radius)
-                for root in (base, mpmath.pi - base):
-                    for cand in (root - psi, root + psi):
-                        for shift in (-2 * mpmath.pi, 0, 2 * mpmath.pi):
-                            t = cand + shift
-                            if -W1 < t < W1:
-                                pts[t] = int(sp_lcm(pts.get(t, 1), 2 * kink_power))
+            if self.B > self.tangency_limit or abs(kappa) > 1 + eps:
+                continue
+            s2k, radius_k = s2, radius
+            if abs(kappa) >= radius:
+                # The kink line misses the truncated window but meets the closed disk; at
+                # |kappa| = 1 (a kink at +-sqrt(B-1), the end of the marginal's support) it
+                # touches the disk at one point, within 10^-digits of the window's corner,
+                # and the inner integral is not smooth in d1 there: the disk's own tangency
+                # (s2 = sigma, radius 1) is a breakpoint.
+                s2k, radius_k = self.sigma, mpmath.mpf(1)
+            # rho sin d + s2 cos d = R sin(d + psi'),  rho sin d - s2 cos d = R sin(d - psi')
+            psi = mpmath.atan2(s2k, self.rho)
+            base = mpmath.asin(max(-1, min(1, kappa / radius_k)))
+            for root in (base, mpmath.pi - base):
+                for cand in (root - psi, root + psi):
+                    for shift in (-2 * mpmath.pi, 0, 2 * mpmath.pi):
+                        t = cand + shift
+                        if -W1 < t < W1:
+                            pts[t] = int(sp_lcm(pts.get(t, 1), 2 * kink_power))
         return merged_pieces(pts)
 
     def inner_pieces(self, kinks, sin1, cos1, kink_power: int = 1) -> list[tuple]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import mpmath
@@ -11,7 +12,14 @@ import sympy as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bnmft.derive.activation import REGISTRY, Activation, ActivationError, activation, analyse
+from bnmft.derive.activation import (
+    REGISTRY,
+    Activation,
+    ActivationError,
+    activation,
+    analyse,
+    kink_exponents,
+)
 from bnmft.derive.homogeneous import Homogeneous
 from bnmft.derive.symbols import x
 
@@ -549,3 +557,26 @@ def test_zero_radius_is_the_nearest_nonzero_piece(p, q, left):
 @pytest.mark.parametrize("spec", ["tanh", "relu", "gelu", "x**2", "Heaviside(x)", "sin(x)"])
 def test_zero_radius_of_activations_that_do_not_vanish_near_zero(spec):
     assert activation(spec).zero_radius == 0
+
+
+@pytest.mark.parametrize("spec, k, a", [("Max(x - 0.2, 0)**0.75", 0.2, 0.75),
+                                        ("Max(x + 0.5, 0)**(2/3)", -0.5, 2 / 3),
+                                        ("Max(x, 0)**0.75 + 0.1*x", 0.0, 0.75)])
+def test_flat_side_of_a_power_kink_has_derivative_zero(spec, k, a):
+    """phi' of Max(x - k, 0)**a, 0 < a < 1, is 0 on the flat side (the chain rule's
+    0 * 0**(a - 1) is NaN) and a (x - k)**(a - 1) (+ the linear part) on the other, in
+    float64 and mpmath; checked against central differences of phi."""
+    act = activation(spec)
+    lin = 0.1 if "0.1*x" in spec else 0.0
+    left = np.array([k - 3.0, k - 0.5, k - 1e-6])
+    assert np.all(np.asarray(act.numpy_derivative(left)) == lin)
+    for t in (k + 1e-3, k + 0.7, k + 3.0):
+        want = a * (t - k) ** (a - 1) + lin
+        assert abs(float(act.numpy_derivative(np.array([t]))[0]) - want) <= 1e-12 * want
+        with mpmath.workdps(30):
+            tt = mpmath.mpf(t)
+            fd = mpmath.diff(act.mpmath, tt)
+            assert abs(act.mpmath_derivative(tt) - fd) <= mpmath.mpf(10) ** -20 * abs(fd)
+    exps = {(side, e) for _, side, e in kink_exponents(act)}
+    assert (1, round(a - 1, 6)) in {(s, round(e, 6)) for s, e in exps}
+    assert (-1, math.inf if lin == 0 else 0.0) in exps

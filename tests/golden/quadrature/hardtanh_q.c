@@ -186,8 +186,13 @@ static int angle_moments(double B, double gamma, double beta, double c, double *
             const double a = asin(kappa);
             if (-W1 < a && a < W1) pts[np++] = (breakpoint){a, 1};
         }
-        if (fabs(kappa) < radius && B <= TANGENCY_MAX_B) {
-            const double psi = atan2(s2, rho), base = asin(kappa / radius);
+        if (fabs(kappa) <= 1 + 1e-12 && B <= TANGENCY_MAX_B) {
+            /* a kink line missing the window but meeting the disk (|kappa| = 1: the kink at
+               the end of the marginal's support): the disk's own tangency */
+            const int edge = !(fabs(kappa) < radius);
+            const double rk = edge ? 1.0 : radius;
+            const double psi = atan2(edge ? sigma : s2, rho);
+            const double base = asin(fmin(1.0, fmax(-1.0, kappa / rk)));
             const double roots[2] = {base, BNMFT_PI - base};
             for (int r = 0; r < 2; ++r)
                 for (int sgn = -1; sgn <= 1; sgn += 2)

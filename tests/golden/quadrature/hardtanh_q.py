@@ -216,9 +216,12 @@ def _angle_moments(B, gamma=1.0, beta=0.0):
             a = numpy.arcsin(kappa)
             if -W1 < a < W1:
                 points[a] = max(points.get(a, 1), 1)
-        if abs(kappa) < radius and B <= _TANGENCY_MAX_B:
-            psi = numpy.arctan2(s2, rho)
-            base = numpy.arcsin(kappa / radius)
+        if abs(kappa) <= 1 + 1e-12 and B <= _TANGENCY_MAX_B:
+            # a kink line missing the window but meeting the disk (|kappa| = 1: the kink at
+            # the end of the marginal's support): the disk's own tangency
+            s2k, rk = (s2, radius) if abs(kappa) < radius else (sigma, 1.0)
+            psi = numpy.arctan2(s2k, rho)
+            base = numpy.arcsin(min(1.0, max(-1.0, kappa / rk)))
             for r in (base, _PI - base):
                 for c in (r - psi, r + psi):
                     for shift in (-2 * _PI, 0.0, 2 * _PI):
