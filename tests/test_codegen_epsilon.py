@@ -1,0 +1,164 @@
+"""eps > 0 functions of generated numpy modules (``bnmft codegen ACT --epsilon``): values
+against :func:`bnmft.numerics.epsilon.analyze_regularised` (closed Tricomi forms / mpmath
+radial quadrature for relu, the float64 route for tanh), broadcasting, eps = 0 against the
+module's own eps = 0 functions, refusals."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import bnmft
+from bnmft.cli import main
+from bnmft.codegen import epsilon as E
+from bnmft.codegen import generate, load_numpy
+from bnmft.codegen import quadrature as Q
+from bnmft.derive.activation import activation
+from bnmft.derive.epsilon import derive_regularised
+from bnmft.numerics.epsilon import analyze_regularised
+
+GOLDEN = __import__("pathlib").Path(__file__).parent / "golden" / "quadrature"
+
+
+@pytest.fixture(scope="module")
+def relu_eps():
+    """The relu closed-form module with the (unverified) eps > 0 block."""
+    act = bnmft.derivation("relu").activation
+    base = generate(bnmft.derivation("relu"), lang="numpy", module="relu_eps")["relu_eps.py"]
+    forms = E.epsilon_forms(act, "scaled")
+    return load_numpy(E.append_block(base, E.render_numpy(act, forms), E.header_line(None)))
+
+
+@pytest.fixture(scope="module")
+def tanh_eps():
+    """The tanh quadrature module (the golden's panel width, not re-verified) with the eps > 0
+    block."""
+    act = activation("tanh")
+    gold = load_numpy((GOLDEN / "tanh_q.py").read_text(), "tanh_q")
+    plan = Q.QuadraturePlan(gold._PANEL_Z, dict(gold.VERIFIED), tuple(gold.VERIFIED_BATCH_SIZES))
+    base = Q.generate_quadrature(act, lang="numpy", module="tanh_eps", plan=plan)["tanh_eps.py"]
+    forms = E.epsilon_forms(act, "table")
+    return load_numpy(E.append_block(base, E.render_numpy(act, forms), E.header_line(None)))
+
+
+def _reference(name, B, eps, sw):
+    rd = derive_regularised(activation(name))
+    res = analyze_regularised(rd, [B], repr(eps), repr(sw))[0]
+    return res
+
+
+def _check(mod, name, points, rtol_digits=12.0):
+    arr = np.array(points, dtype=float)
+    got = mod.all_eps(arr[:, 0], arr[:, 1], arr[:, 2])
+    for i, (B, eps, sw) in enumerate(points):
+        res = _reference(name, B, eps, sw)
+        assert res.regime == "fixed point"
+        for q in E.QUANTITIES:
+            num = res.numbers[q]
+            need = min(rtol_digits, num.digits) - 0.5
+            ref = float(num.value)
+            assert abs(got[q][i] - ref) <= 10**-need * abs(ref), (q, B, eps, sw, got[q][i], ref)
+
+
+def test_relu_against_closed_forms(relu_eps):
+    """relu: Tricomi closed forms (B <= 4096) and mpmath radial quadrature (B = 10^6), to
+    1e-13 (lambda_G included: centred radial means without cancellation)."""
+    _check(relu_eps, "relu", [(4, 1e-3, 1.0), (64, 0.1, 1.5), (1000, 0.05, 1.0),
+                              (10**6, 1e-3, 1.0)], rtol_digits=13.5)
+
+
+def test_tanh_against_float_route(tanh_eps):
+    """tanh: the float64 route of numerics/epsilon (its own sphere quadrature and Chebyshev
+    table), to 1e-12 or the digits it claims."""
+    _check(tanh_eps, "tanh", [(4, 1e-3, 1.0), (8, 0.1, 1.5), (64, 0.5, 1.0)])
+
+
+@pytest.mark.slow
+def test_tanh_large_batch(tanh_eps):
+    _check(tanh_eps, "tanh", [(1000, 1e-3, 1.0), (10**6, 0.1, 1.5)])
+
+
+def test_broadcast_shapes(relu_eps):
+    B = np.array([[4.0], [64.0]])
+    eps = np.array([1e-3, 0.1, 0.5])
+    out = relu_eps.all_eps(B, eps, 1.5)
+    assert set(out) == set(E.QUANTITIES)
+    for v in out.values():
+        assert v.shape == (2, 3) and v.dtype == np.float64
+    single = relu_eps.q_star_eps(64, 0.1, 1.5)
+    assert single.shape == () and float(single) == out["q_star"][1, 1]
+    # sigma_w broadcasts too; only eps / sigma_w^2 matters (s* and q* scale with sigma_w^2)
+    a = relu_eps.all_eps(8, 0.1, 1.0)
+    b = relu_eps.all_eps(8, 0.4, 2.0)
+    assert math.isclose(float(b["s_star"]), 4 * float(a["s_star"]), rel_tol=1e-13)
+    assert math.isclose(float(b["gradient_rate"]), float(a["gradient_rate"]), rel_tol=1e-13)
+
+
+@pytest.mark.parametrize("which", ["relu", "tanh"])
+def test_eps_zero_is_the_eps_zero_module(relu_eps, tanh_eps, which):
+    mod = relu_eps if which == "relu" else tanh_eps
+    B = np.array([4.0, 33.0, 1000.0])
+    out = mod.all_eps(B, 0.0, 1.5)
+    for q in ("c_star", "lambda_G", "lambda_L", "lambda_M", "gradient_rate", "depth_scale",
+              "max_trainable_depth"):
+        assert np.array_equal(out[q], getattr(mod, q)(B)), q
+    assert np.allclose(out["q_star"], 2.25 * mod.q_star(B), rtol=1e-15)
+    # and the eps > 0 route tends to that as eps -> 0 (the backward eigenvalues like
+    # sqrt(eps), as in bnmft.numerics.epsilon: 2.5e-7 relative at B = 4, eps = 1e-14)
+    tiny = mod.all_eps(B, 1e-13, 1.5)
+    for q, rtol in (("q_star", 1e-9), ("c_star", 1e-9), ("lambda_L", 1e-9),
+                    ("lambda_M", 1e-9), ("gradient_rate", 1e-5)):
+        assert np.allclose(tiny[q], out[q], rtol=rtol), q
+
+
+def test_no_fixed_point_is_nan(relu_eps):
+    """eps / sigma_w^2 = 8: the reference has no nonzero fixed point; the module gives NaN."""
+    assert _reference("relu", 8, 2.0, 0.5).regime == "no nonzero fixed point"
+    out = relu_eps.all_eps(8, 2.0, 0.5)
+    assert all(math.isnan(float(v)) for v in out.values())
+
+
+@pytest.mark.parametrize("args, message", [
+    ((8, -1e-3, 1.0), "eps must be finite and >= 0"),
+    ((8, 1e-3, 0.0), "sigma_w must be finite and > 0"),
+    ((8, 1e-3, -1.0), "sigma_w must be finite and > 0"),
+    ((3, 1e-3, 1.0), "batch sizes must be finite and >= 4"),
+    ((8, math.inf, 1.0), "eps must be finite and >= 0"),
+])
+def test_refusals(relu_eps, args, message):
+    with pytest.raises(ValueError, match=message):
+        relu_eps.all_eps(*args)
+
+
+def test_verification_refuses_a_wrong_block(relu_eps):
+    """check_values is not a formality: values off by 1e-9 are refused."""
+    def off(B, e, w):
+        out = relu_eps.all_eps(B, e, w)
+        return {k: v * (1 + 1e-9) for k, v in out.items()}
+
+    with pytest.raises(Q.VerificationError, match="agrees with the reference to only"):
+        E.check_values(activation("relu"), off, points=((8, 0.1, 1.0),))
+
+
+def test_cli_refuses_c_and_unsupported(tmp_path, capsys):
+    assert main(["codegen", "relu", "--lang", "c", "--epsilon", "--out", str(tmp_path),
+                 "--module", "r"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "numpy only" in err[0]
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_cli_relu_epsilon(tmp_path, capsys):
+    """The command line writes a verified module whose header states the accuracy."""
+    assert main(["codegen", "relu", "--lang", "numpy", "--epsilon", "--out", str(tmp_path),
+                 "--module", "relu_e"]) == 0
+    text = (tmp_path / "relu_e.py").read_text()
+    assert "# eps > 0 functions (NAME_eps): >= " in text.split('"""')[0]
+    mod = load_numpy(text)
+    assert min(mod.EPS_VERIFIED.values()) >= 13.5
+    assert len(mod.EPS_VERIFIED_POINTS) == len(E.VERIFY_POINTS)
+    again = bnmft.pipeline.generate("relu", ["numpy"], module="relu_e", epsilon=True)
+    assert again["numpy"]["relu_e.py"] == text  # reproducible byte for byte
