@@ -1843,8 +1843,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "module such as os (required)")
     c.add_argument("--epsilon", action="store_true",
                    help="also generate NAME_eps(B, eps, sigma_w) functions for batchnorm with "
-                        "eps > 0, verified against bnmft's eps > 0 analysis (numpy only so "
-                        "far; adds tens of seconds; default off)")
+                        "eps > 0, verified against bnmft's eps > 0 analysis (C: positive-"
+                        "homogeneous phi only so far; adds 10-60 s; default off)")
     c.set_defaults(func=cmd_codegen)
 
     v = command("verify", "compare every route with independent references",

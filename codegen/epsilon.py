@@ -156,7 +156,6 @@ def route_of(act, quadrature: bool) -> str:
 
 def _prepared(forms: EpsilonForms):
     """The forms and unit moments through :func:`.prepare.prepare` (validation, CSE)."""
-    from bnmft.derive import B
     from bnmft.derive.epsilon import EPS, S, SIGMA_W
 
     from .prepare import prepare
@@ -171,7 +170,6 @@ def _prepared(forms: EpsilonForms):
     fns += [FunctionSpec(f"_eps_unit_{i}", (batch_argument(),), v, f"m{i}", (),
                          "bnmft.derive.epsilon.scaled_sphere_moments", "B >= 4")
             for i, v in enumerate(forms.unit_moments)]
-    del B
     return prepare(ModuleSpec(name="eps_block", title="eps > 0", functions=tuple(fns)))
 
 
@@ -227,7 +225,8 @@ class EpsilonVerification:
                    f"the {len(self.points)} points" if self.dead else "") + ".")
 
 
-def _description(act, forms: EpsilonForms, record) -> list[str]:
+def _description(act, forms: EpsilonForms, record, lang: str = "numpy",
+                 module: str = "") -> list[str]:
     if forms.route == "scaled":
         moments = ("the sphere moments of phi(rho z) are rho^deg times the closed sphere "
                    "moments at rho = 1 (phi positive-homogeneous)")
@@ -235,15 +234,25 @@ def _description(act, forms: EpsilonForms, record) -> list[str]:
         moments = (f"the sphere moments of phi(rho z) are Chebyshev interpolants in rho "
                    f"({CHEBYSHEV_POINTS} points per piece, pieces split where a kink enters "
                    "the sphere), computed per B from this module's sphere rule")
+    if lang == "c":
+        call = (f"the kernels {module}_NAME_eps(n, B, eps, sigma_w, out) and "
+                f"{module}_all_eps (declared in {module}.h, which states the calling convention)"
+                " evaluate")
+        args = ("eps and sigma_w are NULL (0, resp. 1) or n values, one per element of B "
+                "(NaN for B < 4, eps < 0, sigma_w <= 0 or non-finite values). eps = 0 gives "
+                "the eps = 0 kernels of this file (q* times sigma_w^2, s* = q*(1 - c*)).")
+    else:
+        call = "the functions NAME_eps(B, eps, sigma_w=1.0) evaluate"
+        args = ("B, eps, sigma_w are array-likes broadcast together (B >= 4, eps >= 0, sigma_w "
+                "> 0; ValueError otherwise); each distinct (B, eps, sigma_w) is computed once. "
+                "eps = 0 gives the eps = 0 functions of this module (q* times sigma_w^2, s* = "
+                "q*(1 - c*)).")
     text = [
-        "Batchnorm with eps > 0 (variance regulariser) and weight scale sigma_w: the "
-        "functions NAME_eps(B, eps, sigma_w=1.0) evaluate the theory of bnmft.derive.epsilon "
+        f"Batchnorm with eps > 0 (variance regulariser) and weight scale sigma_w: {call} "
+        "the theory of bnmft.derive.epsilon "
         "(radial means over k ~ chi^2_{B-1} of sphere moments of phi(rho z), rho^2 = k/(k + "
-        "a), a = B eps/s, at the root s* of the scale equation s = S(s)). B, eps, sigma_w are "
-        "array-likes broadcast together (B >= 4, eps >= 0, sigma_w > 0; ValueError otherwise); "
-        "each distinct (B, eps, sigma_w) is computed once. eps = 0 gives the eps = 0 "
-        "functions of this module (q* times sigma_w^2, s* = q*(1 - c*)). NaN means no nonzero "
-        "fixed point: S(s) < s down to "
+        f"a), a = B eps/s, at the root s* of the scale equation s = S(s)). {args} NaN means "
+        "no nonzero fixed point: S(s) < s down to "
         f"{DEAD_SCALED if forms.route == 'scaled' else DEAD_TABLE:g} of the eps = 0 scale "
         "(the signal dies out with depth).",
         f"Radial rule: {RADIAL_NODES}-point Gauss-Legendre in r = sqrt(k) per unit piece on "
@@ -303,9 +312,9 @@ def render_numpy(act, forms: EpsilonForms, record=None) -> str:
 def header_line(record) -> str:
     """The line the block adds to the generated-file header."""
     if record is None:
-        return "eps > 0 functions (NAME_eps): not verified"
-    return (f"eps > 0 functions (NAME_eps): >= {record.least:.1f} significant digits against "
-            f"bnmft.numerics.epsilon at B = 4 ... 1000000")
+        return "eps > 0 functions: not verified"
+    return (f"eps > 0 functions: >= {record.least:.1f} digits against bnmft.numerics.epsilon "
+            "at B = 4 ... 10^6")
 
 
 def append_block(text: str, block: str, header: str) -> str:
@@ -320,6 +329,7 @@ def append_block(text: str, block: str, header: str) -> str:
     return "\n".join(lines).rstrip("\n") + "\n" + block
 
 
+@lru_cache(maxsize=8)
 def _reference(act, points) -> tuple[dict, dict, str]:
     """``{point: {name: float}}`` (empty: no nonzero fixed point) and ``{point: {name:
     digits}}`` from analyze_regularised, and the routes used."""
@@ -399,4 +409,171 @@ def with_epsilon(act, sources: dict, lang: str, module: str, quadrature: bool,
                                   if forms.route == "scaled" else TABLE_REQUIRED_RTOL)
         text = append_block(sources[name], render_numpy(act, forms, record), header_line(record))
         return {**sources, name: text}, record
-    raise CodegenError("--epsilon is implemented for --lang numpy only so far")
+    if lang != "c":
+        raise CodegenError(f"unknown lang {lang!r}")
+    c_name, h_name = f"{module}.c", f"{module}.h"
+
+    def assemble(rec):
+        c_block, h_block = render_c(act, forms, module, rec)
+        line = header_line(rec)
+        return {**sources,
+                c_name: insert_c_header(sources[c_name], line).rstrip("\n") + "\n" + c_block,
+                h_name: insert_header(sources[h_name], h_block, line)}
+
+    if record is None:
+        from .quadrature import VerificationError
+
+        draft = assemble(None)
+        try:
+            all_eps, singles = load_c_epsilon(draft, module)
+        except (CodegenError, OSError) as err:
+            raise VerificationError(f"{module}: cannot compile the eps > 0 C kernels to check "
+                                    f"them ({err})") from None
+        record = check_values(act, all_eps, what="C fused")
+        single = check_values(
+            act, lambda B, e, w: {n: singles[n](B, e, w) for n in QUANTITIES}, what="C")
+        record = EpsilonVerification({n: min(record.digits[n], single.digits[n])
+                                      for n in record.digits}, record.points, record.dead,
+                                     record.reference)
+    return assemble(record), record
+
+
+# -- C ------------------------------------------------------------------------------------------
+
+
+def _c_array(values) -> str:
+    return "{" + ", ".join(repr(float(v)) for v in values) + "}"
+
+
+def render_c(act, forms: EpsilonForms, module: str, record=None) -> tuple[str, str]:
+    """``(C block, header block)`` to append to ``module.c`` / insert into ``module.h``
+    (positive-homogeneous phi: the scaled route)."""
+    import re
+
+    from .backends.c.printer import CKernelPrinter, comment_safe
+
+    if forms.route != "scaled":
+        raise CodegenError("--epsilon C kernels exist for positive-homogeneous phi only so far "
+                           "(use --lang numpy for a quadrature module)")
+    prepared = _prepared(forms)
+    printer = CKernelPrinter()
+    by_name = {q.name: q for q in prepared.functions}
+    out_forms = []
+    for name, _ in forms.forms:
+        q = by_name[f"_eps_form_{name}"]
+        used = set(q.result.free_symbols)
+        for _, e in q.temporaries:
+            used |= e.free_symbols
+        used = {s.name for s in used} - {s.name for s, _ in q.temporaries}
+        out_forms.append({
+            "name": name, "uses_b": "B" in used,
+            "unused": [v for v in ("epsilon", "sigma_w", "s") if v not in used],
+            "radials": sorted(int(v[1:]) for v in used if re.fullmatch(r"r[0-9]+", v)),
+            "temporaries": [(printer.doprint(s), printer.doprint(e)) for s, e in q.temporaries],
+            "result": printer.doprint(q.result)})
+    from .prepare import PreparedModule, fuse
+
+    units = [q for q in prepared.functions if q.name.startswith("_eps_unit_")]
+    fused = fuse(PreparedModule(prepared.spec, prepared.version, prepared.sha256, tuple(units)))
+    unit_ctx = {"temporaries": [(printer.doprint(s), printer.doprint(e))
+                                for s, e in fused.temporaries],
+                "results": [printer.doprint(r) for r in fused.results]}
+    depth = _depth_texts(printer)
+    if printer.routines:
+        raise CodegenError(f"{act.name}: the eps > 0 forms need routines the block cannot print")
+    t, w = _gauss_legendre()
+    description = [[comment_safe(line) for line in wrap(p, WIDTH - 3)]
+                   for p in _description(act, forms, record, lang="c", module=module)]
+    env = environment(__file__.replace("epsilon.py", "backends/c/printer.py"))
+    constants = sorted(printer.constants.items())
+    ctx = dict(
+        description=description, sha256=forms_sha256(forms), constants=constants,
+        gl_n=RADIAL_NODES, gl_x=_c_array(t), gl_w=_c_array(w),
+        n_radials=len(forms.radials),
+        radials="{" + ", ".join("{%d, %d, %d, %d}" % (m, p, j, int(c))
+                                for m, p, j, c in forms.radials) + "}",
+        n_scale=len(forms.scale_radials),
+        scale_radials="{" + ", ".join(str(i) for i in forms.scale_radials) + "}",
+        n_moments=len(forms.moments), degrees=_c_array(forms.degrees),
+        forms=out_forms, units=unit_ctx, depth=depth, module=module,
+        quantities=QUANTITIES, n_quantities=len(QUANTITIES),
+        dead=repr(DEAD_SCALED), scale_rtol=repr(SCALE_RTOL),
+        indent=" " * len(f"void {module}_all_eps("),
+        indent_single=" " * len(f"void {module}_QTY_eps("),
+    )
+    c_text = env.get_template("epsilon.c.jinja").render(ctx)
+    h_text = env.get_template("epsilon.h.jinja").render(ctx)
+    # the block's constants must not clash with the module's own (bnmft_pi, ...)
+    for name, _ in constants:
+        c_text = re.sub(rf"\b{name}\b", f"bnmft_eps_{name[len('bnmft_'):]}", c_text)
+    return c_text, h_text
+
+
+def insert_header(h_text: str, block: str, header: str) -> str:
+    """``module.h`` with ``header`` as one more header line and ``block`` before the closing
+    ``extern "C"`` brace."""
+    lines = h_text.split("\n")
+    k = 1
+    while k < len(lines) and lines[k].startswith(" * ") and lines[k].strip() != "*":
+        k += 1
+    lines.insert(k, " * " + one_line(header))
+    text = "\n".join(lines)
+    tail = "\n#ifdef __cplusplus\n}\n#endif\n"
+    at = text.rindex(tail)
+    return text[:at] + block.rstrip("\n") + "\n" + text[at:]
+
+
+def insert_c_header(c_text: str, header: str) -> str:
+    lines = c_text.split("\n")
+    k = 1
+    while k < len(lines) and lines[k].startswith(" * ") and lines[k].strip() != "*":
+        k += 1
+    lines.insert(k, " * " + one_line(header))
+    return "\n".join(lines)
+
+
+def load_c_epsilon(sources: dict, module: str):
+    """Compile the C sources (cached) and return ``all_eps(B, eps, sigma_w) -> {name:
+    array}`` calling ``MODULE_all_eps`` and ``{name: kernel}`` calling ``MODULE_NAME_eps``
+    (arrays broadcast; ``None`` for eps or sigma_w passes NULL)."""
+    import cffi
+
+    from .jit import build_c
+
+    path = build_c(sources, module)
+    ffi = cffi.FFI()
+    args = "size_t n, const double *B, const double *eps, const double *sigma_w"
+    ffi.cdef(f"void {module}_all_eps({args}, "
+             + ", ".join(f"double *{q}" for q in QUANTITIES) + ");")
+    ffi.cdef("\n".join(f"void {module}_{q}_eps({args}, double *out);" for q in QUANTITIES))
+    lib = ffi.dlopen(str(path))
+
+    def inputs(B, eps, sw):
+        arrays = np.broadcast_arrays(*(np.asarray(v if v is not None else 0.0, dtype=float)
+                                       for v in (B, eps, sw)))
+        return [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
+
+    def ptr(a, none):
+        return ffi.NULL if none else ffi.from_buffer("double[]", a)
+
+    def all_eps(B, eps, sigma_w=1.0):
+        b, e, w = inputs(B, eps, sigma_w)
+        out = {q: np.empty(b.shape) for q in QUANTITIES}
+        lib.__getattr__(f"{module}_all_eps")(
+            b.size, ffi.from_buffer("double[]", b), ptr(e, eps is None), ptr(w, sigma_w is None),
+            *(ffi.from_buffer("double[]", out[q]) for q in QUANTITIES))
+        return out
+
+    def single(q):
+        def call(B, eps, sigma_w=1.0):
+            b, e, w = inputs(B, eps, sigma_w)
+            out = np.empty(b.shape)
+            getattr(lib, f"{module}_{q}_eps")(
+                b.size, ffi.from_buffer("double[]", b), ptr(e, eps is None),
+                ptr(w, sigma_w is None), ffi.from_buffer("double[]", out))
+            return out
+        call._lib = lib
+        return call
+
+    all_eps._lib = lib
+    return all_eps, {q: single(q) for q in QUANTITIES}
