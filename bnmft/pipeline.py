@@ -108,21 +108,17 @@ def generate(act, langs=("numpy", "c"), module: str | None = None, plan=None,
     10^6 (:func:`bnmft.codegen.closed_forms.verify_closed`; the C kernels compiled), which
     their headers state. ``epsilon``: the modules also get the functions of ``(B, eps,
     sigma_w)`` for batchnorm with ``eps > 0`` (:mod:`bnmft.codegen.epsilon`, verified
-    against :func:`bnmft.numerics.epsilon.analyze_regularised`; C kernels for
-    positive-homogeneous phi only so far)."""
+    against :func:`bnmft.numerics.epsilon.analyze_regularised`)."""
     from bnmft.codegen import generate as _generate
 
     deriv = derivation(act)
     module = module or module_name(deriv.activation.name)
     if epsilon:
-        from bnmft.codegen import CodegenError
-        from bnmft.codegen.epsilon import epsilon_forms, route_of
+        from bnmft.codegen.epsilon import epsilon_forms, render_numpy, route_of
 
-        route = route_of(deriv.activation, uses_quadrature(deriv))  # refuse before verifying
-        if route != "scaled" and set(langs) - {"numpy"}:
-            raise CodegenError("--epsilon C kernels exist for positive-homogeneous phi only so "
-                               "far (use --lang numpy for a quadrature module)")
-        epsilon_forms(deriv.activation, route)
+        # refuse before any verification
+        render_numpy(deriv.activation, epsilon_forms(
+            deriv.activation, route_of(deriv.activation, uses_quadrature(deriv))))
     if not uses_quadrature(deriv):
         from bnmft.codegen.closed_forms import verify_closed
 

@@ -278,7 +278,8 @@ def render_numpy(act, forms: EpsilonForms, record=None) -> str:
             "result": printer.doprint(q.result)} for q in prepared.functions]
     depth = _depth_texts(printer)
     if printer.routines or set(printer.module_imports) - {"numpy"}:
-        raise CodegenError(f"{act.name}: the eps > 0 forms need routines the block cannot print")
+        raise CodegenError(f"{act.name}: the eps > 0 functions need gamma-ratio routines "
+                           "(non-integer degree), not supported yet")
     t, w = _gauss_legendre()
     env = environment(__file__.replace("epsilon.py", "backends/numpy/printer.py"))
     paragraphs = _description(act, forms, record)
@@ -429,9 +430,11 @@ def with_epsilon(act, sources: dict, lang: str, module: str, quadrature: bool,
         except (CodegenError, OSError) as err:
             raise VerificationError(f"{module}: cannot compile the eps > 0 C kernels to check "
                                     f"them ({err})") from None
-        record = check_values(act, all_eps, what="C fused")
+        rtol = REQUIRED_RTOL if forms.route == "scaled" else TABLE_REQUIRED_RTOL
+        record = check_values(act, all_eps, what="C fused", rtol=rtol)
         single = check_values(
-            act, lambda B, e, w: {n: singles[n](B, e, w) for n in QUANTITIES}, what="C")
+            act, lambda B, e, w: {n: singles[n](B, e, w) for n in QUANTITIES}, what="C",
+            rtol=rtol)
         record = EpsilonVerification({n: min(record.digits[n], single.digits[n])
                                       for n in record.digits}, record.points, record.dead,
                                      record.reference)
@@ -446,15 +449,17 @@ def _c_array(values) -> str:
 
 
 def render_c(act, forms: EpsilonForms, module: str, record=None) -> tuple[str, str]:
-    """``(C block, header block)`` to append to ``module.c`` / insert into ``module.h``
-    (positive-homogeneous phi: the scaled route)."""
+    """``(C block, header block)`` to append to ``module.c`` / insert into ``module.h`` (a
+    closed-form module: the scaled route; a quadrature module: the table route, built on its
+    ``angle_moments`` / ``tensor_moments``)."""
+    from .quadrature import C_MAX_MOMENTS
+
+    if len(forms.moments) > C_MAX_MOMENTS:
+        raise CodegenError(f"more than {C_MAX_MOMENTS} sphere moments (MAX_MOMENTS in C)")
     import re
 
     from .backends.c.printer import CKernelPrinter, comment_safe
 
-    if forms.route != "scaled":
-        raise CodegenError("--epsilon C kernels exist for positive-homogeneous phi only so far "
-                           "(use --lang numpy for a quadrature module)")
     prepared = _prepared(forms)
     printer = CKernelPrinter()
     by_name = {q.name: q for q in prepared.functions}
@@ -474,13 +479,17 @@ def render_c(act, forms: EpsilonForms, module: str, record=None) -> tuple[str, s
     from .prepare import PreparedModule, fuse
 
     units = [q for q in prepared.functions if q.name.startswith("_eps_unit_")]
-    fused = fuse(PreparedModule(prepared.spec, prepared.version, prepared.sha256, tuple(units)))
-    unit_ctx = {"temporaries": [(printer.doprint(s), printer.doprint(e))
-                                for s, e in fused.temporaries],
-                "results": [printer.doprint(r) for r in fused.results]}
+    unit_ctx = {"temporaries": [], "results": []}
+    if units:
+        fused = fuse(PreparedModule(prepared.spec, prepared.version, prepared.sha256,
+                                    tuple(units)))
+        unit_ctx = {"temporaries": [(printer.doprint(s), printer.doprint(e))
+                                    for s, e in fused.temporaries],
+                    "results": [printer.doprint(r) for r in fused.results]}
     depth = _depth_texts(printer)
     if printer.routines:
-        raise CodegenError(f"{act.name}: the eps > 0 forms need routines the block cannot print")
+        raise CodegenError(f"{act.name}: the eps > 0 functions need gamma-ratio routines "
+                           "(non-integer degree), not supported yet")
     t, w = _gauss_legendre()
     description = [[comment_safe(line) for line in wrap(p, WIDTH - 3)]
                    for p in _description(act, forms, record, lang="c", module=module)]
@@ -495,7 +504,13 @@ def render_c(act, forms: EpsilonForms, module: str, record=None) -> tuple[str, s
         n_scale=len(forms.scale_radials),
         scale_radials="{" + ", ".join(str(i) for i in forms.scale_radials) + "}",
         n_moments=len(forms.moments), degrees=_c_array(forms.degrees),
-        forms=out_forms, units=unit_ctx, depth=depth, module=module,
+        forms=out_forms, units=unit_ctx, depth=depth, module=module, route=forms.route,
+        points="{" + ", ".join(
+            "{" + ", ".join("{%d, %d, %d}" % p for p in pts)
+            + (", {-1, 0, 0}" if len(pts) == 1 else "") + "}" for pts in forms.moments) + "}",
+        derivatives=_c_array([sum(q for _, _, q in pts) for pts in forms.moments]),
+        chebyshev=CHEBYSHEV_POINTS, max_pieces=len(act.kinks) + 1, n_kinks=len(act.kinks),
+        raw_radials=forms.raw_radials,
         quantities=QUANTITIES, n_quantities=len(QUANTITIES),
         dead=repr(DEAD_SCALED), scale_rtol=repr(SCALE_RTOL),
         indent=" " * len(f"void {module}_all_eps("),

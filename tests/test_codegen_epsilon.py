@@ -239,11 +239,47 @@ def test_c_compiles_without_warnings(relu_c, tmp_path):
     assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr
 
 
-def test_cli_refuses_c_for_quadrature_phi(tmp_path, capsys):
-    assert main(["codegen", "tanh", "--lang", "c", "--epsilon", "--out", str(tmp_path),
-                 "--module", "t"]) == 2
+@pytest.fixture(scope="module")
+def tanh_c(private_cache):
+    """The tanh quadrature C kernels (the golden's panel width) with the eps > 0 block."""
+    act = activation("tanh")
+    gold = load_numpy((GOLDEN / "tanh_q.py").read_text(), "tanh_q")
+    plan = Q.QuadraturePlan(gold._PANEL_Z, dict(gold.VERIFIED), tuple(gold.VERIFIED_BATCH_SIZES))
+    src = Q._render_c(act, "tanh_ce", plan)
+    c_block, h_block = E.render_c(act, E.epsilon_forms(act, "table"), "tanh_ce")
+    sources = {"tanh_ce.c": src["tanh_ce.c"] + c_block,
+               "tanh_ce.h": E.insert_header(src["tanh_ce.h"], h_block, "eps > 0")}
+    return E.load_c_epsilon(sources, "tanh_ce")
+
+
+def test_c_tanh_against_float_route_and_numpy(tanh_c, tanh_eps):
+    all_eps, singles = tanh_c
+
+    class Mod:
+        pass
+
+    mod = Mod()
+    mod.all_eps = all_eps
+    _check(mod, "tanh", [(4, 1e-3, 1.0), (8, 0.1, 1.5), (64, 0.5, 1.0)])
+    B, eps, sw = (np.array(v) for v in ([4.0, 8.0, 64.0, 1e5], [1e-3, 0.1, 0.5, 0.1],
+                                         [1.0, 1.5, 1.0, 1.5]))
+    c, py = all_eps(B, eps, sw), tanh_eps.all_eps(B, eps, sw)
+    for q in E.QUANTITIES:
+        # lambda_G: 3e-13 (the two Chebyshev evaluations and divided differences differ)
+        assert np.allclose(c[q], py[q], rtol=1e-12, atol=0), q
+    assert np.array_equal(singles["gradient_rate"](B, eps, sw), c["gradient_rate"])
+    zero = all_eps(B, None, 1.5)  # the C eps = 0 kernel (within 1e-13 of numpy's)
+    assert np.allclose(zero["lambda_M"], tanh_eps.lambda_M(B), rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("phi", ["step", "alpha_relu:1.5"])
+def test_cli_refuses_unsupported(tmp_path, capsys, phi):
+    """A phi' with a Dirac mass has divergent eps > 0 moments; a non-integer degree needs
+    routines the block does not emit yet: one line, exit status 2, before any verification."""
+    assert main(["codegen", phi, "--lang", "numpy", "--epsilon", "--out", str(tmp_path),
+                 "--module", "s"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "positive-homogeneous" in err[0]
+    assert len(err) == 1 and err[0].startswith("bnmft: error:")
     assert not list(tmp_path.iterdir())
 
 
