@@ -267,19 +267,34 @@ def _description(act, forms: EpsilonForms, record, lang: str = "numpy",
     return text
 
 
+class _Renamed:
+    """A generated routine (:mod:`.special`) under the name ``prefix + name`` (the eps > 0
+    block emits its own copies, which cannot clash with the module's)."""
+
+    def __init__(self, routine, prefix: str):
+        self._routine, self.name = routine, prefix + routine.name
+
+    def __getattr__(self, key):
+        return getattr(self._routine, key)
+
+
+def _routines(printer, prefix: str = "eps_") -> list:
+    return [_Renamed(printer.routines[k], prefix) for k in sorted(printer.routines)]
+
+
 def render_numpy(act, forms: EpsilonForms, record=None) -> str:
     """The numpy block (to append to the module of ``act``)."""
     from .backends.numpy.printer import NumpyModulePrinter, _doc_safe
 
     prepared = _prepared(forms)
     printer = NumpyModulePrinter()
+    printer.ROUTINE_PREFIX = "_eps_"
     fns = [{"name": q.name, "arguments": ", ".join(q.argument_names),
             "assignments": [(printer.doprint(s), printer.doprint(e)) for s, e in q.temporaries],
             "result": printer.doprint(q.result)} for q in prepared.functions]
     depth = _depth_texts(printer)
-    if printer.routines or set(printer.module_imports) - {"numpy"}:
-        raise CodegenError(f"{act.name}: the eps > 0 functions need gamma-ratio routines "
-                           "(non-integer degree), not supported yet")
+    if set(printer.module_imports) - {"numpy"}:
+        raise CodegenError(f"{act.name}: the eps > 0 forms need more than numpy")
     t, w = _gauss_legendre()
     env = environment(__file__.replace("epsilon.py", "backends/numpy/printer.py"))
     paragraphs = _description(act, forms, record)
@@ -307,6 +322,7 @@ def render_numpy(act, forms: EpsilonForms, record=None) -> str:
         depth=depth,
         quantities=QUANTITIES,
         names=[repr(f"{q}_eps") for q in QUANTITIES] + [repr("all_eps"), repr("EPS_VERIFIED")],
+        routines=_routines(printer),
     )
 
 
@@ -462,6 +478,7 @@ def render_c(act, forms: EpsilonForms, module: str, record=None) -> tuple[str, s
 
     prepared = _prepared(forms)
     printer = CKernelPrinter()
+    printer.ROUTINE_PREFIX = "bnmft_eps_"
     by_name = {q.name: q for q in prepared.functions}
     out_forms = []
     for name, _ in forms.forms:
@@ -487,9 +504,6 @@ def render_c(act, forms: EpsilonForms, module: str, record=None) -> tuple[str, s
                                     for s, e in fused.temporaries],
                     "results": [printer.doprint(r) for r in fused.results]}
     depth = _depth_texts(printer)
-    if printer.routines:
-        raise CodegenError(f"{act.name}: the eps > 0 functions need gamma-ratio routines "
-                           "(non-integer degree), not supported yet")
     t, w = _gauss_legendre()
     description = [[comment_safe(line) for line in wrap(p, WIDTH - 3)]
                    for p in _description(act, forms, record, lang="c", module=module)]
@@ -510,7 +524,7 @@ def render_c(act, forms: EpsilonForms, module: str, record=None) -> tuple[str, s
             + (", {-1, 0, 0}" if len(pts) == 1 else "") + "}" for pts in forms.moments) + "}",
         derivatives=_c_array([sum(q for _, _, q in pts) for pts in forms.moments]),
         chebyshev=CHEBYSHEV_POINTS, max_pieces=len(act.kinks) + 1, n_kinks=len(act.kinks),
-        raw_radials=forms.raw_radials,
+        raw_radials=forms.raw_radials, routines=_routines(printer),
         quantities=QUANTITIES, n_quantities=len(QUANTITIES),
         dead=repr(DEAD_SCALED), scale_rtol=repr(SCALE_RTOL),
         indent=" " * len(f"void {module}_all_eps("),

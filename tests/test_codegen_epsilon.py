@@ -186,6 +186,30 @@ def relu_c(private_cache):
     return E.load_c_epsilon(sources, "relu_ce"), sources
 
 
+def test_non_integer_degree(private_cache):
+    """alpha_relu:1.5: the closed sphere moments need gamma-ratio and 2F1 routines, emitted
+    in the block under their own names (numpy and C) next to the module's."""
+    deriv = bnmft.derivation("alpha_relu:1.5")
+    act = deriv.activation
+    forms = E.epsilon_forms(act, "scaled")
+    base = generate(deriv, lang="numpy", module="a15")["a15.py"]
+    mod = load_numpy(E.append_block(base, E.render_numpy(act, forms), "x"))
+    src = generate(deriv, lang="c", module="a15c")
+    c_block, h_block = E.render_c(act, forms, "a15c")
+    all_eps, _ = E.load_c_epsilon({"a15c.c": src["a15c.c"] + c_block,
+                                   "a15c.h": E.insert_header(src["a15c.h"], h_block, "x")},
+                                  "a15c")
+
+    class C:
+        pass
+
+    c = C()
+    c.all_eps = all_eps
+    points = [(4, 1e-3, 1.0), (10**6, 1e-3, 1.0)]
+    _check(mod, "alpha_relu:1.5", points, rtol_digits=14.0)
+    _check(c, "alpha_relu:1.5", points, rtol_digits=14.0)
+
+
 def test_c_relu_against_closed_forms(relu_c):
     (all_eps, singles), _ = relu_c
 
@@ -272,10 +296,10 @@ def test_c_tanh_against_float_route_and_numpy(tanh_c, tanh_eps):
     assert np.allclose(zero["lambda_M"], tanh_eps.lambda_M(B), rtol=1e-13, atol=0)
 
 
-@pytest.mark.parametrize("phi", ["step", "alpha_relu:1.5"])
+@pytest.mark.parametrize("phi", ["step", "Heaviside(x)"])
 def test_cli_refuses_unsupported(tmp_path, capsys, phi):
-    """A phi' with a Dirac mass has divergent eps > 0 moments; a non-integer degree needs
-    routines the block does not emit yet: one line, exit status 2, before any verification."""
+    """A phi' with a Dirac mass has divergent eps > 0 moments: one line, exit status 2,
+    before any verification."""
     assert main(["codegen", phi, "--lang", "numpy", "--epsilon", "--out", str(tmp_path),
                  "--module", "s"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
