@@ -51,7 +51,7 @@ DEAD_TABLE = 1e-9
 SCALE_RTOL = 1e-15
 #: Where every generated block is verified: (B, eps, sigma_w), B from 4 to 10^6.
 VERIFY_POINTS = tuple((B, eps, sw) for B in (4, 5, 8, 64, 1000, 10**6)
-                      for eps, sw in ((1e-3, 1.0), (0.1, 1.5), (0.5, 1.0), (2.0, 0.5)))
+                      for eps, sw in ((1e-3, 1.0), (0.1, 1.5), (0.2, 1.0), (2.0, 0.5)))
 #: The quantities (numpy: ``NAME_eps``; C: ``MODULE_NAME_eps``), in this order.
 QUANTITIES = ("s_star", "q_star", "c_star", "lambda_G", "lambda_L", "lambda_M",
               "gradient_rate", "depth_scale", "max_trainable_depth")

@@ -186,9 +186,9 @@ def relu_c(private_cache):
     return E.load_c_epsilon(sources, "relu_ce"), sources
 
 
-def test_non_integer_degree(private_cache):
-    """alpha_relu:1.5: the closed sphere moments need gamma-ratio and 2F1 routines, emitted
-    in the block under their own names (numpy and C) next to the module's."""
+@pytest.fixture(scope="module")
+def alpha15(private_cache):
+    """alpha_relu:1.5 with the eps > 0 block: numpy module and C ``all_eps``."""
     deriv = bnmft.derivation("alpha_relu:1.5")
     act = deriv.activation
     forms = E.epsilon_forms(act, "scaled")
@@ -205,9 +205,22 @@ def test_non_integer_degree(private_cache):
 
     c = C()
     c.all_eps = all_eps
-    points = [(4, 1e-3, 1.0), (10**6, 1e-3, 1.0)]
-    _check(mod, "alpha_relu:1.5", points, rtol_digits=14.0)
-    _check(c, "alpha_relu:1.5", points, rtol_digits=14.0)
+    return mod, c
+
+
+def test_non_integer_degree(alpha15):
+    """alpha_relu:1.5: the closed sphere moments need gamma-ratio and 2F1 routines, emitted
+    in the block under their own names (numpy and C) next to the module's; against the
+    Tricomi closed forms."""
+    for m in alpha15:
+        _check(m, "alpha_relu:1.5", [(4, 1e-3, 1.0), (64, 0.1, 1.5)], rtol_digits=14.0)
+
+
+@pytest.mark.slow
+def test_non_integer_degree_large_batch(alpha15):
+    """At B = 10^6 (mpmath radial quadrature of the closed sphere moments: minutes)."""
+    for m in alpha15:
+        _check(m, "alpha_relu:1.5", [(10**6, 1e-3, 1.0)], rtol_digits=14.0)
 
 
 def test_c_relu_against_closed_forms(relu_c):
