@@ -273,6 +273,7 @@ class _Renamed:
 
     def __init__(self, routine, prefix: str):
         self._routine, self.name = routine, prefix + routine.name
+        self.base_name = routine.name
 
     def __getattr__(self, key):
         return getattr(self._routine, key)
