@@ -590,7 +590,8 @@ def cmd_codegen(args) -> int:
     deriv = pipeline.derivation(_codegen_activation(args))
     out = Path(args.out)
     try:
-        sources = pipeline.generate(deriv, [args.lang], module=args.module)
+        sources = pipeline.generate(deriv, [args.lang], module=args.module,
+                                    epsilon=args.epsilon)
         paths = write_sources(sources[args.lang], out)
     except VerificationError as err:
         print(f"bnmft: error: {err}", file=sys.stderr)
@@ -1840,6 +1841,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="module name: ASCII letters, digits and _, not starting with a digit, "
                         "at most 63 characters; no Python or C keyword and no standard-library "
                         "module such as os (required)")
+    c.add_argument("--epsilon", action="store_true",
+                   help="also generate NAME_eps(B, eps, sigma_w) functions for batchnorm with "
+                        "eps > 0, verified against bnmft's eps > 0 analysis (C: positive-"
+                        "homogeneous phi only so far; adds 10-60 s; default off)")
     c.set_defaults(func=cmd_codegen)
 
     v = command("verify", "compare every route with independent references",

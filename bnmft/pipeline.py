@@ -98,30 +98,45 @@ def uses_quadrature(deriv) -> bool:
     return not (deriv.has_closed_forms and deriv.activation.homogeneous is not None)
 
 
-def generate(act, langs=("numpy", "c"), module: str | None = None, plan=None
-             ) -> dict[str, dict[str, str]]:
+def generate(act, langs=("numpy", "c"), module: str | None = None, plan=None,
+             epsilon: bool = False) -> dict[str, dict[str, str]]:
     """Stage 4: ``{lang: {filename: source}}`` of the generated modules: the closed forms, or,
     for an activation without them, sphere quadrature + moment forms
     (:mod:`bnmft.codegen.quadrature`; ``plan``, its panel width and verification against the
     mpmath route, is computed unless given: the verification takes a minute). Closed-form
     modules are verified against bnmft's mpmath evaluation of the closed forms at B = 4 ...
     10^6 (:func:`bnmft.codegen.closed_forms.verify_closed`; the C kernels compiled), which
-    their headers state."""
+    their headers state. ``epsilon``: the modules also get the functions of ``(B, eps,
+    sigma_w)`` for batchnorm with ``eps > 0`` (:mod:`bnmft.codegen.epsilon`, verified
+    against :func:`bnmft.numerics.epsilon.analyze_regularised`)."""
     from bnmft.codegen import generate as _generate
 
     deriv = derivation(act)
     module = module or module_name(deriv.activation.name)
+    if epsilon:
+        from bnmft.codegen.epsilon import epsilon_forms, render_numpy, route_of
+
+        # refuse before any verification
+        render_numpy(deriv.activation, epsilon_forms(
+            deriv.activation, route_of(deriv.activation, uses_quadrature(deriv))))
     if not uses_quadrature(deriv):
         from bnmft.codegen.closed_forms import verify_closed
 
         record = verify_closed(deriv, module, _checkable())
-        return {lang: _generate(deriv, lang=lang, module=module, verified=record)
-                for lang in langs}
-    from bnmft.codegen.quadrature import generate_quadrature, plan_for
+        out = {lang: _generate(deriv, lang=lang, module=module, verified=record)
+               for lang in langs}
+    else:
+        from bnmft.codegen.quadrature import generate_quadrature, plan_for
 
-    plan = plan or plan_for(deriv.activation, module)
-    return {lang: generate_quadrature(deriv.activation, lang=lang, module=module, plan=plan)
-            for lang in langs}
+        plan = plan or plan_for(deriv.activation, module)
+        out = {lang: generate_quadrature(deriv.activation, lang=lang, module=module, plan=plan)
+               for lang in langs}
+    if epsilon:
+        from bnmft.codegen.epsilon import with_epsilon
+
+        out = {lang: with_epsilon(deriv.activation, src, lang, module,
+                                  uses_quadrature(deriv))[0] for lang, src in out.items()}
+    return out
 
 
 def verify(act, batch_sizes=None, digits: int = 30):

@@ -589,6 +589,8 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
     )
 
 
+#: Room for the moments of one call of the C sphere rule (MAX_MOMENTS in the template).
+C_MAX_MOMENTS = 16
 #: Relative agreement the compiled C kernels must show with the verified numpy module at
 #: least (more is allowed up to what keeps them within REQUIRED_RTOL of the references).
 C_RTOL = 1e-13
@@ -696,6 +698,8 @@ def _render_c(act, module: str, plan: QuadraturePlan) -> dict[str, str]:
     from .moment_forms import moment_forms_module
 
     moments = moment_forms_module().constants[0].value
+    if len(moments) > C_MAX_MOMENTS:
+        raise CodegenError(f"more than {C_MAX_MOMENTS} sphere moments (MAX_MOMENTS in C)")
     points = []
     for pts in moments:
         first = "{%d, %d, %d}" % pts[0]

@@ -24,6 +24,8 @@ static const double kinks[N_KINKS] = {-1.0, 1.0};
 #define TENSOR_MIN_B 64.0
 #define TANGENCY_MAX_B 33.0
 #define N_MOMENTS 9
+/* Room for the moments of one call of angle_moments / tensor_moments. */
+#define MAX_MOMENTS 16
 #define BNMFT_PI 3.141592653589793116
 #define BNMFT_LN10 2.302585092994045684
 /* Moment i: (m, p, q) of z^m phi^p phi'^q at one or two coordinates (second m = -1: none). */
@@ -167,8 +169,10 @@ static size_t rule_nodes(const breakpoint *b, int nb, double width, double *d, d
 /* Sphere moments at one B < TENSOR_MIN_B: paper Thm 4's hyperspherical angles
  * (z1 = sqrt(B-1) sin d1, z2 = sqrt(B-1)(rho sin d1 + sigma cos d1 sin d2), weights
  * cos^(B-3) d1 and cos^(B-4) d2), split at the kinks and the tangency angles; phi here is
- * psi(x) = phi(gamma x + beta) - c, psi' = gamma phi'(gamma x + beta); m[N_MOMENTS] = E[psi]. */
-static int angle_moments(double B, double gamma, double beta, double c, double *m)
+ * psi(x) = phi(gamma x + beta) - c, psi' = gamma phi'(gamma x + beta); m[nm] = E[psi]; the
+ * moments points[0 .. nm) (nm <= MAX_MOMENTS). */
+static int angle_moments(double B, double gamma, double beta, double c, int nm,
+                         const int (*points)[2][3], double *m)
 {
     const double root = sqrt(B - 1), rho = -1 / (B - 1), sigma = sqrt(B * (B - 2)) / (B - 1);
     const double W1 = window_angle(B - 3), W2 = window_angle(B - 4);
@@ -210,7 +214,7 @@ static int angle_moments(double B, double gamma, double beta, double c, double *
     rule_nodes(pts, np, width, d1, w1);
     const size_t panels2 = panels_of(2 * W2, width);
     const double sW2 = sin(W2);
-    double sum[N_MOMENTS] = {0};
+    double sum[MAX_MOMENTS] = {0};
     double norm1 = 0, norm2 = 0, mean = 0;
     for (size_t i = 0; i < n1; ++i) {
         const double s1 = sin(d1[i]), c1 = cos(d1[i]);
@@ -236,7 +240,7 @@ static int angle_moments(double B, double gamma, double beta, double c, double *
             ++nb;
         }
         brk[nb++] = W2;
-        double inner[N_MOMENTS] = {0};
+        double inner[MAX_MOMENTS] = {0};
         double inner_norm = 0;
         for (int p = 0; p + 1 < nb; ++p) {
             const double a = brk[p], b = brk[p + 1], span = b - a;
@@ -250,21 +254,21 @@ static int angle_moments(double B, double gamma, double beta, double c, double *
                     const double f2 = phi(gamma * z2 + beta) - c;
                     const double g2 = gamma * dphi(gamma * z2 + beta);
                     inner_norm += w2;
-                    for (int q = 0; q < N_MOMENTS; ++q)
-                        if (moment_points[q][1][0] >= 0)
-                            inner[q] += w2 * point_value(z2, f2, g2, moment_points[q][1]);
+                    for (int q = 0; q < nm; ++q)
+                        if (points[q][1][0] >= 0)
+                            inner[q] += w2 * point_value(z2, f2, g2, points[q][1]);
                 }
             }
         }
         norm2 += wt1 * inner_norm;
-        for (int q = 0; q < N_MOMENTS; ++q) {
-            const double left = wt1 * point_value(z1, f1, g1, moment_points[q][0]);
-            sum[q] += moment_points[q][1][0] >= 0 ? left * inner[q] : left;
+        for (int q = 0; q < nm; ++q) {
+            const double left = wt1 * point_value(z1, f1, g1, points[q][0]);
+            sum[q] += points[q][1][0] >= 0 ? left * inner[q] : left;
         }
     }
-    for (int q = 0; q < N_MOMENTS; ++q)
-        m[q] = sum[q] / (moment_points[q][1][0] >= 0 ? norm2 : norm1);
-    m[N_MOMENTS] = mean / norm1;
+    for (int q = 0; q < nm; ++q)
+        m[q] = sum[q] / (points[q][1][0] >= 0 ? norm2 : norm1);
+    m[nm] = mean / norm1;
     free(d1);
     return 0;
 }
@@ -273,8 +277,10 @@ static int angle_moments(double B, double gamma, double beta, double c, double *
  * weights; E[F G] = E[F] E[G] + sum_ij WF_i WG_j (E_ij - S)/(1 + S), E_ij = expm1(L_ij),
  * L = (B-5)/2 log1p(D/((1-t1^2)(1-t2^2))) - log cos d1 - log cos d2,
  * D = (2 rho t1 t2 - rho^2 (t1^2 + t2^2))/(1 - rho^2) - t1^2 t2^2, S = sum_ij W_i W_j E_ij;
- * psi(x) = phi(gamma x + beta) - c, psi' = gamma phi'(gamma x + beta); m[N_MOMENTS] = E[psi]. */
-static int tensor_moments(double B, double gamma, double beta, double c, double *m)
+ * psi(x) = phi(gamma x + beta) - c, psi' = gamma phi'(gamma x + beta); m[nm] = E[psi]; the
+ * moments points[0 .. nm) (nm <= MAX_MOMENTS). */
+static int tensor_moments(double B, double gamma, double beta, double c, int nm,
+                          const int (*points)[2][3], double *m)
 {
     const double root = sqrt(B - 1), rho = -1 / (B - 1), W1 = window_angle(B - 3);
     double kk[N_KINKS > 0 ? N_KINKS : 1];
@@ -293,17 +299,17 @@ static int tensor_moments(double B, double gamma, double beta, double c, double 
     np = merge_points(pts, np);
     const double width = panel_width(root, gamma);
     const size_t n = rule_nodes(pts, np, width, NULL, NULL);
-    double *buf = malloc((6 + 2 * N_MOMENTS) * n * sizeof(double));
+    double *buf = malloc((6 + 2 * nm) * n * sizeof(double));
     if (!buf) return -1;
     double *d = buf, *w = buf + n, *t = buf + 2 * n, *lc = buf + 3 * n, *c2 = buf + 4 * n;
-    double *z = buf + 5 * n, *left = buf + 6 * n, *right = left + N_MOMENTS * n;
+    double *z = buf + 5 * n, *left = buf + 6 * n, *right = left + nm * n;
     rule_nodes(pts, np, width, d, w);
     double total = 0;
     for (size_t i = 0; i < n; ++i) {
         w[i] *= cos_power(B - 3, d[i]);
         total += w[i];
     }
-    double fb[N_MOMENTS] = {0}, gb[N_MOMENTS] = {0}, mean = 0;
+    double fb[MAX_MOMENTS] = {0}, gb[MAX_MOMENTS] = {0}, mean = 0;
     for (size_t i = 0; i < n; ++i) {
         const double sh = sin(d[i] / 2);
         w[i] /= total;
@@ -313,20 +319,20 @@ static int tensor_moments(double B, double gamma, double beta, double c, double 
         z[i] = root * t[i];
         const double f = phi(gamma * z[i] + beta) - c, g = gamma * dphi(gamma * z[i] + beta);
         mean += w[i] * f;
-        for (int q = 0; q < N_MOMENTS; ++q) {
-            left[q * n + i] = w[i] * point_value(z[i], f, g, moment_points[q][0]);
+        for (int q = 0; q < nm; ++q) {
+            left[q * n + i] = w[i] * point_value(z[i], f, g, points[q][0]);
             fb[q] += left[q * n + i];
-            if (moment_points[q][1][0] >= 0) {
-                right[q * n + i] = w[i] * point_value(z[i], f, g, moment_points[q][1]);
+            if (points[q][1][0] >= 0) {
+                right[q * n + i] = w[i] * point_value(z[i], f, g, points[q][1]);
                 gb[q] += right[q * n + i];
             }
         }
     }
     const double alpha = (B - 5) / 2, one_rho2 = 1 - rho * rho;
     /* E_ij = E_ji (one node set for both coordinates): the pairs j < i are visited once */
-    double S = 0, X[N_MOMENTS] = {0};
+    double S = 0, X[MAX_MOMENTS] = {0};
     for (size_t i = 0; i < n; ++i) {
-        double Si = 0, Xi[N_MOMENTS] = {0}, Yi[N_MOMENTS] = {0};
+        double Si = 0, Xi[MAX_MOMENTS] = {0}, Yi[MAX_MOMENTS] = {0};
         for (size_t j = 0; j <= i; ++j) {
             const double t1 = t[i], t2 = t[j];
             const double D = (2 * rho * t1 * t2 - rho * rho * (t1 * t1 + t2 * t2)) / one_rho2
@@ -335,21 +341,21 @@ static int tensor_moments(double B, double gamma, double beta, double c, double 
             double E = arg > -1 ? expm1(alpha * log1p(arg) - lc[i] - lc[j]) : -1.0;
             if (j == i) E /= 2; /* the diagonal is counted twice below */
             Si += w[j] * E;
-            for (int q = 0; q < N_MOMENTS; ++q) {
-                if (moment_points[q][1][0] < 0) continue;
+            for (int q = 0; q < nm; ++q) {
+                if (points[q][1][0] < 0) continue;
                 Xi[q] += E * right[q * n + j];
                 Yi[q] += E * left[q * n + j];
             }
         }
         S += 2 * w[i] * Si;
-        for (int q = 0; q < N_MOMENTS; ++q)
-            if (moment_points[q][1][0] >= 0)
+        for (int q = 0; q < nm; ++q)
+            if (points[q][1][0] >= 0)
                 X[q] += left[q * n + i] * Xi[q] + right[q * n + i] * Yi[q];
     }
-    for (int q = 0; q < N_MOMENTS; ++q)
-        m[q] = moment_points[q][1][0] >= 0 ? fb[q] * gb[q] + (X[q] - S * fb[q] * gb[q]) / (1 + S)
+    for (int q = 0; q < nm; ++q)
+        m[q] = points[q][1][0] >= 0 ? fb[q] * gb[q] + (X[q] - S * fb[q] * gb[q]) / (1 + S)
                                            : fb[q];
-    m[N_MOMENTS] = mean;
+    m[nm] = mean;
     free(buf);
     return 0;
 }
@@ -367,8 +373,9 @@ static int shifted_moments(double B, double gamma, double beta, double *m)
     }
     double c = phi(beta);
     if (!isfinite(c)) c = 0.0;
-    const int rc = B < TENSOR_MIN_B ? angle_moments(B, gamma, beta, c, m)
-                                    : tensor_moments(B, gamma, beta, c, m);
+    const int rc = B < TENSOR_MIN_B
+                       ? angle_moments(B, gamma, beta, c, N_MOMENTS, moment_points, m)
+                       : tensor_moments(B, gamma, beta, c, N_MOMENTS, moment_points, m);
     m[N_MOMENTS + 1] = c;
     if (rc)
         for (int q = 0; q < N_MOMENTS + 2; ++q) m[q] = NAN;

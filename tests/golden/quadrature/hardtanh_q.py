@@ -195,7 +195,7 @@ def _scaled(gamma, beta):
             kinks)
 
 
-def _angle_moments(B, gamma=1.0, beta=0.0):
+def _angle_moments(B, gamma=1.0, beta=0.0, moments=MOMENTS):
     """Sphere moments at one B by paper Thm 4's hyperspherical angles (z1 = sqrt(B-1) sin d1,
     z2 = sqrt(B-1) (rho sin d1 + sigma cos d1 sin d2), weights cos^(B-3) d1, cos^(B-4) d2),
     split at the kinks of phi(z1), of phi(z2) given d1, and where a kink line of phi(z2)
@@ -253,7 +253,7 @@ def _angle_moments(B, gamma=1.0, beta=0.0):
     f2, g2 = phi(z2), dphi(z2)
     norm1 = wt1.sum()
     norm2 = numpy.dot(wt1, w2.sum(axis=(1, 2)))
-    for points_ in MOMENTS:
+    for points_ in moments:
         left = _point(z1, f1, g1, points_[0])
         if len(points_) == 1:
             out.append(numpy.dot(wt1, left) / norm1)
@@ -264,7 +264,7 @@ def _angle_moments(B, gamma=1.0, beta=0.0):
     return out
 
 
-def _tensor_moments(B, gamma=1.0, beta=0.0):
+def _tensor_moments(B, gamma=1.0, beta=0.0, moments=MOMENTS):
     """Sphere moments at one B by a product rule in (d1, d2), t = sin d = z/sqrt(B-1), each
     coordinate with its marginal weight cos^(B-3) d, split at the kinks. Two coordinates:
     E[F G] = E[F] E[G] + sum_ij WF_i WG_j (E_ij - S)/(1 + S), E_ij = expm1(L_ij), L the log of
@@ -303,7 +303,7 @@ def _tensor_moments(B, gamma=1.0, beta=0.0):
     E = numpy.where(inside, numpy.expm1(L), -1.0)
     S = wt @ E @ wt
     out = []
-    for points_ in MOMENTS:
+    for points_ in moments:
         left = _point(z, f, g, points_[0])
         if len(points_) == 1:
             out.append(numpy.dot(wt, left))
