@@ -222,12 +222,16 @@ EXPORT_VERIFY_BATCH_SIZES = (6, 32, 1000)
 EXPORT_VERIFY_DIGITS = 16
 
 
-def export(acts, out, package: str = "bnmft_generated"):
+def export(acts, out, package: str = "bnmft_generated", epsilon: bool = False):
     """Stage 4-5 for code: a standalone pip-installable package of the generated numpy and C
     modules of ``acts`` in folder ``out`` (written as a whole), with the digits each generated
     numpy function was verified to against the mpmath references (least over
     :data:`EXPORT_VERIFY_BATCH_SIZES`; for a family with symbolic parameters, over the grid
-    of :func:`~bnmft.codegen.closed_forms.verify_closed`). Returns the folder."""
+    of :func:`~bnmft.codegen.closed_forms.verify_closed`). ``epsilon``: every module also gets
+    the functions of ``(B, eps, sigma_w)`` (:mod:`bnmft.codegen.epsilon`, verified against
+    :func:`bnmft.numerics.epsilon.analyze_regularised`). Returns the folder."""
+    import dataclasses
+
     from bnmft.codegen.export import ExportItem, render_package, write_package
 
     items = []
@@ -254,6 +258,8 @@ def export(acts, out, package: str = "bnmft_generated"):
             if ch.route == "generated numpy module":
                 digits[ch.quantity] = min(digits.get(ch.quantity, math.inf), ch.digits)
         items.append(ExportItem(deriv, module, digits))
+    if epsilon:
+        items = [dataclasses.replace(item, epsilon=True) for item in items]
     files = render_package(items, package, verify_batch_sizes=EXPORT_VERIFY_BATCH_SIZES)
     return write_package(files, out)
 

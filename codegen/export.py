@@ -43,6 +43,9 @@ class ExportItem:
     #: :class:`~.quadrature.QuadraturePlan`; None for closed forms (generated here).
     sources: dict | None = None
     plan: object = None
+    #: Add the eps > 0 functions of ``(B, eps, sigma_w)`` (:mod:`.epsilon`, verified when the
+    #: package is rendered).
+    epsilon: bool = False
 
 
 def _digits(value):
@@ -76,6 +79,19 @@ def render_package(items, package: str, dist_name: str | None = None,
             c_src = generate(item.derivation, lang="c", module=item.module)
         else:
             numpy_src, c_src = item.sources["numpy"], item.sources["c"]
+        eps_text = ""
+        if item.epsilon:
+            from .epsilon import with_epsilon
+
+            act, quadrature = item.derivation.activation, item.sources is not None
+            numpy_src, record = with_epsilon(act, numpy_src, "numpy", item.module, quadrature)
+            c_src, c_record = with_epsilon(act, c_src, "c", item.module, quadrature)
+            eps_text = (f"With batchnorm's `eps` and the weight scale `sigma_w`: `NAME_eps(B, eps, "
+                        f"sigma_w=1.0)` for {', '.join(f'`{n}`' for n in record.digits)} and "
+                        "`all_eps` (numpy; C: `load_c(...).NAME_eps`, `.all_eps`), NaN where "
+                        "there is no nonzero fixed point; verified against bnmft's eps > 0 "
+                        f"analysis to >= {min(record.least, c_record.least):.1f} digits "
+                        "(numpy and C; the module header states the points).")
         files.update({f"{package}/{n}": t for n, t in numpy_src.items()})
         files.update({f"{package}/c/{n}": t for n, t in c_src.items()})
         if item.sources is None:
@@ -113,6 +129,7 @@ def render_package(items, package: str, dist_name: str | None = None,
                            if item.sources is None else "",
             "route": route,
             "family": family,
+            "epsilon": eps_text,
             "quantities": [{
                 "name": n, "formula": formula,
                 "provenance": str(provenance),

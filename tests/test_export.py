@@ -196,3 +196,51 @@ def test_non_integer_degree_installs_and_matches_mpmath(tmp_path):
                 r = res.numbers[name].value
                 assert abs(mpmath.mpf(v) - r) <= 1e-13 * max(abs(r), mpmath.mpf(1e-300)), (
                     name, route, res.batch_size, v, r)
+
+
+def test_export_with_epsilon(tmp_path, monkeypatch):
+    """``bnmft export relu --epsilon``: the package's numpy ``NAME_eps`` functions and its
+    ctypes-loaded C kernels ``relu_NAME_eps`` against bnmft's eps > 0 analysis (closed Tricomi
+    forms, an independent route), NaN without a fixed point, eps = 0 against the eps = 0
+    kernels, the README's statement; without ``--epsilon`` there are none."""
+    import importlib
+
+    import numpy as np
+
+    from bnmft.cli import main
+    from bnmft.codegen.epsilon import QUANTITIES
+    from bnmft.derive.activation import activation
+    from bnmft.derive.epsilon import derive_regularised
+    from bnmft.numerics.epsilon import analyze_regularised
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "pkg"
+    assert main(["export", "relu", "--epsilon", "--out", str(out), "--package", "epsx"]) == 0
+    assert "NAME_eps(B, eps, sigma_w=1.0)" in (out / "README.md").read_text()
+    monkeypatch.syspath_prepend(str(out))
+    pkg = importlib.import_module("epsx")
+    m, c = pkg.relu, pkg.load_c("relu")
+    assert c.eps_names == QUANTITIES
+    B = np.array([4.0, 37.0, 1e6])
+    eps, sw = np.array([1e-3, 0.1, 0.25]), 1.5
+    fused = c.all_eps(B, eps, sw)
+    rd = derive_regularised(activation("relu"))
+    for i in range(len(B)):
+        (res,) = analyze_regularised(rd, [int(B[i])], repr(float(eps[i])), repr(sw))
+        for q in QUANTITIES:
+            want = float(res.numbers[q].value)
+            rtol = max(1e-12, 10.0 ** (0.5 - res.numbers[q].digits))
+            numpy_value = getattr(m, f"{q}_eps")(B, eps, sw)[i]
+            c_value = getattr(c, f"{q}_eps")(B, eps, sw)[i]
+            for got in (numpy_value, c_value, fused[q][i]):
+                assert abs(got - want) <= rtol * abs(want), (q, B[i], got, want)
+    dead = c.all_eps([8.0], [2.0], [0.5])
+    assert all(np.isnan(v[0]) for v in dead.values())
+    np.testing.assert_allclose(c.gradient_rate_eps([8.0, 64.0], 0.0),
+                               c.gradient_rate([8.0, 64.0]), rtol=1e-13)
+    assert main(["export", "relu", "--out", str(tmp_path / "plain"), "--package", "plainx"]) == 0
+    monkeypatch.syspath_prepend(str(tmp_path / "plain"))
+    plain = importlib.import_module("plainx").load_c("relu")
+    assert plain.eps_names == ()
+    with pytest.raises(AttributeError):
+        plain.q_star_eps
