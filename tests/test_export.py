@@ -10,11 +10,11 @@ import venv
 
 import mpmath
 import pytest
+from bnmft.codegen import CodegenError
+from bnmft.codegen.export import ExportItem, render_package, write_package
 
 from bnmft import pipeline
 from bnmft.cli import main
-from bnmft.codegen import CodegenError
-from bnmft.codegen.export import ExportItem, render_package, write_package
 
 BATCH = [4, 5, 8, 33, 1000, 10**6]
 
@@ -152,7 +152,6 @@ def test_render_non_integer_degree_package():
     """alpha_relu:1.5 (gamma ratios and 2F1 in its closed forms): the rendered package's numpy
     module carries the routines and matches bnmft.analyze (mpmath) at B = 4 ... 10^6."""
     import numpy as np
-
     from bnmft.codegen import load_numpy
 
     deriv = pipeline.derivation("alpha_relu:1.5")
@@ -206,12 +205,12 @@ def test_export_with_epsilon(tmp_path, monkeypatch):
     import importlib
 
     import numpy as np
-
-    from bnmft.cli import main
     from bnmft.codegen.epsilon import QUANTITIES
     from bnmft.derive.activation import activation
     from bnmft.derive.epsilon import derive_regularised
     from bnmft.numerics.epsilon import analyze_regularised
+
+    from bnmft.cli import main
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "pkg"
@@ -243,4 +242,4 @@ def test_export_with_epsilon(tmp_path, monkeypatch):
     plain = importlib.import_module("plainx").load_c("relu")
     assert plain.eps_names == ()
     with pytest.raises(AttributeError):
-        plain.q_star_eps
+        _ = plain.q_star_eps
