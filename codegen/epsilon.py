@@ -92,6 +92,18 @@ _FORM_NAMES = ("scale_map", "q_star", "c_star", "forward_G", "forward_L", "forwa
 
 
 @lru_cache(maxsize=16)
+def _check_no_parameters(act) -> None:
+    """Refuse a phi with symbolic parameters (a family module: slope, alpha as arguments): the
+    eps > 0 functions take ``B``, ``eps`` and ``sigma_w`` only."""
+    from bnmft.derive.symbols import x
+
+    extra = sorted(s.name for s in act.expr.free_symbols - {x})
+    if extra:
+        raise CodegenError(
+            f"{act.name}: the eps > 0 functions take B, eps and sigma_w only; give "
+            f"{', '.join(extra)} a value (e.g. leaky_relu:0.2, alpha_relu:1.5)")
+
+
 def epsilon_forms(act, route: str) -> EpsilonForms:
     """The eps > 0 forms of ``act`` for ``route`` (``"scaled"``: positive-homogeneous phi and
     a closed-form module; ``"table"``: a quadrature module), or :class:`CodegenError`."""
@@ -99,6 +111,7 @@ def epsilon_forms(act, route: str) -> EpsilonForms:
     from bnmft.derive.epsilon import (derive_regularised, radials_in, scaled_sphere_moments,
                                       sphere_moments_of)
 
+    _check_no_parameters(act)
     rd = derive_regularised(act)
     noted = [e.name for e in rd.entries if e.note]
     if noted:
