@@ -27,7 +27,6 @@ header and ``EPS_VERIFIED``.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -187,11 +186,12 @@ def _prepared(forms: EpsilonForms):
 
 
 def forms_sha256(forms: EpsilonForms) -> str:
-    """sha256 of the forms and unit moments (``name=srepr`` lines sorted by name)."""
+    """sha256 of the forms and unit moments (:func:`.prepare.source_sha256`)."""
+    from .prepare import source_sha256
+
     items = dict(forms.forms)
     items.update({f"unit_{i}": v for i, v in enumerate(forms.unit_moments)})
-    text = "".join(f"{n}={sp.srepr(items[n])}\n" for n in sorted(items))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return source_sha256(items)
 
 
 def _gauss_legendre():
@@ -474,14 +474,12 @@ def with_epsilon(act, sources: dict, lang: str, module: str, quadrature: bool,
 # -- C ------------------------------------------------------------------------------------------
 
 
-def _c_array(values) -> str:
-    return "{" + ", ".join(repr(float(v)) for v in values) + "}"
-
-
 def render_c(act, forms: EpsilonForms, module: str, record=None) -> tuple[str, str]:
     """``(C block, header block)`` to append to ``module.c`` / insert into ``module.h`` (a
     closed-form module: the scaled route; a quadrature module: the table route, built on its
     ``angle_moments`` / ``tensor_moments``)."""
+    from .quadrature import c_array
+
     from .quadrature import C_MAX_MOMENTS
 
     if len(forms.moments) > C_MAX_MOMENTS:
@@ -525,18 +523,18 @@ def render_c(act, forms: EpsilonForms, module: str, record=None) -> tuple[str, s
     constants = sorted(printer.constants.items())
     ctx = dict(
         description=description, sha256=forms_sha256(forms), constants=constants,
-        gl_n=RADIAL_NODES, gl_x=_c_array(t), gl_w=_c_array(w),
+        gl_n=RADIAL_NODES, gl_x=c_array(t), gl_w=c_array(w),
         n_radials=len(forms.radials),
         radials="{" + ", ".join("{%d, %d, %d, %d}" % (m, p, j, int(c))
                                 for m, p, j, c in forms.radials) + "}",
         n_scale=len(forms.scale_radials),
         scale_radials="{" + ", ".join(str(i) for i in forms.scale_radials) + "}",
-        n_moments=len(forms.moments), degrees=_c_array(forms.degrees),
+        n_moments=len(forms.moments), degrees=c_array(forms.degrees),
         forms=out_forms, units=unit_ctx, depth=depth, module=module, route=forms.route,
         points="{" + ", ".join(
             "{" + ", ".join("{%d, %d, %d}" % p for p in pts)
             + (", {-1, 0, 0}" if len(pts) == 1 else "") + "}" for pts in forms.moments) + "}",
-        derivatives=_c_array([sum(q for _, _, q in pts) for pts in forms.moments]),
+        derivatives=c_array([sum(q for _, _, q in pts) for pts in forms.moments]),
         chebyshev=CHEBYSHEV_POINTS, max_pieces=len(act.kinks) + 1, n_kinks=len(act.kinks),
         raw_radials=forms.raw_radials, routines=_routines(printer),
         quantities=QUANTITIES, n_quantities=len(QUANTITIES),
@@ -578,10 +576,12 @@ def insert_c_header(c_text: str, header: str) -> str:
 def load_c_epsilon(sources: dict, module: str):
     """Compile the C sources (cached) and return ``all_eps(B, eps, sigma_w) -> {name:
     array}`` calling ``MODULE_all_eps`` and ``{name: kernel}`` calling ``MODULE_NAME_eps``
-    (arrays broadcast; ``None`` for eps or sigma_w passes NULL)."""
+    (arrays broadcast; ``None`` for eps or sigma_w passes NULL: 0 and 1). Inputs go through
+    the broadcasting of :mod:`.jit` (the eps > 0 kernels take ``eps`` and ``sigma_w`` as its
+    NULL-able parameters)."""
     import cffi
 
-    from .jit import build_c
+    from .jit import _inputs, _pointers, build_c
 
     path = build_c(sources, module)
     ffi = cffi.FFI()
@@ -590,33 +590,26 @@ def load_c_epsilon(sources: dict, module: str):
              + ", ".join(f"double *{q}" for q in QUANTITIES) + ");")
     ffi.cdef("\n".join(f"void {module}_{q}_eps({args}, double *out);" for q in QUANTITIES))
     lib = ffi.dlopen(str(path))
+    names = ("eps", "sigma_w")
 
-    def inputs(B, eps, sw):
-        arrays = np.broadcast_arrays(*(np.asarray(v if v is not None else 0.0, dtype=float)
-                                       for v in (B, eps, sw)))
-        return [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
-
-    def ptr(a, none):
-        return ffi.NULL if none else ffi.from_buffer("double[]", a)
+    def call(symbol, B, eps, sigma_w, outputs):
+        arr, given = _inputs(symbol, B, {"eps": eps, "sigma_w": sigma_w}, names)
+        out = np.empty((len(outputs), *arr.shape))
+        if arr.size:
+            getattr(lib, symbol)(arr.size, ffi.from_buffer("double[]", arr),
+                                 *_pointers(ffi, given or (None, None)),
+                                 *(ffi.from_buffer("double[]", out[j, ...])  # 0-d views too
+                                   for j in range(len(outputs))))
+        return {name: out[j, ...] for j, name in enumerate(outputs)}
 
     def all_eps(B, eps, sigma_w=1.0):
-        b, e, w = inputs(B, eps, sigma_w)
-        out = {q: np.empty(b.shape) for q in QUANTITIES}
-        lib.__getattr__(f"{module}_all_eps")(
-            b.size, ffi.from_buffer("double[]", b), ptr(e, eps is None), ptr(w, sigma_w is None),
-            *(ffi.from_buffer("double[]", out[q]) for q in QUANTITIES))
-        return out
+        return call(f"{module}_all_eps", B, eps, sigma_w, QUANTITIES)
 
     def single(q):
-        def call(B, eps, sigma_w=1.0):
-            b, e, w = inputs(B, eps, sigma_w)
-            out = np.empty(b.shape)
-            getattr(lib, f"{module}_{q}_eps")(
-                b.size, ffi.from_buffer("double[]", b), ptr(e, eps is None),
-                ptr(w, sigma_w is None), ffi.from_buffer("double[]", out))
-            return out
-        call._lib = lib
-        return call
+        def kernel(B, eps, sigma_w=1.0):
+            return call(f"{module}_{q}_eps", B, eps, sigma_w, (q,))[q]
+        kernel._lib = lib
+        return kernel
 
     all_eps._lib = lib
     return all_eps, {q: single(q) for q in QUANTITIES}

@@ -664,7 +664,8 @@ def generate_quadrature(act, *, lang: str, module: str, plan: QuadraturePlan | N
     raise CodegenError(f"unknown lang {lang!r}; choose one of c, numpy")
 
 
-def _c_array(values) -> str:
+def c_array(values) -> str:
+    """A C99 initializer ``{v0, v1, ...}`` of float64 values (``repr``: they read back exactly)."""
     return "{" + ", ".join(repr(float(v)) for v in values) + "}"
 
 
@@ -748,9 +749,9 @@ def _render_c(act, module: str, plan: QuadraturePlan) -> dict[str, str]:
         "module": module,
         "guard": f"BNMFT_{module.upper()}_H",
         "rule_n": RULE_NODES,
-        "rule_u": _c_array(u), "rule_v": _c_array(v), "rule_w": _c_array(w),
+        "rule_u": c_array(u), "rule_v": c_array(v), "rule_w": c_array(w),
         "n_kinks": len(act.kinks),
-        "kinks": _c_array([float(k) for k in act.kinks]),
+        "kinks": c_array([float(k) for k in act.kinks]),
         "window_digits": repr(WINDOW_DIGITS),
         "panel_z": repr(float(plan.panel_z)),
         "tensor_min_b": repr(float(TENSOR_MIN_B)),
