@@ -5,7 +5,8 @@ sphere rule), against ``bnmft.numerics.epsilon.analyze_regularised`` (its float6
 both: the same algorithm in the library), interleaved, best of ``--rounds``.
 
 The grid: B in {4, 64, 1000, 10^6} times 25 eps in [1e-4, 0.1] (sigma_w = 1); the numpy
-module builds a tanh table once per distinct B, the C kernels once per element. The blocks
+module builds a tanh table once per distinct B, the C kernels once per run of equal B in a
+thread's range of elements (here: once per B). The blocks
 are rendered unverified (the generation-time verification is not timed here).
 
 Run:  python benchmarks/bench_codegen_epsilon.py [--rounds 3]

@@ -15,8 +15,9 @@ generated block computes, per element and at run time:
   (printed, :func:`bnmft.derive.epsilon.scaled_sphere_moments`); for any other ``phi`` (a
   quadrature module), Chebyshev interpolants in ``rho`` (pieces split where a kink enters
   the sphere) of the module's own sphere rule applied to ``phi(rho z)``;
-* ``s*``: the largest root below the ``eps = 0`` scale reached by halving, then bisection
-  in ``log s`` (as :func:`bnmft.numerics.epsilon._solve_scale`); NaN where there is no
+* ``s*``: the largest root below the ``eps = 0`` scale reached by halving, then Brent's
+  method on that bracket (the library's :func:`bnmft.numerics.epsilon._solve_scale` bisects
+  in ``log s``); NaN where there is no
   nonzero fixed point.
 
 At generation the block is checked against :func:`bnmft.numerics.epsilon.analyze_regularised`
@@ -46,7 +47,7 @@ CHEBYSHEV_POINTS = 64
 #: moments), resp. the sign of ``S(s) - s`` is not resolved (interpolated moments).
 DEAD_SCALED = 1e-15
 DEAD_TABLE = 1e-9
-#: Relative tolerance of the bisection on ``s``.
+#: Relative width of the final bracket of ``s*`` (Brent's method).
 SCALE_RTOL = 1e-15
 #: Where every generated block is verified: (B, eps, sigma_w), B from 4 to 10^6.
 VERIFY_POINTS = tuple((B, eps, sw) for B in (4, 5, 8, 64, 1000, 10**6)
@@ -271,8 +272,8 @@ def _description(act, forms: EpsilonForms, record, lang: str = "numpy",
         f"Radial rule: {RADIAL_NODES}-point Gauss-Legendre in r = sqrt(k) per unit piece on "
         "[max(0, r0 - 12), r0 + 12] (r0 the mode), split geometrically towards 0 around "
         f"sqrt(a), the density r^(B-2) e^(-r^2/2) in logs; {moments}. s*: the largest root "
-        "below the eps = 0 scale reached by halving, bisection in log s to "
-        f"{SCALE_RTOL:g}. lambda_G/L/M are the forward eigenvalues, gradient_rate the largest "
+        "below the eps = 0 scale reached by halving, then Brent's method to a relative "
+        f"bracket of {SCALE_RTOL:g}. lambda_G/L/M are the forward eigenvalues, gradient_rate the largest "
         "backward one (bnmft.numerics.epsilon).",
     ]
     if record is not None:

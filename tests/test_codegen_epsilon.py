@@ -309,6 +309,21 @@ def test_c_tanh_against_float_route_and_numpy(tanh_c, tanh_eps):
     assert np.allclose(zero["lambda_M"], tanh_eps.lambda_M(B), rtol=1e-13, atol=0)
 
 
+def test_c_tanh_model_cache_with_interleaved_batch_sizes(tanh_c):
+    """The C loop rebuilds the sphere-moment model only where B changes: runs of equal B,
+    interleaved B and invalid elements between equal B give the values of one-element calls."""
+    all_eps, _ = tanh_c
+    B = np.array([8.0, 8.0, 64.0, 8.0, 3.0, 8.0, 64.0, 64.0])
+    eps = np.array([0.1, 0.01, 0.1, 0.5, 0.1, 0.1, 0.01, 0.1])
+    got = all_eps(B, eps, 1.0)
+    for i in range(B.size):
+        one = all_eps(B[i:i + 1], eps[i:i + 1], 1.0)
+        for q in E.QUANTITIES:
+            assert np.array_equal(got[q][i:i + 1], one[q], equal_nan=True), (q, i)
+    assert np.all(np.isnan(got["q_star"][4]))  # B = 3: invalid, NaN
+    assert got["q_star"][0] == got["q_star"][5]  # same (B, eps) before and after others
+
+
 @pytest.mark.parametrize("phi", ["step", "Heaviside(x)"])
 def test_cli_refuses_unsupported(tmp_path, capsys, phi):
     """A phi' with a Dirac mass has divergent eps > 0 moments: one line, exit status 2,
