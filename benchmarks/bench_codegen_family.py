@@ -4,7 +4,10 @@ fixed-parameter modules: 10^5 batch sizes log-uniform in [4, 1e6], parameters un
 
     python benchmarks/bench_codegen_family.py
 """
-import time, numpy as np
+import time
+
+import numpy as np
+
 from bnmft.derive import symbolic_activation, derive
 from bnmft.derive.activation import activation
 from bnmft.codegen import generate, load_c, load_numpy

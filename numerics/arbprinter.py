@@ -224,7 +224,6 @@ def ball_function(expr: sp.Expr, symbols, complex_mode: bool = False):
     :class:`ArbPrinter`); the precision is flint's at each call."""
     node = ArbPrinter(complex_mode)._print(sp.sympify(expr))
     symbols = tuple(symbols)
-    ball = acb if complex_mode else arb
 
     def fn(*args, analytic: bool = False):
         values = {s: _as_ball(a, complex_mode) for s, a in zip(symbols, args)}

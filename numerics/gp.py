@@ -197,7 +197,6 @@ def posterior(k_train, k_cross, k_test_diag, y, jitter: float = DEFAULT_JITTER,
     k_train, k_cross, k_test_diag, y = _check_blocks(k_train, k_cross, k_test_diag, y)
     vector = y.ndim == 1
     y2 = y[:, None] if vector else y
-    n = k_train.shape[0]
 
     factor, regularised, used, noise, tries = _cholesky(k_train, float(jitter))
     alpha = scipy.linalg.cho_solve(factor, y2, check_finite=False)

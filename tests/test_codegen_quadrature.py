@@ -16,7 +16,6 @@ import mpmath
 import numpy as np
 import pytest
 
-from bnmft import pipeline
 from bnmft.cli import main
 from bnmft.codegen import load_c, load_numpy, write_sources
 from bnmft.codegen import quadrature as Q
