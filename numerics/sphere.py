@@ -1161,9 +1161,9 @@ def moments_float_many(act: Activation, moments, Bs, rtol: float = 1e-14,
     :data:`GL_LADDER` until two successive rules agree to ``rtol`` of every moment, or to the
     rounding level (:data:`ROUNDING_VALUE`, :data:`ROUNDING`; beyond it a larger rule cannot
     improve). The error claimed for the larger rule is the difference plus that rounding
-    allowance. The error claimed for the larger rule is that allowance plus its truncation error
-    as the convergence model bounds it from the difference (:func:`_truncation_bound`). Each
-    batch size leaves the loop when it converges. As in
+    allowance (a convergence model would turn two rules that agree by accident, e.g. where
+    rounding grows with the rule near an integrable singularity of ``phi'``, into a claim far
+    below the error). Each batch size leaves the loop when it converges. As in
     :func:`moments_float_estimated`, a batch size with a moment below ``1e-5`` is recomputed on
     a window wider by its magnitude.
     """
@@ -1191,18 +1191,6 @@ def moments_float_arrays(act: Activation, moments, Bs, rtol: float = 1e-14,
     return out
 
 
-def _truncation_bound(coarse, size, ratio: float) -> np.ndarray:
-    """Truncation error of the larger of two Gauss rules (``ratio`` times the nodes), given a
-    bound ``coarse`` on the smaller one's (the difference of the two plus both rounding
-    allowances): with errors ``~ rho^-n``, ``(coarse/size)^ratio`` relative; as
-    :func:`_extrapolated_error`'s floor, only ``1 + (ratio - 1)/2`` of those digits are
-    taken (``coarse`` itself where it is not below the moment's size)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = coarse / size
-        out = size * rel ** (1 + (ratio - 1) / 2)
-    return np.where(rel < 1, out, coarse)
-
-
 def _levels_many(act, moments, Bs, where, rtol, max_level, window_digits, out):
     """The rule loop of :func:`moments_float_many` at the batch sizes ``Bs``, written into
     columns ``where`` of the arrays ``out = (values, errors, absolutes)``."""
@@ -1215,8 +1203,7 @@ def _levels_many(act, moments, Bs, where, rtol, max_level, window_digits, out):
             cur, absolute = _moments_float_layout(act, moments, lay, rule)
             diff = np.abs(cur - prev)
             rounding = ROUNDING_VALUE * np.abs(cur) + ROUNDING * absolute
-            err = rounding + _truncation_bound(diff + 2 * rounding, np.abs(cur),
-                                               len(rule[0]) / len(rules[k - 2][0]))
+            err = diff + rounding
             done = np.all((err <= rtol * np.maximum(np.abs(cur), 1e-300)) | (diff <= rounding),
                           axis=0)
             if k == len(rules):
