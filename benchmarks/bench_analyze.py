@@ -15,11 +15,13 @@ to at least the digits B claims.
 
 A last line times a kinked phi without closed forms (elu) on the 853 distinct batch sizes
 ``np.unique(np.geomspace(4, 1e6, 1024).astype(int))`` in CPU time (``time.process_time``),
-interleaved: A, the float64 sphere quadrature at every batch size (interpolation in 1/B off),
-B, the default (the moments interpolated in 1/B for B >= 16, ``numerics/binterp.py``); it
-prints both per batch size and the worst agreement of B with A beyond B's claimed digits.
+interleaved: A, the float64 sphere quadrature at every batch size (interpolation in 1/B off;
+vectorised over the batch sizes), B, the default (the moments interpolated in 1/B for
+B >= 12, ``numerics/binterp.py``, from 17 nodes computed in one vectorised pass); it prints
+both per batch size, the load average, and the worst agreement of B with A beyond the smaller
+claim. ``--kinked SPEC`` (repeatable) times other phi on the same route (default elu).
 
-Run: python benchmarks/bench_analyze.py [--sizes N] [--rounds R] [--kinked-only]
+Run: python benchmarks/bench_analyze.py [--sizes N] [--rounds R] [--kinked-only] [--kinked SPEC]
 """
 
 from __future__ import annotations
@@ -85,12 +87,14 @@ def compare(old, new) -> tuple[int, int, int, float]:
 KINKED = "elu"
 
 
-def kinked_line(rounds: int) -> None:
+def kinked_line(rounds: int, spec: str = KINKED) -> None:
     """The elu line (see the module docstring)."""
+    import os
+
     from bnmft.numerics import binterp
 
     sizes = [int(b) for b in np.unique(np.geomspace(4, 1e6, 1024).astype(int))]
-    deriv = bnmft.derivation(KINKED)
+    deriv = bnmft.derivation(spec)
     keep = binterp.MIN_COUNT
 
     def per_b():
@@ -117,9 +121,10 @@ def kinked_line(rounds: int) -> None:
     worst = min(agreeing_digits(nb.value, na.value) - min(nb.digits, na.digits)
                 for ra, rb in zip(old, new) for name, nb in rb.numbers.items()
                 if (na := ra.numbers[name]).value and nb.value and nb.digits != float("inf"))
-    print(f"{KINKED} ({len(sizes)} B, CPU): per-B quadrature {a:.3f} ms/B, interpolated in 1/B "
-          f"{b:.3f} ms/B, {a / b:.1f}x; agreeing {worst:+.2f} digits beyond the claims at worst",
-          flush=True)
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"{spec} ({len(sizes)} B, CPU, medians of {rounds}): per-B quadrature {a:.3f} ms/B, "
+          f"interpolated in 1/B {b:.3f} ms/B, {a / b:.1f}x; agreeing {worst:+.2f} digits "
+          f"beyond the claims at worst; load {load}", flush=True)
 
 
 def main() -> None:
@@ -127,9 +132,13 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, default=10_000, help="batch sizes (default 10,000)")
     ap.add_argument("--rounds", type=int, default=3, help="A B rounds (default 3)")
     ap.add_argument("--kinked-only", action="store_true", help="only the elu line")
+    ap.add_argument("--kinked", action="append", metavar="SPEC",
+                    help="kinked phi to time (repeatable; default elu)")
     args = ap.parse_args()
+    kinked = args.kinked or [KINKED]
     if args.kinked_only:
-        kinked_line(args.rounds)
+        for spec in kinked:
+            kinked_line(args.rounds, spec)
         return
     sizes = batch_sizes(args.sizes)
     print(f"{len(sizes):,} batch sizes from {sizes[0]} to {sizes[-1]:,}, {DIGITS} digits, "
@@ -151,7 +160,8 @@ def main() -> None:
         check = (f"{differ} of {total:,} printed differently; {kernels:,} from the kernels, "
                  f"agreeing {worst:+.2f} digits beyond their claims at worst")
         print(f"{spec:16s} {a:12.4f} {b:13.4f} {a / b:7.1f}x   {check}", flush=True)
-    kinked_line(args.rounds)
+    for spec in kinked:
+        kinked_line(args.rounds, spec)
 
 
 if __name__ == "__main__":

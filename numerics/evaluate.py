@@ -412,10 +412,11 @@ def _float_moments(act, moments, Bs: list[int]):
             values[mo][big[ok]], errors[mo][big[ok]] = vals[mo][ok], errs[mo][ok]
         todo[big[ok]] = False
         route = f"sphere quadrature (float64; interpolated in 1/B for B >= {binterp.MIN_B})"
-    for j in np.flatnonzero(todo):
-        vals, errs = sphere.moments_float_estimated(act, moments, Bs[j])
+    rest = np.flatnonzero(todo)
+    if len(rest):
+        vals, errs = sphere.moments_float_many(act, moments, Barr[rest])
         for mo in moments:
-            values[mo][j], errors[mo][j] = vals[mo], errs[mo]
+            values[mo][rest], errors[mo][rest] = vals[mo], errs[mo]
     return values, errors, route
 
 

@@ -47,7 +47,13 @@ def gauss_legendre_nodes(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @lru_cache(maxsize=32)
 def gauss_legendre_float(level: int):
-    t, w, v = gauss_legendre_nodes(gl_count(level))
+    return gauss_legendre_float_count(gl_count(level))
+
+
+@lru_cache(maxsize=32)
+def gauss_legendre_float_count(n: int):
+    """The ``n``-point Gauss-Legendre rule on ``[0, 1]`` as ``(u, v, w)`` in float64."""
+    t, w, v = gauss_legendre_nodes(n)
     return (1 + t) / 2, v, w / 2
 
 
