@@ -157,7 +157,12 @@ def orthant_moment_hyper(a, b, corr) -> sp.Expr:
     ``k`` integrations by parts, continued analytically in ``a``). Even and odd ``k`` give
     one ``2F1`` each.
     """
-    a, b = sp.nsimplify(a), sp.nsimplify(b)
+    a, b = (e if isinstance(e, sp.Symbol) else sp.nsimplify(e) for e in (a, b))
+    if any(e.is_number and not e.is_Rational for e in (a, b)):
+        # irrational exponents (sqrt(2)): factoring the term ratio over Q does not split it
+        # into linear factors in j; the series with symbolic exponents does
+        ea, eb = sp.Dummy("a", real=True), sp.Dummy("b", real=True)
+        return orthant_moment_hyper(ea, eb, corr).subs({ea: a, eb: b})
     j = sp.Symbol("j", integer=True, nonnegative=True)
     zz = sp.Symbol("zz", positive=True)
 

@@ -203,3 +203,39 @@ def test_dual_kernel_against_polar_quadrature(spec):
     for cv in (-0.6, 0.05, 0.7):
         exact = float(K.subs(c, sp.nsimplify(cv)))
         assert abs(exact - float(numeric(np.array([cv]))[0])) < 1e-11 * max(1, abs(exact))
+
+
+@pytest.mark.parametrize("a,b", [(sp.sqrt(2), sp.sqrt(2)), (sp.sqrt(2), sp.sqrt(2) - 1)])
+def test_orthant_moments_of_irrational_exponents(a, b):
+    """Irrational exponents (``Max(x,0)**sqrt(2)`` and its derivative): the series is summed
+    with symbolic exponents; against a plain 2-D quadrature of ``E[u_+^a v_+^b]``."""
+    from scipy import integrate, stats
+
+    for cv in (-0.4, 0.3):
+        dens = stats.multivariate_normal(mean=[0.0, 0.0], cov=[[1.0, cv], [cv, 1.0]]).pdf
+        fa, fb = float(a), float(b)
+        num, _ = integrate.dblquad(lambda v, u: u**fa * v**fb * dens([u, v]), 0, 12, 0, 12,
+                                   epsabs=1e-13, epsrel=1e-11)
+        got = float(orthant_moment_hyper(a, b, sp.Float(cv, 30)).evalf(30))
+        assert abs(got - num) < 1e-9 * abs(num), (cv, got, num)
+
+
+def test_cli_analyze_irrational_power(capsys):
+    """``bnmft analyze 'Max(x,0)**sqrt(2)'`` (a traceback before): q* = E[phi(z1)^2] printed
+    to 12 digits, against the one-coordinate sphere integral (density prop. (1 - x^2)^((B-4)/2)
+    of x = z1 / sqrt(B - 1), THEORY.md)."""
+    import json
+
+    import mpmath
+
+    from bnmft.cli import main
+
+    assert main(["analyze", "Max(x,0)**sqrt(2)", "--batch-size", "8", "--digits", "12",
+                 "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    with mpmath.workdps(30):
+        e = 2 * mpmath.sqrt(2)
+        num = mpmath.quad(lambda x: (mpmath.sqrt(7) * x) ** e * (1 - x * x) ** 2, [0, 1])
+        den = mpmath.quad(lambda x: (1 - x * x) ** 2, [-1, 1])
+        ref = mpmath.nstr(num / den, 12, strip_zeros=False)
+    assert row["q_star"] == ref
