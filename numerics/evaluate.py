@@ -615,7 +615,9 @@ def _moment_numbers(deriv: Derivation, names: list[str], finite: list[int], digi
     qs = [deriv[n] for n in names]
     moments = list(deriv.moments)
     for Bv in progress(finite, "sphere quadrature (mpmath)"):
-        if _enough(out.get(Bv), names, digits):
+        # the relations the float table derived too (xi = 1/log(rate) loses digits where
+        # rate is near 1): short there, the mpmath moments give the rate the digits it needs
+        if _enough(out.get(Bv), list(out.get(Bv, names)), digits):
             continue
         route = "sphere quadrature (mpmath)"
         try:

@@ -188,3 +188,21 @@ def test_analyze_restores_the_garbage_collector():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_relation_short_on_the_float_route_goes_to_mpmath(capsys):
+    """elu at B = 1000, 13 digits: the float64 gradient rate has 13 digits, but
+    ``max_trainable_depth = 16/log(rate)`` loses a digit (rate near 1); the batch size must then
+    go to the mpmath moments, not print null. The printed value is the 20-digit mpmath one
+    rounded to 13."""
+    import json
+
+    from bnmft.cli import main
+
+    assert main(["analyze", "elu", "--batch-size", "1000", "--digits", "13", "--json"]) == 0
+    captured = capsys.readouterr()
+    row = json.loads(captured.out)
+    assert "not converged" not in captured.err
+    ref = analyze("elu", [1000], digits=20)[0].numbers
+    for name in ("gradient_rate", "depth_scale", "max_trainable_depth"):
+        assert row[name] == mpmath.nstr(ref[name].value, 13, strip_zeros=False), name
