@@ -47,6 +47,12 @@ CHEBYSHEV_POINTS = 64
 #: moments), resp. the sign of ``S(s) - s`` is not resolved (interpolated moments).
 DEAD_SCALED = 1e-15
 DEAD_TABLE = 1e-9
+#: The radial rule's geometric pieces start at sqrt(a) / RADIAL_FLOOR (towards r = 0). For a
+#: family module 2^13: its degrees may make the integrand a non-integer power r^(2 alpha) at
+#: r = 0 (alpha_relu's backward moments, alpha < 1), which one piece [0, sqrt(a)/8] integrates
+#: only to ~5e-12 (B = 4, eps = 1e-3, alpha = 0.6); ten more halvings bring that below 1e-16.
+RADIAL_FLOOR = 8
+FAMILY_RADIAL_FLOOR = 8192
 #: Relative width of the final bracket of ``s*`` (Brent's method).
 SCALE_RTOL = 1e-15
 #: Where every generated block is verified: (B, eps, sigma_w), B from 4 to 10^6.
@@ -367,9 +373,9 @@ def _family_description(forms: EpsilonForms, record, lang: str, module: str,
         refusal = "NaN"
     else:
         call = (f"the functions NAME_eps(B, {name}, eps, sigma_w=1.0) evaluate")
-        args = (f"B, {name}, eps, sigma_w are array-likes broadcast together, {name} in the "
-                "place it has in this module's functions (right after B) (B >= 4, eps >= 0, "
-                f"sigma_w > 0, {name} in its domain; ValueError otherwise); each distinct (B, "
+        args = (f"B, {name}, eps, sigma_w are array-likes broadcast together, {name} right "
+                "after B as in this module's functions (B >= 4, eps >= 0, sigma_w > 0, "
+                f"{name} in its domain; ValueError otherwise); each distinct (B, "
                 f"{name}, eps, sigma_w) is computed once. eps = 0 gives the eps = 0 functions "
                 "of this module (q* times sigma_w^2, s* = q*(1 - c*)).")
         refusal = "ValueError"
@@ -385,7 +391,8 @@ def _family_description(forms: EpsilonForms, record, lang: str, module: str,
         "are computed by the same code, not verified.",
         f"Radial rule: {RADIAL_NODES}-point Gauss-Legendre in r = sqrt(k) per unit piece on "
         "[max(0, r0 - 12), r0 + 12] (r0 the mode), split geometrically towards 0 around "
-        f"sqrt(a), the density r^(B-2) e^(-r^2/2) in logs; {moments}, computed at run time "
+        f"sqrt(a) (down to sqrt(a)/{FAMILY_RADIAL_FLOOR}: r^(2 alpha) at r = 0), the "
+        f"density r^(B-2) e^(-r^2/2) in logs; {moments}, computed at run time "
         f"for each distinct (B, {name}). s*: the largest root below the eps = 0 scale "
         f"reached by halving, bisection in log s to {SCALE_RTOL:g}. lambda_G/L/M are the "
         "forward eigenvalues, gradient_rate the largest backward one "
@@ -456,6 +463,7 @@ def render_numpy(act, forms: EpsilonForms, record=None) -> str:
                         + FAMILY_DOMAINS[forms.parameters[0][0]][1].split(" (")[0]
                         [len(forms.parameters[0][0]) + 1:] if forms.parameters else None),
         verified_grid=repr(() if record is None else record.grid),
+        radial_floor=FAMILY_RADIAL_FLOOR if forms.parameters else RADIAL_FLOOR,
         functions=fns,
         n_units=len(forms.unit_moments),
         depth=depth,
@@ -717,6 +725,7 @@ def render_c(act, forms: EpsilonForms, module: str, record=None) -> tuple[str, s
         indent=" " * len(f"void {module}_all_eps("),
         indent_single=" " * len(f"void {module}_QTY_eps("),
         parameter=None, c_arg="", c_elem="", c_pass="", c_lead="",
+        radial_floor=FAMILY_RADIAL_FLOOR if forms.parameters else RADIAL_FLOOR,
     )
     if forms.parameters:
         from .backends.c.printer import element_name
