@@ -48,9 +48,11 @@ CHEBYSHEV_POINTS = 64
 DEAD_SCALED = 1e-15
 DEAD_TABLE = 1e-9
 #: The radial rule's geometric pieces start at sqrt(a) / RADIAL_FLOOR (towards r = 0). For a
-#: family module 2^13: its degrees may make the integrand a non-integer power r^(2 alpha) at
-#: r = 0 (alpha_relu's backward moments, alpha < 1), which one piece [0, sqrt(a)/8] integrates
-#: only to ~5e-12 (B = 4, eps = 1e-3, alpha = 0.6); ten more halvings bring that below 1e-16.
+#: family module at min(sqrt(a), 1) / FAMILY_RADIAL_FLOOR: its degrees may make the integrand
+#: a non-integer power r^(2 alpha) at r = 0 (alpha_relu's backward moments at B = 4, alpha <
+#: 1), which one piece [0, sqrt(a)/8] integrates only to ~5e-12 (B = 4, eps = 1e-3, alpha =
+#: 0.6; at eps = 2, sigma_w = 0.5, where sqrt(a) ~ 10^2, 1.5e-11 with sqrt(a)/8192 still);
+#: ten more halvings below r = 1 bring that below 1e-16.
 RADIAL_FLOOR = 8
 FAMILY_RADIAL_FLOOR = 8192
 #: Relative width of the final bracket of ``s*`` (Brent's method).
@@ -391,7 +393,7 @@ def _family_description(forms: EpsilonForms, record, lang: str, module: str,
         "are computed by the same code, not verified.",
         f"Radial rule: {RADIAL_NODES}-point Gauss-Legendre in r = sqrt(k) per unit piece on "
         "[max(0, r0 - 12), r0 + 12] (r0 the mode), split geometrically towards 0 around "
-        f"sqrt(a) (down to sqrt(a)/{FAMILY_RADIAL_FLOOR}: r^(2 alpha) at r = 0), the "
+        f"sqrt(a) (from min(sqrt(a), 1)/{FAMILY_RADIAL_FLOOR}: r^(2 alpha) at r = 0), the "
         f"density r^(B-2) e^(-r^2/2) in logs; {moments}, computed at run time "
         f"for each distinct (B, {name}). s*: the largest root below the eps = 0 scale "
         f"reached by halving, bisection in log s to {SCALE_RTOL:g}. lambda_G/L/M are the "
@@ -463,7 +465,8 @@ def render_numpy(act, forms: EpsilonForms, record=None) -> str:
                         + FAMILY_DOMAINS[forms.parameters[0][0]][1].split(" (")[0]
                         [len(forms.parameters[0][0]) + 1:] if forms.parameters else None),
         verified_grid=repr(() if record is None else record.grid),
-        radial_floor=FAMILY_RADIAL_FLOOR if forms.parameters else RADIAL_FLOOR,
+        radial_start=(f"min(numpy.sqrt(a), 1.0) / {FAMILY_RADIAL_FLOOR}" if forms.parameters
+                      else f"numpy.sqrt(a) / {RADIAL_FLOOR}"),
         functions=fns,
         n_units=len(forms.unit_moments),
         depth=depth,
@@ -725,7 +728,8 @@ def render_c(act, forms: EpsilonForms, module: str, record=None) -> tuple[str, s
         indent=" " * len(f"void {module}_all_eps("),
         indent_single=" " * len(f"void {module}_QTY_eps("),
         parameter=None, c_arg="", c_elem="", c_pass="", c_lead="",
-        radial_floor=FAMILY_RADIAL_FLOOR if forms.parameters else RADIAL_FLOOR,
+        radial_start=(f"fmin(sqrt(a), 1.0) / {FAMILY_RADIAL_FLOOR}" if forms.parameters
+                      else f"sqrt(a) / {RADIAL_FLOOR}"),
     )
     if forms.parameters:
         from .backends.c.printer import element_name
