@@ -68,7 +68,9 @@ def _check(evaluate, family, values, points, digits=13.5):
     got = evaluate(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
     for i, (B, v, e, w) in enumerate(arr):
         res = _reference(family, float(v), int(B), float(e), float(w))
-        assert res.regime == "fixed point"
+        if res.regime != "fixed point":  # the signal dies out: NaN, as the reference
+            assert all(np.isnan(got[q][i]) for q in E.QUANTITIES), (B, v, e, w)
+            continue
         for q in E.QUANTITIES:
             num = res.numbers[q]
             need = min(digits, num.digits) - 0.5
