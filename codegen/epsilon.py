@@ -47,6 +47,14 @@ CHEBYSHEV_POINTS = 64
 #: moments), resp. the sign of ``S(s) - s`` is not resolved (interpolated moments).
 DEAD_SCALED = 1e-15
 DEAD_TABLE = 1e-9
+#: The radial rule's geometric pieces start at sqrt(a) / RADIAL_FLOOR (towards r = 0). For a
+#: family module at min(sqrt(a), 1) / FAMILY_RADIAL_FLOOR: its degrees may make the integrand
+#: a non-integer power r^(2 alpha) at r = 0 (alpha_relu's backward moments at B = 4, alpha <
+#: 1), which one piece [0, sqrt(a)/8] integrates only to ~5e-12 (B = 4, eps = 1e-3, alpha =
+#: 0.6; at eps = 2, sigma_w = 0.5, where sqrt(a) ~ 10^2, 1.5e-11 with sqrt(a)/8192 still);
+#: ten more halvings below r = 1 bring that below 1e-16.
+RADIAL_FLOOR = 8
+FAMILY_RADIAL_FLOOR = 8192
 #: Relative width of the final bracket of ``s*`` (Brent's method).
 SCALE_RTOL = 1e-15
 #: Where every generated block is verified: (B, eps, sigma_w), B from 4 to 10^6.
@@ -85,23 +93,54 @@ class EpsilonForms:
     forms: tuple
     scale_radials: tuple
     raw_radials: tuple
+    #: a family (``bnmft codegen leaky_relu``): the parameter names (the functions take them
+    #: as array arguments after ``B``) and, per sphere moment, the coefficient of the
+    #: parameter in its degree (``M(rho) = rho^(degree + slope_j p) M(1)``; alpha_relu:
+    #: ``alpha p + (alpha - 1) q``); () for a fixed phi
+    parameters: tuple = ()
+    degree_slopes: tuple = ()
 
 
 _FORM_NAMES = ("scale_map", "q_star", "c_star", "forward_G", "forward_L", "forward_M",
                "backward_G", "backward_L", "backward_M")
 
 
-@lru_cache(maxsize=16)
-def _check_no_parameters(act) -> None:
-    """Refuse a phi with symbolic parameters (a family module: slope, alpha as arguments): the
-    eps > 0 functions take ``B``, ``eps`` and ``sigma_w`` only."""
-    from bnmft.derive.symbols import x
+#: Family parameters the eps > 0 functions take as array arguments (after ``B``, as the
+#: family module's functions), the values they are verified at (times
+#: :data:`FAMILY_VERIFY_POINTS`) and the domain they are computed on.
+FAMILY_VERIFY_GRIDS = {
+    "slope": (-0.5, 0.0, 0.2, 0.9),
+    "alpha": (0.75, 1.0, 1.5, 2.5),
+}
+#: The (B, eps, sigma_w) points of a family's verification (each times every grid value):
+#: B = 10^6 is left out (the reference's mpmath radial quadrature takes minutes per point).
+FAMILY_VERIFY_POINTS = tuple((B, eps, sw) for B in (4, 5, 8, 64, 1000)
+                             for eps, sw in ((1e-3, 1.0), (0.1, 1.5), (0.2, 1.0), (2.0, 0.5)))
+#: name -> (numpy test, its text): the values the eps > 0 functions are computed for.
+FAMILY_DOMAINS = {
+    "slope": ("numpy.isfinite(slope)", "slope finite (any real slope: phi = u x + v |x|, "
+              "u = (1 + slope)/2, v = (1 - slope)/2, is homogeneous of degree 1, so the "
+              "sphere moments of phi(rho z) are rho^deg times quadratic forms in (u, v) "
+              "with coefficients in B)"),
+    "alpha": ("numpy.isfinite(alpha) & (alpha > 0.5)",
+              "alpha finite and > 1/2 (the eps > 0 spectra need E[phi'(z)^2], finite only "
+              "for alpha > 1/2; the sphere moments of phi(rho z) are rho^deg(alpha) times "
+              "Gamma functions and 2F1 of alpha, evaluated at run time)"),
+}
+_C_DOMAINS = {"slope": "isfinite(bnmft_slope)",
+              "alpha": "isfinite(bnmft_alpha) && bnmft_alpha > 0.5"}
 
-    extra = sorted(s.name for s in act.expr.free_symbols - {x})
-    if extra:
-        raise CodegenError(
-            f"{act.name}: the eps > 0 functions take B, eps and sigma_w only; give "
-            f"{', '.join(extra)} a value (e.g. leaky_relu:0.2, alpha_relu:1.5)")
+
+def family_parameters_of(act) -> tuple:
+    """``((name, symbol), ...)``: the parameters ``act`` keeps as symbols (a family built by
+    :func:`bnmft.derive.activation.symbolic_activation`), () for a fixed phi;
+    :class:`CodegenError` for more than one or one without an eps > 0 domain."""
+    params = tuple((k, v) for k, v in (getattr(act, "params", ()) or ())
+                   if isinstance(v, sp.Symbol))
+    if len(params) > 1 or any(k not in FAMILY_DOMAINS for k, _ in params):
+        raise CodegenError(f"{act.name}: eps > 0 functions for this family are not supported; "
+                           "give its parameters values")
+    return params
 
 
 def epsilon_forms(act, route: str) -> EpsilonForms:
@@ -111,7 +150,7 @@ def epsilon_forms(act, route: str) -> EpsilonForms:
     from bnmft.derive.epsilon import (derive_regularised, radials_in, scaled_sphere_moments,
                                       sphere_moments_of)
 
-    _check_no_parameters(act)
+    params = family_parameters_of(act)
     rd = derive_regularised(act)
     noted = [e.name for e in rd.entries if e.note]
     if noted:
@@ -124,16 +163,36 @@ def epsilon_forms(act, route: str) -> EpsilonForms:
     quantities = {"scale_map": rd.scale_map, **{q.name: q for q in rd.quantities},
                   **{e.name: e.eigenvalue for e in rd.entries}}
     forms = tuple((n, quantities[n].moment_form.xreplace(syms)) for n in _FORM_NAMES)
-    degrees, unit = (), ()
+    degrees, unit, slopes = (), (), ()
+    if params and route != "scaled":
+        raise CodegenError(f"{act.name}: eps > 0 functions of a family need closed sphere "
+                           "moments")
     if route == "scaled":
         scaled = scaled_sphere_moments(act, moments)
         if set(scaled) != set(moments):
             raise CodegenError(f"{act.name}: a sphere moment of the eps > 0 forms diverges")
         unit = tuple(sp.sympify(scaled[mo][0]) for mo in moments)
-        degrees = tuple(float(scaled[mo][1]) for mo in moments)
+        if params:
+            from .closed_forms import expand_about
+            from .spec import Argument
+
+            (pname, psym), = params
+            # leaky_relu: quadratic forms in u = (1 + slope)/2, v = (1 - slope)/2 (no
+            # cancellation between slope terms near slope = +-1); checked to 40 digits
+            unit = tuple(expand_about(v, (Argument(psym, pname, pname),)) for v in unit)
+            degs = [sp.expand(sp.sympify(scaled[mo][1])) for mo in moments]
+            slopes = tuple(float(sp.diff(d, psym)) for d in degs)
+            degrees = tuple(float(d.subs(psym, 0)) for d in degs)
+            if any(sp.diff(d, psym, 2) != 0 for d in degs):
+                raise CodegenError(f"{act.name}: a sphere-moment degree is not linear in "
+                                   f"{pname}")
+        else:
+            degrees = tuple(float(scaled[mo][1]) for mo in moments)
+        allowed = {B.name} | {k for k, _ in params}
         for v in unit:
-            if {s.name for s in v.free_symbols} - {B.name}:
-                raise CodegenError(f"{act.name}: a closed sphere moment depends on more than B")
+            if {s.name for s in v.free_symbols} - allowed:
+                raise CodegenError(f"{act.name}: a closed sphere moment depends on more than "
+                                   + ", ".join(sorted(allowed)))
     pts = tuple(tuple((p.m, p.p, p.q) for p in mo.points) for mo in moments)
     f2, f1f2 = ((0, 2, 0),), ((0, 1, 0), (0, 1, 0))
     raw = tuple(i for i, r in enumerate(radials) if r.m == 0 and r.p == 0 and not r.centred
@@ -153,7 +212,8 @@ def epsilon_forms(act, route: str) -> EpsilonForms:
                       for r in radials),
         radial_names=tuple(r.name for r in radials),
         moments=pts, degrees=degrees, unit_moments=unit, forms=forms,
-        scale_radials=scale, raw_radials=raw)
+        scale_radials=scale, raw_radials=raw, parameters=tuple(params),
+        degree_slopes=slopes)
 
 
 def route_of(act, quadrature: bool) -> str:
@@ -180,7 +240,8 @@ def _prepared(forms: EpsilonForms):
               for i, n in enumerate(forms.radial_names)))
     fns = [FunctionSpec(f"_eps_form_{n}", args, e, n, (), "bnmft.derive.epsilon", "B >= 4")
            for n, e in forms.forms]
-    fns += [FunctionSpec(f"_eps_unit_{i}", (batch_argument(),), v, f"m{i}", (),
+    unit_args = (batch_argument(), *(Argument(sym, name, name) for name, sym in forms.parameters))
+    fns += [FunctionSpec(f"_eps_unit_{i}", unit_args, v, f"m{i}", (),
                          "bnmft.derive.epsilon.scaled_sphere_moments", "B >= 4")
             for i, v in enumerate(forms.unit_moments)]
     return prepare(ModuleSpec(name="eps_block", title="eps > 0", functions=tuple(fns)))
@@ -192,6 +253,10 @@ def forms_sha256(forms: EpsilonForms) -> str:
 
     items = dict(forms.forms)
     items.update({f"unit_{i}": v for i, v in enumerate(forms.unit_moments)})
+    if forms.parameters:
+        (name, sym), = forms.parameters
+        items["degrees"] = sp.Tuple(*(sp.Float(d, 17) + sp.Float(k, 17) * sym
+                                      for d, k in zip(forms.degrees, forms.degree_slopes)))
     return source_sha256(items)
 
 
@@ -220,6 +285,8 @@ class EpsilonVerification:
     points: tuple
     dead: tuple
     reference: str
+    #: a family: ``(name, values)``, the parameter values each point was checked at
+    grid: tuple = ()
 
     @property
     def least(self) -> float:
@@ -228,15 +295,22 @@ class EpsilonVerification:
     def text(self) -> str:
         sizes = sorted({b for b, _, _ in self.points})
         pairs = sorted({(e, w) for _, e, w in self.points})
+        family = ""
+        if self.grid:
+            name, values = self.grid
+            family = (f" times {name} = {', '.join(repr(v) for v in values)} (the reference "
+                      f"derived for each fixed {name})")
         return (f"Verified at generation time against bnmft.numerics.epsilon."
                 f"analyze_regularised ({self.reference}) at B = "
                 f"{', '.join(str(b) for b in sizes)} times (eps, sigma_w) = "
-                f"{', '.join(f'({e:g}, {w:g})' for e, w in pairs)}: every quantity agrees to "
+                f"{', '.join(f'({e:g}, {w:g})' for e, w in pairs)}{family}: every quantity "
+                "agrees to "
                 f"{self.least:.1f} significant digits or more (relative error <= "
                 f"{10 ** -self.least:.1e}; per quantity in EPS_VERIFIED, capped at the "
                 "reference's own digits)"
                 + (f"; no nonzero fixed point (NaN, as the reference) at {len(self.dead)} of "
-                   f"the {len(self.points)} points" if self.dead else "") + ".")
+                   f"the {len(self.points) * max(1, len(self.grid[1]) if self.grid else 1)} "
+                   "points" if self.dead else "") + ".")
 
 
 def _description(act, forms: EpsilonForms, record, lang: str = "numpy",
@@ -248,6 +322,8 @@ def _description(act, forms: EpsilonForms, record, lang: str = "numpy",
         moments = (f"the sphere moments of phi(rho z) are Chebyshev interpolants in rho "
                    f"({CHEBYSHEV_POINTS} points per piece, pieces split where a kink enters "
                    "the sphere), computed per B from this module's sphere rule")
+    if forms.parameters:
+        return _family_description(forms, record, lang, module, moments)
     if lang == "c":
         call = (f"the kernels {module}_NAME_eps(n, B, eps, sigma_w, out) and "
                 f"{module}_all_eps (declared in {module}.h, which states the calling convention)"
@@ -275,6 +351,54 @@ def _description(act, forms: EpsilonForms, record, lang: str = "numpy",
         "below the eps = 0 scale reached by halving, then Brent's method to a relative "
         f"bracket of {SCALE_RTOL:g}. lambda_G/L/M are the forward eigenvalues, gradient_rate the largest "
         "backward one (bnmft.numerics.epsilon).",
+    ]
+    if record is not None:
+        text.append(record.text())
+    return text
+
+
+def _family_description(forms: EpsilonForms, record, lang: str, module: str,
+                        moments: str) -> list[str]:
+    """The block's documentation for a family module (the parameter an array argument)."""
+    (name, _), = forms.parameters
+    domain = FAMILY_DOMAINS[name][1]
+    grid = ", ".join(repr(v) for v in FAMILY_VERIFY_GRIDS[name])
+    if lang == "c":
+        call = (f"the kernels {module}_NAME_eps(n, B, {name}, eps, sigma_w, out) and "
+                f"{module}_all_eps (declared in {module}.h, which states the calling convention)"
+                " evaluate")
+        args = (f"{name} takes the place it has in this file's kernels (right after B): n "
+                f"values, never NULL; eps and sigma_w are NULL (0, resp. 1) or n values. NaN "
+                f"for B < 4, eps < 0, sigma_w <= 0, non-finite values or {name} outside its "
+                f"domain. eps = 0 gives the eps = 0 kernels of this file (q* times sigma_w^2, "
+                "s* = q*(1 - c*)).")
+        refusal = "NaN"
+    else:
+        call = (f"the functions NAME_eps(B, {name}, eps, sigma_w=1.0) evaluate")
+        args = (f"B, {name}, eps, sigma_w are array-likes broadcast together, {name} right "
+                "after B as in this module's functions (B >= 4, eps >= 0, sigma_w > 0, "
+                f"{name} in its domain; ValueError otherwise); each distinct (B, "
+                f"{name}, eps, sigma_w) is computed once. eps = 0 gives the eps = 0 functions "
+                "of this module (q* times sigma_w^2, s* = q*(1 - c*)).")
+        refusal = "ValueError"
+    text = [
+        f"Batchnorm with eps > 0 (variance regulariser) and weight scale sigma_w: {call} "
+        "the theory of bnmft.derive.epsilon "
+        "(radial means over k ~ chi^2_{B-1} of sphere moments of phi(rho z), rho^2 = k/(k + "
+        f"a), a = B eps/s, at the root s* of the scale equation s = S(s)). {args} NaN also "
+        "means no nonzero fixed point: S(s) < s down to "
+        f"{DEAD_SCALED:g} of the eps = 0 scale (the signal dies out with depth).",
+        f"Domain of {name}: {domain}; outside it {refusal}. Verified at {name} = {grid} "
+        "(the header's line and EPS_VERIFIED_GRID); at other values in the domain the values "
+        "are computed by the same code, not verified.",
+        f"Radial rule: {RADIAL_NODES}-point Gauss-Legendre in r = sqrt(k) per unit piece on "
+        "[max(0, r0 - 12), r0 + 12] (r0 the mode), split geometrically towards 0 around "
+        f"sqrt(a) (from min(sqrt(a), 1)/{FAMILY_RADIAL_FLOOR}: r^(2 alpha) at r = 0), the "
+        f"density r^(B-2) e^(-r^2/2) in logs; {moments}, computed at run time "
+        f"for each distinct (B, {name}). s*: the largest root below the eps = 0 scale "
+        f"reached by halving, bisection in log s to {SCALE_RTOL:g}. lambda_G/L/M are the "
+        "forward eigenvalues, gradient_rate the largest backward one "
+        "(bnmft.numerics.epsilon).",
     ]
     if record is not None:
         text.append(record.text())
@@ -332,11 +456,23 @@ def render_numpy(act, forms: EpsilonForms, record=None) -> str:
         scale_rtol=repr(SCALE_RTOL),
         verified=repr({} if record is None else dict(record.digits)),
         verified_points=repr(() if record is None else record.points),
+        parameter=forms.parameters[0][0] if forms.parameters else None,
+        degree_slopes=repr(forms.degree_slopes),
+        domain=FAMILY_DOMAINS[forms.parameters[0][0]][0] if forms.parameters else None,
+        domain_text=(FAMILY_DOMAINS[forms.parameters[0][0]][1].split(" (")[0]
+                     if forms.parameters else None),
+        domain_message=(f"{forms.parameters[0][0]} must be "
+                        + FAMILY_DOMAINS[forms.parameters[0][0]][1].split(" (")[0]
+                        [len(forms.parameters[0][0]) + 1:] if forms.parameters else None),
+        verified_grid=repr(() if record is None else record.grid),
+        radial_start=(f"min(numpy.sqrt(a), 1.0) / {FAMILY_RADIAL_FLOOR}" if forms.parameters
+                      else f"numpy.sqrt(a) / {RADIAL_FLOOR}"),
         functions=fns,
         n_units=len(forms.unit_moments),
         depth=depth,
         quantities=QUANTITIES,
-        names=[repr(f"{q}_eps") for q in QUANTITIES] + [repr("all_eps"), repr("EPS_VERIFIED")],
+        names=[repr(f"{q}_eps") for q in QUANTITIES] + [repr("all_eps"), repr("EPS_VERIFIED")]
+        + ([repr("EPS_PARAMETERS")] if forms.parameters else []),
         routines=_routines(printer),
     )
 
@@ -345,6 +481,12 @@ def header_line(record) -> str:
     """The line the block adds to the generated-file header."""
     if record is None:
         return "eps > 0 functions: not verified"
+    if record.grid:
+        name, values = record.grid
+        sizes = sorted({b for b, _, _ in record.points})
+        return (f"eps > 0 functions: >= {record.least:.1f} digits against bnmft.numerics."
+                f"epsilon at B = {sizes[0]} ... {sizes[-1]} times {name} = "
+                f"{', '.join(repr(v) for v in values)}")
     return (f"eps > 0 functions: >= {record.least:.1f} digits against bnmft.numerics.epsilon "
             "at B = 4 ... 10^6")
 
@@ -419,11 +561,44 @@ def check_values(act, evaluate, points=VERIFY_POINTS, what: str = "numpy",
     return EpsilonVerification(digits, points, tuple(dead), route)
 
 
+def fixed_member(act, value: float):
+    """The member of the family ``act`` at one parameter value (its exact binary rational),
+    e.g. ``alpha_relu:alpha=3/2``: what the reference is derived for."""
+    from fractions import Fraction
+
+    from bnmft.derive.activation import activation
+
+    (name, _), = family_parameters_of(act)
+    q = Fraction(value)
+    return activation(f"{act.name.split()[0]}:{name}={q.numerator}/{q.denominator}")
+
+
+def check_family_values(act, evaluate, grid=None, points=FAMILY_VERIFY_POINTS,
+                        what: str = "numpy", rtol: float = REQUIRED_RTOL) -> EpsilonVerification:
+    """:func:`check_values` of ``evaluate(B, p, eps, sw)`` at each family parameter value of
+    ``grid`` (default :data:`FAMILY_VERIFY_GRIDS`) against the reference of that fixed member;
+    the least digits over them."""
+    (name, _), = family_parameters_of(act)
+    values = tuple(float(v) for v in (FAMILY_VERIFY_GRIDS[name] if grid is None else grid))
+    records = []
+    for v in values:
+        records.append(check_values(
+            fixed_member(act, v),
+            lambda B, e, w, v=v: evaluate(B, np.full(np.shape(B), v), e, w),
+            points=points, what=f"{what}, {name} = {v!r}", rtol=rtol))
+    digits = {n: min(r.digits[n] for r in records) for n in QUANTITIES}
+    dead = tuple((v, pt) for v, r in zip(values, records) for pt in r.dead)
+    reference = "; ".join(sorted({part for r in records for part in r.reference.split("; ")}))
+    return EpsilonVerification(digits, tuple(points), dead, reference, (name, values))
+
+
 def numpy_evaluator(module_text: str):
     """``all_eps`` of a generated numpy module text, as ``evaluate(B, eps, sw)``."""
     from .jit import load_numpy
 
     mod = load_numpy(module_text)
+    if getattr(mod, "EPS_PARAMETERS", ()):
+        return lambda B, p, e, w: mod.all_eps(B, p, e, w)
     return lambda B, e, w: mod.all_eps(B, e, w)
 
 
@@ -437,8 +612,11 @@ def with_epsilon(act, sources: dict, lang: str, module: str, quadrature: bool,
         name = f"{module}.py"
         if record is None:
             draft = append_block(sources[name], render_numpy(act, forms), header_line(None))
-            record = check_values(act, numpy_evaluator(draft), rtol=REQUIRED_RTOL
-                                  if forms.route == "scaled" else TABLE_REQUIRED_RTOL)
+            if forms.parameters:
+                record = check_family_values(act, numpy_evaluator(draft))
+            else:
+                record = check_values(act, numpy_evaluator(draft), rtol=REQUIRED_RTOL
+                                      if forms.route == "scaled" else TABLE_REQUIRED_RTOL)
         text = append_block(sources[name], render_numpy(act, forms, record), header_line(record))
         return {**sources, name: text}, record
     if lang != "c":
@@ -457,18 +635,25 @@ def with_epsilon(act, sources: dict, lang: str, module: str, quadrature: bool,
 
         draft = assemble(None)
         try:
-            all_eps, singles = load_c_epsilon(draft, module)
+            all_eps, singles = load_c_epsilon(draft, module,
+                                              tuple(n for n, _ in forms.parameters))
         except (CodegenError, OSError) as err:
             raise VerificationError(f"{module}: cannot compile the eps > 0 C kernels to check "
                                     f"them ({err})") from None
         rtol = REQUIRED_RTOL if forms.route == "scaled" else TABLE_REQUIRED_RTOL
-        record = check_values(act, all_eps, what="C fused", rtol=rtol)
-        single = check_values(
-            act, lambda B, e, w: {n: singles[n](B, e, w) for n in QUANTITIES}, what="C",
-            rtol=rtol)
+        if forms.parameters:
+            record = check_family_values(act, all_eps, what="C fused")
+            single = check_family_values(
+                act, lambda B, p, e, w: {n: singles[n](B, p, e, w) for n in QUANTITIES},
+                what="C")
+        else:
+            record = check_values(act, all_eps, what="C fused", rtol=rtol)
+            single = check_values(
+                act, lambda B, e, w: {n: singles[n](B, e, w) for n in QUANTITIES}, what="C",
+                rtol=rtol)
         record = EpsilonVerification({n: min(record.digits[n], single.digits[n])
                                       for n in record.digits}, record.points, record.dead,
-                                     record.reference)
+                                     record.reference, record.grid)
     return assemble(record), record
 
 
@@ -490,7 +675,7 @@ def render_c(act, forms: EpsilonForms, module: str, record=None) -> tuple[str, s
     from .backends.c.printer import CKernelPrinter, comment_safe
 
     prepared = _prepared(forms)
-    printer = CKernelPrinter()
+    printer = CKernelPrinter(parameters=[name for name, _ in forms.parameters])
     printer.ROUTINE_PREFIX = "bnmft_eps_"
     by_name = {q.name: q for q in prepared.functions}
     out_forms = []
@@ -542,7 +727,19 @@ def render_c(act, forms: EpsilonForms, module: str, record=None) -> tuple[str, s
         dead=repr(DEAD_SCALED), scale_rtol=repr(SCALE_RTOL),
         indent=" " * len(f"void {module}_all_eps("),
         indent_single=" " * len(f"void {module}_QTY_eps("),
+        parameter=None, c_arg="", c_elem="", c_pass="", c_lead="",
+        radial_start=(f"fmin(sqrt(a), 1.0) / {FAMILY_RADIAL_FLOOR}" if forms.parameters
+                      else f"sqrt(a) / {RADIAL_FLOOR}"),
     )
+    if forms.parameters:
+        from .backends.c.printer import element_name
+
+        (name, _), = forms.parameters
+        ctx.update(parameter=name, c_parameter=element_name(name), c_domain=_C_DOMAINS[name],
+                   c_pass=f"&{element_name(name)}, ", c_arg=f"const double *{name}, ",
+                   c_elem=f"{name}[i], ", c_lead=f"{name}, ",
+                   degree_slopes=c_array(forms.degree_slopes),
+                   domain_text=FAMILY_DOMAINS[name][1].split(" (")[0])
     c_text = env.get_template("epsilon.c.jinja").render(ctx)
     h_text = env.get_template("epsilon.h.jinja").render(ctx)
     # the block's constants must not clash with the module's own (bnmft_pi, ...)
@@ -574,27 +771,30 @@ def insert_c_header(c_text: str, header: str) -> str:
     return "\n".join(lines)
 
 
-def load_c_epsilon(sources: dict, module: str):
+def load_c_epsilon(sources: dict, module: str, parameters: tuple = ()):
     """Compile the C sources (cached) and return ``all_eps(B, eps, sigma_w) -> {name:
     array}`` calling ``MODULE_all_eps`` and ``{name: kernel}`` calling ``MODULE_NAME_eps``
     (arrays broadcast; ``None`` for eps or sigma_w passes NULL: 0 and 1). Inputs go through
     the broadcasting of :mod:`.jit` (the eps > 0 kernels take ``eps`` and ``sigma_w`` as its
-    NULL-able parameters)."""
+    NULL-able parameters). ``parameters``: the family argument names (``("slope",)``), which
+    the kernels then take after ``B`` (``all_eps(B, slope, eps, sigma_w)``)."""
     import cffi
 
     from .jit import _inputs, _pointers, build_c
 
     path = build_c(sources, module)
     ffi = cffi.FFI()
-    args = "size_t n, const double *B, const double *eps, const double *sigma_w"
+    args = ("size_t n, const double *B, "
+            + "".join(f"const double *{p}, " for p in parameters)
+            + "const double *eps, const double *sigma_w")
     ffi.cdef(f"void {module}_all_eps({args}, "
              + ", ".join(f"double *{q}" for q in QUANTITIES) + ");")
     ffi.cdef("\n".join(f"void {module}_{q}_eps({args}, double *out);" for q in QUANTITIES))
     lib = ffi.dlopen(str(path))
     names = ("eps", "sigma_w")
 
-    def call(symbol, B, eps, sigma_w, outputs):
-        arr, given = _inputs(symbol, B, {"eps": eps, "sigma_w": sigma_w}, names)
+    def call(symbol, B, lead, eps, sigma_w, outputs):
+        arr, given = _inputs(symbol, B, {"eps": eps, "sigma_w": sigma_w}, names, lead)
         out = np.empty((len(outputs), *arr.shape))
         if arr.size:
             getattr(lib, symbol)(arr.size, ffi.from_buffer("double[]", arr),
@@ -603,12 +803,16 @@ def load_c_epsilon(sources: dict, module: str):
                                    for j in range(len(outputs))))
         return {name: out[j, ...] for j, name in enumerate(outputs)}
 
-    def all_eps(B, eps, sigma_w=1.0):
-        return call(f"{module}_all_eps", B, eps, sigma_w, QUANTITIES)
+    k = len(parameters)
+
+    def all_eps(B, *rest):
+        lead, (eps, sigma_w) = rest[:k], (*rest[k:], 1.0)[:2]
+        return call(f"{module}_all_eps", B, lead, eps, sigma_w, QUANTITIES)
 
     def single(q):
-        def kernel(B, eps, sigma_w=1.0):
-            return call(f"{module}_{q}_eps", B, eps, sigma_w, (q,))[q]
+        def kernel(B, *rest):
+            lead, (eps, sigma_w) = rest[:k], (*rest[k:], 1.0)[:2]
+            return call(f"{module}_{q}_eps", B, lead, eps, sigma_w, (q,))[q]
         kernel._lib = lib
         return kernel
 

@@ -86,8 +86,10 @@ def render_package(items, package: str, dist_name: str | None = None,
             act, quadrature = item.derivation.activation, item.sources is not None
             numpy_src, record = with_epsilon(act, numpy_src, "numpy", item.module, quadrature)
             c_src, c_record = with_epsilon(act, c_src, "c", item.module, quadrature)
-            eps_text = (f"With batchnorm's `eps` and the weight scale `sigma_w`: `NAME_eps(B, eps, "
-                        f"sigma_w=1.0)` for {', '.join(f'`{n}`' for n in record.digits)} and "
+            lead = "".join(f"{name}, " for name in record.grid[:1])
+            names = ", ".join(f"`{n}`" for n in record.digits)
+            eps_text = (f"With batchnorm's `eps` and the weight scale `sigma_w`: `NAME_eps(B, "
+                        f"{lead}eps, sigma_w=1.0)` for {names} and "
                         "`all_eps` (numpy; C: `load_c(...).NAME_eps`, `.all_eps`), NaN where "
                         "there is no nonzero fixed point; verified against bnmft's eps > 0 "
                         f"analysis to >= {min(record.least, c_record.least):.1f} digits "

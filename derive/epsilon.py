@@ -243,7 +243,7 @@ def radial_power_mean(m: int, p: int) -> sp.Expr:
     n = B - 1
     if p == 0:  # a chi-square moment: E[k^m] = 2^m Gamma(n/2 + m) / Gamma(n/2)
         return sp.gammasimp(2**m * sp.gamma(n / 2 + m) / sp.gamma(n / 2))
-    alpha = n / 2 + m + sp.Rational(p, 2)
+    alpha = n / 2 + m + sp.sympify(p) / 2  # p symbolic for a family (alpha_relu's alpha)
     return (A ** (n / 2 + m) * sp.gamma(alpha) / (2 ** (n / 2) * sp.gamma(n / 2))
             * TricomiU(alpha, n / 2 + m + 1, A / 2))
 

@@ -335,19 +335,6 @@ def test_cli_refuses_unsupported(tmp_path, capsys, phi):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("family, parameter", [("leaky_relu", "slope"),
-                                               ("alpha_relu", "alpha")])
-def test_cli_refuses_a_family_module(tmp_path, capsys, family, parameter):
-    """A family module (parameter as an argument) has no eps > 0 functions: one line naming
-    the parameter to fix, exit status 2, nothing written."""
-    assert main(["codegen", family, "--lang", "numpy", "--epsilon", "--out", str(tmp_path),
-                 "--module", "f"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("bnmft: error:")
-    assert f"give {parameter} a value" in err[0]
-    assert not list(tmp_path.iterdir())
-
-
 @pytest.mark.slow
 def test_cli_relu_epsilon_c(tmp_path):
     assert main(["codegen", "relu", "--lang", "c", "--epsilon", "--out", str(tmp_path),

@@ -242,3 +242,51 @@ def test_export_with_epsilon(tmp_path, monkeypatch):
     assert plain.eps_names == ()
     with pytest.raises(AttributeError):
         _ = plain.q_star_eps
+
+
+@pytest.mark.slow
+def test_export_family_with_epsilon(tmp_path, monkeypatch):
+    """``bnmft export leaky_relu --epsilon`` (the family module, slope an argument): the
+    package's numpy ``NAME_eps(B, slope, eps, sigma_w)`` and its ctypes-loaded C kernels, in a
+    fresh environment without SymPy, mpmath or bnmft, against bnmft's eps > 0 analysis of the
+    fixed members (closed Tricomi forms) at slopes off the generation-time grid; the README
+    states the call."""
+    from bnmft.codegen.epsilon import QUANTITIES, fixed_member
+    from bnmft.derive.activation import symbolic_activation
+    from bnmft.derive.epsilon import derive_regularised
+    from bnmft.numerics.epsilon import analyze_regularised
+
+    out = tmp_path / "pkg"
+    assert main(["export", "leaky_relu", "--epsilon", "--out", str(out), "--package",
+                 "fepsx"]) == 0
+    assert "NAME_eps(B, slope, eps, sigma_w=1.0)" in (out / "README.md").read_text()
+    module = "leaky_relu_symbolic_slope"
+    B, slope, eps, sw = [4.0, 37.0, 37.0], [-0.75, 0.375, 1.5], [1e-3, 0.1, 0.02], 1.5
+    py = _fresh_environment(tmp_path, out)
+    script = (
+        "import json, sys, fepsx as g\n"
+        f"m, c = g.{module}, g.load_c({module!r})\n"
+        f"args = ({B!r}, {slope!r}, {eps!r}, {sw!r})\n"
+        "fused = c.all_eps(*args)\n"
+        "out = {q: [list(map(float, getattr(m, q + '_eps')(*args))),\n"
+        "           list(map(float, getattr(c, q + '_eps')(*args))),\n"
+        "           list(map(float, fused[q]))] for q in c.eps_names}\n"
+        "out['arguments'] = list(c.eps_arguments)\n"
+        "out['loaded'] = [k for k in ('sympy', 'mpmath', 'scipy', 'bnmft') if k in sys.modules]\n"
+        "print(json.dumps(out))\n")
+    run = subprocess.run([py, "-c", script], check=True, capture_output=True, text=True,
+                         cwd=tmp_path, timeout=600, env={"HOME": str(tmp_path), "PATH":
+                                                         "/usr/bin:/bin"})
+    got = json.loads(run.stdout)
+    assert got.pop("loaded") == []
+    assert got.pop("arguments") == ["slope"]
+    assert tuple(got) == QUANTITIES
+    family = symbolic_activation("leaky_relu")
+    for i in range(len(B)):
+        rd = derive_regularised(fixed_member(family, slope[i]))
+        (res,) = analyze_regularised(rd, [int(B[i])], repr(eps[i]), repr(sw))
+        for q in QUANTITIES:
+            want = float(res.numbers[q].value)
+            rtol = max(1e-13, 10.0 ** (0.5 - res.numbers[q].digits))
+            for route, values in zip(("numpy", "C", "fused"), got[q]):
+                assert abs(values[i] - want) <= rtol * abs(want), (q, route, i, values[i], want)
