@@ -564,14 +564,15 @@ def test_kinked_modules_against_mpmath(kink_generated, spec):
 
 @pytest.mark.slow
 def test_fractional_kink_independent_reference(kink_generated):
-    """q*, c* and the gradient rate of Max(x - 0.2, 0)**0.75 (also at gamma = -1.5, beta = 0.4)
-    at B = 6 against numerics/references.py (mpmath tanh-sinh in the paper's angles, Thm 7 in
-    Cartesian coordinates, split at the kink; E[phi'^2] has the integrable |x - k|^(-1/2))."""
+    """q*, c* and the gradient rate of Max(x - 0.2, 0)**0.75 at B = 6 against
+    numerics/references.py (mpmath tanh-sinh in the paper's angles, Thm 7 in Cartesian
+    coordinates, split at the kink; E[phi'^2] has the integrable |x - k|^(-1/2); about a
+    minute of CPU)."""
     from bnmft.numerics import references as R
 
     _, sources = kink_generated[FRACTIONAL]
     py = load_numpy(sources["numpy"])
-    for gv, bv in ((1.0, 0.0), (-1.5, 0.4)):
+    for gv, bv in ((1.0, 0.0),):
         k = (mpmath.mpf("0.2") - mpmath.mpf(bv)) / gv
 
         def phi(z, gv=gv, bv=bv):
