@@ -575,12 +575,14 @@ def test_fractional_kink_independent_reference(kink_generated):
     for gv, bv in ((1.0, 0.0),):
         k = (mpmath.mpf("0.2") - mpmath.mpf(bv)) / gv
 
-        def phi(z, gv=gv, bv=bv):
-            u = gv * z + bv - mpmath.mpf("0.2")
+        # phi written from the same k as the breakpoint (a 0.2 rounded at another precision
+        # would put the singularity 1e-17 off the split: 8e-10 in the reference rate)
+        def phi(z, gv=gv, k=k):
+            u = gv * (z - k)
             return u ** mpmath.mpf(0.75) if u > 0 else mpmath.mpf(0)
 
-        def dphi(z, gv=gv, bv=bv):
-            u = gv * z + bv - mpmath.mpf("0.2")
+        def dphi(z, gv=gv, k=k):
+            u = gv * (z - k)
             return gv * mpmath.mpf(0.75) * u ** mpmath.mpf(-0.25) if u > 0 else mpmath.mpf(0)
 
         q, c = R.fixed_point(phi, 6, dps=20, kinks=(k,))
