@@ -43,8 +43,10 @@ VERIFY_BATCH_SIZES = (4, 5, 8, 32, 63, 64, 1000, 10**5, 10**6)
 REQUIRED_RTOL = 1e-12
 #: Gauss-Legendre nodes per panel.
 RULE_NODES = 16
-#: Panel widths in z tried (widest first) until two rules agree.
-PANEL_WIDTHS = (2.0, 1.0, 0.5, 0.25)
+#: Panel widths in z tried (widest first) until two rules agree (power kinks with small
+#: exponent denominators are graded by s^(2P) at the tangency angles of small B and may need
+#: the narrow ones; Max(x - 0.2, 0)**0.75, P = 4, takes 0.25).
+PANEL_WIDTHS = (2.0, 1.0, 0.5, 0.25, 0.125, 0.0625)
 #: Self-convergence tolerance of the panel choice.
 SELF_RTOL = 1e-14
 #: From this B on, the product rule: the joint density's non-smooth edge (the ellipse
@@ -165,6 +167,50 @@ def _phi_expressions(act):
     return phi, dphi
 
 
+def side_expressions(act) -> list[dict]:
+    """phi and phi' next to each kink ``k`` of ``act`` (in ``act.kinks`` order) as functions of
+    the offset ``t = x - k``, one pair per side: ``phi(k + t)`` with the sign of ``t`` known,
+    so that SymPy's automatic evaluation turns ``Max(t, 0)**a`` into ``t**a`` (or 0) and
+    ``Abs(t)``, ``sign(t)``, ``Heaviside(t)`` into ``+-t``, ``+-1``, 1 or 0. The generated code
+    evaluates these at the quadrature nodes next to the kink from the node's offset, so that
+    ``x - k`` is never formed (in float64 it would cancel, and ``|x - k|^e`` with ``e < 0``
+    turn the rounding of ``x`` into relative errors of 1e-10 and more). Each entry:
+    ``{"kink": k, "side": -1 or 1, "phi": expr, "dphi": expr}`` in the symbol ``t``."""
+    from bnmft.derive import x
+
+    t = sp.Symbol("t")
+    out = []
+    for k in act.kinks:
+        for side in (-1, 1):
+            ts = sp.Symbol("t", positive=True) if side > 0 else sp.Symbol("t", negative=True)
+            pair = {}
+            for key, expr in (("phi", act.expr), ("dphi", act.derivative)):
+                value = expr.xreplace({x: k + ts})
+                pair[key] = _float_literals(value.xreplace({ts: t}))
+            out.append({"kink": k, "side": side, **pair})
+    return out
+
+
+def _check_sides(act, sides) -> None:
+    """Each side expression must be free of a non-smooth function of ``t`` vanishing at
+    ``t = 0`` (which would form ``x - k`` again): refuse (one line) otherwise."""
+    t = sp.Symbol("t")
+    for sd in sides:
+        for key in ("phi", "dphi"):
+            for node in sp.preorder_traversal(sd[key]):
+                if isinstance(node, (sp.Max, sp.Min, sp.Abs, sp.sign, sp.Heaviside,
+                                     sp.Piecewise)) and node.has(t):
+                    args = node.args if not isinstance(node, sp.Piecewise) else [
+                        c.lhs - c.rhs for _, c in node.args
+                        if isinstance(c, sp.core.relational.Relational)]
+                    for arg in args:
+                        if arg.has(t) and arg.subs(t, 0) == 0:
+                            raise CodegenError(
+                                f"{act.name}: {key} next to the kink {sp.sstr(sd['kink'])} "
+                                "does not simplify on one side of it; not supported by the "
+                                "generated quadrature")
+
+
 def _rule():
     from bnmft.numerics.rules import gauss_legendre_nodes
 
@@ -210,23 +256,6 @@ def check_finite_moments(act) -> None:
         raise CodegenError(str(err)) from None
 
 
-def check_bounded_derivative(act) -> None:
-    """Refuse (one line) a phi' unbounded at a kink, ``phi' ~ |x - k|^e`` with ``e < 0``
-    (:func:`kink_exponents`; ``Max(x - 0.2, 0)**0.75``). Its moments may be finite, but the
-    float64 nodes graded towards the kink give ``x - k`` with an absolute error of about
-    ``1e-16 |k|`` (``k`` moves to ``(k - beta)/gamma`` on the parameter grid, so also a kink
-    at 0), which ``|x - k|^(2e)`` turns into relative errors of 1e-10 ... 1e-8 in ``E[phi'^2]``:
-    the panel choice does not converge. ``analyze`` and ``verify`` compute such phi in
-    mpmath."""
-    for k, side, e in kink_exponents(act):
-        if e < 0:
-            where = "right" if side > 0 else "left"
-            raise CodegenError(
-                f"{act.name}: phi' is unbounded at the kink {k:g} ({where} side, ~ |x - "
-                f"{k:g}|^{e:g}); float64 nodes next to it lose the digits of x - k, so the "
-                "generated quadrature does not support it (analyze and verify do)")
-
-
 def check_supported_activation(act) -> None:
     """Refuse, with one line, what the quadrature modules do not handle."""
     if act.derivative_has_delta:
@@ -238,7 +267,6 @@ def check_supported_activation(act) -> None:
         )
     if act.kink_power != 1:
         check_finite_moments(act)
-        check_bounded_derivative(act)
     if act.params:
         names = ", ".join(str(n) for n, _ in act.params if not isinstance(_, (int, sp.Number)))
         if names:
@@ -294,8 +322,11 @@ def _power_sentence(act) -> str:
             f"at a kink are graded, d = k + (b - k) s^{p} (s^{2 * p} at the tangency angles, "
             "which are kept where they meet the outer window's end), and every inner piece is "
             "halved and each half graded so towards its end, so that the integrands are "
-            "analytic in s (the Gauss-Legendre rule converges geometrically again); the moments "
-            "of phi' the quantities need were checked finite at generation.")
+            "analytic in s (the Gauss-Legendre rule converges geometrically again). Next to a "
+            "kink phi and phi' are evaluated from the node's offset t to the kink's breakpoint, "
+            "as phi(k + t) written for the side of t (t**a for Max(x - k, 0)**a), so that x - k "
+            "is never formed in float64 (it would cancel; phi' may be unbounded there); the "
+            "moments of phi' the quantities need were checked finite at generation.")
 
 
 def _grid_sentence(plan: QuadraturePlan) -> str:
@@ -511,6 +542,36 @@ def _check_raw_forms(prepared) -> None:
                 raise CodegenError(f"moment forms: {q.name} uses moments of phi beyond m0, m1")
 
 
+def _side_names(act) -> list[tuple[str, str]]:
+    """Names of the side functions of :func:`side_expressions`, ``(left, right)`` per kink."""
+    return [(f"k{i}_left", f"k{i}_right") for i in range(len(act.kinks))]
+
+
+def _numpy_sides(act, printer):
+    """The side functions (power kinks only: :func:`side_expressions`) for the numpy template."""
+    if act.kink_power == 1:
+        return [], []
+    sides = side_expressions(act)
+    _check_sides(act, sides)
+    names = _side_names(act)
+    out = []
+    for sd, name in zip(sides, (n for pair in names for n in pair)):
+        out.append({
+            "name": name, "sign": ">" if sd["side"] > 0 else "<",
+            "kink_text": _doc_safe_text(one_line(sd["kink"])),
+            "phi": printer.doprint(sd["phi"]), "dphi": printer.doprint(sd["dphi"]),
+            "phi_text": _doc_safe_text(one_line(sd["phi"])),
+            "dphi_text": _doc_safe_text(one_line(sd["dphi"])),
+        })
+    return out, names
+
+
+def _doc_safe_text(text: str) -> str:
+    from .backends.numpy.printer import _doc_safe
+
+    return _doc_safe(text)
+
+
 def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
     from .backends.numpy.printer import _doc_safe, _docstring
 
@@ -534,6 +595,7 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
         functions.append({"name": q.name, "raw": q.name in RAW_QUANTITIES,
                           "summary": _doc_safe(doc[0]),
                           "doc": _docstring(doc[1:])})
+    sides, side_pairs = _numpy_sides(act, printer)
     imported = set(printer.module_imports)
     if imported - {"numpy"}:
         raise CodegenError(f"{act.name}: phi needs {sorted(imported)}; only numpy is allowed")
@@ -577,6 +639,7 @@ def _render_numpy(act, module: str, plan: QuadraturePlan) -> str:
         tensor_min_b=repr(float(TENSOR_MIN_B)),
         tangency_max_b=repr(float(TANGENCY_MAX_B)),
         kink_power=int(act.kink_power),
+        sides=sides, side_pairs=side_pairs,
         names=[repr(n) for n in ("ACTIVATION", "KINKS", "MOMENTS", "VERIFIED", "VERIFIED_GRID",
                                  "VERIFIED_PARAMETERS", "GAMMA_RANGE", "BETA_MAX",
                                  "sphere_moments", "shift",
@@ -675,6 +738,29 @@ def _c_cse(printer, expr):
     return ([(printer.doprint(s), printer.doprint(e)) for s, e in temps], printer.doprint(result))
 
 
+def _c_sides(act, printer) -> list[dict]:
+    """The side functions (power kinks only: :func:`side_expressions`) for the C template, in
+    the order of its switch (2 k + right)."""
+    from .backends.c.printer import comment_safe
+
+    if act.kink_power == 1:
+        return []
+    sides = side_expressions(act)
+    _check_sides(act, sides)
+    out = []
+    for sd in sides:
+        where = f"kink {sp.sstr(sd['kink'])}, t {'>' if sd['side'] > 0 else '<'} 0"
+        phi_t, phi_code = _c_cse(printer, sd["phi"])
+        dphi_t, dphi_code = _c_cse(printer, sd["dphi"])
+        out.append({
+            "text": comment_safe(f"{where}: phi = {one_line(sd['phi'])}"),
+            "dtext": comment_safe(f"{where}: phi' = {one_line(sd['dphi'])}"),
+            "phi": phi_code, "dphi": dphi_code,
+            "phi_temporaries": phi_t, "dphi_temporaries": dphi_t,
+        })
+    return out
+
+
 def _render_c(act, module: str, plan: QuadraturePlan) -> dict[str, str]:
     from .backends.c.printer import comment_safe
 
@@ -757,6 +843,7 @@ def _render_c(act, module: str, plan: QuadraturePlan) -> dict[str, str]:
         "tensor_min_b": repr(float(TENSOR_MIN_B)),
         "tangency_max_b": repr(float(TANGENCY_MAX_B)),
         "kink_power": int(act.kink_power),
+        "sides": _c_sides(act, printer),
         "n_moments": len(moments),
         "moment_points": "{" + ", ".join(points) + "}",
         "phi": phi_code, "dphi": dphi_code,
