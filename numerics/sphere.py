@@ -808,14 +808,15 @@ def _piece_nodes(pieces, rule):
     return np.concatenate(nodes), np.concatenate(weights)
 
 
-def _inner_nodes(brk: np.ndarray, rule, power: int, W2: float):
+def _inner_nodes(brk: np.ndarray, rule, power: int, W2):
     """Inner nodes per outer node; ends strictly inside the window are kinks (power ``power``).
 
     With ``power > 1`` each piece is halved and each half mapped with ``s^power`` from its
-    kink end, as :func:`_pieces` does.
+    kink end, as :func:`_pieces` does. ``brk`` of shape ``(..., n1, pieces + 1)`` (a leading
+    batch-size axis allowed, ``W2`` then broadcasting against it, e.g. ``(nB, 1, 1, 1)``).
     """
     u, v, w = rule
-    a, b = brk[:, :-1, None], brk[:, 1:, None]
+    a, b = brk[..., :-1, None], brk[..., 1:, None]
     if power == 1:
         return _map_rule(a, b, rule)
     m = (a + b) / 2
@@ -1001,28 +1002,6 @@ def _piece_nodes_many(a, b, powers, rule):
     return np.concatenate(nodes, axis=1), np.concatenate(weights, axis=1)
 
 
-def _inner_nodes_many(brk: np.ndarray, rule, power: int, W2: np.ndarray):
-    """:func:`_inner_nodes` over a leading batch-size axis (``brk`` of shape
-    ``(nB, n1, pieces + 1)``, ``W2`` of shape ``(nB, 1, 1, 1)``)."""
-    u, v, w = rule
-    a, b = brk[..., :-1, None], brk[..., 1:, None]
-    if power == 1:
-        return _map_rule(a, b, rule)
-    m = (a + b) / 2
-    left_kink = np.abs(a) < W2
-    right_kink = np.abs(b) < W2
-    span_l, span_r = m - a, b - m
-    dl = np.where(
-        left_kink, a + span_l * u**power, np.where(u < 0.5, a + span_l * u, m - span_l * v)
-    )
-    wl = np.where(left_kink, power * span_l * u ** (power - 1) * w, span_l * w)
-    dr = np.where(
-        right_kink, b - span_r * v**power, np.where(u < 0.5, m + span_r * u, b - span_r * v)
-    )
-    wr = np.where(right_kink, power * span_r * v ** (power - 1) * w, span_r * w)
-    return np.concatenate([dl, dr], axis=-1), np.concatenate([wl, wr], axis=-1)
-
-
 def _cos_power_many(power: np.ndarray, d: np.ndarray) -> np.ndarray:
     """:func:`_cos_power` with ``power`` an array broadcasting against ``d``."""
     s = np.sin(d / 2)
@@ -1119,7 +1098,7 @@ def _moments_float_layout(act: Activation, moments, lay: _Layout, rule):
         rows.append(np.arcsin(s))
     rows.append(np.broadcast_to(W2, d1.shape))
     brk = np.sort(np.stack(rows, axis=-1), axis=-1)  # (nB, n1, pieces + 1)
-    d2, w2 = _inner_nodes_many(brk, rule, power, lay.W2[:, None, None, None])
+    d2, w2 = _inner_nodes(brk, rule, power, lay.W2[:, None, None, None])
     B4 = lay.B[:, None, None, None]
     w2 = w2 * _cos_power_many(B4 - 4, d2)
     z2 = np.sqrt(B4 - 1) * ((-1 / (B4 - 1)) * s1[..., None, None]
