@@ -57,6 +57,15 @@ def _fresh_environment(tmp_path, package) -> str:
     return py
 
 
+def _run_json(py: str, script: str, tmp_path, timeout: int = 600):
+    """``script`` run by the fresh environment's ``py`` (no inherited environment, cwd
+    ``tmp_path``); the JSON it prints."""
+    run = subprocess.run([py, "-c", script], check=True, capture_output=True, text=True,
+                         cwd=tmp_path, timeout=timeout,
+                         env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    return json.loads(run.stdout)
+
+
 def test_cli_refuses_unsupported_activation(tmp_path, capsys):
     assert main(["export", "relu", "Heaviside(x - 0.5)", "--out", str(tmp_path / "t")]) == 2
     err = capsys.readouterr().err
@@ -82,10 +91,7 @@ def test_installs_and_runs_without_sympy(tmp_path):
         "out['loaded'] = [k for k in ('sympy', 'mpmath', 'scipy', 'bnmft') if k in sys.modules]\n"
         "out['verified'] = g.VERIFIED\n"
         "print(json.dumps(out))\n")
-    run = subprocess.run([py, "-c", script], check=True, capture_output=True, text=True,
-                         cwd=tmp_path, timeout=600, env={"HOME": str(tmp_path), "PATH":
-                                                         "/usr/bin:/bin"})
-    got = json.loads(run.stdout)
+    got = _run_json(py, script, tmp_path)
     assert got["loaded"] == []
     for spec, module in (("relu", "relu"), ("leaky_relu:0.2", "leaky_relu_0_2")):
         deriv = pipeline.derivation(spec)
@@ -132,10 +138,7 @@ def test_quadrature_modules_install_and_match_mpmath(tmp_path):
         "                            list(map(float, fused[q]))]\n"
         "out['loaded'] = [k for k in ('sympy', 'mpmath', 'scipy', 'bnmft') if k in sys.modules]\n"
         "print(json.dumps(out))\n")
-    run = subprocess.run([py, "-c", script], check=True, capture_output=True, text=True,
-                         cwd=tmp_path, timeout=900, env={"HOME": str(tmp_path), "PATH":
-                                                         "/usr/bin:/bin"})
-    got = json.loads(run.stdout)
+    got = _run_json(py, script, tmp_path, timeout=900)
     assert got["loaded"] == []
     for spec, module in specs.items():
         ref = Q._reference(activation(spec), tuple(Q.VERIFY_BATCH_SIZES))
@@ -182,10 +185,7 @@ def test_non_integer_degree_installs_and_matches_mpmath(tmp_path):
         "           list(map(float, fused[q]))] for q in g.MODULES['alpha_relu_1_5']}\n"
         "out['loaded'] = [k for k in ('sympy', 'mpmath', 'scipy', 'bnmft') if k in sys.modules]\n"
         "print(json.dumps(out))\n")
-    run = subprocess.run([py, "-c", script], check=True, capture_output=True, text=True,
-                         cwd=tmp_path, timeout=600, env={"HOME": str(tmp_path), "PATH":
-                                                         "/usr/bin:/bin"})
-    got = json.loads(run.stdout)
+    got = _run_json(py, script, tmp_path)
     assert got.pop("loaded") == []
     refs = pipeline.analyze("alpha_relu:1.5", QUADRATURE_BATCH, digits=16)
     for name, routes in got.items():
@@ -274,10 +274,7 @@ def test_export_family_with_epsilon(tmp_path, monkeypatch):
         "out['arguments'] = list(c.eps_arguments)\n"
         "out['loaded'] = [k for k in ('sympy', 'mpmath', 'scipy', 'bnmft') if k in sys.modules]\n"
         "print(json.dumps(out))\n")
-    run = subprocess.run([py, "-c", script], check=True, capture_output=True, text=True,
-                         cwd=tmp_path, timeout=600, env={"HOME": str(tmp_path), "PATH":
-                                                         "/usr/bin:/bin"})
-    got = json.loads(run.stdout)
+    got = _run_json(py, script, tmp_path)
     assert got.pop("loaded") == []
     assert got.pop("arguments") == ["slope"]
     assert tuple(got) == QUANTITIES
