@@ -145,7 +145,8 @@ def test_verification_record_reproduces(generated, spec):
                                   (plan.verified_grid, gold.verified_grid)):
         assert set(record) == set(golden_record)
         for name, digits in record.items():
-            assert abs(digits - golden_record[name]) <= 0.3, (spec, name, digits)
+            # digits are floored to tenths: 15.4 - 15.1 is 0.3000000000000007 in float64
+            assert abs(digits - golden_record[name]) <= 0.3 + 1e-9, (spec, name, digits)
 
 
 def test_generation_is_reproducible(generated):
@@ -387,11 +388,13 @@ def test_header_states_the_verified_parameter_range(generated):
 
 
 def test_parameter_grid_is_verified(generated):
-    """A parameter point the float64 quadrature cannot reach to 1e-12 is refused: tanh(x/10)
-    is nearly linear, its gradient rate near 1, the depth scale 1/log(rate) ill-conditioned."""
+    """A parameter point the float64 quadrature cannot reach to 1e-12 is refused: tanh(0.03 x)
+    is nearly linear, its gradient rate near 1, the depth scale 1/log(rate) ill-conditioned
+    (about 10.8 digits; at gamma = 0.1 the module reaches 12.0 digits, too close to the
+    threshold for a test)."""
     plan, _ = generated["tanh"]
-    with pytest.raises(Q.VerificationError, match="at gamma = 0.1, beta = 0.0"):
-        Q.verify(activation("tanh"), "m", plan.panel_z, Bs=(4,), grid=((0.1, 0.0),),
+    with pytest.raises(Q.VerificationError, match="at gamma = 0.03, beta = 0.0"):
+        Q.verify(activation("tanh"), "m", plan.panel_z, Bs=(4,), grid=((0.03, 0.0),),
                  grid_Bs=(4, 8, 1000, 10**6))
 
 
