@@ -784,28 +784,13 @@ def _map_rule(a, b, rule):
 
 
 def _piece_nodes(pieces, rule):
-    """Float version of :func:`_pieces`: all nodes and weights as two arrays."""
-    u, v, w = rule
-    nodes, weights = [], []
-    for a, b, pa, pb in pieces:
-        a, b = float(a), float(b)
-        if pa > 1 and pb > 1:
-            m = (a + b) / 2
-            sub = _piece_nodes([(a, m, pa, 1), (m, b, 1, pb)], rule)
-            nodes.append(sub[0])
-            weights.append(sub[1])
-            continue
-        span = b - a
-        if pa > 1:
-            nodes.append(a + span * u**pa)
-            weights.append(pa * span * u ** (pa - 1) * w)
-        elif pb > 1:
-            nodes.append(b - span * v**pb)
-            weights.append(pb * span * v ** (pb - 1) * w)
-        else:
-            nodes.append(np.where(u < 0.5, a + span * u, b - span * v))
-            weights.append(span * w)
-    return np.concatenate(nodes), np.concatenate(weights)
+    """Float version of :func:`_pieces`: all nodes and weights as two arrays (one batch size
+    of :func:`_piece_nodes_many`)."""
+    if not pieces:
+        return np.empty(0), np.empty(0)
+    ends = np.array([[float(p[0]) for p in pieces], [float(p[1]) for p in pieces]])
+    nodes, weights = _piece_nodes_many(ends[:1], ends[1:], [(p[2], p[3]) for p in pieces], rule)
+    return nodes[0], weights[0]
 
 
 def _inner_nodes(brk: np.ndarray, rule, power: int, W2):
