@@ -194,6 +194,7 @@ def test_vanilla_output_digit_by_digit(capsys, data, tmp_path):
     assert row["out"] == str(mean_path)
 
 
+@pytest.mark.slow  # about 40 s
 def test_batchnorm_text_output_and_files(capsys, data, tmp_path):
     from bnmft.numerics.kernel import kernel_matrix
 
@@ -221,6 +222,7 @@ def test_batchnorm_text_output_and_files(capsys, data, tmp_path):
     assert [p.name for p in mean_path.parent.iterdir()] == ["m.npy"]  # no temp file left
 
 
+@pytest.mark.slow  # about 45 s
 def test_test_batches_are_their_own_and_their_batch_mates_matter():
     """Test inputs identical to the training batches are interpolated (their kernel rows are
     the training ones); the same points regrouped with other batch-mates are not, and the
@@ -277,6 +279,7 @@ def test_a_posterior_without_a_correct_digit_is_not_printed_nor_written(capsys, 
     assert f"bnmft: not written: {target}" in err
 
 
+@pytest.mark.slow  # about 2.5 min
 def test_workers_give_the_same_posterior(capsys, data, tmp_path):
     """The block pairs in two worker processes: the same mean, bit for bit, as one process;
     a bad worker count is one line, exit 2."""

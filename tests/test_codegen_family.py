@@ -231,6 +231,7 @@ def _cli(*args, cwd):
                           capture_output=True, timeout=600)
 
 
+@pytest.mark.slow  # about 40 s
 @needs_cc
 def test_cli_writes_a_verified_family_module(tmp_path):
     run = _cli("codegen", "leaky_relu", "--lang", "numpy", "--out", "gen", "--module", "lk",
@@ -371,6 +372,7 @@ def test_runtime_routines_against_mpmath(lang):
                           np.ones(3))).all()
 
 
+@pytest.mark.slow  # about 40 s
 def test_cli_alpha_relu_family(tmp_path):
     run = _cli("codegen", "alpha_relu", "--lang", "numpy", "--out", "gen", "--module", "ar",
                cwd=tmp_path)
@@ -383,6 +385,7 @@ def test_cli_alpha_relu_family(tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow  # about 40 s
 @needs_cc
 def test_export_family_package(tmp_path, monkeypatch):
     """``bnmft export leaky_relu relu``: the family module (slope as an argument) next to a

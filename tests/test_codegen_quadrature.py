@@ -303,6 +303,7 @@ def test_parameters_against_mpmath(generated, spec):
                 assert _rel(value, ref[name][0]) <= 1e-12, (spec, name, Bv, gv, bv, route)
 
 
+@pytest.mark.slow  # about 1 min
 def test_parameters_independent_reference(generated):
     """q*, c* and the gradient rate of tanh(gamma x + beta) at B = 6 against
     numerics/references.py (mpmath tanh-sinh in the paper's angles, Thm 7 in Cartesian

@@ -196,6 +196,7 @@ def test_non_integer_degree_installs_and_matches_mpmath(tmp_path):
                     name, route, res.batch_size, v, r)
 
 
+@pytest.mark.slow  # about 1 min
 def test_export_with_epsilon(tmp_path, monkeypatch):
     """``bnmft export relu --epsilon``: the package's numpy ``NAME_eps`` functions and its
     ctypes-loaded C kernels ``relu_NAME_eps`` against bnmft's eps > 0 analysis (closed Tricomi

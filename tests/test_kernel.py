@@ -568,6 +568,7 @@ def test_dask_cluster_gives_the_same_kernel():
 # -- worker processes ------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # about 70 s
 def test_worker_processes_give_the_same_kernel_and_printed_digits(tmp_path, capsys):
     """Two worker processes compute each task as one process does: the same matrix, bit for
     bit, and the same printed summary."""

@@ -10,7 +10,12 @@ nbclient = pytest.importorskip("nbclient")
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+#: the two that take over 30 s at SIZE = 1 (training on MNIST; the trainable-depth scan)
+SLOW = {"02_trainability_mnist.ipynb", "04_trainable_depth_theory.ipynb"}
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW
+                                  else p for p in NOTEBOOKS], ids=[p.name for p in NOTEBOOKS])
 def test_notebook_executes_at_small_size(path, tmp_path):
     nb = nbformat.read(path, as_version=4)
     size_cells = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("SIZE =")]
