@@ -55,6 +55,19 @@ def _rel(a, r):
     return float(abs(mpmath.mpf(float(a)) - r) / abs(r))
 
 
+def _assert_routes_agree(py, c, batch, ref, *label, tol=1e-12):
+    """numpy ``all``, every single C kernel and the fused C ``all`` at the batch sizes
+    ``batch`` against ``ref[name][j]`` (the mpmath route at ``batch[j]``), to ``tol`` relative."""
+    Bs = np.array(batch, dtype=float)
+    got_py, got_fused = py.all(Bs), c.all(Bs)
+    for name in ref:
+        single = getattr(c, name)(Bs)
+        for j, Bv in enumerate(batch):
+            for route, value in (("numpy", got_py[name][j]), ("C", single[j]),
+                                 ("C fused", got_fused[name][j])):
+                assert _rel(value, ref[name][j]) <= tol, (*label, name, Bv, route)
+
+
 @pytest.mark.parametrize("spec", list(CASES))
 def test_numpy_and_c_against_mpmath(generated, spec):
     plan, sources = generated[spec]
@@ -62,14 +75,7 @@ def test_numpy_and_c_against_mpmath(generated, spec):
     idx = [Q.VERIFY_BATCH_SIZES.index(b) for b in BATCH]
     py = load_numpy(sources["numpy"])
     c = load_c(sources["c"])
-    Bs = np.array(BATCH, dtype=float)
-    got_py, got_fused = py.all(Bs), c.all(Bs)
-    for name in ref:
-        single = getattr(c, name)(Bs)
-        for j, i in enumerate(idx):
-            for route, value in (("numpy", got_py[name][j]), ("C", single[j]),
-                                 ("C fused", got_fused[name][j])):
-                assert _rel(value, ref[name][i]) <= 1e-12, (spec, name, BATCH[j], route)
+    _assert_routes_agree(py, c, BATCH, {k: [v[i] for i in idx] for k, v in ref.items()}, spec)
     # the header states what was verified, and it is true of these numbers
     assert py.VERIFIED == {k: v for k, v in plan.verified.items()}
     assert min(plan.verified.values()) >= 12
@@ -427,14 +433,7 @@ def test_power_kink_against_mpmath(power_generated):
     batch = (4, 5, 8, 32, 1000, 10**6)
     idx = [Q.VERIFY_BATCH_SIZES.index(b) for b in batch]
     py, c = load_numpy(sources["numpy"]), load_c(sources["c"])
-    Bs = np.array(batch, dtype=float)
-    got_py, got_fused = py.all(Bs), c.all(Bs)
-    for name in ref:
-        single = getattr(c, name)(Bs)
-        for j, i in enumerate(idx):
-            for route, value in (("numpy", got_py[name][j]), ("C", single[j]),
-                                 ("C fused", got_fused[name][j])):
-                assert _rel(value, ref[name][i]) <= 1e-12, (name, batch[j], route)
+    _assert_routes_agree(py, c, batch, {k: [v[i] for i in idx] for k, v in ref.items()})
     assert min(plan.verified.values()) >= 12
     assert py._KINK_POWER == 2 and "#define KINK_POWER 2" in sources["c"]["pow_q.c"]
     text = " ".join(sources["numpy"]["pow_q.py"].split())
@@ -555,14 +554,7 @@ def test_kinked_modules_against_mpmath(kink_generated, spec):
     plan, sources = kink_generated[spec]
     ref = Q._reference(activation(spec), KINK_BATCH)
     py, c = load_numpy(sources["numpy"]), load_c(sources["c"])
-    Bs = np.array(KINK_BATCH, dtype=float)
-    got_py, got_fused = py.all(Bs), c.all(Bs)
-    for name in ref:
-        single = getattr(c, name)(Bs)
-        for j, Bv in enumerate(KINK_BATCH):
-            for route, value in (("numpy", got_py[name][j]), ("C", single[j]),
-                                 ("C fused", got_fused[name][j])):
-                assert _rel(value, ref[name][j]) <= 1e-12, (spec, name, Bv, route)
+    _assert_routes_agree(py, c, KINK_BATCH, ref, spec)
     assert min(plan.verified.values()) >= 12
     text = " ".join(sources["numpy"]["kq.py"].split())
     assert f"agrees to {min(plan.verified.values()):.1f} significant digits" in text
