@@ -211,6 +211,36 @@ def merged_pieces(points: dict) -> list[tuple]:
     return [(a, b, pa, pb) for (a, pa), (b, pb) in zip(merged[:-1], merged[1:]) if b > a]
 
 
+def graded_pieces(pieces, ratio: float = 4.0) -> list[tuple]:
+    """``pieces`` with each one next to a piece shorter by more than ``ratio`` split
+    geometrically towards it (breakpoints at ``d + 2^j delta``, ``delta`` the short width, up
+    to half its own width, power 1).
+
+    Two singular points closer than the rule can resolve (a kink line meeting the boundary
+    next to another kink, e.g. hardtanh's ``phi(rho z)`` just past a corner entry) bound a
+    short piece; its neighbours see a singularity just outside their end, at a distance
+    ``delta`` much smaller than their width, and converge only algebraically without this.
+    """
+    widths = [b - a for a, b, _, _ in pieces]
+    out = []
+    for i, (a, b, pa, pb) in enumerate(pieces):
+        w = widths[i]
+        inner = []
+        if i > 0 and w > ratio * widths[i - 1]:
+            t = 2 * widths[i - 1]
+            while t < w / 2:
+                inner.append(a + t)
+                t *= 2
+        if i + 1 < len(pieces) and w > ratio * widths[i + 1]:
+            t = 2 * widths[i + 1]
+            while t < w / 2:
+                inner.append(b - t)
+                t *= 2
+        seq = [(a, pa), *((x, 1) for x in sorted(inner)), (b, pb)]
+        out.extend((x, y, px, py) for (x, px), (y, py) in zip(seq[:-1], seq[1:]) if y > x)
+    return out
+
+
 # -- integrands -----------------------------------------------------------------------
 
 
@@ -826,15 +856,21 @@ def moments_float(act: Activation, moments, B: int, level: int = 4,
 
     ``level`` sets the rule size (:mod:`.rules`); about 1e-15 relative for ``phi`` analytic
     between kinks at the default. The caller estimates the error with a second level. The
-    window drops weight x integrand below ``10^-window_digits``.
+    window drops weight x integrand below ``10^-window_digits``. The outer breakpoints are
+    computed at 30 digits: a tangency point is square-root conditioned, so at 15 digits two
+    breakpoints closer than 1e-7 would be merged (a kink line crossing the boundary at
+    another kink, as ``phi(rho z)`` near such a ``rho`` has) and the singularity between them
+    missed (3e-10 relative at B = 5 for hardtanh at ``rho - sqrt(2/5) = 1.3e-8``).
     """
     moments = list(moments)
-    geo = Geometry.make(B, effective_digits(act, B, window_digits))
-    kinks = [mpmath.mpf(float(k)) for k in act.kinks]
+    with mpmath.workdps(30):
+        geo = Geometry.make(B, effective_digits(act, B, window_digits))
+        kinks = [mpmath.mpf(float(k)) for k in act.kinks]
+        kind, power = _rule_kind(act)
+        outer = graded_pieces(geo.outer_pieces(kinks, power))
     two = [mo for mo in moments if mo.arity == 2]
-    kind, power = _rule_kind(act)
     rule = rule_float(kind, level)
-    d1, w1 = _piece_nodes(geo.outer_pieces(kinks, power), rule)
+    d1, w1 = _piece_nodes(outer, rule)
     root, rho, sigma = float(geo.root), float(geo.rho), float(geo.sigma)
     s1, c1 = np.sin(d1), np.cos(d1)
     wt1 = w1 * _cos_power(B - 3, d1)

@@ -148,20 +148,55 @@ static size_t piece_nodes(double a, double b, int pa, int pb, double width, doub
     return k;
 }
 
+static size_t plain_nodes(double a, double e, int pa, int pe, double width, double *d,
+                          double *w)
+{
+    size_t k = 0;
+    if (pa > 1 && pe > 1) {
+        const double m = (a + e) / 2;
+        k += piece_nodes(a, m, pa, 1, width, d ? d + k : NULL, w ? w + k : NULL);
+        k += piece_nodes(m, e, 1, pe, width, d ? d + k : NULL, w ? w + k : NULL);
+    } else {
+        k += piece_nodes(a, e, pa, pe, width, d ? d + k : NULL, w ? w + k : NULL);
+    }
+    return k;
+}
+
+/* Nodes on the pieces between breakpoints; a piece next to one shorter by more than 4 is
+ * split geometrically towards it (d +- 2^j delta, delta the short width, up to half its own
+ * width): two singular points closer than the rule resolves (a kink line meeting the boundary
+ * next to another kink) would otherwise sit just outside its end. */
 static size_t rule_nodes(const breakpoint *b, int nb, double width, double *d, double *w)
 {
     size_t k = 0;
     for (int i = 0; i + 1 < nb; ++i) {
         const double a = b[i].x, e = b[i + 1].x;
         if (!(e > a)) continue;
-        if (b[i].p > 1 && b[i + 1].p > 1) {
-            const double m = (a + e) / 2;
-            k += piece_nodes(a, m, b[i].p, 1, width, d ? d + k : NULL, w ? w + k : NULL);
-            k += piece_nodes(m, e, 1, b[i + 1].p, width, d ? d + k : NULL, w ? w + k : NULL);
-        } else {
-            k += piece_nodes(a, e, b[i].p, b[i + 1].p, width, d ? d + k : NULL,
-                             w ? w + k : NULL);
+        const double left = i > 0 ? b[i].x - b[i - 1].x : 0.0;
+        const double right = i + 2 < nb ? b[i + 2].x - b[i + 1].x : 0.0;
+        double lo = a;
+        int plo = b[i].p;
+        if (left > 0 && e - a > 4 * left) {
+            for (double t = 2 * left; t < (e - a) / 2; t *= 2) {
+                k += plain_nodes(lo, a + t, plo, 1, width, d ? d + k : NULL, w ? w + k : NULL);
+                lo = a + t;
+                plo = 1;
+            }
         }
+        double tops[64];
+        int nt = 0;
+        if (right > 0 && e - a > 4 * right) {
+            for (double t = 2 * right; t < (e - a) / 2 && nt < 64; t *= 2) {
+                tops[nt++] = e - t;
+            }
+        }
+        while (nt > 0 && !(tops[nt - 1] > lo)) --nt;  /* only those above the left grading */
+        for (int j = nt - 1; j >= 0; --j) {
+            k += plain_nodes(lo, tops[j], plo, 1, width, d ? d + k : NULL, w ? w + k : NULL);
+            lo = tops[j];
+            plo = 1;
+        }
+        k += plain_nodes(lo, e, plo, b[i + 1].p, width, d ? d + k : NULL, w ? w + k : NULL);
     }
     return k;
 }
