@@ -13,8 +13,12 @@ generated block computes, per element and at run time:
 * the sphere moments ``M(rho)`` at the radial nodes: for positive-homogeneous ``phi`` of
   degree ``alpha``, ``M(rho) = rho^deg M(1)`` with ``M(1)`` the closed sphere moments
   (printed, :func:`bnmft.derive.epsilon.scaled_sphere_moments`); for any other ``phi`` (a
-  quadrature module), Chebyshev interpolants in ``rho`` (pieces split where a kink enters
-  the sphere) of the module's own sphere rule applied to ``phi(rho z)``;
+  quadrature module), Chebyshev interpolants in ``rho`` of the module's own sphere rule
+  applied to ``phi(rho z)``, on pieces split where a kink enters the sphere or a corner of
+  two kink lines enters the support of two coordinates; past such a point a moment is
+  ``smooth + (rho - rho_c)^(j/2) smooth``, so the piece is Chebyshev in ``u``, ``rho = rho_c
+  + (hi - rho_c) u^2``, and the radial rule is split (and graded alike) at the ``r`` where
+  ``rho`` crosses it;
 * ``s*``: the largest root below the ``eps = 0`` scale reached by halving, then Brent's
   method on that bracket (the library's :func:`bnmft.numerics.epsilon._solve_scale` bisects
   in ``log s``); NaN where there is no
@@ -320,8 +324,10 @@ def _description(act, forms: EpsilonForms, record, lang: str = "numpy",
                    "moments at rho = 1 (phi positive-homogeneous)")
     else:
         moments = (f"the sphere moments of phi(rho z) are Chebyshev interpolants in rho "
-                   f"({CHEBYSHEV_POINTS} points per piece, pieces split where a kink enters "
-                   "the sphere), computed per B from this module's sphere rule")
+                   f"({CHEBYSHEV_POINTS} points per piece, pieces split where a kink or a "
+                   "corner of two kink lines enters the support and graded past it, the "
+                   "radial rule split where rho crosses those points), computed per B from "
+                   "this module's sphere rule")
     if forms.parameters:
         return _family_description(forms, record, lang, module, moments)
     if lang == "c":
@@ -721,7 +727,9 @@ def render_c(act, forms: EpsilonForms, module: str, record=None) -> tuple[str, s
             "{" + ", ".join("{%d, %d, %d}" % p for p in pts)
             + (", {-1, 0, 0}" if len(pts) == 1 else "") + "}" for pts in forms.moments) + "}",
         derivatives=c_array([sum(q for _, _, q in pts) for pts in forms.moments]),
-        chebyshev=CHEBYSHEV_POINTS, max_pieces=len(act.kinks) + 1, n_kinks=len(act.kinks),
+        chebyshev=CHEBYSHEV_POINTS, n_kinks=len(act.kinks),
+        # single kinks and corners of pairs: at most n + n^2 cuts in (0, 1)
+        max_pieces=1 + len(act.kinks) * (len(act.kinks) + 1),
         raw_radials=forms.raw_radials, routines=_routines(printer),
         quantities=QUANTITIES, n_quantities=len(QUANTITIES),
         dead=repr(DEAD_SCALED), scale_rtol=repr(SCALE_RTOL),

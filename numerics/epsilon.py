@@ -115,24 +115,52 @@ class _Scaled:
         return self.base.numpy_derivative(self.rho * z)
 
 
-def _chebyshev_points(n: int, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
-    """First-kind Chebyshev points mapped to ``rho`` in ``(lo, hi)``."""
-    return lo + (hi - lo) * (1 + np.cos(np.pi * (np.arange(n) + 0.5) / n)) / 2
+#: Corners of kink lines are breakpoints of the moment table up to this B: past it their
+#: singular term, a power ~ B/2 of ``rho - rho_c``, is smooth to the table's accuracy (and
+#: the corners of same-sign and opposite-sign kinks, 1/B apart, would bound slivers). The
+#: generated modules use their ``_TANGENCY_MAX_B``, the same number.
+CORNER_MAX_B = 33
+
+
+def _chebyshev_points(n: int, lo: float = 0.0, hi: float = 1.0,
+                      graded: bool = False) -> np.ndarray:
+    """First-kind Chebyshev points mapped to ``rho`` in ``(lo, hi)``; on a graded piece
+    mapped through ``rho = lo + (hi - lo) u^2`` (Chebyshev in ``u``)."""
+    u = (1 + np.cos(np.pi * (np.arange(n) + 0.5) / n)) / 2
+    return lo + (hi - lo) * (u * u if graded else u)
+
+
+def _piece_variable(rho: np.ndarray, lo: float, hi: float, graded: bool) -> np.ndarray:
+    """The Chebyshev variable ``t`` in ``[-1, 1]`` of ``rho`` on the piece ``[lo, hi]``:
+    ``t = 2u - 1`` with ``u = sqrt((rho - lo)/(hi - lo))`` on a graded piece, else linear."""
+    x = (rho - lo) / (hi - lo)
+    return 2 * np.sqrt(np.maximum(x, 0.0)) - 1 if graded else 2 * x - 1
 
 
 def _pieces(act, Bv: int) -> list[float]:
     """Breakpoints of ``rho`` in ``[0, 1]``: where a kink ``k != 0`` of ``phi`` enters the
-    support ``|z| <= sqrt(B-1)`` of a sphere coordinate (``rho = |k| / sqrt(B-1)``); the
-    moments are smooth on each piece, not across."""
+    support ``|z| <= sqrt(B-1)`` of a sphere coordinate (``rho = |k| / sqrt(B-1)``), and (up
+    to :data:`CORNER_MAX_B`) where a corner ``(a, b)`` of two kink lines enters the support ``Q(z1, z2) <= B - 1`` of two
+    coordinates (correlation ``r = -1/(B-1)``, ``Q = (a^2 + b^2 - 2 r a b)/(1 - r^2)``,
+    ``rho = sqrt(Q/(B-1))``). Past such a point a moment is ``smooth + (rho - rho_c)^(j/2)
+    smooth`` (the sphere's density vanishes like a half-integer power at its edge): pieces
+    starting at a breakpoint are graded (:func:`_piece_variable`); the moments are smooth in
+    that variable on each piece, not across."""
     edge = math.sqrt(Bv - 1)
-    cuts = sorted({abs(k) / edge for k in act.kink_floats if k != 0 and abs(k) / edge < 1})
-    return [0.0, *[c for c in cuts if c > 1e-3], 1.0]
+    r = -1.0 / (Bv - 1)
+    kinks = list(act.kink_floats)
+    cuts = {abs(k) / edge for k in kinks if k != 0}
+    if Bv <= CORNER_MAX_B:
+        cuts |= {math.sqrt((a * a + b * b - 2 * r * a * b) / (1 - r * r)) / edge
+                 for a in kinks for b in kinks if a != 0 or b != 0}
+    return [0.0, *sorted(c for c in cuts if 1e-3 < c < 1), 1.0]
 
 
 @dataclass
 class _MomentTable:
     """Piecewise Chebyshev interpolants of sphere moments as functions of ``rho`` (two
-    resolutions): ``coarse[mo]``, ``fine[mo]`` are lists of ``(lo, hi, coefficients)``."""
+    resolutions): ``coarse[mo]``, ``fine[mo]`` are lists of ``(lo, hi, coefficients)``; a
+    piece with ``lo > 0`` starts at a breakpoint and is graded (:func:`_piece_variable`)."""
 
     coarse: dict
     fine: dict
@@ -148,23 +176,29 @@ def _piecewise(pieces, rho: np.ndarray) -> np.ndarray:
     for i, (lo, hi, coef) in enumerate(pieces):
         mask = (rho >= lo) & ((rho < hi) if i < len(pieces) - 1 else (rho <= hi))
         if np.any(mask):
-            out[mask] = np.polynomial.chebyshev.chebval((2 * rho[mask] - lo - hi) / (hi - lo),
-                                                        coef)
+            out[mask] = np.polynomial.chebyshev.chebval(
+                _piece_variable(rho[mask], lo, hi, lo > 0), coef)
     return out
 
 
 def _slopes(pieces):
-    """The derivative in ``rho`` of a piecewise Chebyshev interpolant, piece by piece."""
+    """The derivative of a piecewise Chebyshev interpolant in its piece variable (scaled by
+    ``2/(hi - lo)``: the derivative in ``rho`` on an ungraded piece)."""
     return [(lo, hi, np.polynomial.chebyshev.chebder(c) * 2 / (hi - lo)) for lo, hi, c in pieces]
 
 
 def _sphere_level(act, moments, Bv: int, max_level: int = 8) -> int:
     """Smallest rule level at which the sphere moments of ``phi(rho z)`` at ``rho = 1`` (the
-    most oscillatory case) agree with the next level to 1e-14 relative."""
+    most oscillatory case) agree with the next level to 1e-14 relative. A moment that is
+    zero up to rounding at both levels (below 1e-15 of the largest: hardtanh's
+    ``E[z1 phi'(z1) z2 phi'(z2)]`` at B = 5 is 2e-18) has no relative accuracy to reach and
+    is left out (it held every batch size at the highest level)."""
     prev = sphere.moments_float(_Scaled(act, 1.0), moments, Bv, 3)
     for level in range(4, max_level + 1):
         cur = sphere.moments_float(_Scaled(act, 1.0), moments, Bv, level)
-        if all(abs(cur[mo] - prev[mo]) <= 1e-14 * max(abs(cur[mo]), 1e-300) for mo in moments):
+        zero = 1e-15 * max(abs(v) for v in cur.values())
+        if all(abs(cur[mo] - prev[mo]) <= 1e-14 * max(abs(cur[mo]), 1e-300)
+               or max(abs(cur[mo]), abs(prev[mo])) <= zero for mo in moments):
             return level - 1
         prev = cur
     return max_level - 1
@@ -173,9 +207,9 @@ def _sphere_level(act, moments, Bv: int, max_level: int = 8) -> int:
 def _fit(act, moments, Bv: int, n: int, level: int, cuts) -> dict:
     out = {mo: [] for mo in moments}
     for lo, hi in zip(cuts[:-1], cuts[1:]):
-        pts = _chebyshev_points(n, lo, hi)
+        pts = _chebyshev_points(n, lo, hi, graded=lo > 0)
         rows = [sphere.moments_float(_Scaled(act, float(r)), moments, Bv, level) for r in pts]
-        x = (2 * pts - lo - hi) / (hi - lo)
+        x = _piece_variable(pts, lo, hi, lo > 0)
         for mo in moments:
             out[mo].append((lo, hi, np.polynomial.chebyshev.chebfit(
                 x, [row[mo] for row in rows], n - 1)))
@@ -190,7 +224,8 @@ def _table(act, moments, Bv: int, sizes=(24, 48, 96, 192)) -> _MomentTable:
     cuts = _pieces(act, Bv)
     points = max(12, sizes[0] // (len(cuts) - 1))
     coarse = _fit(act, moments, Bv, points, level, cuts)
-    probe = np.concatenate([_chebyshev_points(49, lo, hi) for lo, hi in zip(cuts, cuts[1:])])
+    probe = np.concatenate([_chebyshev_points(49, lo, hi, lo > 0)
+                            for lo, hi in zip(cuts, cuts[1:])])
     worst = math.inf
     while points < sizes[-1]:
         points *= 2
@@ -208,29 +243,43 @@ def _table(act, moments, Bv: int, sizes=(24, 48, 96, 192)) -> _MomentTable:
     return _MomentTable(coarse, fine, worst)
 
 
-def _radial_rule(Bv: int, a: float, nodes: int) -> tuple[np.ndarray, np.ndarray]:
+def _radial_rule(Bv: int, a: float, nodes: int, cuts=()) -> tuple[np.ndarray, np.ndarray]:
     """Nodes ``r`` and normalised weights of the law of ``r = sqrt(k)``, ``k ~ chi^2_{B-1}``.
 
     Composite Gauss-Legendre on ``[max(0, r0 - 12), r0 + 12]`` (``r0`` the mode; the
     log-density falls by more than 70 outside) in unit pieces (the peak's width is about
-    0.7), split geometrically towards 0 around ``sqrt(a)`` where ``rho`` has its poles."""
+    0.7), split geometrically towards 0 around ``sqrt(a)`` where ``rho`` has its poles, and
+    at ``r_c = sqrt(a c^2/(1 - c^2))`` where ``rho = c`` crosses a breakpoint ``c`` of the
+    moment table (:func:`_pieces`): past it the moments are ``smooth + (r - r_c)^(j/2)
+    smooth``, so the piece starting there is graded, ``r = r_c + (q - r_c) v^2``."""
     n = Bv - 1
     r0 = math.sqrt(max(n - 1, 0.0))
     lo, hi = max(0.0, r0 - 12.0), r0 + 12.0
     brk = {lo, hi, *np.arange(math.floor(lo) + 1.0, hi, 1.0)}  # unit pieces: width of the peak
     ra = math.sqrt(a) if a > 0 else 0.0
+    graded = set()
     if ra > 0:
         t = ra / 8
         while t < hi:
             if t > lo:
                 brk.add(t)
             t *= 2
+        for c in cuts:
+            rc = ra * c / math.sqrt(1 - c * c)
+            if lo < rc < hi:
+                brk.add(rc)
+                graded.add(rc)
     brk = sorted(brk)
     x, w = np.polynomial.legendre.leggauss(nodes)
+    v, wv = (1 + x) / 2, w / 2
     rs, ws = [], []
     for p, q in zip(brk[:-1], brk[1:]):
-        rs.append((q - p) / 2 * x + (q + p) / 2)
-        ws.append((q - p) / 2 * w)
+        if p in graded:
+            rs.append(p + (q - p) * v * v)
+            ws.append(2 * (q - p) * v * wv)
+        else:
+            rs.append((q - p) / 2 * x + (q + p) / 2)
+            ws.append((q - p) / 2 * w)
     r, w = np.concatenate(rs), np.concatenate(ws)
     logd = (n - 1) * np.log(r) - r * r / 2
     wt = w * np.exp(logd - logd.max())
@@ -244,12 +293,15 @@ class _FloatModel:
         self.rd, self.Bv = rd, Bv
         self.moments = list(sphere_moments_of(rd.radials))
         self.scaling = None
+        #: breakpoints of rho inside (0, 1) of the moment table (none for exact scaling)
+        self.cuts = ()
         if rd.activation.homogeneous is not None:
             # M(rho) = rho^deg M(1): exact, and exact relative accuracy as rho -> 0
             self.scaling = {mo: (float(sp.N(v.subs(B_SYM, Bv), 20)), float(deg)) for mo, (v, deg)
                             in _scaled(rd).items()}
         else:
             self.table = _table(rd.activation, self.moments, Bv)
+            self.cuts = tuple(_pieces(rd.activation, Bv)[1:-1])
 
     @property
     def dead(self) -> float:
@@ -268,7 +320,7 @@ class _FloatModel:
     def radials(self, s: float, eps: float, fine: bool = True, only=None) -> dict:
         """Radial moments at scale ``s`` (``only``: a subset of them)."""
         a = self.Bv * eps / s
-        r, w = _radial_rule(self.Bv, a, 40 if fine else 20)
+        r, w = _radial_rule(self.Bv, a, 40 if fine else 20, self.cuts)
         k = r * r
         kbar = float(np.dot(w, k))
         rho = np.sqrt(k / (k + a)) if a > 0 else np.ones_like(k)
