@@ -150,3 +150,25 @@ def test_generated_eps_block_against_the_reference(hardtanh_eps, B, eps, sw):
         ref, tol = float(num.value), 10 ** -(min(12.0, num.digits) - 0.3)
         for route, got in (("numpy", got_py[q][0]), ("C", got_c[q][0])):
             assert abs(got - ref) <= tol * abs(ref), (q, route, got, ref)
+
+
+@pytest.mark.slow  # the generation-time verification at B = 4 ... 10^6: about 3 minutes
+def test_cli_writes_a_verified_hardtanh_eps_module(tmp_path):
+    """``bnmft codegen 'Min(Max(x, -1), 1)' --epsilon`` writes the module (it refused before:
+    7.7 digits at B = 5); its record is capped at the reference's claims, at least 10 digits
+    except ``lambda_G`` (the reference's own 6.8 at B = 10^6), and its values at B = 4 are
+    those of the reference."""
+    from bnmft.cli import main
+
+    assert main(["codegen", HARDTANH, "--lang", "numpy", "--epsilon", "--out", str(tmp_path),
+                 "--module", "ht", "--quiet"]) == 0
+    mod = load_numpy((tmp_path / "ht.py").read_text(), "ht")
+    rec = dict(mod.EPS_VERIFIED)
+    assert rec["lambda_G"] >= 6 and min(v for k, v in rec.items() if k != "lambda_G") >= 10
+    assert f"agrees to {min(rec.values()):.1f} significant digits" in " ".join(
+        (tmp_path / "ht.py").read_text().replace("#", " ").split())
+    res = analyze_regularised(derive_regularised(activation(HARDTANH)), [4], "0.001", "1")[0]
+    got = mod.all_eps(np.array([4.0]), np.array([1e-3]), 1.0)
+    for q in E.QUANTITIES:
+        ref = float(res.numbers[q].value)
+        assert abs(got[q][0] - ref) <= 1e-11 * abs(ref), q
