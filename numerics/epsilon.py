@@ -140,9 +140,9 @@ def _piece_variable(rho: np.ndarray, lo: float, hi: float, graded: bool) -> np.n
 def _pieces(act, Bv: int) -> list[float]:
     """Breakpoints of ``rho`` in ``[0, 1]``: where a kink ``k != 0`` of ``phi`` enters the
     support ``|z| <= sqrt(B-1)`` of a sphere coordinate (``rho = |k| / sqrt(B-1)``), and (up
-    to :data:`CORNER_MAX_B`) where a corner ``(a, b)`` of two kink lines enters the support ``Q(z1, z2) <= B - 1`` of two
-    coordinates (correlation ``r = -1/(B-1)``, ``Q = (a^2 + b^2 - 2 r a b)/(1 - r^2)``,
-    ``rho = sqrt(Q/(B-1))``). Past such a point a moment is ``smooth + (rho - rho_c)^(j/2)
+    to :data:`CORNER_MAX_B`) where a corner ``(a, b)`` of two kink lines enters the support
+    ``Q(z1, z2) <= B - 1`` of two coordinates (correlation ``r = -1/(B-1)``, ``Q = (a^2 + b^2
+    - 2 r a b)/(1 - r^2)``, ``rho = sqrt(Q/(B-1))``). Past such a point a moment is ``smooth + (rho - rho_c)^(j/2)
     smooth`` (the sphere's density vanishes like a half-integer power at its edge): pieces
     starting at a breakpoint are graded (:func:`_piece_variable`); the moments are smooth in
     that variable on each piece, not across."""
@@ -169,6 +169,11 @@ class _MomentTable:
 
     def values(self, mo, rho: np.ndarray, fine: bool = True) -> np.ndarray:
         return _piecewise((self.fine if fine else self.coarse)[mo], rho)
+
+    @property
+    def cuts(self) -> tuple:
+        """The breakpoints of ``rho`` inside ``(0, 1)``: the left ends of the graded pieces."""
+        return tuple(lo for lo, _, _ in next(iter(self.fine.values()))[1:])
 
 
 def _piecewise(pieces, rho: np.ndarray) -> np.ndarray:
@@ -293,15 +298,17 @@ class _FloatModel:
         self.rd, self.Bv = rd, Bv
         self.moments = list(sphere_moments_of(rd.radials))
         self.scaling = None
-        #: breakpoints of rho inside (0, 1) of the moment table (none for exact scaling)
-        self.cuts = ()
         if rd.activation.homogeneous is not None:
             # M(rho) = rho^deg M(1): exact, and exact relative accuracy as rho -> 0
             self.scaling = {mo: (float(sp.N(v.subs(B_SYM, Bv), 20)), float(deg)) for mo, (v, deg)
                             in _scaled(rd).items()}
         else:
             self.table = _table(rd.activation, self.moments, Bv)
-            self.cuts = tuple(_pieces(rd.activation, Bv)[1:-1])
+
+    @property
+    def cuts(self) -> tuple:
+        """Breakpoints of ``rho`` where the radial rule is split (none for exact scaling)."""
+        return () if self.scaling is not None else self.table.cuts
 
     @property
     def dead(self) -> float:

@@ -69,6 +69,14 @@ def _box_moment():
 OFFSETS = [0.2, 1e-3, 1e-6, 1.3e-8, 1e-9, -1e-9, -1e-3]
 
 
+def test_library_and_modules_put_corners_up_to_the_same_batch_size():
+    """The library's table and the generated modules (their ``_TANGENCY_MAX_B``) split at the
+    corners up to the same B, so that they are compared on the same pieces."""
+    from bnmft.numerics.epsilon import CORNER_MAX_B
+
+    assert CORNER_MAX_B == Q.TANGENCY_MAX_B
+
+
 def test_reference_is_the_marginal():
     """The reference itself: a box holding the whole support has probability 1, a small box
     its area times the density at 0, ``1/(2 pi sqrt(1 - r^2))``."""
